@@ -1,0 +1,129 @@
+"""The `bnexp` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import bnexp
+from bnexp.errors import BnexpError
+
+app = typer.Typer(
+    help="Reproduce, measure and go beyond the classic Batch Normalization experiments.\n\n"
+    "Example: bnexp run configs/lenet5_bn.yaml --data-root ../shared/data",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bnexp {bnexp.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Reproduce, measure and go beyond the classic Batch Normalization experiments."""
+
+
+def _fail(e: BnexpError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(e.exit_code)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), e.g. configs/lenet5_bn.yaml.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key, KEY.PATH=VALUE (value parsed as YAML); repeatable, later wins. "
+            "E.g. --set epochs=5 --set models[1].norm=torch_batchnorm --set seeds=[0,1]",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results folder; runs go to OUT/<experiment name>/<run>/.")] = Path(
+        "results"
+    ),
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with the datasets in torchvision's layout (default: $BNEXP_DATA, else bnexp's cache)."
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or mps (default: the config's device key).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Plain one-line-per-evaluation output, no bars.")
+    ] = False,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Apply the config's `smoke:` overrides (tiny data, few steps) first.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start every run over, deleting its previous results (asks first).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --restart deletes results.")] = False,
+    keep_checkpoints: Annotated[
+        bool, typer.Option("--keep-checkpoints", help="Keep every checkpoint, not only the latest.")
+    ] = False,
+) -> None:
+    """Train every run of an experiment (models x lr multipliers x seeds) and write the run store.
+
+    Examples:
+
+      bnexp run configs/lenet5_bn.yaml --data-root ../shared/data
+
+      bnexp run configs/smoke.yaml --set epochs=2 --set optimizer.lr=0.01 --out /tmp/results
+
+    Running the same command again skips finished runs and resumes interrupted ones from their
+    last checkpoint. Ctrl-C (or SIGTERM) stops at the next step and writes a checkpoint.
+
+    Exit codes: 0 all runs completed (diverged runs count as completed), 1 a run failed,
+    2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
+    """
+    from bnexp.config import load_config  # late imports keep `bnexp --help` fast
+    from bnexp.progress import make_reporter
+    from bnexp.runner import run_experiment
+    from bnexp.train import StopRequest
+
+    if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
+        _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
+    try:
+        cfg = load_config(config, set_ or [], smoke=smoke)
+        if restart and not yes:
+            if not sys.stdin.isatty():
+                raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
+            typer.confirm(f"Delete the previous results of {cfg.name} under {out} and start over?", abort=True)
+        stop = StopRequest()
+        stop.install()
+        code = run_experiment(
+            cfg,
+            out,
+            make_reporter(quiet),
+            data_root,
+            device,
+            restart=restart,
+            keep_checkpoints=keep_checkpoints,
+            stop=stop,
+        )
+    except BnexpError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,174 @@
+"""Models, registered by name. Every normalization layer comes from `bnexp.nn.norm_factory`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bnexp.config import ModelConfig
+from bnexp.nn import NormFactory, norm_factory
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model needs to know about the data: image shape and number of classes."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+
+
+ModelBuilder = Callable[[ModelConfig, InputSpec], nn.Module]
+MODELS: dict[str, ModelBuilder] = {}
+
+
+def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        MODELS[name] = builder
+        return builder
+
+    return add
+
+
+def build_model(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    model = MODELS[cfg.name](cfg, inputs)
+    if cfg.init_std is not None:
+        gaussian_init(model, cfg.init_std)
+    return model
+
+
+def gaussian_init(model: nn.Module, std: float) -> None:
+    """N(0, std) weights and zero biases for every conv and fc layer (the BN paper's MNIST init)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[name]()
+
+
+def flat_features(features: nn.Module, inputs: InputSpec) -> int:
+    """Size of `features`' output for one input image (traced once at build time, on CPU)."""
+    with torch.no_grad():
+        was_training = features.training
+        out = features.eval()(torch.zeros(1, inputs.channels, inputs.height, inputs.width))
+        features.train(was_training)
+    return out.numel()
+
+
+def conv_block(
+    cin: int, cout: int, kernel: int, norm: NormFactory, act: str, padding: int = 0, stride: int = 1
+) -> list[nn.Module]:
+    """conv -> norm -> activation: the norm sits before the nonlinearity, as in the BN paper."""
+    return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding), norm(cout, True), activation(act)]
+
+
+def fc_block(fin: int, fout: int, norm: NormFactory, act: str, dropout: float = 0.0) -> list[nn.Module]:
+    return [nn.Linear(fin, fout), norm(fout, False), activation(act)] + ([nn.Dropout(dropout)] if dropout else [])
+
+
+class Classifier(nn.Module):
+    """features (conv stack) -> flatten -> head (fc stack). Layer names are stable for probes."""
+
+    def __init__(self, features: nn.Sequential, head_builder: Callable[[int], nn.Sequential], inputs: InputSpec):
+        super().__init__()
+        self.features = features
+        self.head = head_builder(flat_features(features, inputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+@register("lenet5")
+def lenet5(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """LeNet5 as in the main article (E1): conv 6@5x5 pad 2, pool, conv 16@5x5, pool, fc 120, fc 84, fc."""
+    norm, act = norm_factory(cfg), cfg.activation
+    features = nn.Sequential(
+        *conv_block(inputs.channels, 6, 5, norm, act, padding=2),
+        nn.MaxPool2d(2),
+        *conv_block(6, 16, 5, norm, act),
+        nn.MaxPool2d(2),
+    )
+    return Classifier(
+        features,
+        lambda n: nn.Sequential(
+            *fc_block(n, 120, norm, act), *fc_block(120, 84, norm, act), nn.Linear(84, inputs.num_classes)
+        ),
+        inputs,
+    )
+
+
+@register("convnet4")
+def convnet4(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """The main article's E3 net: four 32-channel 3x3 convs (norm after each), max-pool between them,
+    then fc 120 -> 84 -> classes without normalization."""
+    norm, act = norm_factory(cfg), cfg.activation
+    layers: list[nn.Module] = []
+    for i in range(4):
+        layers += conv_block(inputs.channels if i == 0 else 32, 32, 3, norm, act, padding=1)
+        if i < 3:
+            layers.append(nn.MaxPool2d(2))
+    return Classifier(
+        nn.Sequential(*layers),
+        lambda n: nn.Sequential(
+            nn.Linear(n, 120), activation(act), nn.Linear(120, 84), activation(act), nn.Linear(84, inputs.num_classes)
+        ),
+        inputs,
+    )
+
+
+@register("mlp")
+def mlp(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """The BN paper's MNIST net (sec. 4.1): 3 fully connected hidden layers of 100 units, norm on each.
+    Its N(0, 0.05) initialization is `init_std: 0.05` in the config."""
+    norm, act = norm_factory(cfg), cfg.activation
+    n_in = inputs.channels * inputs.height * inputs.width
+    return nn.Sequential(
+        nn.Flatten(),
+        *fc_block(n_in, 100, norm, act),
+        *fc_block(100, 100, norm, act),
+        *fc_block(100, 100, norm, act),
+        nn.Linear(100, inputs.num_classes),
+    )
+
+
+def _alexnet(cfg: ModelConfig, inputs: InputSpec, first_kernel: int, first_stride: int, first_pad: int) -> nn.Module:
+    norm, act = norm_factory(cfg), cfg.activation
+    features = nn.Sequential(
+        *conv_block(inputs.channels, 96, first_kernel, norm, act, padding=first_pad, stride=first_stride),
+        nn.MaxPool2d(3, 2),
+        *conv_block(96, 256, 5, norm, act, padding=2),
+        nn.MaxPool2d(3, 2),
+        *conv_block(256, 384, 3, norm, act, padding=1),
+        *conv_block(384, 384, 3, norm, act, padding=1),
+        *conv_block(384, 256, 3, norm, act, padding=1),
+        nn.MaxPool2d(3, 2),
+    )
+    return Classifier(
+        features,
+        lambda n: nn.Sequential(
+            *fc_block(n, 4096, norm, act, cfg.dropout),
+            *fc_block(4096, 4096, norm, act, cfg.dropout),
+            nn.Linear(4096, inputs.num_classes),
+        ),
+        inputs,
+    )
+
+
+@register("alexnet")
+def alexnet(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """AlexNet as in the main article's E5 (for 224x224 input): conv 96@11x11 s4, pool 3 s2, conv 256@5x5,
+    pool, conv 384, 384, 256 @3x3, pool, fc 4096, 4096, classes; `dropout` after each hidden fc."""
+    return _alexnet(cfg, inputs, first_kernel=11, first_stride=4, first_pad=1)
+
+
+@register("alexnet_small")
+def alexnet_small(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """AlexNet for native 32x32 input: the same depth and widths, first conv 3x3 stride 1."""
+    return _alexnet(cfg, inputs, first_kernel=3, first_stride=1, first_pad=1)

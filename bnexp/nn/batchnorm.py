@@ -1,0 +1,179 @@
+"""bnexp's own Batch Normalization (Ioffe & Szegedy 2015, Alg. 1 and 2), with an analytic backward.
+
+Conventions, stated once because the sources disagree:
+
+* **Momentum** is torch's: ``running = (1 - momentum) * running + momentum * batch`` (default 0.1).
+  The main article (a5) writes ``running = momentum * running + (1 - momentum) * batch`` with 0.9, which is
+  the same average; Keras's ``momentum=0.99`` is torch's 0.01. ``convert_momentum`` translates.
+  ``momentum=None`` is a cumulative (equal-weight) average over all batches seen, as in torch.
+* **Variance.** Training normalizes with the *biased* batch variance (divide by m); the running variance
+  is updated with the *unbiased* one (m / (m - 1)), as Alg. 2 of the BN paper and torch do. m is the number
+  of values per channel: N x (spatial size).
+* **Initial running statistics**: mean 0, variance 1 (the article starts its variance at 0, so a model
+  evaluated early divides by sqrt(eps)). eps = 1e-5 inside the square root.
+* Running statistics are updated under ``no_grad``: they never carry autograd history (the article's do).
+
+The buffers and parameters are named as in ``torch.nn.BatchNorm*d`` (weight, bias, running_mean,
+running_var, num_batches_tracked), so state dicts load both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+MomentumConvention = Literal["torch", "article", "keras"]
+
+
+def convert_momentum(value: float, source: MomentumConvention, target: MomentumConvention) -> float:
+    """Translate a BN momentum between conventions.
+
+    torch's weights the *new batch* (0.1); the article's and Keras's weight the *old average* (0.9, 0.99).
+    ``convert_momentum(0.9, "article", "torch") == 0.1``; ``convert_momentum(0.99, "keras", "torch") == 0.01``.
+    """
+    torch_value = value if source == "torch" else 1.0 - value
+    return torch_value if target == "torch" else 1.0 - torch_value
+
+
+def _channel_shape(x: Tensor) -> list[int]:
+    """Shape that broadcasts a per-channel vector against x of shape (N, C, *spatial)."""
+    return [1, x.shape[1]] + [1] * (x.dim() - 2)
+
+
+class _BatchNormTrain(torch.autograd.Function):
+    """y = (x - mean) * inv_std * weight + bias with the full BN gradient (mean and inv_std depend on x).
+
+    Only x, weight and the two per-channel statistics are saved; x_hat is recomputed in backward
+    instead of keeping the intermediates of the naive formula alive.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, inv_std: Tensor):
+        shape = _channel_shape(x)
+        scale = inv_std if weight is None else inv_std * weight
+        shift = -mean * scale if bias is None else bias - mean * scale
+        ctx.save_for_backward(x, weight, mean, inv_std)
+        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight, mean, inv_std = ctx.saved_tensors
+        shape = _channel_shape(x)
+        dims = [0, *range(2, x.dim())]
+        m = x.numel() // x.shape[1]
+        sum_dy = dy.sum(dims)
+        # sum(dy * (x - mean)) without materializing x - mean
+        sum_dy_xc = (dy * x).sum(dims) - mean * sum_dy
+        dweight = sum_dy_xc * inv_std if ctx.needs_input_grad[1] else None
+        dbias = sum_dy if ctx.needs_input_grad[2] else None
+        dx = None
+        if ctx.needs_input_grad[0]:
+            # dx = g*s * (dy - mean(dy) - x_hat * mean(dy * x_hat)), written as a*dy + b*x + c per channel
+            a = inv_std if weight is None else inv_std * weight
+            b = -a * inv_std * inv_std * sum_dy_xc / m
+            c = -a * sum_dy / m - b * mean
+            dx = torch.addcmul(c.view(shape), x, b.view(shape)).addcmul_(dy, a.view(shape))
+        return dx, dweight, dbias, None, None
+
+
+class BatchNorm(nn.Module):
+    """Batch Normalization over the channel axis (dim 1) of inputs (N, C) or (N, C, *spatial).
+
+    One class covers torch's BatchNorm1d/2d/3d. In training mode it normalizes with the batch statistics
+    and updates the running ones; in eval mode it uses the running statistics, unless
+    ``track_running_stats=False``, in which case batch statistics are used in both modes.
+    See the module docstring for the momentum and variance conventions.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}) expects input (N, {self.num_features}, ...), "
+                f"got shape {tuple(x.shape)}"
+            )
+
+    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalize with batch statistics; returns (y, batch mean, biased batch variance)."""
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=dims, correction=0)
+        y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, torch.rsqrt(var + self.eps))
+        return y, mean, var
+
+    def _update_running_stats(self, mean: Tensor, var: Tensor, m: int) -> None:
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+            self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        use_batch_stats = self.training or not self.track_running_stats
+        if not use_batch_stats:
+            scale = torch.rsqrt(self.running_var + self.eps)
+            shift = -self.running_mean * scale
+            if self.affine:
+                scale, shift = scale * self.weight, shift * self.weight + self.bias
+            shape = _channel_shape(x)
+            return torch.addcmul(shift.view(shape), x, scale.view(shape))
+        dims = [0, *range(2, x.dim())]
+        m = x.numel() // x.shape[1]
+        if m < 2:
+            raise ValueError(
+                f"BatchNorm needs more than 1 value per channel to use batch statistics, got input {tuple(x.shape)}"
+            )
+        y, mean, var = self._batch_normalize(x, dims)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean, var, m)
+        return y
+
+
+class NaiveBatchNorm(BatchNorm):
+    """The main article's formula, differentiated by autograd through mean and variance.
+
+    Kept to measure the analytic backward against; the article's running-statistics defects (autograd
+    history, variance starting at 0, biased running variance) are fixed by the shared base class.
+    """
+
+    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        if self.affine:
+            shape = _channel_shape(x)
+            y = self.weight.view(shape) * y + self.bias.view(shape)
+        return y, mean.detach().flatten(), var.detach().flatten()

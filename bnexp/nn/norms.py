@@ -1,0 +1,54 @@
+"""The one place where models get their normalization layers: config `norm:` -> nn.Module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from bnexp.config import ModelConfig
+from bnexp.nn.batchnorm import BatchNorm, NaiveBatchNorm
+
+# (num_features, spatial) -> layer; spatial=True for conv feature maps (N, C, H, W), False for (N, C).
+NormFactory = Callable[[int, bool], nn.Module]
+
+
+def norm_factory(cfg: ModelConfig) -> NormFactory:
+    """Return a builder of the normalization layer `cfg.norm` with the config's options.
+
+    - batchnorm: bnexp.nn.BatchNorm (own forward and analytic backward); torch_batchnorm: nn.BatchNorm1d/2d;
+      naive_batchnorm: the article's formula through autograd.
+    - groupnorm: `groups` groups of channels per sample (the channel count must be divisible by it).
+    - layernorm: all features of a sample; on conv maps that is GroupNorm(1, C) (per-channel affine).
+    - instancenorm: each channel of each sample over its spatial positions; an fc feature has no spatial
+      extent, so fc layers get no normalization (nn.Identity) under instancenorm.
+    - none: nn.Identity.
+    """
+
+    def build(num_features: int, spatial: bool) -> nn.Module:
+        c, eps, affine = num_features, cfg.bn_eps, cfg.affine
+        match cfg.norm:
+            case "batchnorm":
+                return BatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
+            case "naive_batchnorm":
+                return NaiveBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
+            case "torch_batchnorm":
+                cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
+                return cls(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
+            case "groupnorm":
+                if c % cfg.groups:
+                    raise ValueError(f"groupnorm: groups={cfg.groups} does not divide a layer of {c} channels")
+                return nn.GroupNorm(cfg.groups, c, eps=eps, affine=affine)
+            case "layernorm":
+                return (
+                    nn.GroupNorm(1, c, eps=eps, affine=affine)
+                    if spatial
+                    else nn.LayerNorm(c, eps=eps, elementwise_affine=affine)
+                )
+            case "instancenorm":
+                return nn.GroupNorm(c, c, eps=eps, affine=affine) if spatial else nn.Identity()
+            case "none":
+                return nn.Identity()
+        raise ValueError(f"unknown norm {cfg.norm!r}")
+
+    return build

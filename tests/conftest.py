@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny dataset written in the real IDX/gzip format, isolated caches, no network."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny models run faster on one thread, and the suite then leaves the other core to whatever runs beside it.
+torch.set_num_threads(1)
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX as in the official files: magic 0x0000 08 <ndim>, big-endian dims, uint8 payload, gzipped."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Learnable images: class c lights up a horizontal band at rows 2c+4..2c+6, plus noise."""
+    images = rng.integers(0, 60, size=(len(labels), 28, 28))
+    for i, c in enumerate(labels):
+        images[i, 2 * c + 4 : 2 * c + 7, 4:24] += 180
+    return images.clip(0, 255)
+
+
+def write_tiny_dataset(root: Path, folder: str = "FashionMNIST", n_train: int = 300, n_test: int = 100) -> Path:
+    rng = np.random.default_rng(0)
+    raw = root / folder / "raw"
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        write_idx(raw / f"{split}-images-idx3-ubyte.gz", make_images(labels, rng))
+        write_idx(raw / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    """Every test gets its own bnexp cache and never touches the network or the user's data."""
+    monkeypatch.setenv("BNEXP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("BNEXP_OFFLINE", "1")
+    monkeypatch.delenv("BNEXP_DATA", raising=False)
+
+
+@pytest.fixture
+def tiny_root(tmp_path) -> Path:
+    return write_tiny_dataset(tmp_path / "data")
+
+
+TINY_CONFIG = """\
+name: tiny
+dataset:
+  name: fashion_mnist
+  verify_checksums: false
+models:
+  - {name: lenet5, norm: none}
+  - {name: lenet5, norm: batchnorm}
+optimizer: {name: adam, lr: 0.003}
+batch_size: 32
+epochs: 2
+eval_batch_size: 64
+seeds: [0]
+log_every: 4
+device: cpu
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONFIG)
+    return path

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bnexp.config import NORMS, ModelConfig
+from bnexp.models import MODELS, InputSpec, build_model
+from bnexp.nn import BatchNorm, NaiveBatchNorm
+
+MNIST_LIKE = InputSpec(1, 28, 28, 10)
+
+
+def layer_types(model: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in model.modules() if not isinstance(m, (nn.Sequential,)) and m is not model]
+
+
+def test_registry_has_lenet5():
+    assert "lenet5" in MODELS
+
+
+def test_lenet5_structure_matches_the_article():
+    model = build_model(ModelConfig(name="lenet5", norm="none"), MNIST_LIKE)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fcs = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 6, (5, 5), (2, 2)),
+        (6, 16, (5, 5), (0, 0)),
+    ]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(400, 120), (120, 84), (84, 10)]
+    assert sum(p.numel() for p in model.parameters()) == 61706  # the classic LeNet5 count
+
+
+def test_batchnorm_after_every_layer_but_the_last_and_before_the_activation():
+    model = build_model(ModelConfig(name="lenet5", norm="batchnorm"), MNIST_LIKE)
+    types = layer_types(model)
+    assert types == [
+        "Conv2d",
+        "BatchNorm",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "BatchNorm",
+        "ReLU",
+        "MaxPool2d",
+        "Linear",
+        "BatchNorm",
+        "ReLU",
+        "Linear",
+        "BatchNorm",
+        "ReLU",
+        "Linear",
+    ]
+    assert [m.num_features for m in model.modules() if isinstance(m, BatchNorm)] == [6, 16, 120, 84]
+
+
+def test_sigmoid_activation():
+    model = build_model(ModelConfig(name="lenet5", activation="sigmoid"), MNIST_LIKE)
+    assert sum(isinstance(m, nn.Sigmoid) for m in model.modules()) == 4
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_norm_builds_and_runs(norm):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="lenet5", norm=norm), MNIST_LIKE)
+    out = model(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    expected = {
+        "batchnorm": BatchNorm,
+        "naive_batchnorm": NaiveBatchNorm,
+        "torch_batchnorm": nn.BatchNorm2d,
+        "groupnorm": nn.GroupNorm,
+        "layernorm": nn.GroupNorm,
+        "instancenorm": nn.GroupNorm,
+    }
+    if norm in expected:
+        assert any(type(m) is expected[norm] for m in model.modules())
+    else:
+        assert not any(isinstance(m, (nn.BatchNorm2d, BatchNorm, nn.GroupNorm)) for m in model.modules())
+
+
+def test_norm_options_reach_the_layers():
+    model = build_model(ModelConfig(name="lenet5", bn_momentum=None, bn_eps=1e-3, affine=False), MNIST_LIKE)
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    assert all(m.momentum is None and m.eps == 1e-3 and m.weight is None for m in bns)
+
+
+def test_other_input_shapes():
+    model = build_model(ModelConfig(name="lenet5"), InputSpec(3, 32, 32, 100))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import gc
+import itertools
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from bnexp.nn import BatchNorm, NaiveBatchNorm, convert_momentum
+from bnexp.nn.batchnorm import _BatchNormTrain
+
+TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+
+def random_cases(count: int, seed: int):
+    """Randomized shapes and settings covering the issue's grid: N 2..64, C 1..256, spatial sizes incl. 1."""
+    rng = random.Random(seed)
+    settings = list(itertools.product([True, False], [0.1, 0.01, None], [True, False]))
+    cases = []
+    for i in range(count):
+        ndim = [2, 3, 4, 5][i % 4]
+        n = rng.choice([2, 3, 7, 16, 64])
+        c = rng.choice([1, 3, 16, 64, 256])
+        spatial = [rng.choice([1, 2, 5]) for _ in range(ndim - 2)]
+        if n * max(1, c) * max(1, int(torch.tensor(spatial).prod().item()) if spatial else 1) > 400_000:
+            n = 2
+        affine, momentum, track = settings[i % len(settings)]
+        channels_last = ndim == 4 and i % 3 == 0
+        cases.append((n, c, tuple(spatial), affine, momentum, track, channels_last))
+    return cases
+
+
+def pair(c: int, ndim: int, dtype, affine: bool, momentum, track: bool):
+    ref = TORCH_BN[ndim](c, momentum=momentum, affine=affine, track_running_stats=track).to(dtype)
+    ours = BatchNorm(c, momentum=momentum, affine=affine, track_running_stats=track).to(dtype)
+    if affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 1.5)
+            ref.bias.uniform_(-0.5, 0.5)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", random_cases(24, seed=0))
+def test_parity_with_torch(case, dtype):
+    n, c, spatial, affine, momentum, track, channels_last = case
+    torch.manual_seed(hash(case) % 2**31)
+    shape = (n, c, *spatial)
+    ref, ours = pair(c, len(shape), dtype, affine, momentum, track)
+    tol = TOL[dtype]
+    for _ in range(3):  # several steps: running statistics accumulate
+        x = torch.randn(shape, dtype=dtype) * 3 + 1.5
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dy = torch.randn(shape, dtype=dtype)
+        xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+        outs = [m(xi) for m, xi in zip((ref, ours), xs, strict=True)]
+        torch.testing.assert_close(outs[1], outs[0], **tol)
+        for o in outs:
+            o.backward(dy)
+        # dx is a difference of terms of size |w * dy / sigma|; in float32 (with N=2 the exact dx is ~0)
+        # the tolerance is relative to that scale, not to the tiny result
+        dims = [0, *range(2, len(shape))]
+        w = ref.weight.detach().abs().max() if affine else 1.0
+        scale = (w * dy.abs().max() / torch.sqrt(x.var(dims, correction=0).min() + 1e-5)).item()
+        dx_tol = tol if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5 * max(1.0, scale)}
+        torch.testing.assert_close(xs[1].grad, xs[0].grad, **dx_tol)
+        if affine:
+            torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **tol)
+            torch.testing.assert_close(ours.bias.grad, ref.bias.grad, **tol)
+            ref.zero_grad(), ours.zero_grad()
+        if channels_last:
+            assert outs[1].is_contiguous(memory_format=torch.channels_last)
+            assert xs[1].grad.is_contiguous(memory_format=torch.channels_last)
+    if track:
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, **tol)
+        torch.testing.assert_close(ours.running_var, ref.running_var, **tol)
+        assert int(ours.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+    ref.eval(), ours.eval()
+    x = torch.randn(shape, dtype=dtype)
+    torch.testing.assert_close(ours(x), ref(x), **tol)
+
+
+def test_naive_matches_torch_too():
+    torch.manual_seed(0)
+    ref, naive = nn.BatchNorm2d(8).double(), NaiveBatchNorm(8).double()
+    x = torch.randn(4, 8, 5, 5, dtype=torch.float64)
+    for _ in range(3):
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        ys = [ref(xs[0]), naive(xs[1])]
+        torch.testing.assert_close(ys[1], ys[0], **TOL[torch.float64])
+        for y in ys:
+            (y**2).sum().backward()
+        torch.testing.assert_close(xs[1].grad, xs[0].grad, **TOL[torch.float64])
+    torch.testing.assert_close(naive.running_var, ref.running_var, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 2, 3, 4), (2, 2, 2, 3, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_gradcheck(shape, affine):
+    torch.manual_seed(1)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(shape[1], dtype=torch.float64, requires_grad=True) + 0.5 if affine else None
+    b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True) if affine else None
+    dims = [0, *range(2, len(shape))]
+
+    def bn(x, *wb):
+        var, mean = torch.var_mean(x.detach(), dims, correction=0)  # stats recomputed per perturbation
+        return _BatchNormTrain.apply(x, *(wb or (None, None)), mean, torch.rsqrt(var + 1e-5))
+
+    inputs = (x, w, b) if affine else (x,)
+    assert torch.autograd.gradcheck(bn, inputs)
+    # and through the module, in training mode
+    m = BatchNorm(shape[1], affine=affine).double()
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+def test_running_stats_carry_no_autograd_history_and_memory_is_flat():
+    m = BatchNorm(16)
+    x = torch.randn(32, 16, 4, 4, requires_grad=True)
+    for _ in range(5):
+        m(x).sum().backward()
+    for buf in (m.running_mean, m.running_var):
+        assert not buf.requires_grad and buf.grad_fn is None
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) in (torch.Tensor, nn.Parameter))
+
+    start = live_tensors()
+    for _ in range(1000):
+        m(x).sum().backward()
+    assert live_tensors() - start <= 2
+
+
+def test_train_mode_needs_two_values_per_channel():
+    m = BatchNorm(4)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        m(torch.randn(1, 4))
+    m(torch.randn(1, 4, 2))  # two spatial values per channel are enough
+    m.eval()
+    m(torch.randn(1, 4))  # eval uses running statistics
+
+
+def test_wrong_channel_count():
+    with pytest.raises(ValueError, match=r"expects input \(N, 4, ...\)"):
+        BatchNorm(4)(torch.randn(3, 5))
+
+
+def test_state_dict_round_trip_with_torch():
+    torch.manual_seed(2)
+    ref = nn.BatchNorm2d(6)
+    for _ in range(4):
+        ref(torch.randn(8, 6, 3, 3) * 2 + 1)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2)
+        ref.bias.normal_()
+    ours = BatchNorm(6)
+    ours.load_state_dict(ref.state_dict())
+    back = nn.BatchNorm2d(6)
+    back.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 6, 3, 3)
+    for m in (ref, ours, back):
+        m.eval()
+    assert torch.equal(back(x), ref(x))
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-6, atol=1e-6)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+
+
+def test_cumulative_momentum_is_the_plain_average():
+    m = BatchNorm(3, momentum=None)
+    batches = [torch.randn(10, 3) + i for i in range(4)]
+    for b in batches:
+        m(b)
+    torch.testing.assert_close(m.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))
+
+
+def test_no_running_stats_uses_batch_statistics_in_eval():
+    m = BatchNorm(3, track_running_stats=False).eval()
+    x = torch.randn(20, 3) * 5 + 2
+    y = m(x)
+    torch.testing.assert_close(y.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    assert m.running_mean is None and "running_mean" not in m.state_dict()
+
+
+def test_convert_momentum():
+    assert convert_momentum(0.9, "article", "torch") == pytest.approx(0.1)
+    assert convert_momentum(0.99, "keras", "torch") == pytest.approx(0.01)
+    assert convert_momentum(0.1, "torch", "keras") == pytest.approx(0.9)
+    assert convert_momentum(0.3, "torch", "torch") == 0.3

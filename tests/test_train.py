@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bnexp import runner
+from bnexp.config import NORMS, load_config
+from bnexp.progress import PlainReporter
+from bnexp.runner import run_experiment
+from bnexp.store import RunDir, experiment_runs
+
+
+def run(config_path, out, tiny_root, overrides=()):
+    return run_experiment(load_config(config_path, list(overrides)), out, PlainReporter(), data_root=tiny_root)
+
+
+def test_short_run_writes_the_run_store(tiny_config, tiny_root, tmp_path):
+    assert run(tiny_config, tmp_path / "out", tiny_root) == 0
+    exp = tmp_path / "out" / "tiny"
+    assert (exp / "experiment.yaml").is_file()
+    runs = experiment_runs(exp)
+    assert [r.name for r in runs] == ["lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"]
+    bn = RunDir(exp / "lenet5-bn_lr1x_s0")
+    cfg = bn.config()
+    assert cfg["model"]["norm"] == "batchnorm" and cfg["lr"] == 0.003 and cfg["seed"] == 0
+    summary = bn.summary()
+    assert summary["status"] == "completed" and summary["steps"] == 2 * summary["steps_per_epoch"] == 20
+    assert summary["bn"]["momentum"] == 0.1 and summary["bn"]["momentum_in_article_convention"] == 0.9
+    assert summary["versions"]["torch"] == str(torch.__version__) and summary["device"]["type"] == "cpu"
+    evals = bn.metrics("eval")
+    assert [e["epoch"] for e in evals] == [1.0, 2.0]
+    assert all(0 <= e["test_acc"] <= 1 for e in evals)
+    timings = bn.timings()
+    assert [t["step"] for t in timings] == [10, 20] and all(t["images_per_s"] > 0 for t in timings)
+    assert summary["images_per_s"] > 0 and summary["train_time_s"] > 0
+    assert summary["final_test_acc"] == evals[-1]["test_acc"]
+    assert summary["best_test_acc"] == max(e["test_acc"] for e in evals)
+    train = bn.metrics("train")
+    assert [t["step"] for t in train] == [4, 8, 10, 14, 18, 20]  # every log_every steps and at each epoch end
+    # the learnable tiny data is learned by the BN model
+    assert evals[-1]["test_acc"] > 0.5
+
+
+def test_runs_are_deterministic_on_cpu(tiny_config, tiny_root, tmp_path):
+    for out in ("a", "b"):
+        run(tiny_config, tmp_path / out, tiny_root, ["models=[{name: lenet5}]"])
+    a, b = (RunDir(tmp_path / o / "tiny" / "lenet5-bn_lr1x_s0") for o in ("a", "b"))
+    strip = lambda rs: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in rs]  # noqa: E731
+    assert strip(a.metrics()) == strip(b.metrics())
+    wa, wb = (torch.load(r.path / "checkpoint.pt", weights_only=False)["model"] for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_seeds_differ(tiny_config, tiny_root, tmp_path):
+    run(tiny_config, tmp_path, tiny_root, ["models=[{name: lenet5}]", "seeds=[0, 1]", "epochs=1"])
+    losses = [RunDir(tmp_path / "tiny" / f"lenet5-bn_lr1x_s{s}").metrics("train")[0]["loss"] for s in (0, 1)]
+    assert losses[0] != losses[1]
+
+
+def test_divergence_stops_that_run_only(tiny_config, tiny_root, tmp_path):
+    overrides = [
+        "optimizer={name: sgd, lr: 1.0e+6}",
+        "lr_multipliers=[1, 1.0e-9]",
+        "models=[{name: lenet5, norm: none}]",
+    ]
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    diverged = RunDir(tmp_path / "tiny" / "lenet5_lr1x_s0").summary()
+    assert diverged["status"] == "diverged" and 1 <= diverged["diverged_at_step"] <= 4
+    records = RunDir(tmp_path / "tiny" / "lenet5_lr1x_s0").metrics()
+    assert records[-1]["event"] == "diverged" and records[-1]["step"] == diverged["diverged_at_step"]
+    assert RunDir(tmp_path / "tiny" / "lenet5_lr1e-09x_s0").summary()["status"] == "completed"
+
+
+def test_loss_ceiling_counts_as_divergence(tiny_config, tiny_root, tmp_path):
+    assert run(tiny_config, tmp_path, tiny_root, ["loss_ceiling=0.001", "models=[{name: lenet5}]"]) == 0
+    summary = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").summary()
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == 1
+
+
+def test_a_failing_run_does_not_stop_the_others(tiny_config, tiny_root, tmp_path, monkeypatch):
+    real = runner.Trainer.fit
+
+    def flaky(self):
+        if self.plan.model.norm == "none":
+            raise RuntimeError("simulated failure")
+        return real(self)
+
+    monkeypatch.setattr(runner.Trainer, "fit", flaky)
+    assert run(tiny_config, tmp_path, tiny_root) == 1
+    failed = RunDir(tmp_path / "tiny" / "lenet5_lr1x_s0")
+    assert failed.summary()["status"] == "failed" and "simulated failure" in failed.summary()["error"]
+    assert "Traceback" in (failed.path / "error.log").read_text()
+    assert RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").summary()["status"] == "completed"
+
+
+def test_step_based_run_evaluates_every_eval_every(tiny_config, tiny_root, tmp_path):
+    overrides = ["epochs=null", "steps=25", "eval_every=10", "models=[{name: lenet5}]"]
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    r = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0")
+    assert [e["step"] for e in r.metrics("eval")] == [10, 20, 25]
+    assert r.summary()["steps"] == 25
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_norm_trains(norm, tiny_config, tiny_root, tmp_path):
+    overrides = [f"models=[{{name: lenet5, norm: {norm}}}]", "epochs=1"]
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    summary = next(r.summary() for r in experiment_runs(tmp_path / "tiny"))
+    assert summary["status"] == "completed" and summary["bn"]["norm"] == norm
+
+
+def test_metrics_are_strict_json(tiny_config, tiny_root, tmp_path):
+    run(tiny_config, tmp_path, tiny_root, ["optimizer={name: sgd, lr: 1.0e+6}", "models=[{name: lenet5, norm: none}]"])
+    text = (tmp_path / "tiny" / "lenet5_lr1x_s0" / "metrics.jsonl").read_text()
+    for line in text.splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
