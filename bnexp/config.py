@@ -55,12 +55,13 @@ def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: Literal["fashion_mnist", "mnist"]
+    name: Literal["fashion_mnist", "mnist", "cifar100"]
     subset: int | None = field(default=None, metadata=_range(1))  # class-balanced train subset size
     test_subset: int | None = field(default=None, metadata=_range(1))  # class-balanced test subset size
     # standardize: (x/255 - mean)/std with the train split's statistics; unit: x/255 (torchvision ToTensor)
     normalize: Literal["standardize", "unit"] = "standardize"
-    verify_checksums: bool = True  # md5 of the .gz files against torchvision's list; off for your own files
+    verify_checksums: bool = True  # md5 of the files against torchvision's list; off for your own files
+    resize: int | None = field(default=None, metadata=_range(8))  # bilinear resize on the device, e.g. 224
 
 
 @dataclass(frozen=True)
@@ -447,16 +448,19 @@ def _check_experiment(cfg: ExperimentConfig, src: _Source) -> None:
 def _check_against_data_and_models(cfg: ExperimentConfig, src: _Source) -> None:
     """Subset sizes against the official splits, and every model actually built once (e.g. groups that do
     not divide a layer's channels), so that such mistakes stop the experiment before anything is written."""
-    from bnexp.data import INPUTS, SPLIT_SIZES  # late import: torch
+    from bnexp.data import SOURCES  # late import: torch
     from bnexp.models import build_model
 
-    for key, limit in zip(("subset", "test_subset"), SPLIT_SIZES[cfg.dataset.name], strict=True):
+    source = SOURCES[cfg.dataset.name]
+    size = cfg.dataset.resize
+    inputs = dataclasses.replace(source.inputs, height=size, width=size) if size else source.inputs
+    for key, limit in zip(("subset", "test_subset"), source.sizes, strict=True):
         value = getattr(cfg.dataset, key)
         if value is not None and value > limit:
             p = f"dataset.{key}"
             raise ConfigError(src.where(p), p, f"{value} is larger than the {limit} images of {cfg.dataset.name}")
     for i, m in enumerate(cfg.models):
         try:
-            build_model(m, INPUTS[cfg.dataset.name])
+            build_model(m, inputs)
         except ValueError as e:
             raise ConfigError(src.where(f"models[{i}]"), f"models[{i}]", str(e)) from None

@@ -1,9 +1,9 @@
 """Datasets through torchvision's classes and file formats, held as uint8 tensors on the training device.
 
 Where the files are looked for, in order: the data root (`--data-root`, else env BNEXP_DATA, else bnexp's
-own data folder in its cache), then bnexp's own data folder. Official `.gz` files are checked against
-torchvision's md5 list and decoded into bnexp's cache, never into the data root (which may be read-only).
-Only when nothing is found is a download tried, into bnexp's own folder (not with BNEXP_OFFLINE=1).
+own data folder in its cache), then bnexp's own data folder. Official archives (.gz, .tar.gz) are checked
+against torchvision's md5 list and unpacked into bnexp's cache, never into the data root (which may be
+read-only). Only when nothing is found is a download tried, into bnexp's own folder (not with BNEXP_OFFLINE).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import hashlib
 import os
 import shutil
 import socket
+import tarfile
 import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
@@ -26,13 +28,9 @@ from bnexp.config import DatasetConfig
 from bnexp.errors import BnexpError
 from bnexp.models import InputSpec
 
-DATASETS: dict[str, type[datasets.MNIST]] = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}
-# Official split sizes and input shapes, for validating a config before anything is loaded.
-SPLIT_SIZES = {"fashion_mnist": (60000, 10000), "mnist": (60000, 10000)}
-INPUTS = {name: InputSpec(1, 28, 28, 10) for name in DATASETS}
 FIX_HINT = (
-    "point --data-root or BNEXP_DATA at a folder holding {cls}/raw/ with the four official .gz files "
-    "(e.g. --data-root ../shared/data), or run once with network access"
+    "point --data-root or BNEXP_DATA at a folder holding {layout} (e.g. --data-root ../shared/data for the "
+    "MNIST family), or run once with network access"
 )
 
 
@@ -52,6 +50,151 @@ def data_root(cli_root: str | Path | None = None) -> tuple[Path, str]:
     return cache_dir() / "data", "bnexp's default data folder"
 
 
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_md5(path: Path, expected: str, verify: bool) -> str:
+    digest = _md5(path)
+    if verify and digest != expected:
+        raise BnexpError(
+            f"{path}: checksum mismatch (md5 {digest}, expected {expected}): the file is truncated or corrupted; "
+            "replace it with the official file (or set dataset.verify_checksums: false for your own files)"
+        )
+    return digest
+
+
+def _unpack_atomically(target: Path, unpack) -> None:
+    """Run `unpack(tmp_dir)` and move its result to `target`: a partial unpack never takes the name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        unpack(tmp)
+        os.replace(tmp / target.name, target)
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+        raise BnexpError(f"cannot unpack into {target} ({e}): the source is truncated or corrupted") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Source:
+    """How one dataset's official files are found, checked and read through its torchvision class."""
+
+    cls: type
+    layout: str  # for messages: where the files go under the data root
+    sizes: tuple[int, int]  # official train and test sizes
+    inputs: InputSpec
+
+    def readable_root(self, root: Path, verify: bool) -> Path | None:
+        """A folder torchvision can read without downloading, or None if `root` has no files for it."""
+        raise NotImplementedError
+
+    def read(self, root: Path, train: bool, verify: bool) -> tuple[Tensor, Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels."""
+        raise NotImplementedError
+
+
+class IdxSource(Source):
+    """MNIST and Fashion-MNIST: four IDX files, gzipped, in <root>/<Class>/raw/."""
+
+    sizes = (60000, 10000)
+    inputs = InputSpec(1, 28, 28, 10)
+
+    def __init__(self, cls: type[datasets.MNIST]):
+        self.cls = cls
+        self.layout = f"{cls.__name__}/raw/ with the four official .gz files"
+
+    def readable_root(self, root: Path, verify: bool) -> Path | None:
+        raw = root / self.cls.__name__ / "raw"
+        names = [n for n, _ in self.cls.resources]
+        if all((raw / n.removesuffix(".gz")).is_file() for n in names):
+            return root  # already decoded (e.g. a torchvision download folder): read in place
+        present = [n for n in names if (raw / n).is_file()]
+        if not present:
+            return None
+        if len(present) < len(names):
+            missing = ", ".join(sorted(set(names) - set(present)))
+            raise BnexpError(f"{raw}: incomplete files, missing {missing}; {FIX_HINT.format(layout=self.layout)}")
+        digests = [_check_md5(raw / name, md5, verify) for name, md5 in self.cls.resources]
+        # decoded copies are keyed by the sources' md5s, so a changed source is never served stale
+        decoded = cache_dir() / "decoded" / hashlib.md5("".join(digests).encode()).hexdigest()
+        for name in names:
+            target = decoded / self.cls.__name__ / "raw" / name.removesuffix(".gz")
+            if not target.is_file():
+
+                def gunzip(tmp: Path, name: str = name, target: Path = target) -> None:
+                    with gzip.open(raw / name, "rb") as src, (tmp / target.name).open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+
+                _unpack_atomically(target, gunzip)
+        return decoded
+
+    def read(self, root: Path, train: bool, verify: bool) -> tuple[Tensor, Tensor]:
+        ds = self.cls(root=str(root), train=train, download=False)
+        return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+class _UncheckedCIFAR100(datasets.CIFAR100):
+    """torchvision's CIFAR-100 reader without its md5 checks (dataset.verify_checksums: false)."""
+
+    def _check_integrity(self) -> bool:
+        return True
+
+    def _load_meta(self) -> None:
+        self.meta = {**self.meta, "md5": None}  # check_integrity(path, None) only checks existence
+        super()._load_meta()
+
+
+class CifarSource(Source):
+    """CIFAR-100: the python pickles in <root>/cifar-100-python/, or the official .tar.gz beside it."""
+
+    cls = datasets.CIFAR100
+    layout = "cifar-100-python/ (train, test, meta) or cifar-100-python.tar.gz"
+    sizes = (50000, 10000)
+    inputs = InputSpec(3, 32, 32, 100)
+
+    def readable_root(self, root: Path, verify: bool) -> Path | None:
+        folder, archive = root / self.cls.base_folder, root / self.cls.filename
+        if all((folder / name).is_file() for name in ("train", "test", "meta")):
+            return root  # torchvision's own reader checks each file's md5 when verifying
+        if not archive.is_file():
+            return None
+        digest = _check_md5(archive, self.cls.tgz_md5, verify)
+        decoded = cache_dir() / "decoded" / digest
+        if not (decoded / self.cls.base_folder / "meta").is_file():
+
+            def untar(tmp: Path) -> None:
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(tmp / decoded.name, **safe)
+
+            _unpack_atomically(decoded, untar)
+        return decoded
+
+    def read(self, root: Path, train: bool, verify: bool) -> tuple[Tensor, Tensor]:
+        cls = self.cls if verify else _UncheckedCIFAR100
+        try:
+            ds = cls(root=str(root), train=train, download=False)
+        except RuntimeError as e:  # torchvision's "not found or corrupted" (md5 mismatch)
+            raise BnexpError(
+                f"{root / self.cls.base_folder}: {e}; replace the files with the official ones (or set "
+                "dataset.verify_checksums: false for your own files)"
+            ) from None
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(ds.targets, dtype=torch.long)
+
+
+SOURCES: dict[str, Source] = {
+    "fashion_mnist": IdxSource(datasets.FashionMNIST),
+    "mnist": IdxSource(datasets.MNIST),
+    "cifar100": CifarSource(),
+}
+
+
 @dataclass
 class Split:
     images: Tensor  # uint8 (N, C, H, W) on the device
@@ -66,77 +209,34 @@ class Data:
     name: str
     train: Split
     test: Split
-    inputs: InputSpec
-    mean: float  # pixel statistics in [0, 1] units used by `to_input`
-    std: float
+    inputs: InputSpec  # what the model sees (after `resize`)
+    mean: list[float]  # per-channel pixel statistics in [0, 1] units used by `to_input`
+    std: list[float]
     source: str  # the folder the files were read from
+    resize: int | None = None
+
+    def __post_init__(self) -> None:
+        device = self.train.images.device
+        shape = (1, len(self.mean), 1, 1)
+        self._shift = (255.0 * torch.tensor(self.mean, device=device)).view(shape)
+        self._scale = (255.0 * torch.tensor(self.std, device=device)).view(shape)
 
     def to_input(self, images: Tensor) -> Tensor:
-        """uint8 images -> normalized float32, on whatever device they are."""
-        return images.float().sub_(255.0 * self.mean).div_(255.0 * self.std)
+        """uint8 images -> normalized float32 (resized if asked), on whatever device they are."""
+        x = images.float().sub_(self._shift).div_(self._scale)
+        if self.resize:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return x
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _extract(gz: Path, target: Path) -> None:
-    """gunzip atomically: a partial file never takes the target's name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
-    try:
-        with gzip.open(gz, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, target)
-    except (OSError, EOFError, zlib.error) as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BnexpError(f"{gz}: cannot decompress ({e}); the file is truncated or corrupted. Replace it.") from None
-
-
-def _readable_root(cls: type[datasets.MNIST], root: Path, verify: bool) -> Path | None:
-    """A folder torchvision can read `cls` from without downloading, or None if `root` lacks the files."""
-    raw = root / cls.__name__ / "raw"
-    names = [n for n, _ in cls.resources]
-    if all((raw / n.removesuffix(".gz")).is_file() for n in names):
-        return root  # already decoded (e.g. a torchvision download folder): read in place
-    present = [n for n in names if (raw / n).is_file()]
-    if not present:
-        return None
-    if len(present) < len(names):
-        missing = ", ".join(sorted(set(names) - set(present)))
-        hint = FIX_HINT.format(cls=cls.__name__)
-        raise BnexpError(f"{raw}: incomplete {cls.__name__} files, missing {missing}; {hint}")
-    digests = {}
-    for name, expected in cls.resources:
-        digests[name] = _md5(raw / name)
-        if verify and digests[name] != expected:
-            raise BnexpError(
-                f"{raw / name}: checksum mismatch (md5 {digests[name]}, expected {expected}): the file is "
-                "truncated or corrupted; replace it with the official file (or set dataset.verify_checksums: "
-                "false for your own IDX files)"
-            )
-    # decoded copies are keyed by the sources' md5s, so a changed source is never served stale
-    key = hashlib.md5("".join(digests[n] for n in names).encode()).hexdigest()
-    decoded = cache_dir() / "decoded" / key
-    for name in names:
-        target = decoded / cls.__name__ / "raw" / name.removesuffix(".gz")
-        if not target.is_file():
-            _extract(raw / name, target)
-    return decoded
-
-
-def _download(cls: type[datasets.MNIST], root: Path) -> str | None:
+def _download(source: Source, root: Path) -> str | None:
     """Try torchvision's download into bnexp's own folder; returns why it failed, or None."""
     if os.environ.get("BNEXP_OFFLINE"):
         return "downloads are off (BNEXP_OFFLINE is set)"
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
     try:
-        cls(root=str(root), train=True, download=True)
+        source.cls(root=str(root), train=True, download=True)
         return None
     except Exception as e:  # torchvision raises RuntimeError, URLError, OSError... all mean "no data"
         return f"download failed: {type(e).__name__}: {e}"
@@ -144,22 +244,24 @@ def _download(cls: type[datasets.MNIST], root: Path) -> str | None:
         socket.setdefaulttimeout(previous)
 
 
-def locate(cfg: DatasetConfig, cli_root: str | Path | None = None) -> Path:
-    """The folder to read `cfg.name` from, preparing decoded copies or downloading if needed."""
-    cls = DATASETS[cfg.name]
+def locate(cfg: DatasetConfig, cli_root: str | Path | None = None) -> tuple[Path, Path]:
+    """The folder to read `cfg.name` from (preparing decoded copies or downloading if needed), and the
+    folder where its files were found (for messages and provenance)."""
+    source = SOURCES[cfg.name]
     root, origin = data_root(cli_root)
     own = cache_dir() / "data"
     looked = []
     for candidate in dict.fromkeys([root, own]):
-        looked.append(f"{candidate / cls.__name__ / 'raw'}" + (f" ({origin})" if candidate == root else ""))
-        found = _readable_root(cls, candidate, cfg.verify_checksums)
+        looked.append(f"{candidate}" + (f" ({origin})" if candidate == root else ""))
+        found = source.readable_root(candidate, cfg.verify_checksums)
         if found is not None:
-            return found
-    failure = _download(cls, own)
+            return found, candidate
+    failure = _download(source, own)
     if failure is None:
-        return own
+        return own, own
     raise BnexpError(
-        f"{cls.__name__} not found; looked in {'; '.join(looked)}; {failure}. Fix: {FIX_HINT.format(cls=cls.__name__)}"
+        f"{cfg.name} not found; looked for {source.layout} in {'; '.join(looked)}; {failure}. "
+        f"Fix: {FIX_HINT.format(layout=source.layout)}"
     )
 
 
@@ -175,49 +277,53 @@ def balanced_subset(labels: Tensor, size: int, num_classes: int) -> Tensor:
     return torch.sort(torch.cat(picks)).values
 
 
-def _read_split(cls: type[datasets.MNIST], root: Path, train: bool, subset: int | None) -> tuple[Tensor, Tensor]:
+def _read_split(
+    source: Source, root: Path, shown: Path, train: bool, subset: int | None, verify: bool
+) -> tuple[Tensor, Tensor]:
+    split = "train" if train else "test"
     try:
-        ds = cls(root=str(root), train=train, download=False)
-        images, labels = ds.data, ds.targets
-    except (AssertionError, RuntimeError, ValueError, OSError, IndexError) as e:
+        images, labels = source.read(root, train, verify)
+    except (AssertionError, RuntimeError, ValueError, OSError, IndexError, EOFError, KeyError) as e:
         raise BnexpError(
-            f"{root / cls.__name__ / 'raw'}: not valid IDX files ({type(e).__name__}: {e}); replace them "
-            "with the official files"
+            f"{shown}: the {split} files in {source.layout.split(' ')[0]} are not valid ({type(e).__name__}: {e}); "
+            "replace them with the official files"
         ) from None
-    if images.dim() != 3 or len(images) != len(labels) or images.dtype != torch.uint8:
+    if images.dim() != 4 or len(images) != len(labels) or images.dtype != torch.uint8:
         raise BnexpError(
-            f"{root / cls.__name__ / 'raw'}: images {tuple(images.shape)} and labels {tuple(labels.shape)} "
-            "do not match (expected N x H x W uint8 images and N labels)"
+            f"{shown}: {split} images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match "
+            "(expected N uint8 images and N labels)"
         )
     if subset is not None:
         if subset > len(labels):
-            split = "train" if train else "test"
             raise BnexpError(f"{split} subset of {subset} is larger than the {len(labels)} {split} images")
         idx = balanced_subset(labels, subset, int(labels.max()) + 1)
         images, labels = images[idx], labels[idx]
-    return images.unsqueeze(1).contiguous(), labels.long()
+    return images, labels
 
 
 def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | None = None) -> Data:
     """Load both splits of `cfg.name` as uint8 tensors on `device`."""
-    cls = DATASETS[cfg.name]
-    root = locate(cfg, cli_root)
-    train_x, train_y = _read_split(cls, root, True, cfg.subset)
-    test_x, test_y = _read_split(cls, root, False, cfg.test_subset)
+    source = SOURCES[cfg.name]
+    root, shown = locate(cfg, cli_root)
+    train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)
+    test_x, test_y = _read_split(source, root, shown, False, cfg.test_subset, cfg.verify_checksums)
+    channels = train_x.shape[1]
     if cfg.normalize == "standardize":
-        pixels = train_x.float().div_(255.0)
-        mean, std = pixels.mean().item(), pixels.std().item()
+        pixels = train_x.transpose(0, 1).reshape(channels, -1).float().div_(255.0)
+        mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
     else:
-        mean, std = 0.0, 1.0
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+        mean, std = [0.0] * channels, [1.0] * channels
+    num_classes = max(int(max(train_y.max(), test_y.max())) + 1, source.inputs.num_classes)
+    height, width = (cfg.resize, cfg.resize) if cfg.resize else train_x.shape[2:]
     return Data(
         name=cfg.name,
         train=Split(train_x.to(device), train_y.to(device)),
         test=Split(test_x.to(device), test_y.to(device)),
-        inputs=InputSpec(train_x.shape[1], train_x.shape[2], train_x.shape[3], num_classes),
+        inputs=InputSpec(channels, height, width, num_classes),
         mean=mean,
         std=std,
-        source=str(root),
+        source=str(shown),
+        resize=cfg.resize,
     )
 
 

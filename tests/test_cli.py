@@ -61,7 +61,7 @@ def test_bad_config_file_line(tiny_config, tiny_root, tmp_path):
 
 def test_missing_data_exits_2(tiny_config, tmp_path):
     result = invoke("run", str(tiny_config), "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"))
-    assert result.exit_code == 2 and "FashionMNIST not found" in result.stderr
+    assert result.exit_code == 2 and "fashion_mnist not found" in result.stderr
     assert not (tmp_path / "r").exists()
 
 

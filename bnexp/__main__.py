@@ -1,0 +1,5 @@
+"""`python -m bnexp` is the `bnexp` command."""
+
+from bnexp.cli import main
+
+main()
