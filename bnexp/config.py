@@ -77,6 +77,8 @@ class ModelConfig:
     dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # after hidden fc layers (alexnet)
     # N(0, init_std) weights and zero biases for every conv/fc layer; null = torch's default init
     init_std: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    # this model's own learning-rate multipliers, instead of the experiment's (e.g. BN-x30 without a no-BN x30)
+    lr_multipliers: list[float] | None = field(default=None, metadata={"nonempty": True, **_range(0.0, lo_open=True)})
     label: str | None = None  # overrides the model part of run names
 
     @property
@@ -110,7 +112,8 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """Figures reported by the articles, for `bnexp report`. Keys are run-name model parts (e.g. lenet5-bn)."""
+    """Figures reported by the articles, for `bnexp report`. Keys are variants: run names without the seed
+    (e.g. lenet5-bn_lr1x); `final` values are compared with the summary key of the same name."""
 
     source: str
     note: str = ""
@@ -158,6 +161,10 @@ class RunPlan:
     experiment: ExperimentConfig
 
     @property
+    def variant(self) -> str:
+        return variant_name(self.model, self.lr_multiplier)
+
+    @property
     def lr(self) -> float:
         return self.experiment.optimizer.lr * self.lr_multiplier
 
@@ -178,11 +185,16 @@ class RunPlan:
 def expand_grid(cfg: ExperimentConfig) -> list[RunPlan]:
     """models x lr multipliers x seeds, in that nesting order, with stable readable names."""
     return [
-        RunPlan(f"{m.tag}_lr{mult:g}x_s{seed}", m, mult, seed, cfg)
+        RunPlan(f"{variant_name(m, mult)}_s{seed}", m, mult, seed, cfg)
         for m in cfg.models
-        for mult in cfg.lr_multipliers
+        for mult in (m.lr_multipliers or cfg.lr_multipliers)
         for seed in cfg.seeds
     ]
+
+
+def variant_name(model: ModelConfig, lr_multiplier: float) -> str:
+    """A run's name without its seed: what seeds are averaged over (e.g. lenet5-bn_lr1x)."""
+    return f"{model.tag}_lr{lr_multiplier:g}x"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -441,6 +453,10 @@ def _check_experiment(cfg: ExperimentConfig, src: _Source) -> None:
     _check_against_data_and_models(cfg, src)
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(src.where("seeds"), "seeds", f"duplicate seeds in {cfg.seeds}")
+    for i, m in enumerate(cfg.models):
+        if m.lr_multipliers and len(set(m.lr_multipliers)) != len(m.lr_multipliers):
+            p = f"models[{i}].lr_multipliers"
+            raise ConfigError(src.where(p), p, f"duplicates in {m.lr_multipliers}")
     if len(set(cfg.lr_multipliers)) != len(cfg.lr_multipliers):
         raise ConfigError(src.where("lr_multipliers"), "lr_multipliers", f"duplicates in {cfg.lr_multipliers}")
 

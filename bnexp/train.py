@@ -333,7 +333,7 @@ class Trainer:
     def summary(self, status: str, started: str) -> dict[str, Any]:
         """The run's summary, computed from its log files (so a resumed run's equals an uninterrupted one's)."""
         evals, timings = self.run.metrics("eval"), self.run.timings()
-        diverged = self.run.metrics("diverged")
+        diverged, train = self.run.metrics("diverged"), self.run.metrics("train")
         best = max(evals, key=lambda r: r["test_acc"], default=None)
         speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
         chance = 1.0 / self.data.inputs.num_classes
@@ -344,6 +344,7 @@ class Trainer:
             "model": self.plan.model.tag,
             "lr": self.plan.lr,
             "lr_multiplier": self.plan.lr_multiplier,
+            "variant": self.plan.variant,
             "steps": self.step,
             "epochs": self.step / self.per_epoch,
             "steps_per_epoch": self.per_epoch,
@@ -351,6 +352,7 @@ class Trainer:
             "final_test_loss": evals[-1]["test_loss"] if evals else None,
             "best_test_acc": best["test_acc"] if best else None,
             "best_step": best["step"] if best else None,
+            "final_train_loss": train[-1]["loss"] if train else None,
             "diverged_at_step": diverged[0]["step"] if diverged else None,
             # stuck at chance: test accuracy after the first evaluation at most 1.5 x chance
             "not_training": bool(evals) and evals[0]["test_acc"] <= 1.5 * chance,

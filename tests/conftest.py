@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,40 @@ def write_tiny_dataset(root: Path, folder: str = "FashionMNIST", n_train: int = 
         rng.shuffle(labels)
         write_idx(raw / f"{split}-images-idx3-ubyte.gz", make_images(labels, rng))
         write_idx(raw / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def write_tiny_cifar100(root: Path, n_train: int = 400, n_test: int = 200, archive: bool = False) -> Path:
+    """CIFAR-100 in its real python-pickle format (cifar-100-python/{train,test,meta}), or as the official
+    .tar.gz archive of that folder. Class c is tinted by a colour that depends on c, so it can be learned."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 100
+        images = rng.integers(0, 100, size=(n, 3, 32, 32))
+        images += (np.stack([labels * 1, (labels * 7) % 100, (labels * 13) % 100], 1) * 1.5)[:, :, None, None].astype(
+            int
+        )
+        entry = {
+            "filenames": [f"img_{i}.png" for i in range(n)],
+            "batch_label": f"{split} batch",
+            "fine_labels": labels.tolist(),
+            "coarse_labels": (labels // 5).tolist(),
+            "data": images.clip(0, 255).astype(np.uint8).reshape(n, 3072),
+        }
+        (folder / split).write_bytes(pickle.dumps(entry))
+    meta = {
+        "fine_label_names": [f"class{i}" for i in range(100)],
+        "coarse_label_names": [f"super{i}" for i in range(20)],
+    }
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    if archive:
+        with tarfile.open(root / "cifar-100-python.tar.gz", "w:gz") as tar:
+            tar.add(folder, arcname="cifar-100-python")
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
     return root
 
 

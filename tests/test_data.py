@@ -11,7 +11,7 @@ from bnexp.config import DatasetConfig
 from bnexp.data import balanced_subset, load_data, shuffled_batches
 from bnexp.errors import BnexpError
 
-from .conftest import SHARED_DATA, write_tiny_dataset
+from .conftest import SHARED_DATA, write_tiny_cifar100, write_tiny_dataset
 
 CPU = torch.device("cpu")
 TINY = DatasetConfig(name="fashion_mnist", verify_checksums=False)
@@ -136,3 +136,24 @@ def test_official_files_verify_and_decode():
     assert data.train.images.shape == (60000, 1, 28, 28) and len(data.test) == 10000
     assert torch.bincount(data.train.labels).tolist() == [6000] * 10
     assert data.mean[0] == pytest.approx(0.2860, abs=1e-4) and data.std[0] == pytest.approx(0.3530, abs=1e-4)
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_cifar100_from_pickles_or_official_archive(tmp_path, archive):
+    root = write_tiny_cifar100(tmp_path / "c", archive=archive)
+    before = snapshot(root)
+    cfg = DatasetConfig(name="cifar100", verify_checksums=False, resize=64)
+    data = load_data(cfg, CPU, root)
+    assert data.train.images.shape == (400, 3, 32, 32) and data.train.images.dtype == torch.uint8
+    assert data.inputs.channels == 3 and data.inputs.num_classes == 100 and data.inputs.height == 64
+    assert len(data.mean) == 3 and data.to_input(data.test.images[:2]).shape == (2, 3, 64, 64)
+    assert snapshot(root) == before  # the archive is unpacked into the cache, not beside it
+
+
+def test_cifar100_checksums_are_checked(tmp_path):
+    root = write_tiny_cifar100(tmp_path / "c")
+    with pytest.raises(BnexpError, match="Dataset not found or corrupted"):
+        load_data(DatasetConfig(name="cifar100"), CPU, root)
+    archived = write_tiny_cifar100(tmp_path / "a", archive=True)
+    with pytest.raises(BnexpError, match="checksum mismatch"):
+        load_data(DatasetConfig(name="cifar100"), CPU, archived)

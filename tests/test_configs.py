@@ -1,0 +1,56 @@
+"""Every shipped config runs end to end at smoke size (its own `smoke:` profile, the same code path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bnexp.cli import app
+from bnexp.config import load_config
+from bnexp.store import experiment_runs
+
+from .conftest import REPO, SHARED_DATA, write_tiny_cifar100, write_tiny_dataset
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"), key=lambda p: p.name)
+
+
+def data_args(config: Path, tmp_path: Path) -> list[str]:
+    """Real files where they exist here (the MNIST family in ../shared/data), else generated ones."""
+    name = load_config(config).dataset.name
+    if name == "cifar100":
+        return ["--data-root", str(write_tiny_cifar100(tmp_path / "cifar")), "--set", "dataset.verify_checksums=false"]
+    if SHARED_DATA.is_dir():
+        return ["--data-root", str(SHARED_DATA)]
+    root = tmp_path / "data"
+    write_tiny_dataset(root, n_train=1200, n_test=600)
+    write_tiny_dataset(root, folder="MNIST", n_train=1200, n_test=600)
+    return ["--data-root", str(root), "--set", "dataset.verify_checksums=false"]
+
+
+def test_every_config_has_a_smoke_profile_and_a_reference_or_is_the_smoke_test():
+    for config in CONFIGS:
+        cfg = load_config(config)
+        assert cfg.smoke, config.name
+        assert cfg.reference is not None or config.stem == "smoke", config.name
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_runs_at_smoke_size(config, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", str(config), "--smoke", "--out", str(out), "--quiet", *data_args(config, tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = load_config(config, smoke=True)
+    runs = experiment_runs(out / cfg.name)
+    assert len(runs) == len({r.name for r in runs}) > 0
+    for run in runs:
+        summary = run.summary()
+        assert summary["status"] in ("completed", "diverged"), (run.name, summary)
+        evals = run.metrics("eval")
+        assert evals or summary["status"] == "diverged"
+        if cfg.probes and summary["status"] == "completed":
+            assert run.probes(), run.name
+        if cfg.eval_train_subset and evals:
+            assert "train_acc" in evals[-1]
