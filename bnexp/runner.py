@@ -179,7 +179,7 @@ def run_experiment(
     data = load_data(cfg.dataset, device, data_root)
     out_dir = Path(out) / cfg.name
     _check_writable(out_dir)
-    stop = stop or StopRequest()
+    stop = stop if stop is not None else StopRequest()
     with experiment_lock(out_dir):
         actions = plan_actions(plans, out_dir, restart)
         reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))

@@ -185,7 +185,7 @@ class Trainer:
     ):
         self.plan, self.data, self.run, self.device, self.reporter = plan, data, run, device, reporter
         self.exp = exp = plan.experiment
-        self.stop = stop or StopRequest()
+        self.stop = stop if stop is not None else StopRequest()
         self.keep_checkpoints = keep_checkpoints
         seed_everything(plan.seed, exp.deterministic, device)
         self.model = build_model(plan.model, data.inputs).to(device)

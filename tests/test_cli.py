@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 import bnexp
@@ -86,3 +87,56 @@ def test_failed_run_exits_1(tiny_config, tiny_root, tmp_path, monkeypatch):
     monkeypatch.setattr(runner.Trainer, "fit", boom)
     result = invoke("run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet")
     assert result.exit_code == 1 and "failed runs: lenet5_lr1x_s0, lenet5-bn_lr1x_s0" in result.stdout
+
+
+BAD_INPUTS = [
+    # (case, edit of the config text or None, extra CLI args, expected message fragment)
+    ("yaml syntax", ("batch_size: 32", "batch_size: [32"), [], "YAML syntax error"),
+    ("unknown key", ("batch_size: 32", "batch_sise: 32"), [], "did you mean 'batch_size'"),
+    ("wrong type", ("epochs: 2", "epochs: two"), [], "epochs: expected an integer"),
+    ("lr <= 0", ("lr: 0.003", "lr: 0"), [], "optimizer.lr: must be > 0"),
+    ("batch_size < 1", ("batch_size: 32", "batch_size: 0"), [], "batch_size: must be >= 1"),
+    ("empty seeds", ("seeds: [0]", "seeds: []"), [], "seeds: must not be empty"),
+    ("subset too large", ("verify_checksums: false", "verify_checksums: false\n  subset: 60001"), [], "larger than"),
+    ("unknown model", ("{name: lenet5, norm: none}", "{name: resnet9}"), [], "allowed: alexnet, alexnet_small"),
+    ("unknown norm", ("norm: none}", "norm: batchnorn}"), [], "allowed: batchnorm, torch_batchnorm"),
+    ("unknown optimizer", ("name: adam", "name: lamb"), [], "allowed: sgd, adam"),
+    ("unknown dataset", ("name: fashion_mnist", "name: svhn"), [], "allowed: fashion_mnist, mnist, cifar100"),
+    ("batch 1 with BN", ("batch_size: 32", "batch_size: 1"), [], "BatchNorm needs 2+ values"),
+    ("bad --set path", None, ["--set", "models[9].norm=none"], "index 9 is not in 0..1"),
+    ("bad --set value", None, ["--set", "seeds=[0,"], "not valid YAML"),
+    ("bad --set key", None, ["--set", "optimiser.lr=1"], "did you mean 'optimizer'"),
+    ("missing config", "missing", [], "config file not found"),
+    ("missing data", "no-data", [], "fashion_mnist not found"),
+    ("truncated data", "truncated", [], "truncated or corrupted"),
+    ("corrupted data", "corrupted", [], "checksum mismatch"),
+    ("unwritable out", "unwritable", [], "not writable"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "extra", "fragment"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_message_and_writes_nothing(
+    case, edit, extra, fragment, tiny_config, tiny_root, tmp_path
+):
+    config, root, out = tiny_config, tiny_root, tmp_path / "out"
+    raw = root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    if isinstance(edit, tuple):
+        assert edit[0] in config.read_text()
+        config.write_text(config.read_text().replace(*edit, 1))
+    elif edit == "missing":
+        config = tmp_path / "nope.yaml"
+    elif edit == "no-data":
+        root = tmp_path / "empty"
+    elif edit == "truncated":
+        raw.write_bytes(raw.read_bytes()[:500])
+    elif edit == "corrupted":
+        extra = ["--set", "dataset.verify_checksums=true"]
+    elif edit == "unwritable":
+        out.write_text("a file where the output folder should be")
+    before = sorted(p for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    result = invoke("run", str(config), "--data-root", str(root), "--out", str(out), *extra)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 1 and lines[0].startswith("error: ") and fragment in result.stderr
+    assert "Traceback" not in result.output
+    assert sorted(p for p in tmp_path.rglob("*") if "cache" not in p.parts) == before
