@@ -335,6 +335,7 @@ class Trainer:
         evals, timings = self.run.metrics("eval"), self.run.timings()
         diverged, train = self.run.metrics("diverged"), self.run.metrics("train")
         best = max(evals, key=lambda r: r["test_acc"], default=None)
+        after_epoch_1 = next((r for r in evals if r["epoch"] >= 1), None)
         speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
         chance = 1.0 / self.data.inputs.num_classes
         summary: dict[str, Any] = {
@@ -354,8 +355,8 @@ class Trainer:
             "best_step": best["step"] if best else None,
             "final_train_loss": train[-1]["loss"] if train else None,
             "diverged_at_step": diverged[0]["step"] if diverged else None,
-            # stuck at chance: test accuracy after the first evaluation at most 1.5 x chance
-            "not_training": bool(evals) and evals[0]["test_acc"] <= 1.5 * chance,
+            # stuck at chance: test accuracy after the first epoch at most 1.5 x chance
+            "not_training": after_epoch_1 is not None and after_epoch_1["test_acc"] <= 1.5 * chance,
             "time_to_threshold": {
                 f"{t:g}": next(({"step": r["step"], "epoch": r["epoch"]} for r in evals if r["test_acc"] >= t), None)
                 for t in self.exp.thresholds
