@@ -116,3 +116,17 @@ def test_metrics_are_strict_json(tiny_config, tiny_root, tmp_path):
     text = (tmp_path / "tiny" / "lenet5_lr1x_s0" / "metrics.jsonl").read_text()
     for line in text.splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_not_training_flag_and_time_to_threshold(tiny_config, tiny_root, tmp_path):
+    overrides = ["optimizer={name: sgd, lr: 0.05}", "lr_multipliers=[1, 1.0e-7]", "thresholds=[0.5, 0.99999]",
+                 "models=[{name: lenet5}]", "epochs=3"]  # fmt: skip
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    trained = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").summary()
+    frozen = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1e-07x_s0").summary()
+    assert trained["not_training"] is False and frozen["not_training"] is True
+    evals = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").metrics("eval")
+    first = next(e for e in evals if e["test_acc"] >= 0.5)
+    assert trained["time_to_threshold"]["0.5"] == {"step": first["step"], "epoch": first["epoch"]}
+    assert frozen["time_to_threshold"] == {"0.5": None, "0.99999": None}
+    assert trained["variant"] == "lenet5-bn_lr1x" and trained["final_train_loss"] > 0
