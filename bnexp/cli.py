@@ -125,5 +125,115 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command()
+def plot(
+    results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="png, svg or pdf.")] = "png",
+    out: Annotated[
+        Path | None, typer.Option(help="Write figures to OUT/<experiment>/ (default: <experiment>/figures/).")
+    ] = None,
+) -> None:
+    """Render every figure that fits each experiment's recorded data. Reads files only; never trains.
+
+    Examples:
+
+      bnexp plot results
+
+      bnexp plot results/lenet5_bn --format svg --out /tmp/figures
+    """
+    from bnexp.analysis import find_experiments
+    from bnexp.plots import render
+
+    if fmt not in ("png", "svg", "pdf"):
+        _fail(BnexpError(f"--format: unknown value {fmt!r}; allowed: png, svg, pdf"))
+    try:
+        for exp in find_experiments(results):
+            target = (out / exp.name) if out else exp.dir / "figures"
+            for path in render(exp, target, fmt):
+                typer.echo(str(path))
+    except BnexpError as e:
+        _fail(e)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Report file (default: RESULTS/REPORT.md, or stdout with --json).")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Write the report as JSON instead of Markdown.")] = False,
+) -> None:
+    """Compare the measurements with the articles' figures: mean ± sd over seeds, difference, verdict.
+
+    Examples:
+
+      bnexp plot results && bnexp report results
+
+      bnexp report results/lenet5_bn --json > lenet5_bn.json
+    """
+    import json
+
+    from bnexp.analysis import find_experiments
+    from bnexp.report import build, to_markdown
+
+    try:
+        data = build(find_experiments(results))
+    except BnexpError as e:
+        _fail(e)
+    if json_:
+        text = json.dumps(data, indent=2, default=str)
+        if out is None:
+            typer.echo(text)
+            return
+    else:
+        out = out or results / "REPORT.md"
+        text = to_markdown(data, out.parent)
+    out.write_text(text + "\n")
+    typer.echo(str(out))
+
+
+@app.command("list")
+def list_runs(
+    results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
+) -> None:
+    """One line per run: status, seed, final and best test accuracy, training time.
+
+    Example: bnexp list results
+    """
+    import json
+
+    from bnexp.analysis import find_experiments
+
+    try:
+        experiments = find_experiments(results)
+    except BnexpError as e:
+        _fail(e)
+    rows = [
+        {
+            "experiment": e.name, "run": r.name, "status": r.status, "seed": r.config.get("seed"),
+            "final_test_acc": r.summary.get("final_test_acc"), "best_test_acc": r.summary.get("best_test_acc"),
+            "train_time_s": r.summary.get("train_time_s"), "not_training": r.summary.get("not_training"),
+        }
+        for e in experiments
+        for r in e.runs
+    ]  # fmt: skip
+    if json_:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    typer.echo(
+        f"{'experiment':<24} {'run':<34} {'status':<12} {'seed':>4} {'final acc':>9} {'best acc':>9} {'time':>8}"
+    )
+    for row in rows:
+        acc = lambda v: f"{v:.4f}" if v is not None else "–"  # noqa: E731
+        t = f"{row['train_time_s']:.0f}s" if row["train_time_s"] is not None else "–"
+        status = row["status"] + ("*" if row["not_training"] else "")
+        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {status:<12} {row['seed']!s:>4} "
+                   f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
+    if any(row["not_training"] for row in rows):
+        typer.echo("* not training: test accuracy <= 1.5x chance after the first epoch")
+
+
 def main() -> None:
     app()

@@ -21,10 +21,10 @@ from bnexp.config import ExperimentConfig, RunPlan, expand_grid
 from bnexp.data import load_data
 from bnexp.errors import BnexpError
 from bnexp.progress import PlainReporter
-from bnexp.store import CHECKPOINT, RunDir, dump_yaml, write_atomic
+from bnexp.store import CHECKPOINT, EXPERIMENT_FILE, RunDir, dump_yaml, write_atomic
 from bnexp.train import StopRequest, Trainer, provenance, select_device
 
-EXPERIMENT_FILE, LOCK_FILE = "experiment.yaml", ".lock"
+LOCK_FILE = ".lock"
 FINISHED = ("completed", "diverged")
 # keys that do not change what a run computes: editing them never invalidates a started run
 NOT_COMPARED = ("description", "reference", "smoke")

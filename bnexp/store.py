@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+EXPERIMENT_FILE = "experiment.yaml"
 CONFIG, SUMMARY, ERROR_LOG, CHECKPOINT = "config.yaml", "summary.json", "error.log", "checkpoint.pt"
 METRICS, TIMING, PROBES = "metrics.jsonl", "timing.jsonl", "probes.jsonl"
 LOGS = (METRICS, TIMING, PROBES)

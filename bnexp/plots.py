@@ -1,0 +1,363 @@
+"""Figures from the run store. A small registry maps what an experiment recorded to the figures it gets;
+a new kind of experiment adds a function with `@figure(...)`, never a per-config script."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, also on headless machines
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from bnexp.analysis import Experiment, Run, aligned, mean_sd
+
+# One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
+NORM_COLORS = {
+    "none": "#e8710a",
+    "batchnorm": "#1a73e8",
+    "torch_batchnorm": "#174ea6",
+    "naive_batchnorm": "#12b5cb",
+    "groupnorm": "#1e8e3e",
+    "layernorm": "#9334e6",
+    "instancenorm": "#b06000",
+}
+NORM_LABELS = {
+    "none": "no norm",
+    "batchnorm": "BN",
+    "torch_batchnorm": "torch BN",
+    "naive_batchnorm": "naive BN",
+    "groupnorm": "GroupNorm",
+    "layernorm": "LayerNorm",
+    "instancenorm": "InstanceNorm",
+}
+LINESTYLES = ["-", "--", ":", "-."]
+LN10 = math.log(10)
+
+plt.rcParams.update({
+    "figure.dpi": 150, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+    "legend.fontsize": 8, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    name: str
+    applies: Callable[[Experiment], bool]
+    draw: Callable[[Experiment], Figure]
+
+
+FIGURES: list[FigureKind] = []
+
+
+def figure(name: str, applies: Callable[[Experiment], bool]):
+    def register(draw: Callable[[Experiment], Figure]) -> Callable[[Experiment], Figure]:
+        FIGURES.append(FigureKind(name, applies, draw))
+        return draw
+
+    return register
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def color(run: Run) -> str:
+    return NORM_COLORS.get(run.model["norm"], "#555555")
+
+
+def label(runs: list[Run], with_lr: bool = True) -> str:
+    m = runs[0].model
+    parts = [m["name"], NORM_LABELS.get(m["norm"], m["norm"])]
+    if m["activation"] != "relu":
+        parts.append(m["activation"])
+    text = " ".join(parts)
+    if with_lr:
+        text += f", lr {runs[0].config['lr']:g}"
+    return f"{text} (n={len(runs)})"
+
+
+def lr_multipliers(exp: Experiment) -> list[float]:
+    return sorted({r.config["lr_multiplier"] for r in exp.runs})
+
+
+def linestyle(exp: Experiment, run: Run) -> str:
+    return LINESTYLES[lr_multipliers(exp).index(run.config["lr_multiplier"]) % len(LINESTYLES)]
+
+
+def smoothing_window(n_points: int) -> int:
+    return max(1, n_points // 60)
+
+
+def smooth(y: np.ndarray, k: int) -> np.ndarray:
+    """Trailing moving average over k points (the first k-1 average what there is)."""
+    if k <= 1:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    out = (c[k:] - c[:-k]) / k
+    head = c[1:k] / np.arange(1, k)
+    return np.concatenate([head, out])
+
+
+def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int = 1) -> None:
+    """Mean line and a +-1 sd band over seeds (values[i] = the seeds' values at x[i])."""
+    arr = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+    if k > 1:
+        arr = np.stack([smooth(arr[:, j], k) for j in range(arr.shape[1])], 1)
+    mean = np.nanmean(arr, 1)
+    if len(x) < 3:  # a line needs points: show very short series as markers
+        style = {"marker": "o", **style}
+    ax.plot(x, mean, label=label_text, **style)
+    if arr.shape[1] > 1:
+        sd = np.nanstd(arr, 1, ddof=1)
+        ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.18, linewidth=0)
+
+
+def finish(fig: Figure, exp: Experiment, title: str) -> Figure:
+    fig.suptitle(f"{title}\n{exp.config.get('description', '')}", fontsize=11)
+    return fig
+
+
+def steps_per_epoch(exp: Experiment) -> int | None:
+    for run in exp.runs:
+        if run.summary.get("steps_per_epoch"):
+            return run.summary["steps_per_epoch"]
+    return None
+
+
+def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[[Run], dict], label_of) -> int:
+    """Smoothed training loss vs step for groups of runs; returns the smoothing window (logged points)."""
+    k = 1
+    for runs in groups:
+        xs, values = aligned(runs, "train", "loss")
+        if not xs:
+            continue
+        k = smoothing_window(len(xs))
+        band(ax, xs, values, style_of(runs[0]), label_of(runs), k)
+        for run in runs:
+            if run.status == "diverged":
+                at = run.summary.get("diverged_at_step")
+                ax.axvline(at, color=style_of(run)["color"], alpha=0.4, linewidth=0.8, linestyle=":")
+    ax.axhline(LN10, color="black", linewidth=0.8, linestyle="--", alpha=0.6)
+    ax.text(ax.get_xlim()[1], LN10, " ln 10 (chance)", va="bottom", ha="right", fontsize=7, alpha=0.7)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    return k
+
+
+def log_every(exp: Experiment) -> int:
+    return int(exp.config.get("log_every", 1))
+
+
+# -- figures -----------------------------------------------------------------------------------------------
+
+
+@figure("convergence", applies=lambda exp: any(r.evals for r in exp.runs))
+def convergence(exp: Experiment) -> Figure:
+    """Training loss per step and test accuracy per evaluation, mean +- 1 sd over seeds (E1/E2)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    groups = list(exp.variants.values())
+    with_lr = len(lr_multipliers(exp)) > 1
+
+    def style(run: Run) -> dict:
+        return {"color": color(run), "linestyle": linestyle(exp, run), "linewidth": 1.4}
+
+    k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(runs, with_lr))
+    ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
+    ax_loss.set_title(f"training loss (moving average of {k} records = {k * log_every(exp)} steps)")
+    ax_loss.legend(loc="upper right")
+    per_epoch = steps_per_epoch(exp)
+    by_epoch = exp.config.get("epochs") is not None
+    for runs in groups:
+        xs, values = aligned(runs, "evals", "test_acc")
+        if xs:
+            x = [s / per_epoch for s in xs] if by_epoch and per_epoch else xs
+            band(ax_acc, x, values, {**style(runs[0]), "marker": "o", "markersize": 3}, label(runs, with_lr))
+    ref = exp.reference or {}
+    first_ref = True
+    for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
+        if variant in exp.variants and by_epoch:
+            ex = sorted(points)
+            ax_acc.plot(ex, [points[e] for e in ex], linestyle="none", marker="x", markersize=6,
+                        color=color(exp.variants[variant][0]), label="article" if first_ref else None)  # fmt: skip
+            first_ref = False
+    ax_acc.set_xlabel("epoch" if by_epoch else "training step")
+    ax_acc.set_ylabel("test accuracy (eval mode)")
+    ax_acc.set_title("test accuracy, mean ± 1 sd over seeds" + (" (x: article)" if not first_ref else ""))
+    ax_acc.legend(loc="lower right")
+    return finish(fig, exp, f"{exp.name}: convergence")
+
+
+@figure("learning_rate", applies=lambda exp: len(lr_multipliers(exp)) > 1)
+def learning_rate(exp: Experiment) -> Figure:
+    """One loss panel per norm variant with a curve per learning rate, and final accuracy vs lr (E4)."""
+    tags = list(dict.fromkeys(r.tag for r in exp.runs))
+    fig, axes = plt.subplots(1, len(tags) + 1, figsize=(4.2 * (len(tags) + 1), 4.2), layout="constrained")
+    mults = lr_multipliers(exp)
+    cmap = plt.get_cmap("viridis")
+    shade = {m: cmap(0.1 + 0.8 * i / max(1, len(mults) - 1)) for i, m in enumerate(mults)}
+    for ax, tag in zip(axes, tags, strict=False):
+        groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
+        k = loss_panel(
+            ax, exp, groups,
+            lambda run: {"color": shade[run.config["lr_multiplier"]], "linewidth": 1.3},
+            lambda runs: f"lr {runs[0].config['lr']:g} (n={len(runs)})",
+        )  # fmt: skip
+        ax.set_title(f"{label(groups[0], with_lr=False).rsplit(' (', 1)[0]}: training loss\n"
+                     f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
+        ax.legend(loc="upper right")
+    top = max(ax.get_ylim()[1] for ax in axes[:-1])
+    for ax in axes[:-1]:
+        ax.set_ylim(0, min(max(top, 0.5), 3.0))
+    summary_ax = axes[-1]
+    for tag in tags:
+        groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
+        lrs, means, sds = [], [], []
+        for runs in groups:
+            m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
+            lrs.append(runs[0].config["lr"])
+            means.append(m)
+            sds.append(sd)
+            for r in runs:
+                acc = r.summary.get("final_test_acc")
+                if r.status == "diverged":
+                    summary_ax.plot(r.config["lr"], acc if acc is not None else 0.0, "x", color="red", markersize=8)
+                elif r.summary.get("not_training"):
+                    summary_ax.plot(r.config["lr"], acc, "o", mfc="none", color="black", markersize=9)
+        summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
+                            label=label(groups[0], with_lr=False).rsplit(" (", 1)[0])  # fmt: skip
+    summary_ax.plot([], [], "x", color="red", label="diverged run")
+    summary_ax.plot([], [], "o", mfc="none", color="black", label="not training (≤1.5× chance)")
+    summary_ax.set_xscale("log")
+    summary_ax.set_xlabel("learning rate")
+    summary_ax.set_ylabel("final test accuracy")
+    summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds)")
+    summary_ax.legend(loc="lower left")
+    return finish(fig, exp, f"{exp.name}: learning rates")
+
+
+def _histogram_runs(exp: Experiment) -> list[Run]:
+    """The first seed of each variant that has epoch-based probes."""
+    return [runs[0] for runs in exp.variants.values() if runs[0].probes]
+
+
+@figure("feature_distribution", applies=lambda exp: bool((exp.config.get("probes") or {}).get("at_epochs")))
+def feature_distribution(exp: Experiment) -> Figure:
+    """Layers x variants grid of pre-activation histograms at the first and last probed epoch vs N(0,1) (E3)."""
+    runs = _histogram_runs(exp)
+    layers = sorted({p["layer"] for p in runs[0].probes})
+    size = (2.9 * len(layers), 2.5 * len(runs) + 0.6)
+    fig, axes = plt.subplots(len(runs), len(layers), figsize=size, squeeze=False, sharex=True, layout="constrained")
+    lo, hi = exp.config["probes"]["range"]
+    grid = np.linspace(lo, hi, 400)
+    normal = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    for row, run in zip(axes, runs, strict=True):
+        epochs = sorted({p["epoch"] for p in run.probes})
+        first, last = epochs[0], epochs[-1]
+        for ax, layer in zip(row, layers, strict=True):
+            for epoch, fill in ((first, True), (last, False)) if first != last else ((last, False),):
+                rec = next(p for p in run.probes if p["layer"] == layer and p["epoch"] == epoch)
+                counts = np.array(rec["hist"], dtype=float)
+                edges = np.linspace(lo, hi, len(counts) + 1)
+                density = counts / (rec["n"] * (edges[1] - edges[0]))
+                if fill:
+                    ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=f"epoch {first:g}")
+                else:
+                    ax.stairs(density, edges, color=color(run), linewidth=1.3, label=f"epoch {last:g}")
+            ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
+            ax.text(0.98, 0.95, f"epoch {last:g}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})  # fmt: skip
+            outside = (rec["below_range"] + rec["above_range"]) / rec["n"]
+            if outside > 0.001:
+                ax.text(0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6,
+                        va="top")  # fmt: skip
+            ax.set_title(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1).rsplit(' (', 1)[0]}, layer {layer + 1}")
+            ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
+        row[0].set_ylabel("density")
+        row[-1].legend(loc="center right", fontsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("pre-activation value (after the norm)")
+    return finish(fig, exp, f"{exp.name}: feature distributions (seed {runs[0].config['seed']}, one training batch)")
+
+
+@figure("percentiles", applies=lambda exp: bool((exp.config.get("probes") or {}).get("every_steps")))
+def percentiles(exp: Experiment) -> Figure:
+    """Test accuracy vs step, and the sigmoid-input percentiles over training per variant (BN paper Fig. 1)."""
+    groups = [runs for runs in exp.variants.values() if runs[0].probes]
+    fig, axes = plt.subplots(1, 1 + len(groups), figsize=(4.2 * (1 + len(groups)), 4.0), layout="constrained")
+    ax_acc = axes[0]
+    for runs in exp.variants.values():
+        xs, values = aligned(runs, "evals", "test_acc")
+        if xs:
+            band(ax_acc, xs, values, {"color": color(runs[0]), "linewidth": 1.4}, label(runs, with_lr=False))
+    ax_acc.set_xlabel("training step")
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_title("(a) test accuracy, mean ± 1 sd")
+    ax_acc.legend(loc="lower right")
+    qs = [str(q).removesuffix(".0") for q in exp.config["probes"]["percentiles"]]
+    for i, (ax, runs) in enumerate(zip(axes[1:], groups, strict=True)):
+        run = runs[0]
+        layer = run.probes[0]["layer"]
+        recs = [p for p in run.probes if p["layer"] == layer]
+        steps = [p["step"] for p in recs]
+        for j, q in enumerate(qs):
+            key = next(k for k in recs[0]["unit_percentiles"] if k.removesuffix(".0") == q)
+            middle = j == len(qs) // 2
+            unit_label = f"{'th, '.join(qs)}th pct of unit {recs[0]['unit']}" if middle else None
+            ax.plot(steps, [p["unit_percentiles"][key] for p in recs], color=color(run),
+                    linewidth=1.8 if middle else 1.0, label=unit_label)  # fmt: skip
+            ax.plot(steps, [p["percentiles"][key] for p in recs], color="gray", linewidth=0.8, linestyle="--",
+                    label="same, over all units of the layer" if middle else None)  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel("input to the sigmoid")
+        ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False).rsplit(' (', 1)[0]}: "
+                     f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})")  # fmt: skip
+        ax.legend(loc="best", fontsize=7)
+    lims = [ax.get_ylim() for ax in axes[1:]]
+    for ax in axes[1:]:
+        ax.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
+    return finish(fig, exp, f"{exp.name}: sigmoid inputs over training")
+
+
+@figure("generalization", applies=lambda exp: any(r.evals and "train_acc" in r.evals[-1] for r in exp.runs))
+def generalization(exp: Experiment) -> Figure:
+    """Train (eval mode, fixed subset) and test accuracy per epoch, with the final gap annotated (E5)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.3), layout="constrained")
+    per_epoch = steps_per_epoch(exp) or 1
+    for runs in exp.variants.values():
+        style = {"color": color(runs[0]), "linewidth": 1.5}
+        name = label(runs, with_lr=False).rsplit(" (", 1)[0]
+        finals = {}
+        for key, ls in (("train_acc", "--"), ("test_acc", "-")):
+            xs, values = aligned(runs, "evals", key)
+            if xs:
+                band(ax, [s / per_epoch for s in xs], values, {**style, "linestyle": ls}, f"{name}: {key[:-4]}")
+                finals[key] = (xs[-1] / per_epoch, float(np.nanmean(values[-1])))
+        if len(finals) == 2:
+            (x, train), (_, test) = finals["train_acc"], finals["test_acc"]
+            ax.annotate("", xy=(x, test), xytext=(x, train), arrowprops={"arrowstyle": "<->", "color": style["color"]})
+            ax.text(x, (train + test) / 2, f"  gap {train - test:.3f}", color=style["color"], va="center", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (eval mode)")
+    ax.set_title("train (dashed, fixed train subset) and test (solid) accuracy")
+    ax.legend(loc="best", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: generalization")
+
+
+def render(exp: Experiment, out_dir: Path, fmt: str = "png") -> list[Path]:
+    """Every figure that applies to `exp`, written to out_dir/<figure>.<fmt>."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in FIGURES:
+        if kind.applies(exp):
+            fig = kind.draw(exp)
+            path = out_dir / f"{kind.name}.{fmt}"
+            fig.savefig(path, bbox_inches="tight")
+            plt.close(fig)
+            written.append(path)
+    return written

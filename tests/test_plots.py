@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from typer.testing import CliRunner
+
+from bnexp.analysis import find_experiments
+from bnexp.cli import app
+from bnexp.plots import FIGURES, NORM_COLORS, render
+
+from .rundata import write_experiment
+
+
+def panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.has_data()]
+
+
+def test_every_figure_kind_applies_and_has_its_panels(tmp_path):
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 3, "generalization": 1}
+    assert {k.name for k in FIGURES} == set(expected)
+    for kind in FIGURES:
+        assert kind.applies(exp), kind.name
+        fig = kind.draw(exp)
+        assert len(panels(fig)) == expected[kind.name], kind.name
+        assert fig._suptitle is not None and exp.name in fig._suptitle.get_text()
+        for ax in panels(fig):
+            assert (ax.get_xlabel() and ax.get_ylabel()) or kind.name == "feature_distribution"
+        plt.close(fig)
+
+
+def test_convergence_uses_the_variant_colours_and_marks_the_reference(tmp_path):
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    kind = next(k for k in FIGURES if k.name == "convergence")
+    fig = kind.draw(exp)
+    acc = fig.axes[1]
+    colours = {line.get_color() for line in acc.get_lines() if line.get_label().startswith("lenet5")}
+    assert colours == {NORM_COLORS["none"], NORM_COLORS["batchnorm"]}
+    assert any(line.get_label() == "article" for line in acc.get_lines())
+    plt.close(fig)
+
+
+def test_only_fitting_figures(tmp_path):
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    exp.config["probes"] = None
+    for run in exp.runs:
+        for r in run.evals:
+            r.pop("train_acc")
+    names = {k.name for k in FIGURES if k.applies(exp)}
+    assert names == {"convergence", "learning_rate"}
+
+
+def test_render_writes_non_empty_files(tmp_path):
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    paths = render(exp, tmp_path / "figs", "svg")
+    assert len(paths) == 5 and all(p.suffix == ".svg" and p.stat().st_size > 10_000 for p in paths)
+
+
+def test_plot_cli_reads_a_results_folder(tmp_path):
+    write_experiment(tmp_path / "results")
+    result = CliRunner().invoke(app, ["plot", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "results" / "synthetic" / "figures").glob("*.png"))
+    assert len(pngs) == 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert CliRunner().invoke(app, ["plot", str(tmp_path / "nothing")]).exit_code == 2
+    assert CliRunner().invoke(app, ["plot", str(tmp_path), "--format", "gif"]).exit_code == 2
