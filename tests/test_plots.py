@@ -16,7 +16,7 @@ def panels(fig) -> list:
 
 def test_every_figure_kind_applies_and_has_its_panels(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
-    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 3, "generalization": 1}
+    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 5, "generalization": 1}
     assert {k.name for k in FIGURES} == set(expected)
     for kind in FIGURES:
         assert kind.applies(exp), kind.name
