@@ -235,5 +235,29 @@ def list_runs(
         typer.echo("* not training: test accuracy <= 1.5x chance after the first epoch")
 
 
+@app.command()
+def bench(
+    reps: Annotated[int, typer.Option(min=1, help="Alternating repetitions per measurement.")] = 5,
+    steps: Annotated[int, typer.Option(min=10, help="Training steps per repetition (LeNet5).")] = 300,
+    data_root: Annotated[Path | None, typer.Option(help="Folder with Fashion-MNIST and MNIST (as for run).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    time_to_accuracy: Annotated[
+        bool, typer.Option("--time-to-accuracy/--no-time-to-accuracy", help="Also time LeNet5-BN to 0.89.")
+    ] = True,
+) -> None:
+    """Throughput: the articles' loop vs bnexp's trainer vs a bare loop, side by side (medians, ratios).
+
+    Example: bnexp bench --data-root ../shared/data --reps 5
+    """
+    from bnexp.bench import main as run_bench
+    from bnexp.train import select_device
+
+    try:
+        select_device(device)
+        run_bench(reps, steps, data_root, device, time_to_accuracy)
+    except BnexpError as e:
+        _fail(e)
+
+
 def main() -> None:
     app()

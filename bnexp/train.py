@@ -47,11 +47,14 @@ class StopRequest:
     def __bool__(self) -> bool:
         return self.signum is not None
 
+    def request(self, signum: int = 0) -> None:
+        self.signum = signum
+
     def install(self) -> None:
         def handler(signum: int, frame: Any) -> None:
             if self.signum is not None:  # a second Ctrl-C: stop now
                 raise KeyboardInterrupt
-            self.signum = signum
+            self.request(signum)
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
