@@ -68,6 +68,8 @@ def select_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name not in available:
+        raise BnexpError(f"unknown device {name!r}; allowed: auto, {', '.join(available)}")
     if not available[name]:
         raise BnexpError(f"device {name!r} is not available on this machine; use --device cpu or auto")
     return torch.device(name)
