@@ -143,7 +143,8 @@ def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[
                 at = run.summary.get("diverged_at_step")
                 ax.axvline(at, color=style_of(run)["color"], alpha=0.4, linewidth=0.8, linestyle=":")
     ax.axhline(LN10, color="black", linewidth=0.8, linestyle="--", alpha=0.6)
-    ax.text(ax.get_xlim()[1], LN10, " ln 10 (chance)", va="bottom", ha="right", fontsize=7, alpha=0.7)
+    lo, hi = ax.get_xlim()
+    ax.text(lo + 0.45 * (hi - lo), LN10, "ln 10 (chance)", va="bottom", ha="center", fontsize=7, alpha=0.7)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss")
     return k
