@@ -77,6 +77,9 @@ def run(
     keep_checkpoints: Annotated[
         bool, typer.Option("--keep-checkpoints", help="Keep every checkpoint, not only the latest.")
     ] = False,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Runs at once, each in its own process pinned to cores/JOBS cores.")
+    ] = 1,
 ) -> None:
     """Train every run of an experiment (models x lr multipliers x seeds) and write the run store.
 
@@ -110,12 +113,13 @@ def run(
         code = run_experiment(
             cfg,
             out,
-            make_reporter(quiet),
+            make_reporter(quiet or jobs > 1),  # bars of concurrent runs would overwrite each other
             data_root,
             device,
             restart=restart,
             keep_checkpoints=keep_checkpoints,
             stop=stop,
+            jobs=jobs,
         )
     except BnexpError as e:
         _fail(e)

@@ -20,6 +20,7 @@ import torch
 from bnexp.config import ExperimentConfig, RunPlan, expand_grid
 from bnexp.data import load_data
 from bnexp.errors import BnexpError
+from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter
 from bnexp.store import CHECKPOINT, EXPERIMENT_FILE, RunDir, dump_yaml, write_atomic
 from bnexp.train import StopRequest, Trainer, provenance, select_device
@@ -134,7 +135,7 @@ def plan_actions(plans: list[RunPlan], out_dir: Path, restart: bool) -> dict[str
     return actions
 
 
-def _execute(plan: RunPlan, action: str, run: RunDir, data, device, reporter, stop, keep_checkpoints) -> dict:
+def execute(plan: RunPlan, action: str, run: RunDir, data, device, reporter, stop, keep_checkpoints) -> dict:
     """Train (or resume) one run; a failure becomes a 'failed' summary, never an exception."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     trainer = None
@@ -170,6 +171,7 @@ def run_experiment(
     restart: bool = False,
     keep_checkpoints: bool = False,
     stop: StopRequest | None = None,
+    jobs: int = 1,
 ) -> int:
     """Train every run of the grid that is not done yet; returns the exit code: 0 all completed or diverged,
     1 some failed, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before anything is written.
@@ -207,8 +209,12 @@ def run_experiment(
             if actions[plan.name].startswith("skip"):
                 statuses[plan.name] = actions[plan.name][6:-1]
                 reporter.end_run(f"{plan.name}: {actions[plan.name]}")
-                continue
-            summary = _execute(plan, actions[plan.name], RunDir(out_dir / plan.name), data, device, reporter, stop,
+        todo = [(p, actions[p.name]) for p in plans if p.name not in statuses]
+        if jobs > 1 and len(todo) > 1:
+            statuses |= run_parallel(todo, jobs, out_dir, data_root, str(device), keep_checkpoints, stop)
+            todo = []
+        for plan, action in todo:
+            summary = execute(plan, action, RunDir(out_dir / plan.name), data, device, reporter, stop,
                                keep_checkpoints)  # fmt: skip
             statuses[plan.name] = summary["status"]
             if stop:

@@ -202,3 +202,32 @@ def test_disk_full_fails_that_run_keeps_its_checkpoint_and_the_others(setup, tmp
     monkeypatch.setattr(store.RunDir, "log", real)
     assert in_process(config, root, tmp_path) == 0  # and it resumes from that checkpoint
     assert RunDir(tmp_path / "resume" / "lenet5_lr1x_s0").summary()["status"] == "completed"
+
+
+def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path):
+    config, root = setup
+    overrides = ["epochs=1"]
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(cores)[:2])  # 2 jobs x 1 thread, like the sequential runs here
+    try:
+        assert in_process(config, root, tmp_path / "parallel", overrides, jobs=2) == 0
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert in_process(config, root, tmp_path / "sequential", overrides) == 0
+    for run in ("lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"):
+        a, b = (RunDir(tmp_path / kind / "resume" / run) for kind in ("parallel", "sequential"))
+        assert a.summary()["status"] == "completed" and a.summary()["device"]["torch_threads"] == 1
+        assert (a.path / "metrics.jsonl").read_bytes() == (b.path / "metrics.jsonl").read_bytes()
+
+
+def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path):
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path, "--jobs", "2")
+    wait_for_lines(tmp_path / "resume" / "lenet5_lr1x_s0" / "metrics.jsonl", 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, output
+    statuses = {RunDir(p).summary()["status"] for p in (tmp_path / "resume").iterdir() if p.is_dir()}
+    assert statuses == {"interrupted"}
+    result = run_to_end(config, root, tmp_path, "--jobs", "2")
+    assert result.returncode == 0 and result.stdout.count("resuming at step") == 2, result.stdout
