@@ -6,6 +6,7 @@ hits them alike; medians, min-max and ratios are printed. Also evaluation throug
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -191,6 +192,14 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
         b, c = statistics.median(res["bnexp"]), statistics.median(res["bare"])
         print(f"| {model_cfg.name}-bn{' (CIFAR-shaped random data)' if dataset == 'cifar100' else ''} | {batch} | "
               f"{b:,.0f} | {c:,.0f} | {b / c:.2f} |")  # fmt: skip
+    print("\n## Several runs at once: 4 LeNet5-BN runs (4 seeds), wall seconds for the whole grid\n")
+    grid = replace(experiment(lenet, "fashion_mnist", 64, steps * 2), dataset=fmnist, seeds=[0, 1, 2, 3])
+    walls = _measure({f"--jobs {j}": (lambda j=j: _grid_wall(grid, data_root, j)) for j in (1, 2)}, max(1, reps // 2))
+    print("| mode | median wall s | min–max |\n|---|---:|---:|")
+    for name, vals in walls.items():
+        print(f"| {name} | {statistics.median(vals):.1f} | {min(vals):.1f}–{max(vals):.1f} |")
+    one, two = (statistics.median(walls[f"--jobs {j}"]) for j in (1, 2))
+    print(f"\nratio --jobs 1 / --jobs 2 wall time: {one / two:.2f}x")
     if time_to_accuracy:
         print("\n## Time to 0.89 test accuracy, LeNet5-BN, Adam lr 1e-3, batch 64 (train + eval wall s)\n")
         tta_bnexp = [_time_to_accuracy_bnexp(lenet, fmnist, data, device, seed) for seed in range(3)]
@@ -199,6 +208,22 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
         for name, vals in (("bnexp", tta_bnexp), ("articles' loop", tta_art)):
             print(f"| {name} | {statistics.fmean(vals):.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
         print(f"\nratio articles' / bnexp: {statistics.fmean(tta_art) / statistics.fmean(tta_bnexp):.2f}x")
+
+
+def _grid_wall(cfg: ExperimentConfig, data_root: str | None, jobs: int) -> float:
+    from bnexp.progress import PlainReporter
+    from bnexp.runner import run_experiment
+
+    saved_stdout = os.dup(1)  # the worker processes print their progress to file descriptor 1
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as quiet:
+        os.dup2(quiet.fileno(), 1)
+        try:
+            t0 = time.perf_counter()
+            run_experiment(cfg, tmp, PlainReporter(quiet), data_root, "cpu", jobs=jobs)
+            return time.perf_counter() - t0
+        finally:
+            os.dup2(saved_stdout, 1)
+            os.close(saved_stdout)
 
 
 def _timed_eval(model, data: Data, batch: int) -> float:

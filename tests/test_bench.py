@@ -22,7 +22,7 @@ def test_bench_runs_every_section():
     )
     assert result.exit_code == 0, result.output
     for section in ("1 articles' loop", "2 bnexp trainer", "3 bare loop", "ratio bnexp / articles' loop",
-                    "bnexp evaluate, batch 5000", "alexnet_small-bn", "mlp-bn"):  # fmt: skip
+                    "bnexp evaluate, batch 5000", "alexnet_small-bn", "mlp-bn", "--jobs 2"):  # fmt: skip
         assert section in result.stdout, section
 
 
