@@ -177,7 +177,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     print("## Other models: bnexp trainer vs bare loop, training images/s\n")
     print("| model | batch | bnexp | bare | bnexp / bare |\n|---|---:|---:|---:|---:|")
     others = [
-        (ModelConfig(name="alexnet_small", norm="batchnorm"), "cifar100", 64, max(20, steps // 15)),
+        (ModelConfig(name="alexnet_small", norm="batchnorm"), "cifar100", 64, max(5, steps // 15)),
         (ModelConfig(name="mlp", norm="batchnorm", activation="sigmoid", init_std=0.05), "mnist", 60, steps * 3),
     ]
     for model_cfg, dataset, batch, n_steps in others:
