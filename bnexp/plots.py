@@ -237,7 +237,7 @@ def learning_rate(exp: Experiment) -> Figure:
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
     summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds)")
-    summary_ax.legend(loc="lower left")
+    summary_ax.legend(loc="lower right")
     return finish(fig, exp, f"{exp.name}: learning rates")
 
 
