@@ -42,6 +42,29 @@ def _channel_shape(x: Tensor) -> list[int]:
     return [1, x.shape[1]] + [1] * (x.dim() - 2)
 
 
+def _reduce_dims(x: Tensor) -> list[int]:
+    return [0, *range(2, x.dim())]
+
+
+SLICE_ELEMENTS = 1 << 19  # ~2 MB of float32 per temporary
+
+
+def _channel_sum(fn, *tensors: Tensor) -> Tensor:
+    """Per-channel sum of fn(*tensors) over every axis but 1, computed in slices along the batch axis.
+
+    Slicing keeps each elementwise temporary a few MB: a fresh temporary the size of a large activation
+    costs more in page faults than the arithmetic (and torch.var_mean over these axes is several times
+    slower on CPU than sum()).
+    """
+    x = tensors[0]
+    step = max(1, SLICE_ELEMENTS // max(1, x[0].numel()))
+    dims = _reduce_dims(x)
+    total = fn(*(t[:step] for t in tensors)).sum(dims)
+    for start in range(step, x.shape[0], step):
+        total += fn(*(t[start : start + step] for t in tensors)).sum(dims)
+    return total
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """y = (x - mean) * inv_std * weight + bias with the full BN gradient (mean and inv_std depend on x).
 
@@ -61,11 +84,9 @@ class _BatchNormTrain(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         x, weight, mean, inv_std = ctx.saved_tensors
         shape = _channel_shape(x)
-        dims = [0, *range(2, x.dim())]
         m = x.numel() // x.shape[1]
-        sum_dy = dy.sum(dims)
-        # sum(dy * (x - mean)) without materializing x - mean
-        sum_dy_xc = (dy * x).sum(dims) - mean * sum_dy
+        sum_dy = dy.sum(_reduce_dims(x))
+        sum_dy_xc = _channel_sum(lambda g, a: (a - mean.view(shape)).mul_(g), dy, x)  # sum(dy * (x - mean))
         dweight = sum_dy_xc * inv_std if ctx.needs_input_grad[1] else None
         dbias = sum_dy if ctx.needs_input_grad[2] else None
         dx = None
@@ -129,7 +150,10 @@ class BatchNorm(nn.Module):
     def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         """Normalize with batch statistics; returns (y, batch mean, biased batch variance)."""
         with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            m = x.numel() // x.shape[1]
+            mean = x.sum(dims) / m
+            centered = mean.view(_channel_shape(x))
+            var = _channel_sum(lambda a: (a - centered).square_(), x) / m  # two-pass: no cancellation
         y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, torch.rsqrt(var + self.eps))
         return y, mean, var
 
