@@ -20,8 +20,8 @@ import yaml
 
 from bnexp.errors import BnexpError
 
-NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "none", "groupnorm", "layernorm", "instancenorm")
 NormName = Literal["batchnorm", "torch_batchnorm", "naive_batchnorm", "none", "groupnorm", "layernorm", "instancenorm"]
+NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
 NORM_TAGS = {
     "batchnorm": "bn",
