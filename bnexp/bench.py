@@ -72,13 +72,18 @@ def bare_loop(plan: RunPlan, data: Data, device: torch.device) -> float:
     return steps * b / (time.perf_counter() - t0)
 
 
-def articles_loop(plan: RunPlan, root: Path, device: torch.device) -> float:
-    """The main article's scripts: torchvision dataset + ToTensor, DataLoader(shuffle, 1 worker), .item() per step."""
+def _articles_loader(source, root: Path, train: bool, batch: int) -> DataLoader:
+    """The main article's input pipeline: the torchvision dataset + ToTensor(), one worker, shuffled training."""
     from torchvision import transforms
 
+    ds = source.cls(root=str(root), train=train, transform=transforms.ToTensor())
+    return DataLoader(ds, batch_size=batch, shuffle=train, num_workers=1)
+
+
+def articles_loop(plan: RunPlan, root: Path, device: torch.device) -> float:
+    """The main article's scripts: torchvision dataset + ToTensor, DataLoader(shuffle, 1 worker), .item() per step."""
     source = SOURCES[plan.experiment.dataset.name]
-    ds = source.cls(root=str(root), train=True, transform=transforms.ToTensor())
-    loader = DataLoader(ds, batch_size=plan.experiment.batch_size, shuffle=True, num_workers=1)
+    loader = _articles_loader(source, root, True, plan.experiment.batch_size)
     seed_everything(0, True, device)
     model = build_model(plan.model, source.inputs).to(device)
     opt = make_optimizer(plan.experiment.optimizer, model.parameters(), plan.lr)
@@ -100,10 +105,7 @@ def articles_loop(plan: RunPlan, root: Path, device: torch.device) -> float:
 
 
 def articles_eval(model: torch.nn.Module, root: Path, source, device: torch.device, batch: int) -> float:
-    from torchvision import transforms
-
-    ds = source.cls(root=str(root), train=False, transform=transforms.ToTensor())
-    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=1)
+    loader = _articles_loader(source, root, False, batch)
     model.eval()
     t0, n, correct = None, 0, 0
     with torch.no_grad():
@@ -261,14 +263,9 @@ class _StopAtAccuracy(Trainer):
 
 def _time_to_accuracy_articles(model_cfg: ModelConfig, root: Path, device, seed: int, target: float = 0.89,
                                max_epochs: int = 10) -> float:  # fmt: skip
-    from torchvision import transforms
-
     source = SOURCES["fashion_mnist"]
     seed_everything(seed, True, device)
-    train = DataLoader(source.cls(str(root), train=True, transform=transforms.ToTensor()), batch_size=64,
-                       shuffle=True, num_workers=1)  # fmt: skip
-    test = DataLoader(source.cls(str(root), train=False, transform=transforms.ToTensor()), batch_size=256,
-                      num_workers=1)  # fmt: skip
+    train, test = _articles_loader(source, root, True, 64), _articles_loader(source, root, False, 256)
     model = build_model(model_cfg, source.inputs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def color(run: Run) -> str:
     return NORM_COLORS.get(run.model["norm"], "#555555")
 
 
-def label(runs: list[Run], with_lr: bool = True) -> str:
+def label(runs: list[Run], with_lr: bool = True, with_n: bool = True) -> str:
     m = runs[0].model
     parts = [m["name"], NORM_LABELS.get(m["norm"], m["norm"])]
     if m["activation"] != "relu":
@@ -78,7 +78,7 @@ def label(runs: list[Run], with_lr: bool = True) -> str:
     text = " ".join(parts)
     if with_lr:
         text += f", lr {runs[0].config['lr']:g}"
-    return f"{text} (n={len(runs)})"
+    return f"{text} (n={len(runs)})" if with_n else text
 
 
 def lr_multipliers(exp: Experiment) -> list[float]:
@@ -208,7 +208,7 @@ def learning_rate(exp: Experiment) -> Figure:
             lambda run: {"color": shade[run.config["lr_multiplier"]], "linewidth": 1.3},
             lambda runs: f"lr {runs[0].config['lr']:g} (n={len(runs)})",
         )  # fmt: skip
-        ax.set_title(f"{label(groups[0], with_lr=False).rsplit(' (', 1)[0]}: training loss\n"
+        ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
                      f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
         ax.legend(loc="upper right")
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
@@ -230,7 +230,7 @@ def learning_rate(exp: Experiment) -> Figure:
                 elif r.summary.get("not_training"):
                     summary_ax.plot(r.config["lr"], acc, "o", mfc="none", color="black", markersize=9)
         summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
-                            label=label(groups[0], with_lr=False).rsplit(" (", 1)[0])  # fmt: skip
+                            label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
     summary_ax.plot([], [], "x", color="red", label="diverged run")
     summary_ax.plot([], [], "o", mfc="none", color="black", label="not training (≤1.5× chance)")
     summary_ax.set_xscale("log")
@@ -277,7 +277,7 @@ def feature_distribution(exp: Experiment) -> Figure:
             if outside > 0.001:
                 ax.text(0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6,
                         va="top")  # fmt: skip
-            ax.set_title(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1).rsplit(' (', 1)[0]}, layer {layer + 1}")
+            ax.set_title(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}, layer {layer + 1}")
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
         row[0].set_ylabel("density")
         row[-1].legend(loc="center right", fontsize=6)
@@ -316,7 +316,7 @@ def percentiles(exp: Experiment) -> Figure:
                     label="same, over all units of the layer" if middle else None)  # fmt: skip
         ax.set_xlabel("training step")
         ax.set_ylabel("input to the sigmoid")
-        ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False).rsplit(' (', 1)[0]}: "
+        ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
                      f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})")  # fmt: skip
         ax.legend(loc="best", fontsize=7)
     lims = [ax.get_ylim() for ax in axes[1:]]
@@ -332,7 +332,7 @@ def generalization(exp: Experiment) -> Figure:
     per_epoch = steps_per_epoch(exp) or 1
     for runs in exp.variants.values():
         style = {"color": color(runs[0]), "linewidth": 1.5}
-        name = label(runs, with_lr=False).rsplit(" (", 1)[0]
+        name = label(runs, with_lr=False, with_n=False)
         finals = {}
         for key, ls in (("train_acc", "--"), ("test_acc", "-")):
             xs, values = aligned(runs, "evals", key)
