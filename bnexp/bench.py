@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
 
+import bnexp
 from bnexp.config import DatasetConfig, ExperimentConfig, ModelConfig, OptimizerConfig, RunPlan
 from bnexp.data import SOURCES, Data, Split, load_data, locate
 from bnexp.models import build_model
@@ -25,6 +32,43 @@ from bnexp.store import RunDir
 from bnexp.train import Trainer, evaluate, make_optimizer, seed_everything
 
 CPU = torch.device("cpu")
+PACKAGE_DIR = str(Path(bnexp.__file__).parent)
+# tensor calls that make the host wait for the device's queue to drain
+SYNCING_CALLS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu", "nonzero"}
+
+
+class HostSyncCounter(TorchFunctionMode):
+    """Counts the syncing tensor calls (item, tolist, bool(), .cpu(), ...) made from bnexp's own files,
+    per call site ("train.py:285 tolist").
+
+    It works on any device, so a CPU test can check that the training loop has no per-step sync. Calls
+    inside torch are not counted: its optimizers call item() on step counters that live on the CPU, which
+    is no device sync. On CUDA, `cuda_sync_warnings` is the ground truth for everything.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCING_CALLS:
+            caller = sys._getframe(1)
+            if caller.f_code.co_filename.startswith(PACKAGE_DIR):
+                self.sites[f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno} {name}"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def cuda_sync_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every synchronizing CUDA call in the block (torch's sync debug mode) as a recorded warning."""
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 class _Silent:
@@ -34,31 +78,39 @@ class _Silent:
     def end_run(self, *a) -> None: ...
 
 
-def experiment(model: ModelConfig, dataset: str, batch: int, steps: int, **extra) -> ExperimentConfig:
+def experiment(
+    model: ModelConfig, dataset: str | DatasetConfig, batch: int, steps: int, **extra: Any
+) -> ExperimentConfig:
+    """A one-run, step-based experiment evaluated once at the end; `extra` overrides any key."""
+    settings = {"seeds": [0], "eval_every": steps, "log_every": 50, **extra}
     return ExperimentConfig(
-        name="bench", dataset=DatasetConfig(name=dataset), models=[model],
-        optimizer=OptimizerConfig(name="adam", lr=1e-3), batch_size=batch, seeds=[0], steps=steps,
-        eval_every=steps, log_every=50, eval_batch_size=5000, **extra,
+        name="bench", dataset=DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset,
+        models=[model], optimizer=OptimizerConfig(name="adam", lr=1e-3), batch_size=batch, steps=steps, **settings,
     )  # fmt: skip
+
+
+def trainer_timings(plan: RunPlan, data: Data, device: torch.device) -> list[dict[str, Any]]:
+    """Run bnexp's trainer on plan; its timing records (one per evaluation interval, eval time excluded)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp) / plan.name)
+        run.start(plan.resolved())
+        Trainer(plan, data, run, device, _Silent()).fit()
+        run.close()
+        return run.timings()
 
 
 def bnexp_trainer(plan: RunPlan, data: Data, device: torch.device) -> float:
     """images/s of bnexp's trainer over plan's steps, as it measures itself (training time, no eval)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir(Path(tmp) / plan.name)
-        run.start(plan.resolved())
-        trainer = Trainer(plan, data, run, device, _Silent())
-        trainer.fit()
-        run.close()
-        return run.timings()[-1]["images_per_s"]
+    return trainer_timings(plan, data, device)[-1]["images_per_s"]
 
 
-def bare_loop(plan: RunPlan, data: Data, device: torch.device) -> float:
+def bare_loop(plan: RunPlan, data: Data, device: torch.device, channels_last: bool = False) -> float:
     """The floor: pre-normalized float tensors, random batches, forward/backward/step, nothing else."""
     seed_everything(0, True, device)
-    model = build_model(plan.model, data.inputs).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(plan.model, data.inputs).to(device, memory_format=memory_format)
     opt = make_optimizer(plan.experiment.optimizer, model.parameters(), plan.lr)
-    x_all, y_all = data.to_input(data.train.images), data.train.labels
+    x_all, y_all = data.to_input(data.train.images).contiguous(memory_format=memory_format), data.train.labels
     b, steps = plan.experiment.batch_size, plan.experiment.steps
     idx = torch.randint(0, len(y_all), (steps, b), device=device)
     _sync(device)
@@ -153,28 +205,42 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     fmnist = DatasetConfig(name="fashion_mnist", normalize="unit")
     data = load_data(fmnist, device, data_root)
     root, _ = locate(fmnist, data_root)
+
+    def lenet_plan(batch: int, n_steps: int = steps, **extra) -> RunPlan:
+        return RunPlan("bench", lenet, 1.0, 0, experiment(lenet, fmnist, batch, n_steps, **extra))
+
     print("## LeNet5-BN on Fashion-MNIST, Adam: training images/s\n")
+    trainer_speed = {}
     for batch in (64, 256):
-        exp = replace(experiment(lenet, "fashion_mnist", batch, steps), dataset=fmnist)
-        plan = RunPlan("bench", lenet, 1.0, 0, exp)
+        plan = lenet_plan(batch)
         res = _measure({
             "1 articles' loop": lambda plan=plan: articles_loop(plan, root, device),
             "2 bnexp trainer": lambda plan=plan: bnexp_trainer(plan, data, device),
             "3 bare loop": lambda plan=plan: bare_loop(plan, data, device),
         }, reps)  # fmt: skip
-        a, b, c = (statistics.median(v) for v in res.values())
+        a, trainer_speed[batch], c = (statistics.median(v) for v in res.values())
         print(f"batch {batch}, {steps} steps per rep\n\n| loop | median img/s | min–max |\n|---|---:|---:|")
         print("\n".join(_row(k, v) for k, v in res.items()))
-        print(f"\nratio bnexp / articles' loop: {b / a:.2f}x; bnexp / bare loop: {b / c:.2f}x\n")
+        print(f"\nratio bnexp / articles' loop: {trainer_speed[batch] / a:.2f}x; "
+              f"bnexp / bare loop: {trainer_speed[batch] / c:.2f}x\n")  # fmt: skip
+
+    _host_syncs(lenet_plan(64), data, device)
+    _options(lenet_plan, data, device, reps)
 
     print("## Evaluation (LeNet5-BN, 10,000 test images), images/s\n")
     model = build_model(lenet, data.inputs).to(device)
-    eval_res = _measure({
-        f"bnexp evaluate, batch {bs}": (lambda bs=bs: _timed_eval(model, data, bs)) for bs in (1000, 5000, 10000)
-    } | {"articles' eval loop (DataLoader, batch 256)": lambda: articles_eval(model, root, SOURCES["fashion_mnist"],
-                                                                             device, 256)}, reps)  # fmt: skip
-    print("| evaluation | median img/s | min–max |\n|---|---:|---:|")
-    print("\n".join(_row(k, v) for k, v in eval_res.items()) + "\n")
+    compiled = torch.compile(model)
+    evaluate(compiled, data, data.test, 500)  # compile outside the timing
+    eval_res = _measure(
+        {f"bnexp evaluate, batch {bs}": (lambda bs=bs: _timed_eval(model, data, bs)) for bs in (250, 500, 1000, 5000)}
+        | {"bnexp evaluate, batch 500, precision bf16": lambda: _timed_eval(model, data, 500, "bf16"),
+           "bnexp evaluate, batch 500, compile": lambda: _timed_eval(compiled, data, 500),
+           "articles' eval loop (DataLoader, batch 256)": lambda: articles_eval(model, root, SOURCES["fashion_mnist"],
+                                                                                device, 256)}, reps)  # fmt: skip
+    print("| evaluation | median img/s | min–max | vs bnexp training at batch 64 |\n|---|---:|---:|---:|")
+    for name, values in eval_res.items():
+        print(f"{_row(name, values)} {statistics.median(values) / trainer_speed[64]:.1f}x |")
+    print()
 
     print("## Other models: bnexp trainer vs bare loop, training images/s\n")
     print("| model | batch | bnexp | bare | bnexp / bare |\n|---|---:|---:|---:|---:|")
@@ -195,7 +261,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
         print(f"| {model_cfg.name}-bn{' (CIFAR-shaped random data)' if dataset == 'cifar100' else ''} | {batch} | "
               f"{b:,.0f} | {c:,.0f} | {b / c:.2f} |")  # fmt: skip
     print("\n## Several runs at once: 4 LeNet5-BN runs (4 seeds), wall seconds for the whole grid\n")
-    grid = replace(experiment(lenet, "fashion_mnist", 64, steps * 2), dataset=fmnist, seeds=[0, 1, 2, 3])
+    grid = experiment(lenet, fmnist, 64, steps * 2, seeds=[0, 1, 2, 3])
     walls = _measure({f"--jobs {j}": (lambda j=j: _grid_wall(grid, data_root, j)) for j in (1, 2)}, max(1, reps // 2))
     print("| mode | median wall s | min–max |\n|---|---:|---:|")
     for name, vals in walls.items():
@@ -210,6 +276,73 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
         for name, vals in (("bnexp", tta_bnexp), ("articles' loop", tta_art)):
             print(f"| {name} | {statistics.fmean(vals):.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
         print(f"\nratio articles' / bnexp: {statistics.fmean(tta_art) / statistics.fmean(tta_bnexp):.2f}x")
+
+
+def _host_syncs(plan: RunPlan, data: Data, device: torch.device) -> None:
+    """How often bnexp's training loop waits for the device, per call site."""
+    counter = HostSyncCounter()
+    with counter, cuda_sync_warnings() if device.type == "cuda" else _no_warnings() as cuda_syncs:
+        bnexp_trainer(plan, data, device)
+    steps = plan.experiment.steps
+    print(f"## Host syncs: bnexp trainer, {steps} steps, log_every {plan.experiment.log_every}, one evaluation\n")
+    print("| call site in bnexp | calls | per step |\n|---|---:|---:|")
+    for site, n in sorted(counter.sites.items()):
+        print(f"| {site} | {n} | {n / steps:.3f} |")
+    if device.type == "cuda":
+        print(f"\nsynchronizing CUDA calls reported by torch's sync debug mode: {len(cuda_syncs)} "
+              f"({len(cuda_syncs) / steps:.3f} per step)")  # fmt: skip
+    print()
+
+
+@contextmanager
+def _no_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    yield []
+
+
+def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int) -> None:
+    """Speed options, each against the default (fp32, eager, all threads), measured side by side.
+
+    Every trainer contender first trains a warm-up interval (where torch.compile compiles); its images/s
+    are of a second interval of the same length. channels_last is not a config option, so it is measured
+    on the bare loop.
+    """
+    threads = torch.get_num_threads()
+    print(f"## Options: LeNet5-BN training, relative to the default (fp32, eager, {threads} threads)\n")
+    print("| option | batch | median img/s | vs default | warm-up extra s |\n|---|---:|---:|---:|---:|")
+    for batch in (64, 256):
+        steps = lenet_plan(batch).experiment.steps
+        options = {"default": {}, "precision: bf16": {"precision": "bf16"}, "compile: true": {"compile": True}}
+        plans = {name: lenet_plan(batch, 2 * steps, eval_every=steps, **extra) for name, extra in options.items()}
+        contenders = {name: partial(_steady_and_warmup, plan, data, device) for name, plan in plans.items()}
+        contenders[f"{max(1, threads // 2)} thread(s)"] = partial(
+            _steady_and_warmup, plans["default"], data, device, max(1, threads // 2)
+        )
+        for layout in ("contiguous", "channels_last"):
+            contenders[f"bare loop, {layout}"] = partial(
+                _bare_and_no_warmup, lenet_plan(batch), data, device, layout == "channels_last"
+            )
+        res = _measure(contenders, reps)
+        for name, values in res.items():
+            speed, extra = statistics.median(v for v, _ in values), statistics.median(w for _, w in values)
+            ref = res["bare loop, contiguous" if name.startswith("bare") else "default"]
+            print(f"| {name} | {batch} | {speed:,.0f} | {speed / statistics.median(v for v, _ in ref):.2f}x | "
+                  f"{extra:.1f} |")  # fmt: skip
+    print()
+
+
+def _bare_and_no_warmup(plan: RunPlan, data: Data, device: torch.device, channels_last: bool) -> tuple[float, float]:
+    return bare_loop(plan, data, device, channels_last), 0.0
+
+
+def _steady_and_warmup(plan: RunPlan, data: Data, device: torch.device, threads: int | None = None):
+    """(images/s of plan's last interval, seconds its first interval took beyond it: compilation, warm-up)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or saved)
+    try:
+        timings = trainer_timings(plan, data, device)
+    finally:
+        torch.set_num_threads(saved)
+    return timings[-1]["images_per_s"], timings[0]["train_time_s"] - timings[-1]["train_time_s"]
 
 
 def _grid_wall(cfg: ExperimentConfig, data_root: str | None, jobs: int) -> float:
@@ -228,16 +361,16 @@ def _grid_wall(cfg: ExperimentConfig, data_root: str | None, jobs: int) -> float
             os.close(saved_stdout)
 
 
-def _timed_eval(model, data: Data, batch: int) -> float:
+def _timed_eval(model, data: Data, batch: int, precision: str = "fp32") -> float:
     t0 = time.perf_counter()
-    evaluate(model, data, data.test, batch)
+    evaluate(model, data, data.test, batch, precision)
     return len(data.test) / (time.perf_counter() - t0)
 
 
 def _time_to_accuracy_bnexp(model: ModelConfig, ds: DatasetConfig, data: Data, device, seed: int,
                             target: float = 0.89, max_epochs: int = 10) -> float:  # fmt: skip
     exp = ExperimentConfig(name="tta", dataset=ds, models=[model], optimizer=OptimizerConfig(name="adam", lr=1e-3),
-                           batch_size=64, seeds=[seed], epochs=max_epochs, eval_batch_size=5000,
+                           batch_size=64, seeds=[seed], epochs=max_epochs,
                            thresholds=[target])  # fmt: skip
     plan = RunPlan("tta", model, 1.0, seed, exp)
     with tempfile.TemporaryDirectory() as tmp:

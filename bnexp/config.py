@@ -137,7 +137,7 @@ class ExperimentConfig:
     steps: int | None = field(default=None, metadata=_range(1))
     eval_every: int | None = field(default=None, metadata=_range(1))  # steps; default: every epoch
     checkpoint_every: int | None = field(default=None, metadata=_range(1))  # steps; default: at evaluations
-    eval_batch_size: int = field(default=2000, metadata=_range(1))
+    eval_batch_size: int = field(default=500, metadata=_range(1))  # 500-800 is fastest on CPU (cache)
     log_every: int = field(default=50, metadata=_range(1))  # steps between training-loss records
     loss_ceiling: float | None = field(default=None, metadata=_range(0.0, lo_open=True))  # above = diverged
     thresholds: list[float] = field(default_factory=list, metadata=_range(0.0, 1.0))  # test acc milestones
@@ -145,6 +145,8 @@ class ExperimentConfig:
     probes: ProbeConfig | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     deterministic: bool = True  # deterministic algorithms (always on CPU; on CUDA it costs speed)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast convs/matmuls; BN statistics stay fp32
+    compile: bool = False  # torch.compile the model; probe steps run eagerly
     description: str = ""
     reference: ReferenceConfig | None = None
     smoke: dict[str, Any] = field(default_factory=dict)  # `--smoke` applies these key-path overrides

@@ -28,7 +28,8 @@ from bnexp.train import StopRequest, Trainer, provenance, select_device
 LOCK_FILE = ".lock"
 FINISHED = ("completed", "diverged")
 # keys that do not change what a run computes: editing them never invalidates a started run
-NOT_COMPARED = ("description", "reference", "smoke")
+# (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
+NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size")
 EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
 
 
@@ -98,11 +99,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# top-level keys with a default; a run recorded before such a key existed ran with its default
+DEFAULTS = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(ExperimentConfig)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}  # fmt: skip
+
+
 def _config_diff(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
-            if not path and key in NOT_COMPARED:
+            added_later = key not in old and key in DEFAULTS and new[key] == DEFAULTS[key]
+            if not path and (key in NOT_COMPARED or added_later):
                 continue
             out += _config_diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
         return out

@@ -87,18 +87,27 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
 
 
 def make_optimizer(cfg: OptimizerConfig, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    # foreach: one multi-tensor kernel per update term instead of one per parameter; same numbers as the
+    # per-parameter loop (tested), 2-5 % faster on CPU. fused=True is faster still but rounds differently.
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
-def evaluate(model: nn.Module, data: Data, split: Split, batch_size: int) -> tuple[float, float]:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The mixed-precision context of a run: bf16 convs/matmuls under `precision: bf16`, a no-op for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def evaluate(
+    model: nn.Module, data: Data, split: Split, batch_size: int, precision: str = "fp32"
+) -> tuple[float, float]:
     """Mean loss and accuracy in eval mode; one host sync at the end."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=split.labels.device)
     correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(split.labels.device, precision):
         for start in range(0, len(split), batch_size):
             logits = model(data.to_input(split.images[start : start + batch_size]))
             labels = split.labels[start : start + batch_size]
@@ -194,6 +203,8 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         seed_everything(plan.seed, exp.deterministic, device)
         self.model = build_model(plan.model, data.inputs).to(device)
+        # the compiled wrapper shares the model's parameters; state dicts and probes use the plain model
+        self.forward = torch.compile(self.model) if exp.compile else self.model
         self.optimizer = make_optimizer(exp.optimizer, self.model.parameters(), plan.lr)
         self.generator = torch.Generator().manual_seed(plan.seed)  # the data order, apart from init randomness
         self.per_epoch = steps_per_epoch(len(data.train), exp.batch_size)
@@ -254,15 +265,16 @@ class Trainer:
 
     def _train_step(self, idx: torch.Tensor) -> None:
         x = self.data.to_input(self.data.train.images[idx])
-        if self.probes and self.probes.due(self.step + 1):
-            captured: list[dict[str, Any]] = []
-            with self.probes.capture(captured):
-                logits = self.model(x)
-            for record in captured:
-                self.run.log_probe({"step": self.step + 1, "epoch": (self.step + 1) / self.per_epoch, **record})
-        else:
-            logits = self.model(x)
-        loss = F.cross_entropy(logits, self.data.train.labels[idx])
+        with autocast(self.device, self.exp.precision):
+            if self.probes and self.probes.due(self.step + 1):
+                captured: list[dict[str, Any]] = []
+                with self.probes.capture(captured):
+                    logits = self.model(x)
+                for record in captured:
+                    self.run.log_probe({"step": self.step + 1, "epoch": (self.step + 1) / self.per_epoch, **record})
+            else:
+                logits = self.forward(x)
+            loss = F.cross_entropy(logits, self.data.train.labels[idx])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -289,13 +301,11 @@ class Trainer:
     def _evaluate(self, train_time: float) -> None:
         t0 = time.perf_counter()
         record: dict[str, Any] = {"event": "eval", "step": self.step, "epoch": self.step / self.per_epoch}
-        record["test_loss"], record["test_acc"] = evaluate(
-            self.model, self.data, self.data.test, self.exp.eval_batch_size
-        )
-        if self.train_eval is not None:
-            record["train_loss"], record["train_acc"] = evaluate(
-                self.model, self.data, self.train_eval, self.exp.eval_batch_size
-            )
+        for prefix, split in (("test", self.data.test), ("train", self.train_eval)):
+            if split is not None:
+                record[f"{prefix}_loss"], record[f"{prefix}_acc"] = evaluate(
+                    self.forward, self.data, split, self.exp.eval_batch_size, self.exp.precision
+                )
         eval_time = time.perf_counter() - t0
         self.run.log(record)
         speed = self.images_since_eval / train_time if train_time > 0 else None

@@ -192,3 +192,27 @@ def test_convert_momentum():
     assert convert_momentum(0.99, "keras", "torch") == pytest.approx(0.01)
     assert convert_momentum(0.1, "torch", "keras") == pytest.approx(0.9)
     assert convert_momentum(0.3, "torch", "torch") == 0.3
+
+
+@pytest.mark.parametrize("ndim", [2, 4])
+def test_bf16_input_keeps_float32_statistics_and_matches_torch(ndim):
+    """Under autocast a BN layer gets bf16 activations: statistics and the gradient's per-channel sums must
+    stay float32 (as in torch's BN), the output and input gradient come back in bf16."""
+    torch.manual_seed(0)
+    shape = (32, 8) if ndim == 2 else (16, 8, 6, 6)
+    x32 = (torch.randn(shape) * 3 + 5).requires_grad_()  # an offset mean: bf16 statistics would lose it
+    ref, ours = pair(8, ndim, torch.float32, True, 0.1, True)
+    dy = torch.randn(shape)
+    outputs = []
+    for layer in (ref, ours):
+        x = x32.detach().bfloat16().requires_grad_()
+        y = layer(x)
+        y.backward(dy.bfloat16())
+        assert y.dtype == x.grad.dtype == torch.bfloat16 and layer.weight.grad.dtype == torch.float32
+        assert layer.running_mean.dtype == torch.float32
+        outputs.append((y.float(), x.grad.float(), layer.weight.grad, layer.running_mean, layer.running_var))
+    for a, b in zip(*outputs, strict=True):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-2)
+    # the running mean is the float32 mean of the bf16 values, not a bf16-rounded one
+    expected = 0.1 * x32.detach().bfloat16().float().mean([0, *range(2, ndim)])
+    torch.testing.assert_close(ours.running_mean, expected, rtol=1e-6, atol=1e-6)

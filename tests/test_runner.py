@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from bnexp import store
 from bnexp.config import load_config
@@ -175,6 +176,23 @@ def test_changed_config_is_refused_until_restart(setup, tmp_path, capsys):
     assert RunDir(tmp_path / "resume" / "lenet5-bn_lr1x_s0").config()["lr"] == 0.1
     # editing the description does not invalidate anything
     assert in_process(config, root, tmp_path, ["epochs=1", "optimizer.lr=0.1", "description=new words"]) == 0
+
+
+def test_settings_that_do_not_change_a_run_never_invalidate_it(setup, tmp_path, capsys):
+    """eval_batch_size only reorders the test-loss sum, and a key added to the schema after a run was
+    recorded counts as its default; changing a key that matters is still refused."""
+    config, root = setup
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
+    recorded = tmp_path / "resume" / "lenet5-bn_lr1x_s0" / "config.yaml"
+    old = yaml.safe_load(recorded.read_text())
+    recorded.write_text(yaml.safe_dump({k: v for k, v in old.items() if k not in ("precision", "compile")}))
+    capsys.readouterr()
+    assert in_process(config, root, tmp_path, ["epochs=1", "eval_batch_size=77"]) == 0
+    assert capsys.readouterr().out.count("skip (completed)") == 4
+    from bnexp.errors import BnexpError
+
+    with pytest.raises(BnexpError, match=r"lenet5-bn_lr1x_s0: precision: None -> 'bf16'"):
+        in_process(config, root, tmp_path, ["epochs=1", "precision=bf16"])
 
 
 def test_keep_checkpoints(setup, tmp_path):

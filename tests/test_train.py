@@ -130,3 +130,47 @@ def test_not_training_flag_and_time_to_threshold(tiny_config, tiny_root, tmp_pat
     assert trained["time_to_threshold"]["0.5"] == {"step": first["step"], "epoch": first["epoch"]}
     assert frozen["time_to_threshold"] == {"0.5": None, "0.99999": None}
     assert trained["variant"] == "lenet5-bn_lr1x" and trained["final_train_loss"] > 0
+
+
+@pytest.mark.parametrize(("option", "rel"), [("precision=bf16", 0.1), ("compile=true", 1e-3)])
+def test_speed_options_follow_the_fp32_eager_run(option, rel, tiny_config, tiny_root, tmp_path):
+    """Same seed, same data order: bf16 autocast and torch.compile only change rounding, so the training
+    loss follows the default run's (to bf16's precision, or to float32 rounding for compiled kernels);
+    probe steps still record while the model is compiled."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    common = ["models=[{name: lenet5}]", "probes={every_steps: 5, layers: [0]}"]
+    run(tiny_config, tmp_path / "default", tiny_root, common)
+    run(tiny_config, tmp_path / "option", tiny_root, [*common, option])
+    default, other = (RunDir(tmp_path / o / "tiny" / "lenet5-bn_lr1x_s0") for o in ("default", "option"))
+    key, value = option.split("=")
+    assert other.summary()["status"] == "completed" and str(other.config()[key]).lower() == value
+    losses = [[r["loss"] for r in d.metrics("train")] for d in (default, other)]
+    assert losses[1] == pytest.approx(losses[0], rel=rel)
+    assert [p["step"] for p in other.probes()] == [p["step"] for p in default.probes()] == [5, 10, 15, 20]
+    compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert (compiled_graphs > 0) == (key == "compile")
+    if key == "precision":
+        assert losses[1] != losses[0]  # bf16 really ran
+
+
+def test_foreach_optimizers_compute_what_the_per_parameter_loop_computes():
+    """make_optimizer uses foreach kernels for speed; results must stay bitwise those of the plain loop
+    (the committed results were made with it)."""
+    from bnexp.config import OptimizerConfig
+    from bnexp.train import make_optimizer
+
+    for cfg in (OptimizerConfig(name="adam", lr=1e-2, weight_decay=1e-3),
+                OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3)):  # fmt: skip
+        torch.manual_seed(0)
+        params = [torch.randn(s, requires_grad=True) for s in ((6, 1, 5, 5), (6,), (120, 400), (10,))]
+        twins = [p.detach().clone().requires_grad_() for p in params]
+        fast = make_optimizer(cfg, iter(params), cfg.lr)
+        loop = type(fast)(twins, **{**fast.defaults, "foreach": False})
+        for _ in range(5):
+            for group in (params, twins):
+                for p in group:
+                    p.grad = torch.sin(p.detach() * 3)  # the same deterministic "gradient" for both
+            fast.step()
+            loop.step()
+        assert all(torch.equal(a, b) for a, b in zip(params, twins, strict=True))

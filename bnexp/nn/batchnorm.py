@@ -78,14 +78,14 @@ class _BatchNormTrain(torch.autograd.Function):
         scale = inv_std if weight is None else inv_std * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         ctx.save_for_backward(x, weight, mean, inv_std)
-        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+        return torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         x, weight, mean, inv_std = ctx.saved_tensors
         shape = _channel_shape(x)
         m = x.numel() // x.shape[1]
-        sum_dy = dy.sum(_reduce_dims(x))
+        sum_dy = dy.sum(_reduce_dims(x), dtype=mean.dtype)
         sum_dy_xc = _channel_sum(lambda g, a: (a - mean.view(shape)).mul_(g), dy, x)  # sum(dy * (x - mean))
         dweight = sum_dy_xc * inv_std if ctx.needs_input_grad[1] else None
         dbias = sum_dy if ctx.needs_input_grad[2] else None
@@ -95,7 +95,7 @@ class _BatchNormTrain(torch.autograd.Function):
             a = inv_std if weight is None else inv_std * weight
             b = -a * inv_std * inv_std * sum_dy_xc / m
             c = -a * sum_dy / m - b * mean
-            dx = torch.addcmul(c.view(shape), x, b.view(shape)).addcmul_(dy, a.view(shape))
+            dx = torch.addcmul(c.view(shape), x, b.view(shape)).addcmul_(dy, a.view(shape)).to(x.dtype)
         return dx, dweight, dbias, None, None
 
 
@@ -151,7 +151,8 @@ class BatchNorm(nn.Module):
         """Normalize with batch statistics; returns (y, batch mean, biased batch variance)."""
         with torch.no_grad():
             m = x.numel() // x.shape[1]
-            mean = x.sum(dims) / m
+            # statistics in at least float32, also for bf16/fp16 inputs under autocast (as torch's BN)
+            mean = x.sum(dims, dtype=torch.promote_types(x.dtype, torch.float32)) / m
             centered = mean.view(_channel_shape(x))
             var = _channel_sum(lambda a: (a - centered).square_(), x) / m  # two-pass: no cancellation
         y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, torch.rsqrt(var + self.eps))
@@ -173,7 +174,7 @@ class BatchNorm(nn.Module):
             if self.affine:
                 scale, shift = scale * self.weight, shift * self.weight + self.bias
             shape = _channel_shape(x)
-            return torch.addcmul(shift.view(shape), x, scale.view(shape))
+            return torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
         dims = [0, *range(2, x.dim())]
         m = x.numel() // x.shape[1]
         if m < 2:
