@@ -203,8 +203,9 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         seed_everything(plan.seed, exp.deterministic, device)
         self.model = build_model(plan.model, data.inputs).to(device)
-        # the compiled wrapper shares the model's parameters; state dicts and probes use the plain model
-        self.forward = torch.compile(self.model) if exp.compile else self.model
+        # the compiled wrapper shares the model's parameters; state dicts and probes use the plain model.
+        # Static shapes: one graph per batch size seen (train, last batch, eval), each as fast as can be.
+        self.forward = torch.compile(self.model, dynamic=False) if exp.compile else self.model
         self.optimizer = make_optimizer(exp.optimizer, self.model.parameters(), plan.lr)
         self.generator = torch.Generator().manual_seed(plan.seed)  # the data order, apart from init randomness
         self.per_epoch = steps_per_epoch(len(data.train), exp.batch_size)
