@@ -156,6 +156,17 @@ def articles_loop(plan: RunPlan, root: Path, device: torch.device) -> float:
     return images / (time.perf_counter() - t0)
 
 
+def articles_pipeline(plan: RunPlan, root: Path) -> float:
+    """The articles' input pipeline alone (no model): the ceiling of their loop on any accelerator."""
+    loader = _articles_loader(SOURCES[plan.experiment.dataset.name], root, True, plan.experiment.batch_size)
+    batches = iter(loader)
+    next(batches)  # worker start-up is not counted
+    t0, images = time.perf_counter(), 0
+    for _, (_, y) in zip(range(plan.experiment.steps), batches, strict=False):
+        images += len(y)
+    return images / (time.perf_counter() - t0)
+
+
 def articles_eval(model: torch.nn.Module, root: Path, source, device: torch.device, batch: int) -> float:
     loader = _articles_loader(source, root, False, batch)
     model.eval()
@@ -217,8 +228,9 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
             "1 articles' loop": lambda plan=plan: articles_loop(plan, root, device),
             "2 bnexp trainer": lambda plan=plan: bnexp_trainer(plan, data, device),
             "3 bare loop": lambda plan=plan: bare_loop(plan, data, device),
+            "articles' input pipeline alone (no model)": lambda plan=plan: articles_pipeline(plan, root),
         }, reps)  # fmt: skip
-        a, trainer_speed[batch], c = (statistics.median(v) for v in res.values())
+        a, trainer_speed[batch], c, _ = (statistics.median(v) for v in res.values())
         print(f"batch {batch}, {steps} steps per rep\n\n| loop | median img/s | min–max |\n|---|---:|---:|")
         print("\n".join(_row(k, v) for k, v in res.items()))
         print(f"\nratio bnexp / articles' loop: {trainer_speed[batch] / a:.2f}x; "

@@ -28,7 +28,7 @@ def test_bench_runs_every_section():
     )
     assert result.exit_code == 0, result.output
     for section in ("1 articles' loop", "2 bnexp trainer", "3 bare loop", "ratio bnexp / articles' loop",
-                    "bnexp evaluate, batch 5000", "alexnet_small-bn", "mlp-bn", "--jobs 2",
+                    "bnexp evaluate, batch 5000", "input pipeline alone", "alexnet_small-bn", "mlp-bn", "--jobs 2",
                     "train.py:", "| precision: bf16 | 64 |", "| compile: true | 256 |", "channels_last",
                     "batch 500, compile"):  # fmt: skip
         assert section in result.stdout, section
