@@ -249,7 +249,8 @@ def bench(
         bool, typer.Option("--time-to-accuracy/--no-time-to-accuracy", help="Also time LeNet5-BN to 0.89.")
     ] = True,
 ) -> None:
-    """Throughput: the articles' loop vs bnexp's trainer vs a bare loop, side by side (medians, ratios).
+    """Throughput: the articles' loop vs bnexp's trainer vs a bare loop, side by side (medians, ratios),
+    then host syncs, speed options, evaluation, other models, --jobs and time to 0.89 accuracy (~14 min on 2 cores).
 
     Example: bnexp bench --data-root ../shared/data --reps 5
     """
