@@ -15,13 +15,14 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader
 
@@ -105,24 +106,37 @@ def bnexp_trainer(plan: RunPlan, data: Data, device: torch.device) -> float:
     return trainer_timings(plan, data, device)[-1]["images_per_s"]
 
 
-def bare_loop(plan: RunPlan, data: Data, device: torch.device, channels_last: bool = False) -> float:
-    """The floor: pre-normalized float tensors, random batches, forward/backward/step, nothing else."""
+def bare_step(
+    plan: RunPlan, data: Data, device: torch.device, channels_last: bool = False
+) -> tuple[Callable[[int], None], nn.Module]:
+    """The floor's training step: pre-normalized float tensors, a random batch, forward/backward/step, nothing
+    else. Returns step(i), which trains on random batch i (i < plan's steps), and the model."""
     seed_everything(0, True, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(plan.model, data.inputs).to(device, memory_format=memory_format)
     opt = make_optimizer(plan.experiment.optimizer, model.parameters(), plan.lr)
     x_all, y_all = data.to_input(data.train.images).contiguous(memory_format=memory_format), data.train.labels
-    b, steps = plan.experiment.batch_size, plan.experiment.steps
-    idx = torch.randint(0, len(y_all), (steps, b), device=device)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
+    idx = torch.randint(0, len(y_all), (plan.experiment.steps, plan.experiment.batch_size), device=device)
+
+    def step(i: int) -> None:
         loss = F.cross_entropy(model(x_all[idx[i]]), y_all[idx[i]])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return step, model
+
+
+def bare_loop(plan: RunPlan, data: Data, device: torch.device, channels_last: bool = False) -> float:
+    """images/s of `bare_step` over plan's steps."""
+    step, _ = bare_step(plan, data, device, channels_last)
+    steps = plan.experiment.steps
     _sync(device)
-    return steps * b / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    _sync(device)
+    return steps * plan.experiment.batch_size / (time.perf_counter() - t0)
 
 
 def _articles_loader(source, root: Path, train: bool, batch: int) -> DataLoader:
@@ -294,7 +308,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
 def _host_syncs(plan: RunPlan, data: Data, device: torch.device) -> None:
     """How often bnexp's training loop waits for the device, per call site."""
     counter = HostSyncCounter()
-    with counter, cuda_sync_warnings() if device.type == "cuda" else _no_warnings() as cuda_syncs:
+    with counter, cuda_sync_warnings() if device.type == "cuda" else nullcontext([]) as cuda_syncs:
         bnexp_trainer(plan, data, device)
     steps = plan.experiment.steps
     print(f"## Host syncs: bnexp trainer, {steps} steps, log_every {plan.experiment.log_every}, one evaluation\n")
@@ -305,11 +319,6 @@ def _host_syncs(plan: RunPlan, data: Data, device: torch.device) -> None:
         print(f"\nsynchronizing CUDA calls reported by torch's sync debug mode: {len(cuda_syncs)} "
               f"({len(cuda_syncs) / steps:.3f} per step)")  # fmt: skip
     print()
-
-
-@contextmanager
-def _no_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    yield []
 
 
 def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int) -> None:

@@ -13,16 +13,15 @@ import argparse
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from bnexp.config import DatasetConfig, ModelConfig, OptimizerConfig
+from bnexp.bench import bare_step, experiment
+from bnexp.config import DatasetConfig, ModelConfig, RunPlan
 from bnexp.data import load_data
-from bnexp.models import build_model
-from bnexp.train import make_optimizer
 
 BACKWARD = "autograd::engine::evaluate_function: "
+WARMUP = 20  # steps before profiling
 
 
 def label_forward(model: torch.nn.Module) -> None:
@@ -44,23 +43,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
 
-    data = load_data(DatasetConfig(name="fashion_mnist", normalize="unit"), torch.device("cpu"), args.data_root)
-    model = build_model(ModelConfig(name=args.model, norm=args.norm), data.inputs)
-    opt = make_optimizer(OptimizerConfig(name="adam", lr=1e-3), model.parameters(), 1e-3)
-    x_all, y_all = data.to_input(data.train.images), data.train.labels
-    idx = torch.randint(0, len(y_all), (args.steps + 20, args.batch), generator=torch.Generator().manual_seed(0))
+    dataset = DatasetConfig(name="fashion_mnist", normalize="unit")
+    data = load_data(dataset, torch.device("cpu"), args.data_root)
+    model_cfg = ModelConfig(name=args.model, norm=args.norm)
+    exp = experiment(model_cfg, dataset, args.batch, args.steps + WARMUP)
+    step, model = bare_step(RunPlan("profile", model_cfg, 1.0, 0, exp), data, torch.device("cpu"))
 
-    def step(i: int) -> None:
-        loss = F.cross_entropy(model(x_all[idx[i]]), y_all[idx[i]])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for i in range(20):  # warm-up
+    for i in range(WARMUP):
         step(i)
     label_forward(model)
     with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("step"):
-        for i in range(20, 20 + args.steps):
+        for i in range(WARMUP, WARMUP + args.steps):
             step(i)
     parts: dict[str, float] = defaultdict(float)
     total = 0.0
