@@ -80,8 +80,16 @@ def run(
     jobs: Annotated[
         int, typer.Option(min=1, help="Runs at once, each in its own process pinned to cores/JOBS cores.")
     ] = 1,
+    restart_run: Annotated[
+        list[str] | None,
+        typer.Option("--restart-run", help="Start this one run over (repeatable), e.g. one whose files are damaged."),
+    ] = None,
+    nproc: Annotated[
+        int, typer.Option(min=1, max=1024, help="Data-parallel processes per run on this machine (torch's elastic "
+                          "launcher, as torchrun). batch_size stays the global batch.")
+    ] = 1,
 ) -> None:
-    """Train every run of an experiment (models x lr multipliers x seeds) and write the run store.
+    """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
 
     Examples:
 
@@ -89,44 +97,83 @@ def run(
 
       bnexp run configs/smoke.yaml --set epochs=2 --set optimizer.lr=0.01 --out /tmp/results
 
+      bnexp run configs/learning_rate.yaml --jobs 2
+
+      bnexp run configs/bn_distributed.yaml --nproc 2
+
+      torchrun --nproc_per_node=2 -m bnexp run configs/bn_distributed.yaml
+
     Running the same command again skips finished runs and resumes interrupted ones from their
     last checkpoint. Ctrl-C (or SIGTERM) stops at the next step and writes a checkpoint.
 
     Exit codes: 0 all runs completed (diverged runs count as completed), 1 a run failed,
     2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
     """
-    from bnexp.config import load_config  # late imports keep `bnexp --help` fast
+    import os
+
+    from bnexp.distributed import from_environment, shutdown
     from bnexp.progress import make_reporter
     from bnexp.runner import run_experiment
-    from bnexp.train import StopRequest
+    from bnexp.train import DistributedRunFailed, StopRequest
+    from bnexp.validate import load
 
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if nproc > 1 and torchrun:
+        _fail(BnexpError("--nproc starts its own processes; under torchrun leave it out"))
+    if nproc > 1 and jobs > 1:
+        _fail(BnexpError("--nproc and --jobs cannot be combined: --jobs runs single-process runs side by side"))
+    world = None
     try:
-        cfg = load_config(config, set_ or [], smoke=smoke)
+        cfg = load(config, set_ or [], smoke=smoke)
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
             typer.confirm(f"Delete the previous results of {cfg.name} under {out} and start over?", abort=True)
         stop = StopRequest()
         stop.install()
+        if nproc > 1:
+            from bnexp.runner import launch_runs
+
+            argv = [str(config), *(f"--set={a}" for a in set_ or []), f"--out={out}", "--quiet",
+                    *([f"--data-root={data_root}"] if data_root else []), *([f"--device={device}"] if device else []),
+                    *(["--smoke"] if smoke else []), *(["--keep-checkpoints"] if keep_checkpoints else [])]  # fmt: skip
+            first = [*(["--restart", "--yes"] if restart else []), *(f"--restart-run={r}" for r in restart_run or [])]
+            code = launch_runs(cfg, out, nproc, argv, first, make_reporter(True), stop)
+            raise typer.Exit(code)
+        world = from_environment((device or cfg.device).replace("auto", "cuda" if _cuda() else "cpu"))
         code = run_experiment(
             cfg,
             out,
-            make_reporter(quiet or jobs > 1),  # bars of concurrent runs would overwrite each other
+            make_reporter(quiet or jobs > 1 or world.size > 1),  # concurrent bars would overwrite each other
             data_root,
             device,
             restart=restart,
             keep_checkpoints=keep_checkpoints,
             stop=stop,
             jobs=jobs,
+            restart_runs=tuple(restart_run or ()),
+            world=world,
         )
     except BnexpError as e:
         _fail(e)
+    except DistributedRunFailed as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    finally:
+        if world is not None:
+            shutdown(world)
     raise typer.Exit(code)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @app.command()
@@ -145,8 +192,8 @@ def plot(
 
       bnexp plot results/lenet5_bn --format svg --out /tmp/figures
     """
-    from bnexp.analysis import find_experiments
     from bnexp.plots import render
+    from bnexp.results import find_experiments
 
     if fmt not in ("png", "svg", "pdf"):
         _fail(BnexpError(f"--format: unknown value {fmt!r}; allowed: png, svg, pdf"))
@@ -177,8 +224,8 @@ def report(
     """
     import json
 
-    from bnexp.analysis import find_experiments
     from bnexp.report import build, to_markdown
+    from bnexp.results import find_experiments
 
     try:
         data = build(find_experiments(results))
@@ -207,7 +254,7 @@ def list_runs(
     """
     import json
 
-    from bnexp.analysis import find_experiments
+    from bnexp.results import find_experiments
 
     try:
         experiments = find_experiments(results)

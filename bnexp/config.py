@@ -1,38 +1,52 @@
 """Experiment configs: YAML -> typed, validated dataclasses, and the grid of runs they expand to.
 
-Validation is strict and generic: every field of the dataclasses below declares its type (and, in its
-metadata, a range or a dynamic set of choices); an unknown key, a wrong type or a bad value is a
-`ConfigError` naming the file, the line, the key path and what is allowed.
+This module is the bottom layer: it imports no models, data or layers. Validation is strict and generic:
+every field of the dataclasses below declares its type (and, in its metadata, a range or a pattern); an
+unknown key, a wrong type or a bad value is a `ConfigError` naming the file, the line, the key path and what
+is allowed. Checks that need the model registry or the datasets are passed in by the caller
+(`bnexp.validate`), so they report the same locations.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import itertools
+import json
+import math
 import re
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-
 from bnexp.errors import BnexpError
+from bnexp.yamlio import YamlProblem, parse, parse_value
 
-NormName = Literal["batchnorm", "torch_batchnorm", "naive_batchnorm", "none", "groupnorm", "layernorm", "instancenorm"]
+NormName = Literal[
+    "batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "none", "groupnorm",
+    "layernorm", "instancenorm",
+]  # fmt: skip
 NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
 NORM_TAGS = {
     "batchnorm": "bn",
     "torch_batchnorm": "torchbn",
     "naive_batchnorm": "naivebn",
+    "batchrenorm": "brn",
+    "noisy_batchnorm": "noisybn",
     "none": "",
     "groupnorm": "gn",
     "layernorm": "ln",
     "instancenorm": "in",
 }
-BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm")
+BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm")
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
+MAX_RUN_NAME = 160
+UINT32 = 2**32 - 1
 
 
 class ConfigError(BnexpError):
@@ -43,14 +57,13 @@ class ConfigError(BnexpError):
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
 
 
-def _model_names() -> list[str]:
-    from bnexp.models import MODELS  # late import: models import torch, configs must not need it to parse
-
-    return sorted(MODELS)
-
-
 def _range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> dict:
     return {"lo": lo, "hi": hi, "lo_open": lo_open}
+
+
+def _pair(lo: float | None = None, hi: float | None = None) -> dict:
+    """Two numbers [a, b] with a <= b."""
+    return {"pair": True, **_range(lo, hi)}
 
 
 @dataclass(frozen=True)
@@ -61,25 +74,55 @@ class DatasetConfig:
     # standardize: (x/255 - mean)/std with the train split's statistics; unit: x/255 (torchvision ToTensor)
     normalize: Literal["standardize", "unit"] = "standardize"
     verify_checksums: bool = True  # md5 of the files against torchvision's list; off for your own files
-    resize: int | None = field(default=None, metadata=_range(8))  # bilinear resize on the device, e.g. 224
+    # CIFAR is a Python pickle: unpickling an unverified file can run code. Off, unverified pickles are refused.
+    trust_unverified_pickles: bool = False
+    resize: int | None = field(default=None, metadata=_range(8, 1024))  # bilinear resize on the device, e.g. 224
+
+
+@dataclass(frozen=True)
+class RenormConfig:
+    """Batch Renormalization's clipping: r in [1/r_max, r_max], d in [-d_max, d_max], ramped linearly from
+    (1, 0) at step ramp[0] to (r_max, d_max) at step ramp[1] (the layer's count of training batches)."""
+
+    r_max: float = field(default=3.0, metadata=_range(1.0, 1e6))
+    d_max: float = field(default=5.0, metadata=_range(0.0, 1e6))
+    ramp: list[int] = field(default_factory=lambda: [0, 0], metadata=_pair(0))
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Noisy BN (Santurkar et al. 2018, sec. 2.1): after BN, y -> y * a + b with a ~ N(mu_a, sd_a) and
+    b ~ N(mu_b, sd_b) drawn for every activation; per channel, the four moments are themselves drawn anew at
+    every training step, uniformly from these ranges."""
+
+    mult_mean: list[float] = field(default_factory=lambda: [0.5, 1.5], metadata=_pair(-100, 100))
+    mult_std: list[float] = field(default_factory=lambda: [0.0, 0.5], metadata=_pair(0, 100))
+    add_mean: list[float] = field(default_factory=lambda: [-0.5, 0.5], metadata=_pair(-100, 100))
+    add_std: list[float] = field(default_factory=lambda: [0.0, 0.5], metadata=_pair(0, 100))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(metadata={"choices": _model_names})
+    name: str = field(metadata={"pattern": SAFE_NAME})
     norm: NormName = "batchnorm"
     activation: Literal["relu", "sigmoid"] = "relu"
-    groups: int = field(default=2, metadata=_range(1))  # groupnorm only
+    groups: int = field(default=2, metadata=_range(1, 4096))  # groupnorm only
     # torch's convention: running = (1 - m) * running + m * batch; null = cumulative average
     bn_momentum: float | None = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
-    bn_eps: float = field(default=1e-5, metadata=_range(0.0, lo_open=True))
+    bn_eps: float = field(default=1e-5, metadata=_range(0.0, 1.0, lo_open=True))
     affine: bool = True
+    renorm: RenormConfig | None = None  # batchrenorm only (default: the paper's r_max 3, d_max 5, no ramp)
+    noise: NoiseConfig | None = None  # noisy_batchnorm only (default: the ranges above)
     dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # after hidden fc layers (alexnet)
     # N(0, init_std) weights and zero biases for every conv/fc layer; null = torch's default init
-    init_std: float | None = field(default=None, metadata=_range(0.0, lo_open=True))
+    init_std: float | None = field(default=None, metadata=_range(0.0, 100.0, lo_open=True))
     # this model's own learning-rate multipliers, instead of the experiment's (e.g. BN-x30 without a no-BN x30)
-    lr_multipliers: list[float] | None = field(default=None, metadata={"nonempty": True, **_range(0.0, lo_open=True)})
-    label: str | None = None  # overrides the model part of run names
+    lr_multipliers: list[float] | None = field(
+        default=None, metadata={"nonempty": True, **_range(0.0, 1e6, lo_open=True)}
+    )
+    # this model's own seeds, instead of the experiment's (e.g. more seeds at one learning rate)
+    seeds: list[int] | None = field(default=None, metadata={"nonempty": True, "max_len": 1000, **_range(0, UINT32)})
+    label: str | None = field(default=None, metadata={"pattern": SAFE_NAME})  # replaces the model part of names
 
     @property
     def tag(self) -> str:
@@ -92,22 +135,76 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: Literal["sgd", "adam"]
-    lr: float = field(metadata=_range(0.0, lo_open=True))
+    lr: float = field(metadata=_range(0.0, 1e6, lo_open=True))
     momentum: float = field(default=0.0, metadata=_range(0.0, 1.0))  # sgd only
-    weight_decay: float = field(default=0.0, metadata=_range(0.0))
+    weight_decay: float = field(default=0.0, metadata=_range(0.0, 1e3))
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """Distributions of pre-activation values (the input of each ReLU/Sigmoid, i.e. after the norm)."""
 
-    at_epochs: list[int] = field(default_factory=list, metadata=_range(1))  # captured at each epoch's last step
+    at_epochs: list[int] = field(default_factory=list, metadata=_range(1, 1_000_000))
+    epoch_position: Literal["last", "first"] = "last"  # which step of those epochs is captured
     every_steps: int | None = field(default=None, metadata=_range(1))
-    layers: Literal["all", "last"] | list[int] = "all"  # probe-point indices; negative counts from the output
-    bins: int = field(default=60, metadata=_range(1))
-    range: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # histogram range
-    percentiles: list[float] = field(default_factory=lambda: [15.0, 50.0, 85.0], metadata=_range(0.0, 100.0))
-    unit: int = field(default=0, metadata=_range(0))  # channel whose own percentiles are also recorded
+    layers: Literal["all", "last"] | list[int] = field(default="all", metadata=_range(-1000, 1000))
+    bins: int = field(default=60, metadata=_range(1, 10_000))
+    range: list[float] = field(default_factory=lambda: [-6.0, 6.0], metadata={"strict_pair": True})
+    percentiles: list[float] = field(
+        default_factory=lambda: [15.0, 50.0, 85.0], metadata={"nonempty": True, "max_len": 99, **_range(0, 100)}
+    )
+    unit: int = field(default=0, metadata=_range(0, 1_000_000))  # channel whose own percentiles are also recorded
+
+
+@dataclass(frozen=True)
+class LandscapeConfig:
+    """Santurkar et al.'s Fig. 4: every `every_steps` steps, the loss and gradient at theta - eta * g for each
+    eta (multiples of the run's lr, or absolute with `absolute: true`), on the same batch."""
+
+    every_steps: int = field(default=100, metadata=_range(1))
+    etas: list[float] = field(
+        default_factory=lambda: [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0],
+        metadata={"nonempty": True, "max_len": 64, **_range(0.0, 1e6, lo_open=True)},
+    )
+    absolute: bool = False
+
+
+@dataclass(frozen=True)
+class IcsConfig:
+    """Internal covariate shift as Santurkar et al. sec. 2.2 define it, every `every_steps` steps."""
+
+    every_steps: int = field(default=100, metadata=_range(1))
+
+
+@dataclass(frozen=True)
+class EvalModesConfig:
+    """The eval_modes analysis: a trained model's test accuracy under the ways a BN model can be evaluated."""
+
+    batch_sizes: list[int] = field(default_factory=lambda: [2, 8, 32, 256], metadata={"nonempty": True, **_range(2)})
+    group_size: int = field(default=32, metadata=_range(2, 4096))  # homogeneous / near-duplicate batches
+    groups: int = field(default=40, metadata=_range(1, 10_000))  # how many such batches of each kind
+    shift_pixels: int = field(default=2, metadata=_range(0, 8))  # near-duplicates: random shifts up to this
+    noise_std: float = field(default=0.05, metadata=_range(0.0, 1.0))  # ... plus Gaussian noise (x/255 units)
+    reestimate_batches: list[int] = field(
+        default_factory=lambda: [1, 10, 100], metadata={"nonempty": True, **_range(1, 100_000)}
+    )
+
+
+@dataclass(frozen=True)
+class AnalysesConfig:
+    """Post-training analyses, run on each completed run's final weights (`bnexp analyze`)."""
+
+    eval_modes: EvalModesConfig | None = None
+    scale_invariance: bool = False  # BN((aW)u) = BN(Wu) and the 1/a gradient on the trained model's layers
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """A curve published with an article, from a JSON file beside the config (`configs/references/...`)."""
+
+    file: str = field(metadata={"pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]*"})
+    key: str
+    quantity: Literal["train_loss_per_step", "train_acc_per_epoch", "test_acc_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -119,30 +216,44 @@ class ReferenceConfig:
     note: str = ""
     test_acc_at_epoch: dict[str, dict[int, float]] = field(default_factory=dict)
     test_acc_at_step: dict[str, dict[int, float]] = field(default_factory=dict)
-    final: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> {summary key: value}
+    final: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> {summary key: value}
+    series: dict[str, list[SeriesRef]] = field(default_factory=dict)  # variant -> the author's curves
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = field(metadata={"pattern": r"[A-Za-z0-9][A-Za-z0-9_.-]*"})
+    name: str = field(metadata={"pattern": SAFE_NAME})
     dataset: DatasetConfig
-    models: list[ModelConfig] = field(metadata={"nonempty": True})
+    models: list[ModelConfig] = field(metadata={"nonempty": True, "max_len": 100})
     optimizer: OptimizerConfig
-    batch_size: int = field(metadata=_range(1))
-    seeds: list[int] = field(metadata={"nonempty": True})
+    batch_size: int = field(metadata=_range(1, 65_536))
+    seeds: list[int] = field(metadata={"nonempty": True, "max_len": 1000, **_range(0, UINT32)})
     lr_multipliers: list[float] = field(
-        default_factory=lambda: [1.0], metadata={"nonempty": True, **_range(0.0, lo_open=True)}
+        default_factory=lambda: [1.0], metadata={"nonempty": True, "max_len": 100, **_range(0.0, 1e6, lo_open=True)}
     )
-    epochs: int | None = field(default=None, metadata=_range(1))
-    steps: int | None = field(default=None, metadata=_range(1))
-    eval_every: int | None = field(default=None, metadata=_range(1))  # steps; default: every epoch
-    checkpoint_every: int | None = field(default=None, metadata=_range(1))  # steps; default: at evaluations
-    eval_batch_size: int = field(default=500, metadata=_range(1))  # 500-800 is fastest on CPU (cache)
-    log_every: int = field(default=50, metadata=_range(1))  # steps between training-loss records
-    loss_ceiling: float | None = field(default=None, metadata=_range(0.0, lo_open=True))  # above = diverged
-    thresholds: list[float] = field(default_factory=list, metadata=_range(0.0, 1.0))  # test acc milestones
+    # any config key path (as --set takes) -> values; every combination is a run, with its value in the name
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    # linear: lr x batch_size / lr_base_batch (Goyal et al.; the GroupNorm paper's 0.1 x B/32)
+    lr_scaling: Literal["none", "linear"] = "none"
+    lr_base_batch: int | None = field(default=None, metadata=_range(1, 65_536))
+    epochs: int | None = field(default=None, metadata=_range(1, 100_000))
+    steps: int | None = field(default=None, metadata=_range(1, 10**9))
+    eval_every: int | None = field(default=None, metadata=_range(1, 10**9))  # steps; default: every epoch
+    checkpoint_every: int | None = field(default=None, metadata=_range(1, 10**9))  # steps; default: evaluations
+    eval_batch_size: int = field(default=500, metadata=_range(1, 100_000))  # 500-800 is fastest on CPU (cache)
+    log_every: int = field(default=50, metadata=_range(1, 100_000))  # steps between training-loss records
+    loss_ceiling: float | None = field(default=None, metadata=_range(0.0, 1e30, lo_open=True))  # above = diverged
+    thresholds: list[float] = field(default_factory=list, metadata={"max_len": 100, **_range(0.0, 1.0)})
     eval_train_subset: int | None = field(default=None, metadata=_range(1))  # also eval on N train images
     probes: ProbeConfig | None = None
+    landscape_probe: LandscapeConfig | None = None
+    ics_probe: IcsConfig | None = None
+    weight_norms: bool = False  # per layer |W| and the last step's |dW|/|W| at every evaluation
+    keep_final_weights: bool = False  # weights.pt at the end (for analyses; never committed)
+    analyses: AnalysesConfig | None = None
+    # data-parallel runs (torchrun / --nproc): batch statistics per process or synchronized across them
+    bn_sync: Literal["local", "sync"] = "local"
+    bn_running_stats: Literal["rank0", "reduce"] = "rank0"  # local BN: rank 0's running stats, or their mean
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     deterministic: bool = True  # deterministic algorithms (always on CPU; on CUDA it costs speed)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast convs/matmuls; BN statistics stay fp32
@@ -154,49 +265,82 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One cell of the grid: a model at one learning rate with one seed."""
+    """One cell of the grid: a model at one learning rate with one seed (and one value of each grid key)."""
 
     name: str
     model: ModelConfig
     lr_multiplier: float
     seed: int
-    experiment: ExperimentConfig
+    experiment: ExperimentConfig  # with this cell's grid values applied
+    grid: tuple[tuple[str, Any], ...] = ()  # (key path, value) of this cell
 
     @property
     def variant(self) -> str:
-        return variant_name(self.model, self.lr_multiplier)
+        return self.name.rsplit("_s", 1)[0]
 
     @property
     def lr(self) -> float:
-        return self.experiment.optimizer.lr * self.lr_multiplier
+        exp = self.experiment
+        scale = exp.batch_size / exp.lr_base_batch if exp.lr_scaling == "linear" else 1.0
+        return exp.optimizer.lr * self.lr_multiplier * scale
 
-    def resolved(self) -> dict[str, Any]:
-        """Everything that determines this run, as plain data (written to the run's config.yaml)."""
+    def resolved(self, processes: int = 1) -> dict[str, Any]:
+        """Everything that determines this run, as plain data (written to the run's config.yaml). The
+        number of data-parallel processes is part of it (it changes what BN and the data order compute)."""
         exp = dataclasses.asdict(self.experiment)
-        exp.pop("models"), exp.pop("seeds"), exp.pop("lr_multipliers")
+        for key in ("models", "seeds", "lr_multipliers", "grid"):
+            exp.pop(key)
         return {
             "run": self.name,
-            "model": dataclasses.asdict(self.model),
+            # the model's own lr_multipliers/seeds only say which runs exist; this run's are below
+            "model": {k: v for k, v in dataclasses.asdict(self.model).items() if k not in ("lr_multipliers", "seeds")},
             "lr_multiplier": self.lr_multiplier,
             "lr": self.lr,
             "seed": self.seed,
+            **({"grid": {k: v for k, v in self.grid}} if self.grid else {}),
+            **({"processes": processes} if processes > 1 else {}),
             **exp,
         }
 
 
+def variant_name(model: ModelConfig, lr_multiplier: float, grid: Sequence[tuple[str, Any]] = ()) -> str:
+    """A run's name without its seed: what seeds are averaged over (e.g. lenet5-bn_lr1x, lenet5-gn_b8_lr1x)."""
+    return "_".join([model.tag, *(grid_tag(k, v) for k, v in grid), f"lr{lr_multiplier:g}x"])
+
+
+GRID_ABBREVIATIONS = {"batch_size": "b", "optimizer.lr": "olr", "optimizer.momentum": "mom", "epochs": "ep"}
+
+
+def grid_tag(path: str, value: Any) -> str:
+    """`batch_size=8` -> b8; `models[0].bn_momentum=0.01` -> bn_momentum0.01; null -> 'none'."""
+    short = GRID_ABBREVIATIONS.get(path) or re.sub(r"\[\d+\]", "", path).rsplit(".", 1)[-1]
+    text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", f"{short}{text}")
+
+
 def expand_grid(cfg: ExperimentConfig) -> list[RunPlan]:
-    """models x lr multipliers x seeds, in that nesting order, with stable readable names."""
-    return [
-        RunPlan(f"{variant_name(m, mult)}_s{seed}", m, mult, seed, cfg)
-        for m in cfg.models
-        for mult in (m.lr_multipliers or cfg.lr_multipliers)
-        for seed in cfg.seeds
-    ]
+    """grid cells x models x lr multipliers x seeds, in that nesting order, with stable readable names."""
+    plans = []
+    for values, cell in grid_cells(cfg):
+        for m in cell.models:
+            for mult in m.lr_multipliers or cell.lr_multipliers:
+                for seed in m.seeds or cell.seeds:
+                    plans.append(RunPlan(f"{variant_name(m, mult, values)}_s{seed}", m, mult, seed, cell, values))
+    return plans
 
 
-def variant_name(model: ModelConfig, lr_multiplier: float) -> str:
-    """A run's name without its seed: what seeds are averaged over (e.g. lenet5-bn_lr1x)."""
-    return f"{model.tag}_lr{lr_multiplier:g}x"
+def grid_cells(cfg: ExperimentConfig) -> list[tuple[tuple[tuple[str, Any], ...], ExperimentConfig]]:
+    """Each combination of the grid's values, and the config with those values applied (grid emptied)."""
+    keys = list(cfg.grid)
+    base = dataclasses.asdict(cfg)
+    base["grid"] = {}
+    cells = []
+    for combo in itertools.product(*(cfg.grid[k] for k in keys)):
+        data = copy.deepcopy(base)
+        for key, value in zip(keys, combo, strict=True):
+            _set_path(data, key, copy.deepcopy(value), "grid")
+        cells.append((tuple(zip(keys, combo, strict=True)), _build(ExperimentConfig, data, "", _Source("grid", {}))))
+    return cells
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -206,8 +350,8 @@ def variant_name(model: ModelConfig, lr_multiplier: float) -> str:
 class _Source:
     """Where each key path came from, for error messages."""
 
-    def __init__(self, file: str, lines: dict[str, int], overrides: dict[str, str]):
-        self.file, self.lines, self.overrides = file, lines, overrides
+    def __init__(self, file: str, lines: dict[str, int], overrides: dict[str, str] | None = None):
+        self.file, self.lines, self.overrides = file, lines, overrides or {}
 
     def where(self, path: str) -> str:
         for p in _prefixes(path):
@@ -217,6 +361,10 @@ class _Source:
             if p in self.lines:
                 return f"{self.file}:{self.lines[p]}"
         return self.file
+
+
+Locate = Callable[[str], str]  # key path -> "file:line" (or "--set ...")
+Check = Callable[[ExperimentConfig, Locate], None]  # raises ConfigError
 
 
 def _prefixes(path: str) -> list[str]:
@@ -234,12 +382,14 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _node_lines(node: yaml.Node, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+def _node_lines(node: Any, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    import yaml  # the node classes only
+
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            sub = _join(path, k.value)
+            sub = _join(path, str(k.value))
             out[sub] = k.start_mark.line + 1
             _node_lines(v, sub, out)
     elif isinstance(node, yaml.SequenceNode):
@@ -264,26 +414,31 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_meta(value: Any, meta: dict, path: str, src: _Source) -> None:
-    def fail(msg: str) -> None:
-        raise ConfigError(src.where(path), path, msg)
+    def fail(msg: str, p: str = path) -> None:
+        raise ConfigError(src.where(p), p, msg)
 
-    if meta.get("nonempty") and isinstance(value, list) and not value:
-        fail("must not be empty")
-    if "choices" in meta:
-        choices = meta["choices"]()
-        if value not in choices:
-            fail(f"unknown value {value!r}; allowed: {', '.join(choices)}")
-    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-        fail(f"{value!r} must match {meta['pattern']} (letters, digits, '_', '.', '-')")
+    if isinstance(value, list):
+        if meta.get("nonempty") and not value:
+            fail("must not be empty")
+        if "max_len" in meta and len(value) > meta["max_len"]:
+            fail(f"at most {meta['max_len']} values (got {len(value)})")
+        if (meta.get("pair") or meta.get("strict_pair")) and len(value) != 2:
+            fail(f"expected two numbers [low, high], got {value!r}")
+        if meta.get("pair") and value[0] > value[1]:
+            fail(f"expected [low, high] with low <= high, got {value!r}")
+        if meta.get("strict_pair") and not value[0] < value[1]:
+            fail(f"expected [low, high] with low < high, got {value!r}")
+    if "pattern" in meta and isinstance(value, str) and not re.fullmatch(meta["pattern"], value):
+        fail(f"{value!r} is not allowed: use 1-64 letters, digits, '_', '.', '+', '-' (not starting with '.' or '-')")
     lo, hi = meta.get("lo"), meta.get("hi")
     for i, v in enumerate(value if isinstance(value, list) else [value]):
         p = _join(path, i) if isinstance(value, list) else path
-        if v is None or (lo is None and hi is None):
+        if v is None or isinstance(v, (str, bool)) or (lo is None and hi is None):
             continue
         if lo is not None and (v <= lo if meta["lo_open"] else v < lo):
-            raise ConfigError(src.where(p), p, f"must be {'>' if meta['lo_open'] else '>='} {lo:g} (got {v})")
+            fail(f"must be {'>' if meta['lo_open'] else '>='} {lo:g} (got {v})", p)
         if hi is not None and v > hi:
-            raise ConfigError(src.where(p), p, f"must be <= {hi:g} (got {v})")
+            fail(f"must be <= {hi:g} (got {v})", p)
 
 
 def _convert(tp: Any, value: Any, path: str, src: _Source) -> Any:
@@ -332,6 +487,8 @@ def _convert(tp: Any, value: Any, path: str, src: _Source) -> Any:
     }[tp]
     if not ok:
         fail(f"expected {_type_name(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        fail(f"must be a finite number (got {value})")
     return float(value) if tp is float else value
 
 
@@ -356,22 +513,15 @@ def _build(cls: type, data: dict, path: str, src: _Source) -> Any:
     return cls(**kwargs)
 
 
-def _apply_override(data: dict, assignment: str) -> str:
-    """Apply one `KEY.PATH=VALUE` (value parsed as YAML) to `data`; returns the normalized key path."""
-    key, sep, raw = assignment.partition("=")
-    where = f"--set {assignment}"
-    if not sep or not key.strip():
-        raise ConfigError(where, "", "expected KEY.PATH=VALUE, e.g. --set optimizer.lr=0.01")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(where, key, f"value is not valid YAML: {e}") from None
-    return _set_path(data, key.strip(), value, where)
+def _split_path(key: str) -> list[str | int]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"\.|\[(\d+)\]\.?", key) if p]
 
 
 def _set_path(data: dict, key: str, value: Any, where: str) -> str:
     """Set `data[a][b][0]...` for the key path 'a.b[0]' (or 'a.b.0'); returns the normalized path."""
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in re.split(r"\.|\[(\d+)\]\.?", key) if p]
+    parts = _split_path(key)
+    if not parts:
+        raise ConfigError(where, key, "empty key path")
     node: Any = data
     path = ""
     for i, part in enumerate(parts):
@@ -384,15 +534,31 @@ def _set_path(data: dict, key: str, value: Any, where: str) -> str:
         if i == len(parts) - 1:
             node[part] = value
         else:
-            if isinstance(node, dict) and part not in node:
+            if isinstance(node, dict) and node.get(part) is None:
                 node[part] = {}
             node = node[part]
     return path
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> ExperimentConfig:
+def _apply_override(data: dict, assignment: str) -> str:
+    """Apply one `KEY.PATH=VALUE` (value parsed as YAML) to `data`; returns the normalized key path."""
+    key, sep, raw = assignment.partition("=")
+    where = f"--set {assignment}"
+    if not sep or not key.strip():
+        raise ConfigError(where, "", "expected KEY.PATH=VALUE, e.g. --set optimizer.lr=0.01")
+    try:
+        value = parse_value(raw)
+    except YamlProblem as e:
+        raise ConfigError(where, key, f"value is not valid YAML: {e}") from None
+    return _set_path(data, key.strip(), value, where)
+
+
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, checks: Sequence[Check] = ()
+) -> ExperimentConfig:
     """Read a YAML experiment config, apply its `smoke:` overrides if asked, then `--set` overrides (later
-    wins), and validate it strictly."""
+    wins), and validate it strictly: the config as written and every cell of its grid, each with `checks`
+    (see `bnexp.validate.load` for the checks against models and data)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -401,23 +567,20 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), s
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), "", f"cannot read config: {e}") from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(where, "", f"YAML syntax error: {problem}") from None
+        data, node = parse(text)
+    except YamlProblem as e:
+        where = ":".join(map(str, [path, *(x for x in (e.line, e.column) if x is not None)]))
+        raise ConfigError(where, "", str(e)) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "expected a mapping of config keys at the top level")
-    src = _Source(str(path), _node_lines(node) if node else {}, {})
+    src = _Source(str(path), _node_lines(node) if node else {})
     if smoke:
         profile = data.get("smoke") or {}
         if not isinstance(profile, dict) or not profile:
             raise ConfigError(src.where("smoke"), "smoke", "--smoke needs a `smoke:` mapping of KEY.PATH: VALUE")
         for key, value in profile.items():
             line = src.lines.get(f"smoke.{key}", 0)
-            overridden = _set_path(data, str(key), value, f"{path}:{line} (smoke)")
+            overridden = _set_path(data, str(key), copy.deepcopy(value), f"{path}:{line} (smoke)")
             # errors in what the smoke profile set are reported at its line
             for p in [p for p in src.lines if p == overridden or p.startswith((f"{overridden}.", f"{overridden}["))]:
                 del src.lines[p]
@@ -425,60 +588,114 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), s
     for assignment in overrides:
         src.overrides[_apply_override(data, assignment)] = assignment
     cfg = _build(ExperimentConfig, data, "", src)
-    _check_experiment(cfg, src)
+    _check_experiment(cfg, src.where, path.parent)
+    for check in checks:
+        check(cfg, src.where)
+    for key, values in cfg.grid.items():
+        p = _join("grid", key)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(src.where(p), p, "expected a non-empty list of values")
+        if len(values) > 1000:
+            raise ConfigError(src.where(p), p, "at most 1000 values")
+        if _split_path(key)[0] in ("grid", "seeds", "smoke", "name", "reference", "description"):
+            raise ConfigError(src.where(p), p, f"{key} cannot be a grid key (use seeds: for seeds)")
+        for j, value in enumerate(values):
+            cell_src = _Source(src.file, {}, {"": f"{src.where(_join(p, j))} (grid value {value!r})"})
+            cell = copy.deepcopy(data)
+            cell["grid"] = {}
+            try:
+                _set_path(cell, key, copy.deepcopy(value), cell_src.where(""))
+                cell_cfg = _build(ExperimentConfig, cell, "", cell_src)
+                _check_experiment(cell_cfg, cell_src.where, path.parent)
+                for check in checks:
+                    check(cell_cfg, cell_src.where)
+            except ConfigError as e:
+                raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}"
+                                  f"{e.message}") from None  # fmt: skip
+    _check_run_names(cfg, src.where)
     return cfg
 
 
-def _check_experiment(cfg: ExperimentConfig, src: _Source) -> None:
-    """Rules that involve several keys."""
+def _check_run_names(cfg: ExperimentConfig, where: Locate) -> None:
+    seen: dict[str, str] = {}
+    for plan in expand_grid(cfg):
+        if len(plan.name) > MAX_RUN_NAME:
+            raise ConfigError(where("models"), "models", f"run name {plan.name[:60]!r}... is longer than "
+                              f"{MAX_RUN_NAME} characters; give the model a shorter label")  # fmt: skip
+        if plan.name in seen:
+            raise ConfigError(where("lr_multipliers"), "lr_multipliers/grid", f"two runs would share the name "
+                              f"{plan.name!r} ({seen[plan.name]} and {_cell_text(plan)}); make the values distinct "
+                              "in their first 6 significant digits")  # fmt: skip
+        seen[plan.name] = _cell_text(plan)
+
+
+def _cell_text(plan: RunPlan) -> str:
+    return ", ".join([f"lr multiplier {plan.lr_multiplier!r}", *(f"{k}={v!r}" for k, v in plan.grid)])
+
+
+def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) -> None:
+    """Rules that involve several keys (and nothing outside this module)."""
     if (cfg.epochs is None) == (cfg.steps is None):
-        raise ConfigError(src.where("epochs"), "epochs/steps", "give exactly one of epochs or steps")
+        raise ConfigError(where("epochs"), "epochs/steps", "give exactly one of epochs or steps")
     if cfg.steps is not None and cfg.eval_every is None:
-        raise ConfigError(src.where("steps"), "eval_every", "step-based runs (steps:) need eval_every: N")
+        raise ConfigError(where("steps"), "eval_every", "step-based runs (steps:) need eval_every: N")
+    if cfg.lr_scaling == "linear" and cfg.lr_base_batch is None:
+        raise ConfigError(where("lr_scaling"), "lr_base_batch", "lr_scaling: linear needs lr_base_batch: B "
+                          "(the batch size at which the configured lr applies)")  # fmt: skip
+    seen: dict[str, tuple[int, ModelConfig]] = {}
     for i, m in enumerate(cfg.models):
-        if m.norm in BATCH_NORMS and cfg.batch_size < 2:
-            raise ConfigError(
-                src.where("batch_size"),
-                "batch_size",
-                f"batch_size 1 cannot train with {m.norm} (models[{i}]): BatchNorm needs 2+ values per channel",
-            )
-    seen: dict[str, int] = {}
-    for i, m in enumerate(cfg.models):
-        if m.tag in seen:
-            p = f"models[{i}]"
-            raise ConfigError(
-                src.where(p),
-                p,
-                f"same run name {m.tag!r} as models[{seen[m.tag]}]; give one of them a distinct label:",
-            )
-        seen[m.tag] = i
-    _check_against_data_and_models(cfg, src)
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ConfigError(src.where("seeds"), "seeds", f"duplicate seeds in {cfg.seeds}")
-    for i, m in enumerate(cfg.models):
+        p = f"models[{i}]"
+        # two entries may share a name only to add runs (other lr multipliers or seeds) of the same model
+        same = dataclasses.replace(m, lr_multipliers=None, seeds=None)
+        if m.tag in seen and seen[m.tag][1] != same:
+            raise ConfigError(where(p), p, f"same run name {m.tag!r} as models[{seen[m.tag][0]}] but a different "
+                              "model; give one of them a distinct label")  # fmt: skip
+        seen.setdefault(m.tag, (i, same))
+        if m.renorm is not None and m.norm != "batchrenorm":
+            raise ConfigError(where(f"{p}.renorm"), f"{p}.renorm", "only for norm: batchrenorm")
+        if m.noise is not None and m.norm != "noisy_batchnorm":
+            raise ConfigError(where(f"{p}.noise"), f"{p}.noise", "only for norm: noisy_batchnorm")
         if m.lr_multipliers and len(set(m.lr_multipliers)) != len(m.lr_multipliers):
-            p = f"models[{i}].lr_multipliers"
-            raise ConfigError(src.where(p), p, f"duplicates in {m.lr_multipliers}")
+            raise ConfigError(where(f"{p}.lr_multipliers"), f"{p}.lr_multipliers", f"duplicates in {m.lr_multipliers}")
+        if m.seeds and len(set(m.seeds)) != len(m.seeds):
+            raise ConfigError(where(f"{p}.seeds"), f"{p}.seeds", f"duplicate seeds in {m.seeds}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(where("seeds"), "seeds", f"duplicate seeds in {cfg.seeds}")
     if len(set(cfg.lr_multipliers)) != len(cfg.lr_multipliers):
-        raise ConfigError(src.where("lr_multipliers"), "lr_multipliers", f"duplicates in {cfg.lr_multipliers}")
+        raise ConfigError(where("lr_multipliers"), "lr_multipliers", f"duplicates in {cfg.lr_multipliers}")
+    if cfg.dataset.subset is not None and cfg.dataset.subset < cfg.batch_size:
+        raise ConfigError(where("dataset.subset"), "dataset.subset",
+                          f"{cfg.dataset.subset} images cannot fill one batch of {cfg.batch_size}")  # fmt: skip
+    if cfg.reference is not None:
+        for variant, refs in cfg.reference.series.items():
+            for j, ref in enumerate(refs):
+                p = f"reference.series.{variant}[{j}]"
+                load_series(config_dir, ref, where(p), p)
 
 
-def _check_against_data_and_models(cfg: ExperimentConfig, src: _Source) -> None:
-    """Subset sizes against the official splits, and every model actually built once (e.g. groups that do
-    not divide a layer's channels), so that such mistakes stop the experiment before anything is written."""
-    from bnexp.data import SOURCES  # late import: torch
-    from bnexp.models import build_model
+def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = "") -> dict[str, Any]:
+    """A reference series file's entry: {"values": [...], "provenance": ...}. The file must lie inside the
+    config's folder tree (references are read-only inputs; no path from a config may leave it)."""
 
-    source = SOURCES[cfg.dataset.name]
-    size = cfg.dataset.resize
-    inputs = dataclasses.replace(source.inputs, height=size, width=size) if size else source.inputs
-    for key, limit in zip(("subset", "test_subset"), source.sizes, strict=True):
-        value = getattr(cfg.dataset, key)
-        if value is not None and value > limit:
-            p = f"dataset.{key}"
-            raise ConfigError(src.where(p), p, f"{value} is larger than the {limit} images of {cfg.dataset.name}")
-    for i, m in enumerate(cfg.models):
-        try:
-            build_model(m, inputs)
-        except ValueError as e:
-            raise ConfigError(src.where(f"models[{i}]"), f"models[{i}]", str(e)) from None
+    def fail(msg: str) -> typing.NoReturn:
+        raise ConfigError(where or ref.file, key, msg)
+
+    root = config_dir.resolve()
+    target = (root / ref.file).resolve()
+    if ".." in Path(ref.file).parts or not target.is_relative_to(root):
+        fail(f"{ref.file!r} must be a path inside {root}")
+    try:
+        content = json.loads(target.read_text())
+    except FileNotFoundError:
+        fail(f"series file {target} not found")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"series file {target} is not readable JSON ({e})")
+    series = content.get("series", {}) if isinstance(content, dict) else {}
+    entry = series.get(ref.key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
+        fail(f"series file {target} has no series {ref.key!r}; it has: {', '.join(series) or 'none'}")
+    values = entry["values"]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                             for v in values):  # fmt: skip
+        fail(f"series {ref.key!r} in {target} must be a non-empty list of finite numbers")
+    return {**entry, "source": content.get("source", {})}

@@ -327,11 +327,18 @@ def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | N
     )
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[Tensor]:
-    """One epoch's batches of indices from a seeded permutation. A trailing batch of a single image is
-    dropped: BatchNorm cannot train on it, and one image is no gradient estimate for the others either."""
+def keep_last_batch(size: int, processes: int = 1) -> bool:
+    """An epoch's trailing short batch is trained on when every process gets the same share of it, of at
+    least 2 images: one image is no batch statistic, and no gradient estimate for the others either."""
+    return size > 0 and size % processes == 0 and size // processes >= 2
+
+
+def shuffled_batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device, processes: int = 1
+) -> list[Tensor]:
+    """One epoch's global batches of indices from a seeded permutation (see keep_last_batch for the last)."""
     perm = torch.randperm(n, generator=generator).to(device)
     batches = list(perm.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches[-1]) < batch_size and not keep_last_batch(len(batches[-1]), processes):
         batches.pop()
     return batches

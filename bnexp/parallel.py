@@ -1,16 +1,23 @@
 """Several runs at once (`bnexp run --jobs N`): one worker process per job, each pinned to its share of the
 CPU cores with as many torch threads, for runs too small to use the whole machine.
 
-Workers ignore SIGINT: the parent turns SIGINT/SIGTERM into one SIGTERM per worker, and each worker stops its
-run at the next step with a checkpoint, exactly as a single run does.
+The promises of a single process hold: workers die with the parent (PR_SET_PDEATHSIG) and hold the
+experiment's worker lock while they live; SIGINT/SIGTERM to the parent becomes one SIGTERM per worker, each of
+which stops its run at the next step with a checkpoint; a second Ctrl-C kills them before the parent lets go
+of the lock; a worker that is killed gets its run marked failed (summary and error.log) and a replacement
+takes the remaining runs. Each worker talks to the parent over its own pipe, so a worker killed mid-message
+can block no one else.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
-import queue
 import signal
+import time
+from contextlib import suppress
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +25,13 @@ import torch
 
 from bnexp.config import RunPlan
 from bnexp.data import load_data
+from bnexp.lock import hold_as_worker
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
-from bnexp.train import StopRequest, select_device
+from bnexp.train import StopRequest, select_device, train_run
+
+PR_SET_PDEATHSIG = 1
+KILL_GRACE_S = 10.0
 
 
 def core_slices(jobs: int) -> list[list[int]]:
@@ -30,10 +41,17 @@ def core_slices(jobs: int) -> list[list[int]]:
     return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
 
 
-def _worker(cores: list[int], tasks: Any, results: Any, out_dir: Path, data_root: Any, device_name: str,
-            keep_checkpoints: bool) -> None:  # fmt: skip
-    from bnexp.runner import execute  # late: runner imports this module
+def _die_with_parent(parent_pid: int) -> None:
+    with suppress(OSError, AttributeError):  # not Linux: the worker lock still protects the folder
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
+
+def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, data_root: Any, device_name: str,
+            keep_checkpoints: bool) -> None:  # fmt: skip
+    _die_with_parent(parent_pid)
+    hold_as_worker(out_dir)  # kept until the process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = StopRequest()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.request(signum))
@@ -41,13 +59,32 @@ def _worker(cores: list[int], tasks: Any, results: Any, out_dir: Path, data_root
     torch.set_num_threads(len(cores))
     device = select_device(device_name)
     data = None
-    while not stop and (task := tasks.get()) is not None:
+    while not stop:
+        task = conn.recv()
+        if task is None:
+            break
         plan, action = task
+        conn.send(("start", plan.name))
         data = data or load_data(plan.experiment.dataset, device, data_root)
-        summary = execute(plan, action, RunDir(out_dir / plan.name), data, device, PlainReporter(), stop,
-                          keep_checkpoints)  # fmt: skip
-        results.put((plan.name, summary["status"]))
-    results.put(None)
+        summary = train_run(plan, action, RunDir(out_dir / plan.name), data, device, PlainReporter(), stop,
+                            keep_checkpoints)  # fmt: skip
+        conn.send(("done", plan.name, summary["status"]))
+    conn.close()
+
+
+class _Slot:
+    """One worker process and the run it is on."""
+
+    def __init__(self, ctx: Any, cores: list[int], args: tuple):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker, args=(cores, child, os.getpid(), *args), daemon=True)
+        self.process.start()
+        child.close()
+        self.cores, self.current, self.busy = cores, None, False
+
+    def give(self, task: tuple[RunPlan, str] | None) -> None:
+        self.busy = task is not None
+        self.conn.send(task)
 
 
 def run_parallel(
@@ -58,41 +95,93 @@ def run_parallel(
     device_name: str,
     keep_checkpoints: bool,
     stop: StopRequest,
+    reporter: PlainReporter,
 ) -> dict[str, str]:
     """Run `todo` ((plan, action) pairs) on `jobs` worker processes; returns each run's final status."""
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for item in todo:
-        tasks.put(item)
-    slices = core_slices(min(jobs, len(todo)))
-    for _ in slices:
-        tasks.put(None)
-    workers = [
-        ctx.Process(target=_worker, args=(cores, tasks, results, out_dir, data_root, device_name, keep_checkpoints))
-        for cores in slices
-    ]
-    for w in workers:
-        w.start()
+    args = (out_dir, data_root, device_name, keep_checkpoints)
+    pending = list(todo)
+    slots = [_Slot(ctx, cores, args) for cores in core_slices(min(jobs, len(todo)))]
     statuses: dict[str, str] = {}
-    finished, forwarded = 0, False
-    while finished < len(workers):
-        if stop and not forwarded:
-            for w in workers:
-                if w.is_alive():
-                    os.kill(w.pid, signal.SIGTERM)
-            forwarded = True
-        try:
-            item = results.get(timeout=0.2)
-        except queue.Empty:
-            if not any(w.is_alive() for w in workers):
-                break  # a worker died without its goodbye: nothing more will come
-            continue
-        if item is None:
-            finished += 1
-        else:
-            statuses[item[0]] = item[1]
-    for w in workers:
-        w.join()
-    for plan, _ in todo:  # a worker that died (not a run that failed: that is reported) leaves runs unfinished
+    forwarded, grace = False, KILL_GRACE_S
+    try:
+        for slot in slots:
+            slot.give(pending.pop(0) if pending else None)
+        while any(s.process.is_alive() or s.busy for s in slots):
+            if stop and not forwarded:
+                pending.clear()
+                for s in slots:
+                    if s.process.is_alive():
+                        os.kill(s.process.pid, signal.SIGTERM)
+                forwarded = True
+            ready = wait([s.conn for s in slots if not s.conn.closed] + [s.process.sentinel for s in slots], 0.2)
+            for slot in list(slots):
+                if slot.conn in ready:
+                    try:
+                        message = slot.conn.recv()
+                    except (EOFError, OSError):
+                        slot.conn.close()
+                        continue
+                    if message[0] == "start":
+                        slot.current = message[1]
+                    else:
+                        statuses[message[1]] = message[2]
+                        slot.current, slot.busy = None, False
+                        if message[2] != "interrupted" and slot.process.is_alive():
+                            slot.give(pending.pop(0) if pending and not stop else None)
+                elif slot.process.sentinel in ready and not slot.process.is_alive():
+                    slot.process.join()
+                    if not slot.conn.closed:
+                        slot.conn.close()
+                    if slot.busy:
+                        name = slot.current or "(a run not yet started)"
+                        _record_dead_worker(out_dir, slot, name, reporter, statuses)
+                        slot.busy = False
+                    if pending and not stop:  # a replacement takes the remaining runs
+                        replacement = _Slot(ctx, slot.cores, args)
+                        replacement.give(pending.pop(0))
+                        slots[slots.index(slot)] = replacement
+                    else:
+                        slots.remove(slot)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, not at the next step
+        grace = 0.0
+        for s in slots:
+            if s.current is not None:
+                with suppress(OSError):
+                    RunDir(out_dir / s.current).write_summary({"run": s.current, "status": "interrupted"})
+        raise
+    finally:
+        _end_workers(slots, grace)
+    for plan, _ in todo:
         statuses.setdefault(plan.name, "interrupted" if stop else "failed")
     return statuses
+
+
+def _record_dead_worker(out_dir: Path, slot: _Slot, name: str, reporter: PlainReporter,
+                        statuses: dict[str, str]) -> None:  # fmt: skip
+    code = slot.process.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+    error = f"worker process {slot.process.pid} {how} during this run; its last checkpoint is kept: run again to resume"
+    reporter.message(f"{name}: failed: {error}")
+    if slot.current is None:
+        return
+    statuses[name] = "failed"
+    run = RunDir(out_dir / name)
+    try:
+        run.write_error(error + "\n")
+        run.write_summary({"run": name, "status": "failed", "error": error})
+    except OSError as e:
+        reporter.message(f"{name}: cannot record the failure ({e})")
+
+
+def _end_workers(slots: list[_Slot], grace: float) -> None:
+    """Workers never outlive this call: SIGTERM (they checkpoint at the next step), SIGKILL after `grace` s."""
+    for s in slots:
+        if s.process.is_alive():
+            os.kill(s.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for s in slots:
+        s.process.join(max(0.0, deadline - time.monotonic()))
+        if s.process.is_alive():
+            s.process.kill()
+            s.process.join()

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnexp.analysis import Experiment, Run, aligned, mean_sd
+from bnexp.results import Experiment, Run, aligned, mean_sd
 
 # One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
 NORM_COLORS = {

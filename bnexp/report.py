@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import bnexp
-from bnexp.analysis import Experiment, Run, mean_sd, status_counts, value_at
+from bnexp.results import Experiment, Run, mean_sd, status_counts, value_at
 
 ACC_TOLERANCE = 0.01  # absolute, for accuracies
 REL_TOLERANCE = 0.05  # relative, for other quantities (losses)

@@ -15,6 +15,7 @@ an uninterrupted run's byte for byte. Non-finite numbers are stored as null: eve
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,10 +27,27 @@ from typing import IO, Any
 
 import yaml
 
+from bnexp.errors import BnexpError
+
 EXPERIMENT_FILE = "experiment.yaml"
 CONFIG, SUMMARY, ERROR_LOG, CHECKPOINT = "config.yaml", "summary.json", "error.log", "checkpoint.pt"
 METRICS, TIMING, PROBES = "metrics.jsonl", "timing.jsonl", "probes.jsonl"
+WEIGHTS = "weights.pt"  # final weights (keep_final_weights), for post-training analyses; never committed
+ANALYSES = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analyze`
 LOGS = (METRICS, TIMING, PROBES)
+
+
+class CorruptFile(BnexpError):
+    """A run file that cannot be read back (truncated, garbage, wrong type)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once: os.umask can only be read by setting it
 
 
 def _finite(obj: Any) -> Any:
@@ -49,6 +67,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; run files get the same mode as the logs
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -65,11 +84,49 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save, atomically."""
+    """torch.save, atomically. Serialized in memory first, so a full disk fails in a plain write
+    ("No space left on device"), not inside torch's zip writer."""
     import torch  # late: reading a run store needs no torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_file(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
+
+
+def load_tensors(path: Path, what: str, remedy: str) -> Any:
+    """torch.load with weights_only=True: a file from someone else's results folder cannot run code.
+    Anything unreadable is a CorruptFile naming the file and what to do."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        message = f"{path}: {what} is unreadable or not a plain tensor file ({first[:200]}); {remedy}"
+        raise CorruptFile(message) from None
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Leftovers of interrupted atomic writes (`.<name>.<random>`) in `folder`; call with the lock held."""
+    removed = []
+    for p in folder.glob(".*.*"):  # .summary.json.k2j3h4, .checkpoint.pt.x8a9, ...
+        if p.is_file() and not p.name.startswith(".lock"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def child_path(parent: Path, name: str) -> Path:
+    """parent/name, refusing any name that would resolve outside `parent` (defence in depth: run names are
+    validated as single path components when the config is read)."""
+    target = (parent / name).resolve()
+    if target.parent != parent.resolve() or name in ("", ".", ".."):
+        raise BnexpError(f"{name!r} is not a plain folder name inside {parent}")
+    return parent / name
 
 
 def dump_yaml(data: Any) -> str:
@@ -77,7 +134,10 @@ def dump_yaml(data: Any) -> str:
 
 
 class RunDir:
-    """Writer and reader of one run's directory."""
+    """Writer and reader of one run's directory. Reading is strict: a file that does not parse is a
+    CorruptFile naming it (callers decide whether to skip the run or stop)."""
+
+    writes = True
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -91,11 +151,12 @@ class RunDir:
         """Create the directory and write the resolved config; `fresh` empties the logs (else they are
         appended to, after a checkpoint's `truncate`)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.path)
         write_atomic(self.path / CONFIG, dump_yaml(resolved_config))
         for name in (ERROR_LOG, SUMMARY):
             (self.path / name).unlink(missing_ok=True)
         if fresh:
-            for name in (*LOGS, CHECKPOINT):
+            for name in (*LOGS, CHECKPOINT, WEIGHTS):
                 (self.path / name).unlink(missing_ok=True)
             for old in self.path.glob("checkpoint-step*.pt"):
                 old.unlink()
@@ -122,6 +183,23 @@ class RunDir:
         """Current lengths of the log files (call after flush)."""
         return {name: f.tell() for name, f in self._files.items()}
 
+    def check_offsets(self, offsets: dict[str, int]) -> None:
+        """The logs must hold at least what a checkpoint recorded, ending at a line boundary; else resuming
+        would pad them or cut a line."""
+        for name, offset in offsets.items():
+            p = self.path / name
+            size = p.stat().st_size if p.is_file() else -1
+            if size < offset:
+                found = "is missing" if size < 0 else f"has {size} bytes"
+                raise CorruptFile(f"{p} {found}, the checkpoint expects at least {offset}: the run's logs were "
+                                  "deleted or cut after its last checkpoint")  # fmt: skip
+            if offset:
+                with p.open("rb") as f:
+                    f.seek(offset - 1)
+                    if f.read(1) != b"\n":
+                        raise CorruptFile(f"{p}: no line ends at byte {offset}, where the checkpoint says the "
+                                          "log ended: the file was changed after the checkpoint")  # fmt: skip
+
     def truncate(self, offsets: dict[str, int]) -> None:
         """Cut the logs back to a checkpoint's offsets: lines written after it are written again on resume."""
         for name, f in self._files.items():
@@ -144,17 +222,37 @@ class RunDir:
 
     # reading -------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG).read_text())
+        data = _parse(self.path / CONFIG, lambda text: yaml.safe_load(text))
+        if not isinstance(data, dict) or "run" not in data:
+            raise CorruptFile(f"{self.path / CONFIG}: not a run config (no `run:` key)")
+        return data
 
     def summary(self) -> dict[str, Any] | None:
         p = self.path / SUMMARY
-        return json.loads(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        data = _parse(p, json.loads)
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise CorruptFile(f"{p}: not a run summary (no status)")
+        return data
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         if name in self._files:
             self._files[name].flush()
         p = self.path / name
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+        if not p.is_file():
+            return []
+        records = []
+        for i, line in enumerate(_text(p).splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorruptFile(f"{p}:{i}: not a JSON record ({e.msg}); the file was cut or edited") from None
+                if not isinstance(record, dict):
+                    raise CorruptFile(f"{p}:{i}: not a JSON object")
+                records.append(record)
+        return records
 
     def metrics(self, event: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self._read(METRICS) if event is None or r.get("event") == event]
@@ -164,6 +262,59 @@ class RunDir:
 
     def probes(self) -> list[dict[str, Any]]:
         return self._read(PROBES)
+
+
+class NullRunDir(RunDir):
+    """What the processes other than rank 0 write to: nothing."""
+
+    writes = False
+
+    def start(self, resolved_config: dict[str, Any], fresh: bool = True) -> None:
+        pass
+
+    def _write(self, name: str, record: dict[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def offsets(self) -> dict[str, int]:
+        return {}
+
+    def check_offsets(self, offsets: dict[str, int]) -> None:
+        pass
+
+    def truncate(self, offsets: dict[str, int]) -> None:
+        pass
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def write_error(self, text: str) -> None:
+        pass
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise CorruptFile(f"{path}: not UTF-8 text; the file is damaged") from None
+
+
+def _parse(path: Path, parse: Any) -> Any:
+    try:
+        return parse(_text(path))
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise CorruptFile(f"{path}: does not parse ({str(e).splitlines()[0]})") from None
+
+
+def read_experiment_meta(experiment_dir: Path) -> dict[str, Any]:
+    """experiment.yaml, checked to be what `bnexp run` writes."""
+    p = experiment_dir / EXPERIMENT_FILE
+    data = _parse(p, lambda text: yaml.safe_load(text))
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or "name" not in data["config"]:
+        raise CorruptFile(f"{p}: not an experiment record (no config.name)")
+    return data
 
 
 def experiment_runs(experiment_dir: str | Path) -> list[RunDir]:

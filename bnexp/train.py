@@ -9,7 +9,9 @@ import random
 import signal
 import statistics
 import time
+import traceback
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -20,13 +22,18 @@ import torchvision
 from torch import nn
 
 import bnexp
-from bnexp.config import BATCH_NORMS, ModelConfig, OptimizerConfig, RunPlan
-from bnexp.data import Data, Split, balanced_subset, shuffled_batches
+from bnexp.config import BATCH_NORMS, ExperimentConfig, ModelConfig, OptimizerConfig, RunPlan
+from bnexp.data import Data, Split, balanced_subset, keep_last_batch, shuffled_batches
+from bnexp.distributed import World, parallelize, sync_buffers
 from bnexp.errors import BnexpError
 from bnexp.models import build_model
 from bnexp.nn import convert_momentum
-from bnexp.probes import Probes
-from bnexp.store import CHECKPOINT, RunDir, save_atomic
+from bnexp.probes import step_probes
+from bnexp.probes.dead_units import PROBE_IMAGES, dead_units, relu_points
+from bnexp.probes.distributions import Probes
+from bnexp.probes.weights import WeightNorms
+from bnexp.results import training_course
+from bnexp.store import CHECKPOINT, ERROR_LOG, WEIGHTS, CorruptFile, NullRunDir, RunDir, load_tensors, save_atomic
 
 
 class Reporter(Protocol):
@@ -60,7 +67,11 @@ class StopRequest:
         signal.signal(signal.SIGTERM, handler)
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, index: int | None = None) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; `index` selects one of several GPUs (a process's local rank)."""
+    if name == "cuda" and index is not None:
+        select_device("cuda")
+        return torch.device("cuda", index)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -100,36 +111,45 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 def evaluate(
-    model: nn.Module, data: Data, split: Split, batch_size: int, precision: str = "fp32"
+    model: nn.Module, data: Data, split: Split, batch_size: int, precision: str = "fp32", world: World = World()
 ) -> tuple[float, float]:
-    """Mean loss and accuracy in eval mode; one host sync at the end."""
+    """Mean loss and accuracy in eval mode over the whole split; one host sync at the end. With several
+    processes each evaluates a contiguous shard and the sums are added up."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=split.labels.device)
-    correct = torch.zeros((), device=split.labels.device, dtype=torch.long)
-    with torch.inference_mode(), autocast(split.labels.device, precision):
-        for start in range(0, len(split), batch_size):
-            logits = model(data.to_input(split.images[start : start + batch_size]))
-            labels = split.labels[start : start + batch_size]
+    device = split.labels.device
+    lo, hi = len(split) * world.rank // world.size, len(split) * (world.rank + 1) // world.size
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    with torch.inference_mode(), autocast(device, precision):
+        for start in range(lo, hi, batch_size):
+            end = min(start + batch_size, hi)
+            logits = model(data.to_input(split.images[start:end]))
+            labels = split.labels[start:end]
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
-    loss, n_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    loss, n_correct = world.sum_(torch.stack([loss_sum, correct.to(loss_sum.dtype)])).tolist()
     return loss / len(split), n_correct / len(split)
 
 
-def bn_conventions(cfg: ModelConfig) -> dict[str, Any]:
+IMPLEMENTATIONS = {
+    "batchnorm": "bnexp.nn.BatchNorm (analytic backward)",
+    "naive_batchnorm": "bnexp.nn.NaiveBatchNorm (autograd through mean/var)",
+    "torch_batchnorm": "torch.nn.BatchNorm1d/2d",
+    "batchrenorm": "bnexp.nn.BatchRenorm (BatchNorm with clipped r, d corrections)",
+    "noisy_batchnorm": "bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
+}
+
+
+def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world: World = World()) -> dict[str, Any]:
     """The normalization settings and conventions a run used, for its summary."""
     if cfg.norm not in BATCH_NORMS:
         return {"norm": cfg.norm, "eps": cfg.bn_eps, "affine": cfg.affine, "groups": cfg.groups}
     momentum = cfg.bn_momentum
-    return {
+    out = {
         "norm": cfg.norm,
-        "implementation": {
-            "batchnorm": "bnexp.nn.BatchNorm (analytic backward)",
-            "naive_batchnorm": "bnexp.nn.NaiveBatchNorm (autograd through mean/var)",
-            "torch_batchnorm": "torch.nn.BatchNorm1d/2d",
-        }[cfg.norm],
+        "implementation": IMPLEMENTATIONS[cfg.norm],
         "momentum": momentum,
         "momentum_convention": "torch: running = (1 - momentum) * running + momentum * batch"
         if momentum is not None
@@ -142,6 +162,18 @@ def bn_conventions(cfg: ModelConfig) -> dict[str, Any]:
         "running_var_init": 1.0,
         "placement": "after conv/fc, before the activation; not after the last layer",
     }
+    if world.size > 1 and exp is not None:
+        out["processes"] = world.size
+        out["batch_statistics"] = (
+            f"synchronized over the {world.size} processes (global batch {exp.batch_size})"
+            if exp.bn_sync == "sync"
+            else f"per process (local batch {exp.batch_size // world.size})"
+        )
+        out["running_statistics"] = (
+            "from the global batch statistics" if exp.bn_sync == "sync"
+            else "rank 0's" if exp.bn_running_stats == "rank0" else "mean over processes before each evaluation"
+        )  # fmt: skip
+    return out
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -157,23 +189,30 @@ def provenance(device: torch.device) -> dict[str, Any]:
     }
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+def steps_per_epoch(n: int, batch_size: int, processes: int = 1) -> int:
     full, rest = divmod(n, batch_size)
-    return full + (rest > 1)  # a trailing batch of one image is dropped (see shuffled_batches)
+    return full + keep_last_batch(rest, processes)
 
 
 def _rng_states() -> dict[str, Any]:
+    """Every RNG state, as tensors and plain numbers (what torch.load(weights_only=True) accepts)."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": np_state["state"]["pos"],
+                  "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    }  # fmt: skip
 
 
 def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    n = states["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})  # fmt: skip
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -184,7 +223,9 @@ class Trainer:
 
     Everything a run depends on lives in `state_dict()`: model, optimizer, step, the data order (the
     generator state at the start of the current epoch and the position in it), all RNG states, the losses of
-    the current log window and the lengths of the run's log files, so `load_state_dict` continues exactly.
+    the current log window, the lengths of the run's log files and the torch thread count of each segment
+    of the run, so `load_state_dict` continues exactly. With several processes (`world`), each trains on its
+    shard of every global batch and only rank 0 writes (its `run` is then the only real one).
     """
 
     def __init__(
@@ -196,32 +237,42 @@ class Trainer:
         reporter: Reporter,
         stop: StopRequest | None = None,
         keep_checkpoints: bool = False,
+        world: World = World(),
     ):
         self.plan, self.data, self.run, self.device, self.reporter = plan, data, run, device, reporter
         self.exp = exp = plan.experiment
         self.stop = stop if stop is not None else StopRequest()
-        self.keep_checkpoints = keep_checkpoints
+        self.keep_checkpoints, self.world = keep_checkpoints, world
         seed_everything(plan.seed, exp.deterministic, device)
         self.model = build_model(plan.model, data.inputs).to(device)
-        # the compiled wrapper shares the model's parameters; state dicts and probes use the plain model.
-        # Static shapes: one graph per batch size seen (train, last batch, eval), each as fast as can be.
-        self.forward = torch.compile(self.model, dynamic=False) if exp.compile else self.model
+        self.forward = parallelize(self.model, exp, world, device)
+        if exp.compile:
+            # the compiled wrapper shares the model's parameters; state dicts and probes use the plain model.
+            # Static shapes: one graph per batch size seen (train, last batch, eval), each as fast as can be.
+            self.forward = torch.compile(self.forward, dynamic=False)
+        # several processes evaluate their own shards of the test set with the plain model (no DDP collectives)
+        self.evaluator = self.forward if world.size == 1 else self.model
         self.optimizer = make_optimizer(exp.optimizer, self.model.parameters(), plan.lr)
         self.generator = torch.Generator().manual_seed(plan.seed)  # the data order, apart from init randomness
-        self.per_epoch = steps_per_epoch(len(data.train), exp.batch_size)
+        self.per_epoch = steps_per_epoch(len(data.train), exp.batch_size, world.size)
         self.total_steps = exp.steps or exp.epochs * self.per_epoch
         self.eval_every = exp.eval_every or self.per_epoch
         self.checkpoint_every = exp.checkpoint_every or self.eval_every
         self.probes = Probes(exp.probes, self.model, self.per_epoch) if exp.probes else None
+        self.step_probes = step_probes(exp, plan.lr)
+        self.weight_norms = WeightNorms(self.model) if exp.weight_norms else None
         self.train_eval = None
         if exp.eval_train_subset:
             idx = balanced_subset(data.train.labels.cpu(), exp.eval_train_subset, data.inputs.num_classes)
             self.train_eval = Split(data.train.images[idx.to(device)], data.train.labels[idx.to(device)])
+        first = data.train.images[:PROBE_IMAGES]  # the same fixed images in every run of a dataset
+        self.dead_probe_batch = data.to_input(first) if relu_points(self.model) else None
         self.step = 0
         self.epoch_rng = self.generator.get_state()
         self.batch_in_epoch = 0
         self.losses = torch.zeros(exp.log_every, device=device)  # per-step losses of the current log window
         self.window = 0
+        self.segments: list[dict[str, int]] = []  # [{"from_step", "torch_threads", "processes"}]
         self.images_since_eval = 0  # for images/s only; not part of the state
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -235,57 +286,90 @@ class Trainer:
             "rng": _rng_states(),
             "window_losses": self.losses[: self.window].cpu(),
             "log_offsets": self.run.offsets(),
+            "segments": self.segments,
             "run": self.plan.name,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint (run with the torch thread count it records: see `checkpoint_threads`)."""
+        if state.get("run") != self.plan.name:
+            raise CorruptFile(f"{self.run.path / CHECKPOINT}: belongs to run {state.get('run')!r}, not "
+                              f"{self.plan.name!r}")  # fmt: skip
+        self.run.check_offsets(state["log_offsets"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch_rng, self.batch_in_epoch = state["step"], state["epoch_rng"], state["batch_in_epoch"]
         _set_rng_states(state["rng"])
         self.window = len(state["window_losses"])
         self.losses[: self.window] = state["window_losses"].to(self.device)
+        self.segments = list(state.get("segments", []))
         self.run.truncate(state["log_offsets"])
 
     def save_checkpoint(self) -> None:
+        self.sync_running_stats()
+        if not self.world.main:
+            return
         self.run.flush()  # the offsets in the checkpoint must point at data on disk
         path = self.run.path / CHECKPOINT
         save_atomic(self.state_dict(), path)
         if self.keep_checkpoints:
             os.link(path, self.run.path / f"checkpoint-step{self.step:08d}.pt")
 
+    def sync_running_stats(self) -> None:
+        """Local BN with several processes: make every rank's running statistics rank 0's (or, with
+        `bn_running_stats: reduce`, their mean) before they are used or saved."""
+        if self.world.size > 1 and self.exp.bn_sync == "local":
+            sync_buffers(self.model, self.exp.bn_running_stats, self.world)
+
     # -- training --------------------------------------------------------------------------------------------
     def _batches(self) -> Iterator[torch.Tensor]:
+        """This process's share of each global batch (all of it with one process)."""
+        world = self.world
         while True:
             self.generator.set_state(self.epoch_rng)
-            batches = shuffled_batches(len(self.data.train), self.exp.batch_size, self.generator, self.device)
+            batches = shuffled_batches(len(self.data.train), self.exp.batch_size, self.generator, self.device,
+                                       world.size)  # fmt: skip
             for i in range(self.batch_in_epoch, len(batches)):
                 self.batch_in_epoch = i + 1
-                yield batches[i]
+                yield batches[i] if world.size == 1 else batches[i].view(world.size, -1)[world.rank]
             self.epoch_rng, self.batch_in_epoch = self.generator.get_state(), 0
 
     def _train_step(self, idx: torch.Tensor) -> None:
         x = self.data.to_input(self.data.train.images[idx])
+        y = self.data.train.labels[idx]
+        for probe in self.step_probes:
+            if probe.due(self.step + 1):
+                for record in probe.measure(self.model, self.optimizer, x, y, self.exp.precision):
+                    self.run.log_probe({"probe": probe.name, "step": self.step + 1,
+                                        "epoch": (self.step + 1) / self.per_epoch, **record})  # fmt: skip
         with autocast(self.device, self.exp.precision):
             if self.probes and self.probes.due(self.step + 1):
                 captured: list[dict[str, Any]] = []
                 with self.probes.capture(captured):
-                    logits = self.model(x)
+                    logits = self.model(x) if self.world.size == 1 else self.forward(x)
                 for record in captured:
                     self.run.log_probe({"step": self.step + 1, "epoch": (self.step + 1) / self.per_epoch, **record})
             else:
                 logits = self.forward(x)
-            loss = F.cross_entropy(logits, self.data.train.labels[idx])
+            loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.losses[self.window] = loss.detach()
         self.step, self.window = self.step + 1, self.window + 1
-        self.images_since_eval += len(idx)
+        self.images_since_eval += len(idx) * self.world.size
 
-    def _flush_window(self) -> bool:
-        """Log the window's mean loss; True if a loss in it was non-finite or above the ceiling."""
-        losses = self.losses[: self.window].tolist()  # the only host sync between evaluations
+    def _flush_window(self) -> tuple[bool, bool]:
+        """Log the window's mean loss (over all processes); returns (diverged, stop requested on any process).
+        The window's tolist() is the only host sync between evaluations."""
+        window = self.losses[: self.window]
+        stop = False
+        if self.world.size > 1:  # the global batch's loss, and one agreed decision for every process
+            flag = torch.tensor([float(bool(self.stop))], device=self.device)
+            reduced = self.world.sum_(torch.cat([window, flag])).tolist()
+            losses, stop = [v / self.world.size for v in reduced[:-1]], reduced[-1] > 0
+        else:
+            losses = window.tolist()
         ceiling = self.exp.loss_ceiling
         bad = next((i for i, v in enumerate(losses) if not np.isfinite(v) or (ceiling and v > ceiling)), None)
         good = losses if bad is None else losses[:bad]
@@ -297,16 +381,21 @@ class Trainer:
         self.window = 0
         if bad is not None:
             self.run.log({"event": "diverged", "step": first + bad + 1, "loss": losses[bad]})
-        return bad is not None
+        return bad is not None, stop
 
     def _evaluate(self, train_time: float) -> None:
         t0 = time.perf_counter()
+        self.sync_running_stats()
         record: dict[str, Any] = {"event": "eval", "step": self.step, "epoch": self.step / self.per_epoch}
         for prefix, split in (("test", self.data.test), ("train", self.train_eval)):
             if split is not None:
                 record[f"{prefix}_loss"], record[f"{prefix}_acc"] = evaluate(
-                    self.forward, self.data, split, self.exp.eval_batch_size, self.exp.precision
+                    self.evaluator, self.data, split, self.exp.eval_batch_size, self.exp.precision, self.world
                 )
+        if self.dead_probe_batch is not None and self.world.main:
+            dead, units = dead_units(self.model, self.dead_probe_batch).tolist()
+            record["dead_units"] = sum(dead) / sum(units)
+            record["dead_units_per_layer"] = [d / u for d, u in zip(dead, units, strict=True)]
         eval_time = time.perf_counter() - t0
         self.run.log(record)
         speed = self.images_since_eval / train_time if train_time > 0 else None
@@ -322,38 +411,57 @@ class Trainer:
     def fit(self) -> str:
         """Train until done; returns the status: completed, diverged or interrupted."""
         self.model.train()
+        self.segments.append({"from_step": self.step, "torch_threads": torch.get_num_threads(),
+                              "processes": self.world.size})  # fmt: skip
         self.reporter.start_run(self.plan.name, self.total_steps, self.step)
         if self.step >= self.total_steps:
             return "completed"
         t_interval = time.perf_counter()
         for idx in self._batches():
+            next_step = self.step + 1
+            eval_due = next_step % self.eval_every == 0 or next_step == self.total_steps
+            before = self.weight_norms.snapshot() if self.weight_norms and eval_due else None
             self._train_step(idx)
             done = self.step == self.total_steps
-            eval_due = self.step % self.eval_every == 0 or done
             checkpoint_due = self.step % self.checkpoint_every == 0 or done
-            if (self.window == self.exp.log_every or eval_due or checkpoint_due) and self._flush_window():
-                return "diverged"
+            window_due = self.window == self.exp.log_every or eval_due or checkpoint_due
+            # one process stops at the next step; several agree on a stop at window boundaries only
+            stop = bool(self.stop) if self.world.size == 1 else False
+            if window_due:
+                diverged, agreed_stop = self._flush_window()
+                if diverged:
+                    return "diverged"
+                stop = stop or agreed_stop
+            if before is not None:
+                for record in self.weight_norms.measure(before):
+                    self.run.log_probe({"probe": "weights", "step": self.step, "epoch": self.step / self.per_epoch,
+                                        **record})  # fmt: skip
             if eval_due:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self._evaluate(time.perf_counter() - t_interval)
                 t_interval = time.perf_counter()
-            if checkpoint_due or self.stop:
+            if checkpoint_due or stop:
                 self.save_checkpoint()
             if done:
+                self.save_final_weights()
                 return "completed"
-            if self.stop:
+            if stop:
                 return "interrupted"
         raise AssertionError("unreachable: the batch stream is endless")
+
+    def save_final_weights(self) -> None:
+        if self.exp.keep_final_weights and self.world.main:
+            save_atomic(self.model.state_dict(), self.run.path / WEIGHTS)
 
     def summary(self, status: str, started: str) -> dict[str, Any]:
         """The run's summary, computed from its log files (so a resumed run's equals an uninterrupted one's)."""
         evals, timings = self.run.metrics("eval"), self.run.timings()
         diverged, train = self.run.metrics("diverged"), self.run.metrics("train")
         best = max(evals, key=lambda r: r["test_acc"], default=None)
-        after_epoch_1 = next((r for r in evals if r["epoch"] >= 1), None)
         speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
-        chance = 1.0 / self.data.inputs.num_classes
+        classes = self.data.inputs.num_classes
+        course = training_course(train, classes, diverged[0]["step"] if diverged else None)
         summary: dict[str, Any] = {
             "run": self.plan.name,
             "status": status,
@@ -365,14 +473,18 @@ class Trainer:
             "steps": self.step,
             "epochs": self.step / self.per_epoch,
             "steps_per_epoch": self.per_epoch,
+            "batch_size": self.exp.batch_size,
+            "processes": self.world.size,
+            "batch_per_process": self.exp.batch_size // self.world.size,
+            "num_classes": classes,
             "final_test_acc": evals[-1]["test_acc"] if evals else None,
             "final_test_loss": evals[-1]["test_loss"] if evals else None,
             "best_test_acc": best["test_acc"] if best else None,
             "best_step": best["step"] if best else None,
             "final_train_loss": train[-1]["loss"] if train else None,
             "diverged_at_step": diverged[0]["step"] if diverged else None,
-            # stuck at chance: test accuracy after the first epoch at most 1.5 x chance
-            "not_training": after_epoch_1 is not None and after_epoch_1["test_acc"] <= 1.5 * chance,
+            **course,
+            "final_dead_units": evals[-1].get("dead_units") if evals else None,
             "time_to_threshold": {
                 f"{t:g}": next(({"step": r["step"], "epoch": r["epoch"]} for r in evals if r["test_acc"] >= t), None)
                 for t in self.exp.thresholds
@@ -380,9 +492,10 @@ class Trainer:
             "train_time_s": sum(t["train_time_s"] for t in timings),
             "eval_time_s": sum(t["eval_time_s"] for t in timings),
             "images_per_s": statistics.median(speeds) if speeds else None,
+            "segments": self.segments,
             "started": started,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bn": bn_conventions(self.plan.model),
+            "bn": bn_conventions(self.plan.model, self.exp, self.world),
             **provenance(self.device),
         }
         if evals and "train_acc" in evals[-1]:
@@ -390,3 +503,100 @@ class Trainer:
             summary["best_train_acc"] = max(r["train_acc"] for r in evals)
             summary["final_generalization_gap"] = evals[-1]["train_acc"] - evals[-1]["test_acc"]
         return summary
+
+
+def checkpoint_threads(state: dict[str, Any]) -> int | None:
+    """The torch thread count a checkpointed run was computing with (its last segment's)."""
+    segments = state.get("segments") or []
+    return segments[-1]["torch_threads"] if segments else None
+
+
+class DistributedRunFailed(Exception):
+    """A process of a data-parallel run failed; the whole process group must end (exit code 1)."""
+
+
+class Silent:
+    """A reporter that shows nothing (processes other than rank 0, benchmarks)."""
+
+    def message(self, line: str) -> None: ...
+    def start_experiment(self, total_runs: int) -> None: ...
+    def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None: ...
+    def advance(self, steps: int, loss: float | None) -> None: ...
+    def evaluated(self, line: str, test_acc: float) -> None: ...
+    def end_run(self, line: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def restart_hint(plan: RunPlan) -> str:
+    return f"start this run over with `bnexp run CONFIG --restart-run {plan.name}`"
+
+
+def train_run(
+    plan: RunPlan,
+    action: str,
+    run: RunDir,
+    data: Data,
+    device: torch.device,
+    reporter: Reporter,
+    stop: StopRequest,
+    keep_checkpoints: bool = False,
+    world: World = World(),
+) -> dict[str, Any]:
+    """Train (or resume) one run and write its summary; a failure becomes a 'failed' summary and an
+    error.log, never an exception (except KeyboardInterrupt, after an 'interrupted' summary).
+
+    A resumed run computes with the torch thread count recorded in its checkpoint (results are bitwise
+    reproducible only for a given count); the count is restored afterwards."""
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trainer, threads = None, torch.get_num_threads()
+    try:
+        try:
+            state = None
+            if action == "resume" and world.main:
+                state = load_tensors(run.path / CHECKPOINT, "the checkpoint", restart_hint(plan))
+            state = world.broadcast(state)
+            saved_threads = checkpoint_threads(state) if state else None
+            if saved_threads and saved_threads != threads:
+                torch.set_num_threads(saved_threads)
+            writer = run if world.main else NullRunDir(run.path)
+            writer.start(plan.resolved(world.size), fresh=action == "start")
+            trainer = Trainer(plan, data, writer, device, reporter, stop, keep_checkpoints, world)
+            if state is not None:
+                trainer.load_state_dict(state)
+            status = trainer.fit()
+            if not world.main:
+                return {"run": plan.name, "status": status}
+            summary = trainer.summary(status, started)
+            reporter.end_run(f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}")
+        except KeyboardInterrupt:
+            run.close()
+            with suppress(OSError):
+                run.write_summary({"run": plan.name, "status": "interrupted", "seed": plan.seed})
+            raise
+        except Exception as e:  # one run's failure must not take the experiment down
+            remedy = "" if isinstance(e, CorruptFile) else f"; details in {run.path / ERROR_LOG}"
+            summary = {"run": plan.name, "status": "failed", "seed": plan.seed, "error": f"{type(e).__name__}: {e}",
+                       "rank": world.rank, "started": started, "step": trainer.step if trainer else 0,
+                       **provenance(device)}  # fmt: skip
+            if world.size > 1:
+                # the other processes cannot go on without this one: record why (unless a process that
+                # failed first already did), then end this process, which ends the run everywhere
+                with suppress(OSError, CorruptFile):
+                    if run.summary() is None:  # rank 0 removed the last one when this run started
+                        run.write_error(f"rank {world.rank} of {world.size}\n{traceback.format_exc()}")
+                        run.write_summary(summary)
+                raise DistributedRunFailed(f"{plan.name}: rank {world.rank} failed: {summary['error']}") from e
+            with suppress(OSError):  # the disk may be what failed; the summary still says why
+                run.write_error(traceback.format_exc())
+            reporter.end_run(f"{plan.name}: failed ({summary['error']}){remedy}")
+        finally:
+            if trainer is not None:
+                trainer.run.close()
+            run.close()
+        run.write_summary(summary)
+    except OSError as e:  # the summary itself could not be written (a full disk): say so, go on
+        summary = {"run": plan.name, "status": "failed", "error": f"cannot write the summary: {e}"}
+        reporter.end_run(f"{plan.name}: failed, {summary['error']}")
+    finally:
+        torch.set_num_threads(threads)
+    return summary

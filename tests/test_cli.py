@@ -79,12 +79,12 @@ def test_unknown_option_is_usage_error():
 
 
 def test_failed_run_exits_1(tiny_config, tiny_root, tmp_path, monkeypatch):
-    from bnexp import runner
+    from bnexp import train
 
     def boom(self):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runner.Trainer, "fit", boom)
+    monkeypatch.setattr(train.Trainer, "fit", boom)
     result = invoke("run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet")
     assert result.exit_code == 1 and "failed runs: lenet5_lr1x_s0, lenet5-bn_lr1x_s0" in result.stdout
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bnexp.config import ConfigError, expand_grid, load_config
+from bnexp.config import ConfigError, expand_grid
+from bnexp.validate import load as load_config
 
 from .conftest import TINY_CONFIG
 
@@ -92,7 +93,7 @@ def test_unknown_nested_key(tmp_path):
         ("epochs: 2", "epochs: 2\nsteps: 10", "epochs/steps", "exactly one"),
         ("epochs: 2", "steps: 10", "eval_every", "need eval_every"),
         ("verify_checksums: false", "verify_checksums: false\n  subset: 70000", "dataset.subset", "larger than"),
-        ("name: tiny", "name: 'bad name'", "name", "must match"),
+        ("name: tiny", "name: 'bad name'", "name", "is not allowed"),
     ],
 )
 def test_bad_values(tmp_path, old, new, key, fragment):

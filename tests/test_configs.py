@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bnexp.cli import app
-from bnexp.config import load_config
 from bnexp.store import experiment_runs
+from bnexp.validate import load as load_config
 
 from .conftest import REPO, SHARED_DATA, write_tiny_cifar100, write_tiny_dataset
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from bnexp.config import NORMS, ModelConfig
 from bnexp.models import MODELS, InputSpec, build_model
-from bnexp.nn import BatchNorm, NaiveBatchNorm
+from bnexp.nn import BatchNorm, BatchRenorm, NaiveBatchNorm, NoisyBatchNorm
 
 MNIST_LIKE = InputSpec(1, 28, 28, 10)
 
@@ -74,6 +74,8 @@ def test_every_norm_builds_and_runs(norm):
         "groupnorm": nn.GroupNorm,
         "layernorm": nn.GroupNorm,
         "instancenorm": nn.GroupNorm,
+        "batchrenorm": BatchRenorm,
+        "noisy_batchnorm": NoisyBatchNorm,
     }
     if norm in expected:
         assert any(type(m) is expected[norm] for m in model.modules())

@@ -110,7 +110,8 @@ def test_gradcheck(shape, affine):
 
     def bn(x, *wb):
         var, mean = torch.var_mean(x.detach(), dims, correction=0)  # stats recomputed per perturbation
-        return _BatchNormTrain.apply(x, *(wb or (None, None)), mean, torch.rsqrt(var + 1e-5))
+        m = x.numel() // x.shape[1]
+        return _BatchNormTrain.apply(x, *(wb or (None, None)), mean, torch.rsqrt(var + 1e-5), m, None)
 
     inputs = (x, w, b) if affine else (x,)
     assert torch.autograd.gradcheck(bn, inputs)

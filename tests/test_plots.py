@@ -3,9 +3,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from typer.testing import CliRunner
 
-from bnexp.analysis import find_experiments
 from bnexp.cli import app
 from bnexp.plots import FIGURES, NORM_COLORS, render
+from bnexp.results import find_experiments
 
 from .rundata import write_experiment
 

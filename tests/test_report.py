@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from bnexp.analysis import find_experiments
 from bnexp.cli import app
 from bnexp.report import build, verdict
+from bnexp.results import find_experiments
 
 from .rundata import write_experiment
 

@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from bnexp import runner
-from bnexp.config import NORMS, load_config
+from bnexp import train
+from bnexp.config import NORMS
 from bnexp.progress import PlainReporter
 from bnexp.runner import run_experiment
 from bnexp.store import RunDir, experiment_runs
+from bnexp.validate import load as load_config
 
 
 def run(config_path, out, tiny_root, overrides=()):
@@ -80,14 +81,14 @@ def test_loss_ceiling_counts_as_divergence(tiny_config, tiny_root, tmp_path):
 
 
 def test_a_failing_run_does_not_stop_the_others(tiny_config, tiny_root, tmp_path, monkeypatch):
-    real = runner.Trainer.fit
+    real = train.Trainer.fit
 
     def flaky(self):
         if self.plan.model.norm == "none":
             raise RuntimeError("simulated failure")
         return real(self)
 
-    monkeypatch.setattr(runner.Trainer, "fit", flaky)
+    monkeypatch.setattr(train.Trainer, "fit", flaky)
     assert run(tiny_config, tmp_path, tiny_root) == 1
     failed = RunDir(tmp_path / "tiny" / "lenet5_lr1x_s0")
     assert failed.summary()["status"] == "failed" and "simulated failure" in failed.summary()["error"]

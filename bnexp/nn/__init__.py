@@ -1,6 +1,11 @@
-"""Normalization layers: bnexp's own BatchNorm, the naive reference, and the factory models use."""
+"""Normalization layers: bnexp's own BatchNorm (local or synchronized), Batch Renorm, noisy BN, the naive
+reference, and the factory that gives every model its layers from the config."""
 
 from bnexp.nn.batchnorm import BatchNorm, NaiveBatchNorm, convert_momentum
+from bnexp.nn.batchrenorm import BatchRenorm
+from bnexp.nn.noisy import NoisyBatchNorm
 from bnexp.nn.norms import NormFactory, norm_factory
 
-__all__ = ["BatchNorm", "NaiveBatchNorm", "NormFactory", "convert_momentum", "norm_factory"]
+__all__ = [
+    "BatchNorm", "BatchRenorm", "NaiveBatchNorm", "NoisyBatchNorm", "NormFactory", "convert_momentum", "norm_factory",
+]  # fmt: skip

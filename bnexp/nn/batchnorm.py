@@ -19,9 +19,10 @@ running_var, num_batches_tracked), so state dicts load both ways.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 MomentumConvention = Literal["torch", "article", "keras"]
@@ -65,38 +66,53 @@ def _channel_sum(fn, *tensors: Tensor) -> Tensor:
     return total
 
 
+def _all_reduce(tensors: list[Tensor], group: Any) -> list[Tensor]:
+    """Sum each per-channel tensor across the processes of `group`: one collective for all of them, in
+    float64 (value counts stay exact, the partial sums lose nothing), cast back to each tensor's dtype."""
+    flat = torch.cat([t.reshape(-1).double() for t in tensors])
+    dist.all_reduce(flat, group=group)
+    return [part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors,
+                                                             strict=True)]
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """y = (x - mean) * inv_std * weight + bias with the full BN gradient (mean and inv_std depend on x).
 
     Only x, weight and the two per-channel statistics are saved; x_hat is recomputed in backward
-    instead of keeping the intermediates of the naive formula alive.
+    instead of keeping the intermediates of the naive formula alive. With a process `group` (synchronized
+    BN), the statistics are the group's and so are the two per-channel sums the input gradient needs; the
+    weight and bias gradients stay local, since the data-parallel wrapper averages them across processes.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, inv_std: Tensor):
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, inv_std: Tensor,
+                count: int, group: Any):  # fmt: skip
         shape = _channel_shape(x)
         scale = inv_std if weight is None else inv_std * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         ctx.save_for_backward(x, weight, mean, inv_std)
+        ctx.count, ctx.group = count, group
         return torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         x, weight, mean, inv_std = ctx.saved_tensors
         shape = _channel_shape(x)
-        m = x.numel() // x.shape[1]
+        m = ctx.count
         sum_dy = dy.sum(_reduce_dims(x), dtype=mean.dtype)
         sum_dy_xc = _channel_sum(lambda g, a: (a - mean.view(shape)).mul_(g), dy, x)  # sum(dy * (x - mean))
         dweight = sum_dy_xc * inv_std if ctx.needs_input_grad[1] else None
         dbias = sum_dy if ctx.needs_input_grad[2] else None
         dx = None
         if ctx.needs_input_grad[0]:
+            if ctx.group is not None:
+                sum_dy, sum_dy_xc = _all_reduce([sum_dy, sum_dy_xc], ctx.group)
             # dx = g*s * (dy - mean(dy) - x_hat * mean(dy * x_hat)), written as a*dy + b*x + c per channel
             a = inv_std if weight is None else inv_std * weight
             b = -a * inv_std * inv_std * sum_dy_xc / m
             c = -a * sum_dy / m - b * mean
             dx = torch.addcmul(c.view(shape), x, b.view(shape)).addcmul_(dy, a.view(shape)).to(x.dtype)
-        return dx, dweight, dbias, None, None
+        return dx, dweight, dbias, None, None, None, None
 
 
 class BatchNorm(nn.Module):
@@ -106,7 +122,12 @@ class BatchNorm(nn.Module):
     and updates the running ones; in eval mode it uses the running statistics, unless
     ``track_running_stats=False``, in which case batch statistics are used in both modes.
     See the module docstring for the momentum and variance conventions.
+
+    ``process_group`` (a torch.distributed group, set by ``bnexp.distributed``) makes it synchronized BN:
+    the batch statistics are those of the whole group's batch, on any backend (gloo included).
     """
+
+    process_group: Any = None
 
     def __init__(
         self,
@@ -147,16 +168,34 @@ class BatchNorm(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
 
-    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        """Normalize with batch statistics; returns (y, batch mean, biased batch variance)."""
+    def _batch_stats(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, int]:
+        """Batch mean, biased batch variance and the number of values per channel they cover (the group's,
+        when synchronized). Two passes (mean, then squared deviations): no cancellation."""
         with torch.no_grad():
             m = x.numel() // x.shape[1]
             # statistics in at least float32, also for bf16/fp16 inputs under autocast (as torch's BN)
-            mean = x.sum(dims, dtype=torch.promote_types(x.dtype, torch.float32)) / m
+            total = x.sum(dims, dtype=torch.promote_types(x.dtype, torch.float32))
+            group = self.process_group
+            if group is not None:
+                total, count = _all_reduce([total, total.new_tensor([m])], group)
+                m = int(count.item())
+            mean = total / m
             centered = mean.view(_channel_shape(x))
-            var = _channel_sum(lambda a: (a - centered).square_(), x) / m  # two-pass: no cancellation
-        y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, torch.rsqrt(var + self.eps))
-        return y, mean, var
+            squares = _channel_sum(lambda a: (a - centered).square_(), x)
+            if group is not None:
+                (squares,) = _all_reduce([squares], group)
+        if m < 2:
+            raise ValueError(
+                f"BatchNorm needs more than 1 value per channel to use batch statistics, got input {tuple(x.shape)}"
+            )
+        return mean, squares / m, m
+
+    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Normalize with batch statistics; returns (y, batch mean, biased batch variance, values per channel)."""
+        mean, var, m = self._batch_stats(x, dims)
+        inv_std = torch.rsqrt(var + self.eps)
+        y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, inv_std, m, self.process_group)
+        return y, mean, var, m
 
     def _update_running_stats(self, mean: Tensor, var: Tensor, m: int) -> None:
         with torch.no_grad():
@@ -175,13 +214,7 @@ class BatchNorm(nn.Module):
                 scale, shift = scale * self.weight, shift * self.weight + self.bias
             shape = _channel_shape(x)
             return torch.addcmul(shift.view(shape), x, scale.view(shape)).to(x.dtype)
-        dims = [0, *range(2, x.dim())]
-        m = x.numel() // x.shape[1]
-        if m < 2:
-            raise ValueError(
-                f"BatchNorm needs more than 1 value per channel to use batch statistics, got input {tuple(x.shape)}"
-            )
-        y, mean, var = self._batch_normalize(x, dims)
+        y, mean, var, m = self._batch_normalize(x, _reduce_dims(x))
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var, m)
         return y
@@ -194,11 +227,14 @@ class NaiveBatchNorm(BatchNorm):
     history, variance starting at 0, biased running variance) are fixed by the shared base class.
     """
 
-    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    def _batch_normalize(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, Tensor, int]:
+        m = x.numel() // x.shape[1]
+        if m < 2:
+            raise ValueError(f"BatchNorm needs more than 1 value per channel, got input {tuple(x.shape)}")
         mean = x.mean(dims, keepdim=True)
         var = ((x - mean) ** 2).mean(dims, keepdim=True)
         y = (x - mean) / torch.sqrt(var + self.eps)
         if self.affine:
             shape = _channel_shape(x)
             y = self.weight.view(shape) * y + self.bias.view(shape)
-        return y, mean.detach().flatten(), var.detach().flatten()
+        return y, mean.detach().flatten(), var.detach().flatten(), m

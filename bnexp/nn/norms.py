@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 from torch import nn
 
-from bnexp.config import ModelConfig
+from bnexp.config import ModelConfig, NoiseConfig, RenormConfig
 from bnexp.nn.batchnorm import BatchNorm, NaiveBatchNorm
+from bnexp.nn.batchrenorm import BatchRenorm
+from bnexp.nn.noisy import NoisyBatchNorm
 
 # (num_features, spatial) -> layer; spatial=True for conv feature maps (N, C, H, W), False for (N, C).
 NormFactory = Callable[[int, bool], nn.Module]
@@ -17,7 +19,8 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
     """Return a builder of the normalization layer `cfg.norm` with the config's options.
 
     - batchnorm: bnexp.nn.BatchNorm (own forward and analytic backward); torch_batchnorm: nn.BatchNorm1d/2d;
-      naive_batchnorm: the article's formula through autograd.
+      naive_batchnorm: the article's formula through autograd; batchrenorm: Batch Renormalization (`renorm`);
+      noisy_batchnorm: BN plus Santurkar et al.'s time-varying noise (`noise`).
     - groupnorm: `groups` groups of channels per sample (the channel count must be divisible by it).
     - layernorm: all features of a sample; on conv maps that is GroupNorm(1, C) (per-channel affine).
     - instancenorm: each channel of each sample over its spatial positions; an fc feature has no spatial
@@ -30,6 +33,14 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
         match cfg.norm:
             case "batchnorm":
                 return BatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
+            case "batchrenorm":
+                r = cfg.renorm or RenormConfig()
+                return BatchRenorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine, r_max=r.r_max,
+                                   d_max=r.d_max, ramp=tuple(r.ramp))  # fmt: skip
+            case "noisy_batchnorm":
+                n = cfg.noise or NoiseConfig()
+                return NoisyBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine, mult_mean=n.mult_mean,
+                                      mult_std=n.mult_std, add_mean=n.add_mean, add_std=n.add_std)  # fmt: skip
             case "naive_batchnorm":
                 return NaiveBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
             case "torch_batchnorm":

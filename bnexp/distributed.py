@@ -1,0 +1,159 @@
+"""Distributed plumbing: which process this is, the collectives training needs, and the launcher.
+
+A run with several processes is started by torchrun (`torchrun --nproc_per_node=N -m bnexp run CONFIG`, also
+across machines) or by `bnexp run CONFIG --nproc N`, which starts the same workers through torch's elastic
+launcher. Every process trains on its shard of each global batch (the same seeded permutation everywhere),
+DistributedDataParallel averages the gradients, and only rank 0 writes files. With one process, `World()`
+is a no-op and nothing here touches torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from bnexp.config import ExperimentConfig
+from bnexp.errors import BnexpError
+from bnexp.nn import BatchNorm
+
+# the launcher (`bnexp run --nproc`) holds the experiment lock itself; its workers must not try to take it
+LAUNCHER_LOCK_ENV = "BNEXP_LAUNCHER_HOLDS_LOCK"
+# runs that failed earlier in this launcher's session: its relaunched workers go on with the others
+SKIP_RUNS_ENV = "BNEXP_SKIP_RUNS"
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of a data-parallel run (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum_(self, tensor: Tensor) -> Tensor:
+        """In place: the sum of `tensor` over all processes."""
+        if self.size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every process if `flag` is true on any (one collective)."""
+        if self.size == 1:
+            return flag
+        return bool(self.sum_(torch.tensor([float(flag)], device=device)).item())
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every process (objects from our own processes only: this unpickles)."""
+        if self.size == 1:
+            return obj
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def parallelize(model: nn.Module, exp: ExperimentConfig, world: World, device: torch.device) -> nn.Module:
+    """The module that training calls: the model itself with one process; with several, the model with
+    its BN synchronized if asked, wrapped in DistributedDataParallel (which averages the gradients).
+
+    bn_sync: local keeps DDP's default buffer broadcast (every forward starts from rank 0's running
+    statistics); with sync every rank computes the same running statistics, so nothing is broadcast."""
+    if world.size == 1:
+        return model
+    if exp.bn_sync == "sync":
+        for module in model.modules():
+            if isinstance(module, BatchNorm):
+                module.process_group = dist.group.WORLD
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # torch_batchnorm: CUDA only (validated)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=exp.bn_sync == "local")
+
+
+def sync_buffers(model: nn.Module, mode: str, world: World) -> None:
+    """Make the running statistics of every process rank 0's (`rank0`) or their mean (`reduce`)."""
+    buffers = [b for m in model.modules() for name, b in m.named_buffers(recurse=False)
+               if name in ("running_mean", "running_var") and b is not None]  # fmt: skip
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    if mode == "reduce":
+        dist.all_reduce(flat)
+        flat /= world.size
+    else:
+        dist.broadcast(flat, src=0)
+    for b, part in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+        b.copy_(part.view_as(b))
+
+
+def from_environment(device_type: str) -> World:
+    """The World that torchrun's environment describes (initializing the default process group), or one
+    process. Backend: nccl on CUDA, gloo otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise BnexpError(f"WORLD_SIZE={size} but {', '.join(missing)} not set: start several processes with "
+                         "torchrun --nproc_per_node=N -m bnexp run CONFIG, or bnexp run CONFIG --nproc N")  # fmt: skip
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        # a rank that dies makes the others' collectives fail instead of waiting forever
+        dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), backend)
+
+
+def shutdown(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, argv: list[str], skip_runs: list[str]) -> tuple[int, str]:
+    """Run `bnexp run ARGV` in `nproc` local processes through torch's elastic launcher (what torchrun uses);
+    returns (0, "") or (1, what failed, per rank)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
+    )  # fmt: skip
+    env = {SKIP_RUNS_ENV: ",".join(skip_runs), LAUNCHER_LOCK_ENV: str(os.getpid())}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        elastic_launch(config, _worker_entry)(argv)
+    except ChildFailedError as e:
+        return 1, e.format_msg()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return 0, ""
+
+
+def _worker_entry(argv: list[str]) -> None:
+    import sys
+
+    from bnexp.cli import app
+
+    code = app(["run", *argv], standalone_mode=False)
+    if code:
+        sys.exit(code)

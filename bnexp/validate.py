@@ -1,0 +1,95 @@
+"""The checks of a config against the model registry and the datasets, so that a mistake stops the experiment
+before anything is written, with the same file:line message as the schema's own errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from bnexp.config import BATCH_NORMS, ConfigError, ExperimentConfig, Locate, load_config
+from bnexp.data import SOURCES
+from bnexp.models import MODELS, build_model
+from bnexp.probes.distributions import probe_points
+
+
+def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False) -> ExperimentConfig:
+    """`bnexp.config.load_config` with every check below, for the config and each cell of its grid."""
+    return load_config(path, overrides, smoke, checks=[check_against_models_and_data])
+
+
+def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
+    source = SOURCES[cfg.dataset.name]
+    size = cfg.dataset.resize
+    inputs = dataclasses.replace(source.inputs, height=size, width=size) if size else source.inputs
+    classes = inputs.num_classes
+    for key, limit in zip(("subset", "test_subset"), source.sizes, strict=True):
+        value = getattr(cfg.dataset, key)
+        p = f"dataset.{key}"
+        if value is not None and value > limit:
+            raise ConfigError(where(p), p, f"{value} is larger than the {limit} images of {cfg.dataset.name}")
+        if value is not None and value < classes:
+            raise ConfigError(where(p), p, f"{value} images cannot hold one of each of the {classes} classes")
+    train_size = cfg.dataset.subset or source.sizes[0]
+    if cfg.eval_train_subset is not None and not classes <= cfg.eval_train_subset <= train_size:
+        raise ConfigError(where("eval_train_subset"), "eval_train_subset",
+                          f"must be between {classes} and the {train_size} training images")  # fmt: skip
+    for i, m in enumerate(cfg.models):
+        p = f"models[{i}]"
+        if m.name not in MODELS:
+            raise ConfigError(where(f"{p}.name"), f"{p}.name", f"unknown value {m.name!r}; allowed: "
+                              f"{', '.join(sorted(MODELS))}")  # fmt: skip
+        try:
+            model = build_model(m, inputs)
+        except ValueError as e:
+            raise ConfigError(where(p), p, str(e)) from None
+        if m.norm in BATCH_NORMS and cfg.batch_size == 1:
+            _check_one_image_trains(model, inputs, where, p, m.norm)
+        if cfg.probes is not None:
+            _check_probe_points(cfg, model, where, p)
+
+
+def _check_one_image_trains(model: torch.nn.Module, inputs, where: Locate, p: str, norm: str) -> None:
+    """Batch statistics of one image exist only where a norm sees more than one value per channel (conv maps)."""
+    try:
+        with torch.no_grad():
+            model.train()(torch.zeros(1, inputs.channels, inputs.height, inputs.width))
+    except ValueError:
+        raise ConfigError(where("batch_size"), "batch_size", f"batch_size 1 cannot train {p} with {norm}: a "
+                          "normalized fc layer sees one value per channel (BatchNorm needs 2+ values per channel)"
+                          ) from None  # fmt: skip
+
+
+def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Locate, p: str) -> None:
+    points = probe_points(model)
+    layers = cfg.probes.layers
+    if isinstance(layers, list):
+        bad = [i for i in layers if not -len(points) <= i < len(points)]
+        if bad:
+            raise ConfigError(where("probes.layers"), "probes.layers", f"{bad} out of range: {p} has "
+                              f"{len(points)} probe points (0..{len(points) - 1}, or negative from the output)"
+                              )  # fmt: skip
+        chosen = [points[i] for i in layers]
+    else:
+        chosen = points if layers == "all" else points[-1:]
+    widths = _activation_widths(model, [m for _, _, m in chosen], cfg)
+    if widths and cfg.probes.unit >= min(widths):
+        raise ConfigError(where("probes.unit"), "probes.unit", f"{cfg.probes.unit} is not a channel of every "
+                          f"probed layer of {p} (the narrowest has {min(widths)})")  # fmt: skip
+
+
+def _activation_widths(model: torch.nn.Module, modules: list[torch.nn.Module], cfg: ExperimentConfig) -> list[int]:
+    widths: list[int] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args: widths.append(args[0].shape[1])) for m in modules]
+    source = SOURCES[cfg.dataset.name]
+    side = cfg.dataset.resize
+    shape = (2, source.inputs.channels, side or source.inputs.height, side or source.inputs.width)
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return widths
