@@ -85,9 +85,10 @@ def run(
         typer.Option("--restart-run", help="Start this one run over (repeatable), e.g. one whose files are damaged."),
     ] = None,
     nproc: Annotated[
-        int, typer.Option(min=1, max=1024, help="Data-parallel processes per run on this machine (torch's elastic "
-                          "launcher, as torchrun). batch_size stays the global batch.")
-    ] = 1,
+        int | None,
+        typer.Option(min=1, max=1024, help="Data-parallel processes per run (sets the config's `processes`; bnexp "
+                     "starts them with torch's elastic launcher, as torchrun). batch_size stays the global batch."),
+    ] = None,
 ) -> None:
     """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
 
@@ -99,9 +100,11 @@ def run(
 
       bnexp run configs/learning_rate.yaml --jobs 2
 
-      bnexp run configs/bn_distributed.yaml --nproc 2
+      bnexp run configs/bn_distributed.yaml          # its runs with processes: 4 start 4 processes each
 
-      torchrun --nproc_per_node=2 -m bnexp run configs/bn_distributed.yaml
+      bnexp run configs/lenet5_bn.yaml --nproc 2     # every run on 2 processes (gloo on CPU, nccl on CUDA)
+
+      torchrun --nproc_per_node=2 -m bnexp run configs/lenet5_bn.yaml
 
     Running the same command again skips finished runs and resumes interrupted ones from their
     last checkpoint. Ctrl-C (or SIGTERM) stops at the next step and writes a checkpoint.
@@ -111,7 +114,7 @@ def run(
     """
     import os
 
-    from bnexp.distributed import from_environment, shutdown
+    from bnexp.distributed import LAUNCHER_ENV, from_environment, shutdown
     from bnexp.progress import make_reporter
     from bnexp.runner import run_experiment
     from bnexp.train import DistributedRunFailed, StopRequest
@@ -119,30 +122,33 @@ def run(
 
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
-    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if nproc > 1 and torchrun:
+    overrides = list(set_ or [])
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    users_torchrun = world_size > 1 and LAUNCHER_ENV not in os.environ
+    if nproc is not None and users_torchrun:
         _fail(BnexpError("--nproc starts its own processes; under torchrun leave it out"))
-    if nproc > 1 and jobs > 1:
+    if (nproc or 1) > 1 and jobs > 1:
         _fail(BnexpError("--nproc and --jobs cannot be combined: --jobs runs single-process runs side by side"))
     world = None
     try:
-        cfg = load(config, set_ or [], smoke=smoke)
+        processes = nproc or (world_size if users_torchrun else None)
+        cfg = load(config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke)
+        if processes and any("processes" in key.split(",") for key in cfg.grid):
+            raise BnexpError(f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
+                             "bnexp run starts each run's processes itself")  # fmt: skip
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
             typer.confirm(f"Delete the previous results of {cfg.name} under {out} and start over?", abort=True)
         stop = StopRequest()
         stop.install()
-        if nproc > 1:
-            from bnexp.runner import launch_runs
-
-            argv = [str(config), *(f"--set={a}" for a in set_ or []), f"--out={out}", "--quiet",
-                    *([f"--data-root={data_root}"] if data_root else []), *([f"--device={device}"] if device else []),
-                    *(["--smoke"] if smoke else []), *(["--keep-checkpoints"] if keep_checkpoints else [])]  # fmt: skip
-            first = [*(["--restart", "--yes"] if restart else []), *(f"--restart-run={r}" for r in restart_run or [])]
-            code = launch_runs(cfg, out, nproc, argv, first, make_reporter(True), stop)
-            raise typer.Exit(code)
         world = from_environment((device or cfg.device).replace("auto", "cuda" if _cuda() else "cpu"))
+        # what the processes bnexp starts for multi-process runs are told (never --restart: decided here)
+        launch_argv = [str(config), *(f"--set={a}" for a in overrides), f"--out={out}", "--quiet",
+                       *([f"--data-root={data_root}"] if data_root else []),
+                       *([f"--device={device}"] if device else []), *(["--smoke"] if smoke else []),
+                       *(["--keep-checkpoints"] if keep_checkpoints else []),
+                       *([f"--nproc={nproc}"] if nproc else [])]  # fmt: skip
         code = run_experiment(
             cfg,
             out,
@@ -155,6 +161,8 @@ def run(
             jobs=jobs,
             restart_runs=tuple(restart_run or ()),
             world=world,
+            config_dir=config.parent,
+            launch_argv=launch_argv,
         )
     except BnexpError as e:
         _fail(e)
@@ -284,6 +292,34 @@ def list_runs(
                    f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
     if any(row["not_training"] for row in rows):
         typer.echo("* not training: test accuracy <= 1.5x chance after the first epoch")
+
+
+@app.command()
+def analyze(
+    results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
+    data_root: Annotated[Path | None, typer.Option(help="Folder with the datasets (as for run).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Redo analyses that are already done.")] = False,
+) -> None:
+    """Post-training analyses (the config's `analyses:`) on every finished run's final weights, written to
+    <run>/analyses/<name>.json; done ones are skipped. `bnexp run` also runs them after training.
+
+    Examples:
+
+      bnexp analyze results/eval_mode --data-root ../shared/data
+
+      bnexp analyze results --force
+    """
+    from bnexp.analyses import analyze_experiment
+    from bnexp.results import experiment_dirs
+    from bnexp.train import select_device
+
+    try:
+        dev = select_device(device)
+        problems = sum(analyze_experiment(d, data_root, dev, force, typer.echo) for d in experiment_dirs(results))
+    except BnexpError as e:
+        _fail(e)
+    raise typer.Exit(1 if problems else 0)
 
 
 @app.command()

@@ -251,7 +251,10 @@ class ExperimentConfig:
     weight_norms: bool = False  # per layer |W| and the last step's |dW|/|W| at every evaluation
     keep_final_weights: bool = False  # weights.pt at the end (for analyses; never committed)
     analyses: AnalysesConfig | None = None
-    # data-parallel runs (torchrun / --nproc): batch statistics per process or synchronized across them
+    # data-parallel processes per run (torch.distributed; `bnexp run` starts them, or torchrun); batch_size
+    # stays the global batch, each process trains on batch_size / processes of it
+    processes: int = field(default=1, metadata=_range(1, 1024))
+    # with several processes: batch statistics per process or synchronized across them
     bn_sync: Literal["local", "sync"] = "local"
     bn_running_stats: Literal["rank0", "reduce"] = "rank0"  # local BN: rank 0's running stats, or their mean
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -284,9 +287,9 @@ class RunPlan:
         scale = exp.batch_size / exp.lr_base_batch if exp.lr_scaling == "linear" else 1.0
         return exp.optimizer.lr * self.lr_multiplier * scale
 
-    def resolved(self, processes: int = 1) -> dict[str, Any]:
+    def resolved(self) -> dict[str, Any]:
         """Everything that determines this run, as plain data (written to the run's config.yaml). The
-        number of data-parallel processes is part of it (it changes what BN and the data order compute)."""
+        number of data-parallel processes is part of it (it changes what BN computes)."""
         exp = dataclasses.asdict(self.experiment)
         for key in ("models", "seeds", "lr_multipliers", "grid"):
             exp.pop(key)
@@ -298,9 +301,53 @@ class RunPlan:
             "lr": self.lr,
             "seed": self.seed,
             **({"grid": {k: v for k, v in self.grid}} if self.grid else {}),
-            **({"processes": processes} if processes > 1 else {}),
             **exp,
         }
+
+
+# keys that do not change what a run computes: editing them never invalidates a started run
+# (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
+NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses")
+# the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
+NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")
+_MISSING = object()
+
+
+def _default_at(path: list[str]) -> Any:
+    """The schema default of a resolved-config key path (`dataset.normalize`, `model.renorm`), or _MISSING."""
+    cls: Any = ExperimentConfig
+    for i, key in enumerate(path):
+        if i == 0 and key == "model":
+            cls = ModelConfig
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if key not in fields:
+            return _MISSING
+        f = fields[key]
+        if i == len(path) - 1:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else _MISSING
+        hints = typing.get_type_hints(cls)
+        cls = next((a for a in (*get_args(hints[key]), hints[key]) if dataclasses.is_dataclass(a)), None)
+    return _MISSING
+
+
+def config_diff(old: Any, new: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """The differences between a run's recorded config and today's. A key that an older bnexp did not record
+    counts as equal when today's value is its default (what that version ran with)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            p = (*path, str(key))
+            if (not path and key in NOT_COMPARED) or ".".join(p) in NOT_COMPARED_PATHS:
+                continue
+            if key not in old and _default_at(list(p)) == new[key]:
+                continue
+            out += config_diff(old.get(key), new.get(key), p)
+        return out
+    return [] if old == new else [f"{'.'.join(path)}: {old!r} -> {new!r}"]
+
 
 
 def variant_name(model: ModelConfig, lr_multiplier: float, grid: Sequence[tuple[str, Any]] = ()) -> str:
@@ -308,12 +355,13 @@ def variant_name(model: ModelConfig, lr_multiplier: float, grid: Sequence[tuple[
     return "_".join([model.tag, *(grid_tag(k, v) for k, v in grid), f"lr{lr_multiplier:g}x"])
 
 
-GRID_ABBREVIATIONS = {"batch_size": "b", "optimizer.lr": "olr", "optimizer.momentum": "mom", "epochs": "ep"}
+GRID_ABBREVIATIONS = {"batch_size": "b", "optimizer.lr": "olr", "optimizer.momentum": "mom", "epochs": "ep",
+                      "processes": "p", "bn_sync": "", "bn_running_stats": "rs"}  # fmt: skip
 
 
 def grid_tag(path: str, value: Any) -> str:
     """`batch_size=8` -> b8; `models[0].bn_momentum=0.01` -> bn_momentum0.01; null -> 'none'."""
-    short = GRID_ABBREVIATIONS.get(path) or re.sub(r"\[\d+\]", "", path).rsplit(".", 1)[-1]
+    short = GRID_ABBREVIATIONS[path] if path in GRID_ABBREVIATIONS else re.sub(r"\[\d+\]", "", path).rsplit(".", 1)[-1]
     text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]", "-", f"{short}{text}")
 
@@ -330,17 +378,25 @@ def expand_grid(cfg: ExperimentConfig) -> list[RunPlan]:
 
 
 def grid_cells(cfg: ExperimentConfig) -> list[tuple[tuple[tuple[str, Any], ...], ExperimentConfig]]:
-    """Each combination of the grid's values, and the config with those values applied (grid emptied)."""
-    keys = list(cfg.grid)
+    """Each combination of the grid's values, and the config with those values applied (grid emptied).
+    A key "a,b" varies a and b together: its values are [a, b] pairs."""
     base = dataclasses.asdict(cfg)
     base["grid"] = {}
     cells = []
-    for combo in itertools.product(*(cfg.grid[k] for k in keys)):
+    for combo in itertools.product(*cfg.grid.values()):
+        assignments = [pair for key, v in zip(cfg.grid, combo, strict=True) for pair in _grid_assignments(key, v)]
         data = copy.deepcopy(base)
-        for key, value in zip(keys, combo, strict=True):
+        for key, value in assignments:
             _set_path(data, key, copy.deepcopy(value), "grid")
-        cells.append((tuple(zip(keys, combo, strict=True)), _build(ExperimentConfig, data, "", _Source("grid", {}))))
+        cells.append((tuple(assignments), _build(ExperimentConfig, data, "", _Source("grid", {}))))
     return cells
+
+
+def _grid_assignments(key: str, value: Any) -> list[tuple[str, Any]]:
+    keys = [k.strip() for k in key.split(",")]
+    if len(keys) == 1:
+        return [(key, value)]
+    return list(zip(keys, value, strict=True))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -553,6 +609,12 @@ def _apply_override(data: dict, assignment: str) -> str:
     return _set_path(data, key.strip(), value, where)
 
 
+def from_dict(cls: type, data: Any, source: str) -> Any:
+    """A config dataclass (e.g. ModelConfig) from plain data recorded in a run store, validated as strictly as
+    a YAML file; errors name `source`."""
+    return _convert(cls, data, "", _Source(source, {}))
+
+
 def load_config(
     path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, checks: Sequence[Check] = ()
 ) -> ExperimentConfig:
@@ -597,14 +659,20 @@ def load_config(
             raise ConfigError(src.where(p), p, "expected a non-empty list of values")
         if len(values) > 1000:
             raise ConfigError(src.where(p), p, "at most 1000 values")
-        if _split_path(key)[0] in ("grid", "seeds", "smoke", "name", "reference", "description"):
-            raise ConfigError(src.where(p), p, f"{key} cannot be a grid key (use seeds: for seeds)")
+        keys = [k.strip() for k in key.split(",")]
+        for k in keys:
+            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description"):
+                raise ConfigError(src.where(p), p, f"{k!r} cannot be a grid key (use seeds: for seeds)")
         for j, value in enumerate(values):
             cell_src = _Source(src.file, {}, {"": f"{src.where(_join(p, j))} (grid value {value!r})"})
             cell = copy.deepcopy(data)
             cell["grid"] = {}
+            if len(keys) > 1 and (not isinstance(value, list) or len(value) != len(keys)):
+                raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: expected a list of {len(keys)} values, "
+                                  f"one for each of {', '.join(keys)}")  # fmt: skip
             try:
-                _set_path(cell, key, copy.deepcopy(value), cell_src.where(""))
+                for k, v in _grid_assignments(key, value):
+                    _set_path(cell, k, copy.deepcopy(v), cell_src.where(""))
                 cell_cfg = _build(ExperimentConfig, cell, "", cell_src)
                 _check_experiment(cell_cfg, cell_src.where, path.parent)
                 for check in checks:
@@ -663,6 +731,8 @@ def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) ->
         raise ConfigError(where("seeds"), "seeds", f"duplicate seeds in {cfg.seeds}")
     if len(set(cfg.lr_multipliers)) != len(cfg.lr_multipliers):
         raise ConfigError(where("lr_multipliers"), "lr_multipliers", f"duplicates in {cfg.lr_multipliers}")
+    if cfg.processes > 1:
+        _check_processes(cfg, where)
     if cfg.dataset.subset is not None and cfg.dataset.subset < cfg.batch_size:
         raise ConfigError(where("dataset.subset"), "dataset.subset",
                           f"{cfg.dataset.subset} images cannot fill one batch of {cfg.batch_size}")  # fmt: skip
@@ -671,6 +741,29 @@ def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) ->
             for j, ref in enumerate(refs):
                 p = f"reference.series.{variant}[{j}]"
                 load_series(config_dir, ref, where(p), p)
+
+
+def _check_processes(cfg: ExperimentConfig, where: Locate) -> None:
+    n = cfg.processes
+
+    def fail(key: str, message: str) -> typing.NoReturn:
+        raise ConfigError(where(key), key, message)
+
+    if cfg.batch_size % n:
+        fail("batch_size", f"{cfg.batch_size} (the global batch) is not divisible by processes: {n}; use a multiple "
+             f"of {n}")  # fmt: skip
+    norms = {m.norm for m in cfg.models}
+    if norms & set(BATCH_NORMS) and cfg.batch_size // n < 2:
+        fail("batch_size", f"{cfg.batch_size} over {n} processes leaves {cfg.batch_size // n} image per process: "
+             "batch statistics need at least 2")  # fmt: skip
+    if cfg.bn_sync == "sync" and "naive_batchnorm" in norms:
+        fail("bn_sync", "sync is not available for naive_batchnorm; allowed with sync: batchnorm, batchrenorm, "
+             "noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip
+    if cfg.compile:
+        fail("compile", "compile: true is for one process; set it to false with processes > 1")
+    if cfg.landscape_probe or cfg.ics_probe:
+        fail("landscape_probe" if cfg.landscape_probe else "ics_probe", "the landscape and ICS probes measure one "
+             "process's model; use processes: 1")  # fmt: skip
 
 
 def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = "") -> dict[str, Any]:

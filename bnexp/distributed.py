@@ -9,6 +9,8 @@ is a no-op and nothing here touches torch.distributed.
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -23,10 +25,9 @@ from bnexp.config import ExperimentConfig
 from bnexp.errors import BnexpError
 from bnexp.nn import BatchNorm
 
-# the launcher (`bnexp run --nproc`) holds the experiment lock itself; its workers must not try to take it
-LAUNCHER_LOCK_ENV = "BNEXP_LAUNCHER_HOLDS_LOCK"
-# runs that failed earlier in this launcher's session: its relaunched workers go on with the others
-SKIP_RUNS_ENV = "BNEXP_SKIP_RUNS"
+# set by bnexp's own launcher for the processes it starts: the runs to train and what to do with each (JSON);
+# the launcher holds the experiment's lock and has written experiment.yaml
+LAUNCHER_ENV = "BNEXP_LAUNCHED_RUNS"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,12 @@ def parallelize(model: nn.Module, exp: ExperimentConfig, world: World, device: t
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # torch_batchnorm: CUDA only (validated)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=exp.bn_sync == "local")
+    local = exp.bn_sync == "local"
+    ddp = nn.parallel.DistributedDataParallel
+    # torch >= 2.14 names it forward_sync_buffers (the initial sync it keeps is harmless: all ranks start equal)
+    sync = {"forward_sync_buffers": local} if "forward_sync_buffers" in inspect.signature(ddp).parameters else {
+        "broadcast_buffers": local}  # fmt: skip
+    return ddp(model, device_ids=ids, **sync)
 
 
 def sync_buffers(model: nn.Module, mode: str, world: World) -> None:
@@ -123,9 +129,12 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: list[str], skip_runs: list[str]) -> tuple[int, str]:
-    """Run `bnexp run ARGV` in `nproc` local processes through torch's elastic launcher (what torchrun uses);
-    returns (0, "") or (1, what failed, per rank)."""
+def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, str, int | None]:
+    """Run `bnexp run ARGV` in `nproc` local processes through torch's elastic launcher (what torchrun uses),
+    training the runs of `actions` ({run: start | resume}). Returns (0, "", None); (1, what failed per rank,
+    None); or, when this process got SIGINT/SIGTERM (the launcher forwards it to the processes, which stop at
+    their next log window with a checkpoint), (1, "", the signal number)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -133,20 +142,20 @@ def launch(nproc: int, argv: list[str], skip_runs: list[str]) -> tuple[int, str]
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
     )  # fmt: skip
-    env = {SKIP_RUNS_ENV: ",".join(skip_runs), LAUNCHER_LOCK_ENV: str(os.getpid())}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    saved = os.environ.get(LAUNCHER_ENV)
+    os.environ[LAUNCHER_ENV] = json.dumps(actions)
     try:
         elastic_launch(config, _worker_entry)(argv)
     except ChildFailedError as e:
-        return 1, e.format_msg()
+        return 1, e.format_msg(), None
+    except SignalException as e:
+        return 1, "", int(e.sigval)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return 0, ""
+        if saved is None:
+            os.environ.pop(LAUNCHER_ENV, None)
+        else:
+            os.environ[LAUNCHER_ENV] = saved
+    return 0, "", None
 
 
 def _worker_entry(argv: list[str]) -> None:

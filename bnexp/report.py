@@ -3,13 +3,27 @@ plain verdict, as Markdown or JSON. Reads the run store only."""
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import bnexp
-from bnexp.results import Experiment, Run, mean_sd, status_counts, value_at
+from bnexp.report_sections import SECTIONS
+from bnexp.results import (
+    CHANCE_MARGIN,
+    SMOOTH_STEPS,
+    Experiment,
+    Run,
+    curve_quantities,
+    mean_sd,
+    per_step,
+    status_counts,
+    value_at,
+)  # fmt: skip
 
 ACC_TOLERANCE = 0.01  # absolute, for accuracies
 REL_TOLERANCE = 0.05  # relative, for other quantities (losses)
@@ -55,14 +69,78 @@ def comparisons(exp: Experiment) -> list[dict[str, Any]]:
     return rows
 
 
+STEP_TOLERANCE = (20, 0.10)  # steps-to-threshold: at least one 20-step window and 10 % of the reference
+QUANTITIES = ("steps_to_loss_below_2", "steps_to_loss_below_1", "steps_to_loss_below_0.5", "final_loss", "min_loss")
+
+
+def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
+    """Our runs against the author's published curves, on the same smoothing (`results.curve_quantities`)."""
+    rows = []
+    for variant, refs in exp.reference_series().items():
+        runs = exp.variants.get(variant, [])
+        for ref in refs:
+            if ref.get("quantity") != "train_loss_per_step":
+                rows += _accuracy_series_rows(variant, runs, ref)
+                continue
+            per_epoch = ref.get("steps_per_epoch")
+            theirs = curve_quantities(ref["values"], per_epoch)
+            ours = [curve_quantities(per_step(r.train), r.summary.get("steps_per_epoch")) for r in runs]
+            for key in QUANTITIES:
+                mean, sd, n = mean_sd([q[key] for q in ours])
+                reference = theirs[key]
+                row = {"variant": variant, "quantity": key, "reference": reference, "mean": mean, "sd": sd, "n": n,
+                       "runs": len(runs), "difference": mean - reference if n and reference is not None else None,
+                       "source": f"{ref['key']} ({ref['file']})"}  # fmt: skip
+                row["verdict"] = _series_verdict(key, reference, mean, sd, n, len(runs))
+                rows.append(row)
+            same = sum(q["outcome"] == theirs["outcome"] for q in ours)
+            rows.append({"variant": variant, "quantity": "outcome", "reference": theirs["outcome"], "runs": len(runs),
+                         "matching": same, "outcomes": dict(Counter(q["outcome"] for q in ours)),
+                         "source": f"{ref['key']} ({ref['file']})",
+                         "verdict": f"{same} of {len(runs)} seeds" if runs else "not measured"})  # fmt: skip
+    return rows
+
+
+def _series_verdict(key: str, reference: float | None, mean: float, sd: float, n: int, runs: int) -> str:
+    if not runs:
+        return "not measured"
+    if reference is None:
+        return "reproduced" if n == 0 else f"not reproduced ({n}/{runs} reached it; the article's run did not)"
+    if n == 0:
+        return "not reproduced (never reached)"
+    if key.startswith("steps_to"):
+        tolerance = max(2 * sd, STEP_TOLERANCE[0], STEP_TOLERANCE[1] * reference)
+        reached = "" if n == runs else f", {n}/{runs} reached it"
+        return ("reproduced" if abs(mean - reference) <= tolerance else "not reproduced") + reached
+    return verdict(reference, mean, sd, n, key)
+
+
+def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) -> list[dict[str, Any]]:
+    values = ref["values"]
+    key = "train_acc" if ref["quantity"] == "train_acc_per_epoch" else "test_acc"
+    rows = []
+    for name, reference, pick in (("best", max(values), max), ("final", values[-1], lambda v: v[-1])):
+        mine = [pick([e[key] for e in r.evals if e.get(key) is not None] or [math.nan]) for r in runs]
+        mean, sd, n = mean_sd(mine)
+        rows.append({"variant": variant, "quantity": f"{name}_{key}", "reference": reference, "mean": mean, "sd": sd,
+                     "n": n, "runs": len(runs), "difference": mean - reference if n else None,
+                     "source": f"{ref['key']} ({ref['file']})", "verdict": verdict(reference, mean, sd, n, key)})
+    return rows  # fmt: skip
+
+
 def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
     rows = []
     for variant, runs in exp.variants.items():
-        row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs)}
+        row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs),
+                               "outcomes": dict(Counter(r.course["outcome"] for r in runs))}  # fmt: skip
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
             mean, sd, n = mean_sd([r.summary.get(key) for r in runs])
             if n:
                 row[key] = {"mean": mean, "sd": sd, "n": n}
+        left = [r.course["left_chance_step"] for r in runs]
+        if any(v is not None for v in left):
+            mean, sd, n = mean_sd(left)
+            row["left_chance_step"] = {"mean": mean, "sd": sd, "n": n}
         thresholds: dict[str, Any] = {}
         for t in exp.config.get("thresholds") or []:
             hits = [(r.summary.get("time_to_threshold") or {}).get(f"{t:g}") for r in runs]
@@ -71,7 +149,7 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
         if thresholds:
             row["steps_to_threshold"] = thresholds
         speeds = [r.summary.get("images_per_s") for r in runs if r.summary.get("images_per_s")]
-        row["images_per_s_median"] = sorted(speeds)[len(speeds) // 2] if speeds else None
+        row["images_per_s_median"] = statistics.median(speeds) if speeds else None
         rows.append(row)
     return rows
 
@@ -79,14 +157,23 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
 def problem_runs(exp: Experiment) -> list[dict[str, Any]]:
     out = []
     for r in exp.runs:
-        if r.status != "completed" or r.summary.get("not_training"):
+        course = r.course
+        if r.status != "completed" or course["outcome"] in ("never_left_chance", "fell_back"):
             reason = r.summary.get("error") or (
                 f"diverged at step {r.summary.get('diverged_at_step')}" if r.status == "diverged" else ""
             )
-            if r.summary.get("not_training"):
-                reason = (reason + "; " if reason else "") + "not training (test accuracy <= 1.5x chance after epoch 1)"
-            out.append({"run": r.name, "status": r.status, "reason": reason})
+            if course["outcome"] == "never_left_chance":
+                reason = _join(reason, f"never left chance (no logged loss below {CHANCE_MARGIN} ln C)")
+            elif course["outcome"] == "fell_back":
+                dead = r.summary.get("final_dead_units")
+                reason = _join(reason, f"left chance at step {course['left_chance_step']}, then fell back to it"
+                               + (f"; {dead:.0%} of ReLU units dead at the end" if dead is not None else ""))
+            out.append({"run": r.name, "status": r.status, "reason": reason})  # fmt: skip
     return out
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}; {b}" if a else b
 
 
 def build(experiments: list[Experiment]) -> dict[str, Any]:
@@ -109,8 +196,11 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
                 "reference_source": (e.reference or {}).get("source"),
                 "reference_note": (e.reference or {}).get("note"),
                 "comparisons": comparisons(e),
+                "series_comparisons": series_comparisons(e),
                 "variants": variant_rows(e),
                 "problem_runs": problem_runs(e),
+                "left_out": e.left_out,
+                "sections": {s.name: s.build(e) for s in SECTIONS if s.applies(e)},
                 "figures": sorted(str(p) for p in (e.dir / "figures").glob("*") if p.is_file()),
             }
             for e in experiments
@@ -132,6 +222,7 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
         f"Generated {report['generated']} by bnexp {report['bnexp']}; {', '.join(report['torch']) or 'torch ?'}; "
         f"devices: {', '.join(report['devices']) or '?'}.",
         f"Experiments: {', '.join(e['name'] for e in report['experiments'])}. Verdict rule: {report['verdict_rule']}.",
+        f"Curves against the author's published series: {SERIES_RULE}.",
         "",
     ]
     for e in report["experiments"]:
@@ -155,29 +246,71 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
                 lines.append(f"| {c['variant']} | {c['quantity']} | {c['at']} | {c['reference']:.4f} | {measured} | "
                              f"{diff} | **{c['verdict']}** |")  # fmt: skip
             lines.append("")
-        else:
+        if e["series_comparisons"]:
+            lines += _series_table(e["series_comparisons"])
+        if not e["comparisons"] and not e["series_comparisons"]:
             lines += ["No numeric reference for this experiment: verdict **no reference**.", ""]
-        has_gap = any("final_generalization_gap" in v for v in e["variants"])
-        header = "| variant | runs | final test acc | best test acc |" + (" train acc | gap |" if has_gap else "")
-        lines += [header + " steps to thresholds (mean) | img/s (median) |",
-                  "|---|---|---:|---:|" + ("---:|---:|" if has_gap else "") + "---|---:|"]  # fmt: skip
-        for v in e["variants"]:
-            status = ", ".join(f"{n} {s}" for s, n in v["status"].items())
-            thresholds = "; ".join(
-                f"{t}: {s['mean_step']:.0f} ({s['reached']}/{v['n']})" if s["reached"] else f"{t}: never"
-                for t, s in (v.get("steps_to_threshold") or {}).items()
-            )
-            gap = f" {_pm(v.get('final_train_acc'))} | {_pm(v.get('final_generalization_gap'))} |" if has_gap else ""
-            speed = f"{v['images_per_s_median']:.0f}" if v["images_per_s_median"] else "–"
-            lines.append(f"| {v['variant']} | {status} | {_pm(v.get('final_test_acc'))} | "
-                         f"{_pm(v.get('best_test_acc'))} |{gap} {thresholds or '–'} | {speed} |")  # fmt: skip
-        lines.append("")
+        lines += _variant_table(e["variants"])
+        for section in e["sections"].values():
+            lines += section["markdown"] + [""]
         if e["problem_runs"]:
             lines += ["Runs that failed, diverged or did not train:", ""]
             lines += [f"- `{p['run']}`: {p['status']}" + (f", {p['reason']}" if p["reason"] else "")
                       for p in e["problem_runs"]]  # fmt: skip
             lines.append("")
+        if e["left_out"]:
+            lines += ["Left out of this report (not grouped with the runs above):", ""]
+            lines += [f"- {x}" for x in e["left_out"]] + [""]
         for fig in e["figures"]:
             rel = os.path.relpath(fig, out_dir)
             lines += [f"![{e['name']} {Path(fig).stem}]({rel})", ""]
     return "\n".join(lines)
+
+
+SERIES_RULE = (
+    f"the loss histories (ours: {SMOOTH_STEPS}-step window means built from the logged window means; the author's: "
+    f"{SMOOTH_STEPS}-step window means of the per-step values) give the first step each threshold is reached, the mean "
+    "loss of the last epoch and the lowest window; steps are reproduced when within max(2 sd, "
+    f"{STEP_TOLERANCE[0]} steps, {STEP_TOLERANCE[1]:.0%}); outcome: trained, fell_back (left chance, ended near ln C) "
+    "or never_left_chance, and how many of our seeds share the article's"
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
+    return str(value)
+
+
+def _series_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| variant | quantity | article's run | ours (mean ± sd, n) | verdict |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        if r["quantity"] == "outcome":
+            ours = ", ".join(f"{n} {o}" for o, n in r["outcomes"].items()) or "–"
+        else:
+            reached = f", reached by {r['n']}/{r['runs']}" if r["n"] != r["runs"] else ""
+            ours = f"{_fmt(r['mean'])} ± {_fmt(r['sd'])} (n={r['n']}{reached})" if r["n"] else "never"
+        lines.append(f"| {r['variant']} | {r['quantity']} | {_fmt(r['reference'])} | {ours} | **{r['verdict']}** |")
+    return [*lines, ""]
+
+
+def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
+    has_gap = any("final_generalization_gap" in v for v in variants)
+    header = "| variant | runs | final test acc | best test acc |" + (" train acc | gap |" if has_gap else "")
+    lines = [header + " left chance (step) | steps to thresholds (mean) | img/s (median) |",
+             "|---|---|---:|---:|" + ("---:|---:|" if has_gap else "") + "---:|---|---:|"]  # fmt: skip
+    for v in variants:
+        status = ", ".join(f"{n} {s}" for s, n in v["status"].items())
+        thresholds = "; ".join(
+            f"{t}: {s['mean_step']:.0f} ({s['reached']}/{v['n']})" if s["reached"] else f"{t}: never"
+            for t, s in (v.get("steps_to_threshold") or {}).items()
+        )
+        gap = f" {_pm(v.get('final_train_acc'))} | {_pm(v.get('final_generalization_gap'))} |" if has_gap else ""
+        speed = f"{v['images_per_s_median']:.0f}" if v["images_per_s_median"] else "–"
+        left = v.get("left_chance_step")
+        left_text = f"{left['mean']:.0f} ± {left['sd']:.0f} (n={left['n']})" if left else "never"
+        lines.append(f"| {v['variant']} | {status} | {_pm(v.get('final_test_acc'))} | "
+                     f"{_pm(v.get('best_test_acc'))} |{gap} {left_text} | {thresholds or '–'} | {speed} |")  # fmt: skip
+    return [*lines, ""]

@@ -1,110 +1,36 @@
 """Reading results back: experiments and runs from the run store, grouped by variant, averaged over seeds.
 
 Plots, reports and `bnexp list` read only files through this module; nothing here trains or needs a GPU.
+A damaged file never stops a reader: the run (or experiment) is left out with a warning that names the file.
+Only the runs of the experiment's current plan (experiment.yaml) whose recorded configs agree with it are
+grouped; the others are listed in `left_out` with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
+import sys
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bnexp.config import ExperimentConfig, config_diff, expand_grid, from_dict
 from bnexp.errors import BnexpError
-from bnexp.store import EXPERIMENT_FILE, RunDir, experiment_runs
+from bnexp.store import ANALYSES_DIR, EXPERIMENT_FILE, CorruptFile, RunDir, read_experiment_meta
 
-
-@dataclass
-class Run:
-    """One run's files, read once."""
-
-    dir: RunDir
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    evals: list[dict[str, Any]]
-    train: list[dict[str, Any]]
-    probes: list[dict[str, Any]]
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
-
-    @property
-    def variant(self) -> str:
-        return re.sub(r"_s\d+$", "", self.name)
-
-    @property
-    def model(self) -> dict[str, Any]:
-        return self.config["model"]
-
-    @property
-    def tag(self) -> str:
-        return self.variant.rsplit("_lr", 1)[0]
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", "unfinished")
-
-
-@dataclass
-class Experiment:
-    name: str
-    dir: Path
-    meta: dict[str, Any]  # experiment.yaml: config, runs, data, provenance
-    runs: list[Run]
-    variants: dict[str, list[Run]] = field(default_factory=dict)  # in config order
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.meta["config"]
-
-    @property
-    def reference(self) -> dict[str, Any] | None:
-        return self.config.get("reference")
-
-
-def load_run(run_dir: RunDir) -> Run:
-    return Run(
-        dir=run_dir,
-        config=run_dir.config(),
-        summary=run_dir.summary() or {},
-        evals=run_dir.metrics("eval"),
-        train=run_dir.metrics("train"),
-        probes=run_dir.probes(),
-    )
-
-
-def load_experiment(path: Path) -> Experiment:
-    meta = yaml.safe_load((path / EXPERIMENT_FILE).read_text())
-    runs = [load_run(r) for r in experiment_runs(path)]
-    order = {name: i for i, name in enumerate(meta.get("runs", []))}
-    runs.sort(key=lambda r: order.get(r.name, len(order)))
-    exp = Experiment(name=meta["config"]["name"], dir=path, meta=meta, runs=runs)
-    for run in runs:
-        exp.variants.setdefault(run.variant, []).append(run)
-    return exp
-
-
-def find_experiments(path: str | Path) -> list[Experiment]:
-    """An experiment directory, or a results directory holding several."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BnexpError(f"{path}: no such results directory")
-    if (path / EXPERIMENT_FILE).is_file():
-        return [load_experiment(path)]
-    found = [load_experiment(p) for p in sorted(path.iterdir()) if (p / EXPERIMENT_FILE).is_file()]
-    if not found:
-        raise BnexpError(f"{path}: no experiments here (looked for */{EXPERIMENT_FILE}); run `bnexp run` first")
-    return found
-
-
+REFERENCES_FILE = "references.json"  # the series a config's reference names, copied by `bnexp run`
 CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is below 0.9 x ln(classes)
 DATASET_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar100": 100}
+Warn = Callable[[str], None]
+
+
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def training_course(train: list[dict[str, Any]], classes: int, diverged_step: int | None) -> dict[str, Any]:
@@ -129,7 +55,175 @@ def training_course(train: list[dict[str, Any]], classes: int, diverged_step: in
     return {"left_chance_step": left, "outcome": outcome, "not_training": outcome == "never_left_chance"}
 
 
-def mean_sd(values: list[float]) -> tuple[float, float, int]:
+@dataclass
+class Run:
+    """One run's files, read once."""
+
+    dir: RunDir
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    evals: list[dict[str, Any]]
+    train: list[dict[str, Any]]
+    probe_records: list[dict[str, Any]]
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def variant(self) -> str:
+        return re.sub(r"_s\d+$", "", self.name)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.config["model"]
+
+    @property
+    def tag(self) -> str:
+        """The variant without its learning rate (and without grid values)."""
+        return self.variant.rsplit("_lr", 1)[0]
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unfinished")
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        return self.config.get("grid") or {}
+
+    @property
+    def probes(self) -> list[dict[str, Any]]:
+        """Activation-distribution records (the probes.jsonl lines without a `probe` kind)."""
+        return [p for p in self.probe_records if p.get("probe", "distribution") == "distribution"]
+
+    def probe(self, kind: str) -> list[dict[str, Any]]:
+        return [p for p in self.probe_records if p.get("probe") == kind]
+
+    @property
+    def course(self) -> dict[str, Any]:
+        """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs)."""
+        classes = self.summary.get("num_classes") or DATASET_CLASSES.get(self.config["dataset"]["name"], 10)
+        diverged = self.summary.get("diverged_at_step")
+        return training_course(self.train, classes, diverged if self.status == "diverged" else None)
+
+
+@dataclass
+class Experiment:
+    name: str
+    dir: Path
+    meta: dict[str, Any]  # experiment.yaml: config, runs, data, provenance
+    runs: list[Run]  # the current plan's runs that agree with it, in plan order
+    variants: dict[str, list[Run]] = field(default_factory=dict)  # in plan order
+    left_out: list[str] = field(default_factory=list)  # "<run>: why"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def reference(self) -> dict[str, Any] | None:
+        return self.config.get("reference")
+
+    def reference_series(self) -> dict[str, list[dict[str, Any]]]:
+        """variant -> the author's curves ({key, quantity, values, source, ...}), from references.json."""
+        path = self.dir / REFERENCES_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            warn_stderr(f"{path}: unreadable ({e}); no reference series")
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def load_run(run_dir: RunDir) -> Run:
+    """All of a run's files; CorruptFile if one of them does not parse."""
+    analyses = {}
+    folder = run_dir.path / ANALYSES_DIR
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            analyses[p.stem] = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None
+    records = run_dir.metrics()
+    return Run(
+        dir=run_dir,
+        config=run_dir.config(),
+        summary=run_dir.summary() or {},
+        evals=[r for r in records if r.get("event") == "eval"],
+        train=[r for r in records if r.get("event") == "train"],
+        probe_records=run_dir.probes(),
+        analyses=analyses,
+    )
+
+
+def _expected_configs(meta: dict[str, Any], where: str) -> dict[str, dict[str, Any]] | None:
+    """run name -> the resolved config the current plan expects (None if the plan cannot be rebuilt)."""
+    try:
+        cfg = from_dict(ExperimentConfig, meta["config"], where)
+    except BnexpError:
+        return None
+    return {p.name: p.resolved() for p in expand_grid(cfg)}
+
+
+def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
+    meta = read_experiment_meta(path)
+    plan = list(meta.get("runs") or [])
+    expected = _expected_configs(meta, str(path / EXPERIMENT_FILE))
+    runs, left_out = [], []
+    for child in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("figures",)):
+        run_dir = RunDir(child)
+        if not (child / "config.yaml").is_file():
+            continue
+        if child.name not in plan:
+            left_out.append(f"{child.name}: not in the experiment's current plan (seeds or settings since changed)")
+            continue
+        try:
+            run = load_run(run_dir)
+        except CorruptFile as e:
+            warn(f"{e}; left out (start it over with bnexp run CONFIG --restart-run {child.name})")
+            left_out.append(f"{child.name}: damaged files")
+            continue
+        diff = config_diff(run.config, expected[child.name]) if expected and child.name in expected else []
+        if diff:
+            left_out.append(f"{child.name}: recorded with other settings ({'; '.join(diff[:3])})")
+            continue
+        runs.append(run)
+    order = {name: i for i, name in enumerate(plan)}
+    runs.sort(key=lambda r: order[r.name])
+    exp = Experiment(name=meta["config"]["name"], dir=path, meta=meta, runs=runs, left_out=left_out)
+    for run in runs:
+        exp.variants.setdefault(run.variant, []).append(run)
+    return exp
+
+
+def experiment_dirs(path: str | Path) -> list[Path]:
+    """An experiment directory, or the experiment directories in a results directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BnexpError(f"{path}: no such results directory")
+    if (path / EXPERIMENT_FILE).is_file():
+        return [path]
+    found = [p for p in sorted(path.iterdir()) if (p / EXPERIMENT_FILE).is_file()]
+    if not found:
+        raise BnexpError(f"{path}: no experiments here (looked for */{EXPERIMENT_FILE}); run `bnexp run` first")
+    return found
+
+
+def find_experiments(path: str | Path, warn: Warn = warn_stderr) -> list[Experiment]:
+    """Every readable experiment under `path`; a damaged experiment.yaml is skipped with a warning."""
+    out = []
+    for d in experiment_dirs(path):
+        try:
+            out.append(load_experiment(d, warn))
+        except CorruptFile as e:
+            warn(f"{e}; experiment left out (running its config again rewrites it)")
+    return out
+
+
+def mean_sd(values: list[float | None]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (0 for one value) and count, ignoring missing values."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
@@ -159,6 +253,50 @@ def status_counts(runs: list[Run]) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
         counts[run.status] += 1
-        if run.summary.get("not_training"):
-            counts["not training"] += 1
+        if run.course["not_training"]:
+            counts["never left chance"] += 1
+        elif run.course["outcome"] == "fell_back":
+            counts["fell back to chance"] += 1
     return dict(counts)
+
+
+# -- loss curves: the same smoothing for our logged windows and the author's per-step series --------------
+
+SMOOTH_STEPS = 20  # non-overlapping windows of 20 steps (steps 1-20, 21-40, ...)
+
+
+def per_step(train: list[dict[str, Any]]) -> list[float | None]:
+    """A per-step loss series from logged window means (each window's mean stands for each of its steps)."""
+    out: list[float | None] = []
+    for r in train:
+        start = r["step"] - r.get("steps", 1)
+        out += [None] * (start - len(out)) + [r.get("loss")] * (r["step"] - start)
+    return out
+
+
+def windowed(series: list[float | None], width: int = SMOOTH_STEPS) -> list[tuple[int, float]]:
+    """(last step, mean) of each complete `width`-step window with values."""
+    out = []
+    for end in range(width, len(series) + 1, width):
+        chunk = [v for v in series[end - width : end] if v is not None]
+        if len(chunk) == width:
+            out.append((end, statistics.fmean(chunk)))
+    return out
+
+
+def curve_quantities(series: list[float | None], steps_per_epoch: int | None, thresholds=(2.0, 1.0, 0.5),
+                     classes: int = 10) -> dict[str, Any]:  # fmt: skip
+    """Numbers that suit a loss curve, on 20-step window means: the first step each threshold is reached, the
+    mean loss of the last epoch (last 20-step window without epochs), the lowest window, and the course."""
+    windows = windowed(series)
+    out: dict[str, Any] = {
+        f"steps_to_loss_below_{t:g}": next((s for s, v in windows if v < t), None) for t in thresholds
+    }
+    tail = [v for v in series[-(steps_per_epoch or SMOOTH_STEPS) :] if v is not None]
+    out["final_loss"] = statistics.fmean(tail) if tail else None
+    out["min_loss"] = min((v for _, v in windows), default=None)
+    line = CHANCE_MARGIN * math.log(classes)
+    left = next((s for s, v in windows if v < line), None)
+    back = windows and windows[-1][1] >= line
+    out["outcome"] = "never_left_chance" if left is None else "fell_back" if back else "trained"
+    return out

@@ -9,21 +9,23 @@ left alone; `--restart-run NAME` starts just that run over.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
-import typing
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bnexp.config import ExperimentConfig, ModelConfig, RunPlan, expand_grid
+from bnexp.analyses import analyze_experiment, requested
+from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
 from bnexp.data import load_data
-from bnexp.distributed import LAUNCHER_LOCK_ENV, SKIP_RUNS_ENV, World, launch
+from bnexp.distributed import LAUNCHER_ENV, World, launch
 from bnexp.errors import BnexpError
 from bnexp.lock import experiment_lock
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter
+from bnexp.results import REFERENCES_FILE
 from bnexp.store import (
     CHECKPOINT,
     EXPERIMENT_FILE,
@@ -38,28 +40,21 @@ from bnexp.store import (
 from bnexp.train import Silent, StopRequest, provenance, select_device, train_run
 
 FINISHED = ("completed", "diverged")
-# keys that do not change what a run computes: editing them never invalidates a started run
-# (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
-NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses")
 EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
 
 
 def format_plan(
-    cfg: ExperimentConfig, plans: list[RunPlan], actions: dict[str, str], out_dir: Path, device: str,
-    processes: int = 1,
+    cfg: ExperimentConfig, plans: list[RunPlan], actions: dict[str, str], out_dir: Path, device: str
 ) -> str:
     length = f"{cfg.epochs} epochs" if cfg.epochs else f"{cfg.steps} steps"
-    procs = ""
-    if processes > 1:
-        procs = f", {processes} processes x {cfg.batch_size // processes} images (bn_sync {cfg.bn_sync})"
     lines = [
-        f"experiment {cfg.name}: {len(plans)} runs on {cfg.dataset.name}, {length}, batch {cfg.batch_size}{procs}, "
+        f"experiment {cfg.name}: {len(plans)} runs on {cfg.dataset.name}, {length}, batch {cfg.batch_size}, "
         f"{cfg.optimizer.name}, device {device} -> {out_dir}",
         f"  {'run':<36} {'model':<10} {'norm':<16} {'act':<8} {'lr':>10} {'seed':>5}  action",
     ]
     lines += [
         f"  {p.name:<36} {p.model.name:<10} {p.model.norm:<16} {p.model.activation:<8} {p.lr:>10.4g} {p.seed:>5}  "
-        f"{actions[p.name]}"
+        f"{actions[p.name]}" + (f" ({p.experiment.processes} processes)" if p.experiment.processes > 1 else "")
         for p in plans
     ]
     return "\n".join(lines)
@@ -77,50 +72,8 @@ def _check_writable(out_dir: Path) -> None:
         ) from None
 
 
-# the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
-NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")
-_MISSING = object()
-
-
-def _default_at(path: list[str]) -> Any:
-    """The schema default of a resolved-config key path (`dataset.normalize`, `model.renorm`), or _MISSING."""
-    cls: Any = ExperimentConfig
-    for i, key in enumerate(path):
-        if i == 0 and key == "model":
-            cls = ModelConfig
-            continue
-        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-        if key not in fields:
-            return _MISSING
-        f = fields[key]
-        if i == len(path) - 1:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            return f.default_factory() if f.default_factory is not dataclasses.MISSING else _MISSING
-        hints = typing.get_type_hints(cls)
-        cls = next((a for a in (*typing.get_args(hints[key]), hints[key]) if dataclasses.is_dataclass(a)), None)
-    return _MISSING
-
-
-def _config_diff(old: Any, new: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """The differences between a run's recorded config and today's. A key that an older bnexp did not record
-    counts as equal when today's value is its default (what that version ran with)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            p = (*path, str(key))
-            if (not path and key in NOT_COMPARED) or ".".join(p) in NOT_COMPARED_PATHS:
-                continue
-            if key not in old and _default_at(list(p)) == new[key]:
-                continue
-            out += _config_diff(old.get(key), new.get(key), p)
-        return out
-    return [] if old == new else [f"{'.'.join(path)}: {old!r} -> {new!r}"]
-
-
 def plan_actions(
-    plans: list[RunPlan], out_dir: Path, restart: bool, restart_runs: tuple[str, ...] = (), processes: int = 1,
-    skip: tuple[str, ...] = (),
+    plans: list[RunPlan], out_dir: Path, restart: bool, restart_runs: tuple[str, ...] = ()
 ) -> dict[str, str]:
     """What to do with each run: start, resume, skip (...) or blocked (why). A run whose recorded config
     differs is refused (all of them at once, before anything is written); a run whose files cannot be read
@@ -132,9 +85,6 @@ def plan_actions(
     actions, conflicts = {}, []
     for plan in plans:
         run = RunDir(child_path(out_dir, plan.name))
-        if plan.name in skip:
-            actions[plan.name] = "skip (failed earlier in this launch)"
-            continue
         if restart or plan.name in restart_runs or not (run.path / "config.yaml").is_file():
             actions[plan.name] = "start"
             continue
@@ -143,7 +93,7 @@ def plan_actions(
         except CorruptFile as e:
             actions[plan.name] = f"blocked: {e}; start it over with --restart-run {plan.name}"
             continue
-        diff = _config_diff(recorded, plan.resolved(processes))
+        diff = config_diff(recorded, plan.resolved())
         has_checkpoint = (run.path / CHECKPOINT).is_file()
         if diff and (summary.get("status") in FINISHED or has_checkpoint):
             conflicts.append(f"{plan.name}: " + "; ".join(diff))
@@ -159,30 +109,14 @@ def plan_actions(
     return actions
 
 
-def check_world(cfg: ExperimentConfig, world: World, device_type: str) -> None:
-    """What several processes need from a config (exit 2 before anything runs)."""
-    if world.size == 1:
-        return
-    where = f"{cfg.name} with {world.size} processes"
-    if cfg.batch_size % world.size:
-        raise BnexpError(f"{where}: batch_size {cfg.batch_size} (the global batch) is not divisible by "
-                         f"{world.size} processes; use a multiple of {world.size}")  # fmt: skip
-    norms = {m.norm for m in cfg.models}
-    batch_stats = norms & {"batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm"}
-    if batch_stats and cfg.batch_size // world.size < 2:
-        raise BnexpError(f"{where}: {cfg.batch_size // world.size} image per process cannot give batch "
-                         "statistics; BN needs at least 2 per process")  # fmt: skip
-    if cfg.bn_sync == "sync" and "naive_batchnorm" in norms:
-        raise BnexpError(f"{where}: bn_sync: sync is not available for naive_batchnorm; allowed: batchnorm, "
-                         "batchrenorm, noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip
-    if cfg.bn_sync == "sync" and "torch_batchnorm" in norms and device_type != "cuda":
-        raise BnexpError(f"{where}: torch's nn.SyncBatchNorm runs on CUDA only; on CPU use norm: batchnorm "
-                         "(bnexp's own BN synchronizes on gloo too)")  # fmt: skip
-    if cfg.compile:
-        raise BnexpError(f"{where}: compile: true is for one process; set compile: false")
-    if cfg.landscape_probe or cfg.ics_probe:
-        raise BnexpError(f"{where}: landscape_probe and ics_probe measure one process's model; run them with "
-                         "one process")  # fmt: skip
+def check_torch_sync(cfg: ExperimentConfig, device_type: str) -> None:
+    """torch's nn.SyncBatchNorm is CUDA-only (exit 2 before anything runs)."""
+    for plan in expand_grid(cfg):
+        exp = plan.experiment
+        if exp.processes > 1 and exp.bn_sync == "sync" and plan.model.norm == "torch_batchnorm" and device_type != "cuda":  # noqa: E501
+            raise BnexpError(f"{cfg.name}: bn_sync: sync with norm: torch_batchnorm needs CUDA (torch's "
+                             "nn.SyncBatchNorm); on CPU use norm: batchnorm, whose BN synchronizes on gloo too"
+                             )  # fmt: skip
 
 
 def run_experiment(
@@ -197,54 +131,86 @@ def run_experiment(
     jobs: int = 1,
     restart_runs: tuple[str, ...] = (),
     world: World = World(),
+    config_dir: Path | None = None,
+    launch_argv: list[str] | None = None,
 ) -> int:
     """Train every run of the grid that is not done yet; returns the exit code: 0 all completed or diverged,
     1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before
-    anything is written. With several processes (torchrun), every process calls this; rank 0 writes."""
+    anything is written.
+
+    Runs with `processes: N > 1` are trained by N processes: this process (holding the lock) starts them with
+    torch's elastic launcher, passing `launch_argv` (this command's arguments) and the runs to do; they call this
+    function again as ranks of one World. Under a user's own torchrun every rank calls it; rank 0 writes."""
     device = select_device(device_name or cfg.device)
     if world.size > 1 and device.type == "cuda":
         device = select_device("cuda", world.local_rank)
-    check_world(cfg, world, device.type)
+    check_torch_sync(cfg, device.type)
     if jobs > 1 and world.size > 1:
-        raise BnexpError("--jobs runs several single-process runs at once; it cannot be combined with torchrun")
+        raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
     plans = expand_grid(cfg)
+    launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
     data = load_data(cfg.dataset, device, data_root)
     out_dir = child_path(Path(out), cfg.name)
     if not world.main:
         reporter = Silent()
-    elif world.size == 1 or os.environ.get(LAUNCHER_LOCK_ENV) is None:
+    elif not launched:
         _check_writable(out_dir)
     stop = stop if stop is not None else StopRequest()
-    skip = tuple(n for n in os.environ.get(SKIP_RUNS_ENV, "").split(",") if n)
-    locked = world.main and os.environ.get(LAUNCHER_LOCK_ENV) is None
-    with experiment_lock(out_dir) if locked else nullcontext():
-        actions = None
-        if world.main:
-            remove_temp_files(out_dir)
-            actions = plan_actions(plans, out_dir, restart, restart_runs, world.size, skip)
-        actions = world.broadcast(actions)
-        if world.main:
-            reporter.message(format_plan(cfg, plans, actions, out_dir, str(device), world.size))
-            write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device, world)))
+    with experiment_lock(out_dir) if world.main and not launched else nullcontext():
+        if launched:
+            actions = json.loads(os.environ[LAUNCHER_ENV])  # the launcher decided
+            actions = {p.name: actions.get(p.name, "skip (another launch)") for p in plans}
+        else:
+            actions = None
+            if world.main:
+                remove_temp_files(out_dir)
+                actions = plan_actions(plans, out_dir, restart, restart_runs)
+                if world.size > 1:  # a user's torchrun: this world trains the runs of its own size
+                    for p in plans:
+                        if p.experiment.processes != world.size and not actions[p.name].startswith(("skip", "block")):
+                            actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
+            actions = world.broadcast(actions)
+            if world.main:
+                reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))
+                write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device)))
+                if cfg.reference and cfg.reference.series and config_dir is not None:
+                    series = {variant: [{**dataclasses.asdict(ref), **load_series(config_dir, ref)} for ref in refs]
+                              for variant, refs in cfg.reference.series.items()}  # fmt: skip
+                    write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
         reporter.start_experiment(len(plans))
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]
-            if action.startswith(("skip", "blocked")):
+            if action.startswith(("skip", "blocked")) and not launched:
                 statuses[plan.name] = action[6:-1] if action.startswith("skip (") else "blocked"
                 reporter.end_run(f"{plan.name}: {action}")
-        todo = [(p, actions[p.name]) for p in plans if p.name not in statuses]
+        todo = [(p, actions[p.name]) for p in plans if not actions[p.name].startswith(("skip", "blocked"))]
+        if world.size == 1 and not launched:
+            multi = [(p, a) for p, a in todo if p.experiment.processes > 1]
+            todo = [(p, a) for p, a in todo if p.experiment.processes == 1]
+            for n in sorted({p.experiment.processes for p, _ in multi}):
+                group = [(p, a) for p, a in multi if p.experiment.processes == n]
+                if launch_argv is None:
+                    raise BnexpError(f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
+                                     f"launches them) or torchrun --nproc_per_node={n}")  # fmt: skip
+                if not stop:
+                    statuses |= launch_group(group, n, launch_argv, out_dir, reporter, stop)
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
             statuses |= run_parallel(todo, jobs, out_dir, data_root, str(device), keep_checkpoints, stop, reporter)
             todo = []
         for plan, action in todo:
+            if stop:
+                break
             summary = train_run(plan, action, RunDir(out_dir / plan.name), data, device, reporter, stop,
                                 keep_checkpoints, world)  # fmt: skip
             statuses[plan.name] = summary["status"]
-            if stop and summary["status"] == "interrupted":
-                break
         reporter.close()
+        analysis_problems = 0
+        if world.main and not launched and requested(cfg.analyses) and not stop:
+            analysis_problems = analyze_experiment(out_dir, data_root, device, False, reporter.message)
     world.barrier()
+    if launched:  # the launcher reports for the whole experiment
+        return 1 if any(s == "failed" for s in statuses.values()) else 0
     counts = {s: sum(v == s for v in statuses.values()) for s in dict.fromkeys(statuses.values())}
     reporter.message(f"{cfg.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out_dir}")
     interrupted = [name for name, s in statuses.items() if s == "interrupted"]
@@ -256,14 +222,13 @@ def run_experiment(
         names = [name for name, s in statuses.items() if s == kind]
         if names:
             reporter.message(f"{kind} runs: {', '.join(names)}")
-    return 1 if any(s in ("failed", "blocked") for s in statuses.values()) else 0
+    return 1 if analysis_problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
 
 
-def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, device: Any, world: World) -> dict:
+def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, device: Any) -> dict:
     return {
         "config": dataclasses.asdict(cfg),
         "runs": [p.name for p in plans],
-        "processes": world.size,
         "data": {"source": data.source, "train_images": len(data.train), "test_images": len(data.test),
                  "mean": data.mean, "std": data.std},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -271,45 +236,46 @@ def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, d
     }  # fmt: skip
 
 
-def launch_runs(cfg: ExperimentConfig, out: str | Path, nproc: int, argv: list[str], first_only: list[str],
-                reporter: PlainReporter, stop: StopRequest) -> int:  # fmt: skip
-    """`bnexp run --nproc N`: hold the experiment's lock and start N processes (torch's elastic launcher) that
-    train the runs together. A process that fails ends the group; its run is marked failed and the group is
-    started again for the runs after it, so one failure never takes the rest of the experiment down."""
-    out_dir = child_path(Path(out), cfg.name)
-    _check_writable(out_dir)
-    names = [p.name for p in expand_grid(cfg)]
-    failed: list[str] = []
-    with experiment_lock(out_dir):
-        extra = first_only
-        while True:
-            before = {n: _mtime(out_dir / n / SUMMARY) for n in names}
-            started = time.time()
-            code, message = launch(nproc, argv + extra, failed)
-            extra = []  # --restart and --restart-run apply to the first launch only
-            if code == 0 or stop:
-                return code if not stop else EXIT_FOR_SIGNAL.get(stop.signum, 1)
+def launch_group(group: list[tuple[RunPlan, str]], nproc: int, argv: list[str], out_dir: Path,
+                 reporter: PlainReporter, stop: StopRequest) -> dict[str, str]:  # fmt: skip
+    """Train `group` (runs of `nproc` processes) with `nproc` processes started by torch's elastic launcher.
+    A process that fails ends its group: its run is marked failed (by the process itself, or here from the
+    launcher's report when it died without a word) and the processes start again for the group's other runs."""
+    statuses: dict[str, str] = {}
+    todo = dict((p.name, a) for p, a in group)
+    while todo and not stop:
+        started = time.time()
+        reporter.message(f"starting {nproc} processes for {', '.join(todo)}")
+        code, message, signum = launch(nproc, argv, todo)
+        if signum is not None:  # the launcher took over SIGINT/SIGTERM while it ran: ours again, and stop
+            stop.install()
+            stop.request(signum)
+        for name in list(todo):
+            run = RunDir(out_dir / name)
+            try:
+                summary = run.summary() or {}
+            except CorruptFile:
+                summary = {}
+            fresh = _mtime(run.path / SUMMARY) >= started
+            if fresh and summary.get("status"):
+                statuses[name] = summary["status"]
+                del todo[name]
+            elif code and _mtime(run.path / "config.yaml") >= started:  # it died without a word
+                run.write_error(message + "\n")
+                run.write_summary({"run": name, "status": "failed", "error": f"a process ended: {message[-500:]}"})
+                statuses[name] = "failed"
+                del todo[name]
+        if code == 0 or stop:
+            break
+        if code:
             reporter.message(message)
-            new = []
-            for n in names:
-                run = RunDir(out_dir / n)
-                if n in failed or not (run.path / "config.yaml").is_file():
-                    continue
-                changed = _mtime(run.path / SUMMARY) != before[n]
-                try:
-                    status = (run.summary() or {}).get("status")
-                except CorruptFile:
-                    status = None
-                if status == "failed" and changed:
-                    new.append(n)
-                elif status is None and _mtime(run.path / "config.yaml") >= started:  # died with no word
-                    run.write_summary({"run": n, "status": "failed", "error": f"a process ended: {message}"})
-                    run.write_error(message + "\n")
-                    new.append(n)
-            if not new:
-                return 1
-            failed += new
-            reporter.message(f"failed: {', '.join(new)}; starting the processes again for the other runs")
+            if not any(s == "failed" for s in statuses.values()):
+                break  # nothing to blame and skip: do not loop
+        todo = {n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
+                for n, a in todo.items()}  # fmt: skip
+    for name in todo:
+        statuses.setdefault(name, "interrupted" if stop else "failed")
+    return statuses
 
 
 def _mtime(path: Path) -> float:

@@ -33,7 +33,7 @@ EXPERIMENT_FILE = "experiment.yaml"
 CONFIG, SUMMARY, ERROR_LOG, CHECKPOINT = "config.yaml", "summary.json", "error.log", "checkpoint.pt"
 METRICS, TIMING, PROBES = "metrics.jsonl", "timing.jsonl", "probes.jsonl"
 WEIGHTS = "weights.pt"  # final weights (keep_final_weights), for post-training analyses; never committed
-ANALYSES = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analyze`
+ANALYSES_DIR = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analyze`
 LOGS = (METRICS, TIMING, PROBES)
 
 

@@ -559,7 +559,7 @@ def train_run(
             if saved_threads and saved_threads != threads:
                 torch.set_num_threads(saved_threads)
             writer = run if world.main else NullRunDir(run.path)
-            writer.start(plan.resolved(world.size), fresh=action == "start")
+            writer.start(plan.resolved(), fresh=action == "start")
             trainer = Trainer(plan, data, writer, device, reporter, stop, keep_checkpoints, world)
             if state is not None:
                 trainer.load_state_dict(state)

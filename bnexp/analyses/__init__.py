@@ -1,5 +1,117 @@
-"""Post-training analyses: read a finished run's final weights, write their results into the run directory.
+"""Post-training analyses: read a finished run's final weights (weights.pt, `keep_final_weights: true`), write
+their results into the run directory (`<run>/analyses/<name>.json`), skip what is already done.
 
 eval_modes: accuracy under each way a normalized model can be evaluated (a2's pitfalls, re-estimated
 statistics); scale_invariance: BN's invariance to the scale of the preceding weights, measured.
+Run by `bnexp run` after training and on their own by `bnexp analyze RESULTS`.
 """
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import bnexp
+from bnexp.analyses import eval_modes, scale_invariance
+from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
+from bnexp.data import Data, load_data
+from bnexp.errors import BnexpError
+from bnexp.models import build_model
+from bnexp.store import ANALYSES_DIR, WEIGHTS, CorruptFile, RunDir, load_tensors, read_experiment_meta, write_atomic
+
+# name -> analysis(trained model, data, its settings, the run's recorded config) -> result
+Analysis = Callable[[nn.Module, Data, Any, dict[str, Any]], dict[str, Any]]
+ANALYSES: dict[str, Analysis] = {
+    "eval_modes": lambda model, data, settings, run: eval_modes.analyze(
+        model, data, settings, run["batch_size"], run["seed"]
+    ),
+    "scale_invariance": lambda model, data, settings, run: scale_invariance.analyze(model, data),
+}
+
+
+def requested(cfg: AnalysesConfig | None) -> dict[str, Any]:
+    """The analyses a config asks for, with their settings (plain data)."""
+    if cfg is None:
+        return {}
+    out: dict[str, Any] = {}
+    if cfg.eval_modes is not None:
+        out["eval_modes"] = cfg.eval_modes
+    if cfg.scale_invariance:
+        out["scale_invariance"] = True
+    return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.device, force: bool,
+                       say: Callable[[str], None]) -> int:  # fmt: skip
+    """Every requested analysis on every finished run of one experiment; returns how many could not run."""
+    meta = read_experiment_meta(experiment_dir)
+    where = str(experiment_dir / "experiment.yaml")
+    wanted = requested(from_dict(AnalysesConfig | None, meta["config"].get("analyses"), f"{where}: analyses"))
+    if not wanted:
+        return 0
+    data: Data | None = None
+    problems = 0
+    for name in meta.get("runs", []):
+        run = RunDir(experiment_dir / name)
+        try:
+            summary = run.summary() or {}
+            if summary.get("status") not in ("completed", "diverged"):
+                say(f"{name}: not finished; no analysis")
+                continue
+            weights = run.path / WEIGHTS
+            if not weights.is_file():
+                raise CorruptFile(f"{weights} is missing: set keep_final_weights: true and start the run over with "
+                                  f"--restart-run {name}")  # fmt: skip
+            config = run.config()
+            digest = _digest(weights)
+            todo = {}
+            for analysis, settings in wanted.items():
+                record = _settings(settings)
+                target = run.path / ANALYSES_DIR / f"{analysis}.json"
+                if not force and _done(target, record, digest):
+                    say(f"{name}: {analysis} already done")
+                    continue
+                todo[analysis] = (settings, record, target)
+            if not todo:
+                continue
+            if data is None:
+                data = load_data(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"),
+                                 device, data_root)  # fmt: skip
+            model = build_model(from_dict(ModelConfig, config["model"], f"{run.path}/config.yaml: model"), data.inputs)
+            model.load_state_dict(load_tensors(weights, "the final weights", f"start the run over with "
+                                               f"--restart-run {name}"))  # fmt: skip
+            model.to(device).eval()
+            for analysis, (settings, record, target) in todo.items():
+                result = ANALYSES[analysis](model, data, settings, config)
+                write_atomic(target, json.dumps({
+                    "analysis": analysis, "run": name, "settings": record, "weights_sha256": digest,
+                    "bnexp": bnexp.__version__, "torch": torch.__version__, "device": device.type, "result": result,
+                }, indent=1) + "\n")  # fmt: skip
+                say(f"{name}: {analysis} -> {target}")
+        except (BnexpError, RuntimeError, KeyError) as e:  # one run's problem never stops the others
+            problems += 1
+            say(f"{name}: analysis not possible: {e}")
+    return problems
+
+
+def _settings(settings: Any) -> Any:
+    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+
+
+def _done(target: Path, settings: Any, digest: str) -> bool:
+    try:
+        old = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and old.get("settings") == settings and old.get("weights_sha256") == digest

@@ -26,7 +26,7 @@ class LandscapeProbe:
 
     def __init__(self, cfg: LandscapeConfig, lr: float):
         self.every = cfg.every_steps
-        self.etas = [eta if cfg.absolute else eta * lr for eta in cfg.etas]
+        self.etas = [eta if cfg.absolute else float(f"{eta * lr:.12g}") for eta in cfg.etas]
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
