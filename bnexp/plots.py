@@ -26,6 +26,8 @@ NORM_COLORS = {
     "groupnorm": "#1e8e3e",
     "layernorm": "#9334e6",
     "instancenorm": "#b06000",
+    "batchrenorm": "#d01884",
+    "noisy_batchnorm": "#7cb342",
 }
 NORM_LABELS = {
     "none": "no norm",
@@ -35,6 +37,8 @@ NORM_LABELS = {
     "groupnorm": "GroupNorm",
     "layernorm": "LayerNorm",
     "instancenorm": "InstanceNorm",
+    "batchrenorm": "Batch Renorm",
+    "noisy_batchnorm": "noisy BN",
 }
 LINESTYLES = ["-", "--", ":", "-."]
 LN10 = math.log(10)
@@ -67,7 +71,38 @@ def figure(name: str, applies: Callable[[Experiment], bool]):
 
 
 def color(run: Run) -> str:
-    return NORM_COLORS.get(run.model["norm"], "#555555")
+    """The norm's colour, the same in every figure; the activation darkens it (sigmoid variants)."""
+    base = NORM_COLORS.get(run.model["norm"], "#555555")
+    return _darker(base) if run.model.get("activation") == "sigmoid" else base
+
+
+def _darker(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * 0.55) for c in (r, g, b)))
+
+
+def variant_colors(exp: Experiment) -> dict[str, str]:
+    """A colour per variant: the norm's when each norm appears once, else one of tab10 each."""
+    variants = list(exp.variants)
+    norms = [color(runs[0]) for runs in exp.variants.values()]
+    if len(set(norms)) == len(norms):
+        return dict(zip(variants, norms, strict=True))
+    cycle = plt.get_cmap("tab10").colors
+    return {v: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, v in enumerate(variants)}
+
+
+def reference_loss_curves(exp: Experiment) -> dict[str, list[float]]:
+    """variant -> the author's per-step loss history, where the config names one."""
+    return {variant: ref["values"] for variant, refs in exp.reference_series().items() for ref in refs
+            if ref.get("quantity") == "train_loss_per_step"}  # fmt: skip
+
+
+def draw_reference_loss(ax, values: list[float], steps: int, style: dict, label_text: str | None) -> None:
+    """The article's run: its per-step losses as a moving average over `steps` steps, thin and dashed, so it
+    never looks like one of our mean +- sd bands."""
+    y = smooth(np.asarray(values, dtype=float), max(1, steps))
+    ax.plot(np.arange(1, len(y) + 1), y, color=style["color"], linewidth=0.9, linestyle=(0, (4, 2)), alpha=0.9,
+            label=label_text)  # fmt: skip
 
 
 def label(runs: list[Run], with_lr: bool = True, with_n: bool = True) -> str:
@@ -157,7 +192,7 @@ def log_every(exp: Experiment) -> int:
 # -- figures -----------------------------------------------------------------------------------------------
 
 
-@figure("convergence", applies=lambda exp: any(r.evals for r in exp.runs))
+@figure("convergence", applies=lambda exp: any(r.evals for r in exp.runs) and not any(r.grid for r in exp.runs))
 def convergence(exp: Experiment) -> Figure:
     """Training loss per step and test accuracy per evaluation, mean +- 1 sd over seeds (E1/E2)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
@@ -168,6 +203,11 @@ def convergence(exp: Experiment) -> Figure:
         return {"color": color(run), "linestyle": linestyle(exp, run), "linewidth": 1.4}
 
     k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(runs, with_lr))
+    references = reference_loss_curves(exp)
+    for i, (variant, values) in enumerate(references.items()):
+        if variant in exp.variants:
+            draw_reference_loss(ax_loss, values, k * log_every(exp), style(exp.variants[variant][0]),
+                                "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
     ax_loss.set_title(f"training loss (moving average of {k} records = {k * log_every(exp)} steps)")
     ax_loss.legend(loc="upper right")
@@ -193,10 +233,19 @@ def convergence(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: convergence")
 
 
-@figure("learning_rate", applies=lambda exp: len(lr_multipliers(exp)) > 1)
+def _several_lrs_per_model(exp: Experiment) -> bool:
+    lrs: dict[str, set] = {}
+    for r in exp.runs:
+        lrs.setdefault(r.tag, set()).add(r.config["lr"])
+    return not any(r.grid for r in exp.runs) and any(len(v) > 1 for v in lrs.values())
+
+
+@figure("learning_rate", applies=_several_lrs_per_model)
 def learning_rate(exp: Experiment) -> Figure:
-    """One loss panel per norm variant with a curve per learning rate, and final accuracy vs lr (E4)."""
+    """One loss panel per norm variant with a curve per learning rate (the article's runs dashed), and final
+    accuracy vs lr with the runs that diverged, never left chance or fell back to it marked (E4)."""
     tags = list(dict.fromkeys(r.tag for r in exp.runs))
+    references = reference_loss_curves(exp)
     fig, axes = plt.subplots(1, len(tags) + 1, figsize=(4.2 * (len(tags) + 1), 4.2), layout="constrained")
     mults = lr_multipliers(exp)
     cmap = plt.get_cmap("viridis")
@@ -208,6 +257,13 @@ def learning_rate(exp: Experiment) -> Figure:
             lambda run: {"color": shade[run.config["lr_multiplier"]], "linewidth": 1.3},
             lambda runs: f"lr {runs[0].config['lr']:g} (n={len(runs)})",
         )  # fmt: skip
+        drawn = False
+        for runs in groups:
+            if runs[0].variant in references:
+                draw_reference_loss(ax, references[runs[0].variant], k * log_every(exp),
+                                    {"color": shade[runs[0].config["lr_multiplier"]]},
+                                    None if drawn else "article's runs (dashed)")  # fmt: skip
+                drawn = True
         ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
                      f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
         ax.legend(loc="upper right")
@@ -225,14 +281,18 @@ def learning_rate(exp: Experiment) -> Figure:
             sds.append(sd)
             for r in runs:
                 acc = r.summary.get("final_test_acc")
+                outcome = r.course["outcome"]
                 if r.status == "diverged":
                     summary_ax.plot(r.config["lr"], acc if acc is not None else 0.0, "x", color="red", markersize=8)
-                elif r.summary.get("not_training"):
+                elif outcome == "never_left_chance":
                     summary_ax.plot(r.config["lr"], acc, "o", mfc="none", color="black", markersize=9)
+                elif outcome == "fell_back":
+                    summary_ax.plot(r.config["lr"], acc, "v", mfc="none", color="black", markersize=9)
         summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
                             label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
     summary_ax.plot([], [], "x", color="red", label="diverged run")
-    summary_ax.plot([], [], "o", mfc="none", color="black", label="not training (≤1.5× chance)")
+    summary_ax.plot([], [], "o", mfc="none", color="black", label="never left chance (a seed)")
+    summary_ax.plot([], [], "v", mfc="none", color="black", label="left chance, fell back (a seed)")
     summary_ax.set_xscale("log")
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
@@ -348,6 +408,239 @@ def generalization(exp: Experiment) -> Figure:
     ax.set_title("train (dashed, fixed train subset) and test (solid) accuracy")
     ax.legend(loc="best", fontsize=7)
     return finish(fig, exp, f"{exp.name}: generalization")
+
+
+def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
+    """Runs by model (the variant without grid values, lr and seed)."""
+    out: dict[str, list[Run]] = {}
+    for run in exp.runs:
+        out.setdefault(run.summary.get("model") or run.tag, []).append(run)
+    return out
+
+
+@figure("batch_size", applies=lambda exp: any("batch_size" in r.grid for r in exp.runs))
+def batch_size(exp: Experiment) -> Figure:
+    """Test error vs batch size (log 2 axis), a line per norm, mean +- 1 sd over seeds (GroupNorm paper Fig. 1)."""
+    fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
+    for runs in _model_groups(exp).values():
+        sizes = sorted({r.grid["batch_size"] for r in runs})
+        stats = [mean_sd([r.summary.get("final_test_acc") for r in runs if r.grid["batch_size"] == b]) for b in sizes]
+        acc = np.array([m for m, _, _ in stats])
+        sd = np.array([d for _, d, _ in stats])
+        style = {"color": color(runs[0]), "marker": "o", "capsize": 3, "linewidth": 1.5}
+        name = NORM_LABELS.get(runs[0].model["norm"], runs[0].model["norm"])
+        ax_err.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name, **style)
+        ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
+    for ax in (ax_err, ax_acc):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (images per step; lr scaled linearly)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax_err.set_ylabel("test error (%)")
+    ax_err.set_title("test error after the last epoch (eval mode), mean ± 1 sd")
+    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_title("the same as accuracy")
+    ax_err.legend(loc="upper right")
+    return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
+
+
+@figure("eval_modes", applies=lambda exp: any("eval_modes" in r.analyses for r in exp.runs))
+def eval_modes(exp: Experiment) -> Figure:
+    """Test accuracy of each trained variant under each evaluation mode (a2's pitfalls), mean +- sd."""
+    from bnexp.report_sections import mode_key
+
+    colors = variant_colors(exp)
+    table: dict[str, dict[str, list[float]]] = {}
+    for variant, runs in exp.variants.items():
+        for run in runs:
+            for row in (run.analyses.get("eval_modes") or {}).get("result", {}).get("rows", []):
+                table.setdefault(mode_key(row), {}).setdefault(variant, []).append(row["test_acc"])
+    modes = list(table)
+    variants = [v for v in exp.variants if any(v in table[m] for m in modes)]
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(modes) * max(1, len(variants)) / 2 + 1.5), layout="constrained")
+    height = 0.8 / max(1, len(variants))
+    for j, variant in enumerate(variants):
+        ys = [i + (j - (len(variants) - 1) / 2) * height for i in range(len(modes))]
+        stats = [mean_sd(table[m].get(variant, [])) for m in modes]
+        ax.barh(ys, [m if n else 0 for m, _, n in stats], height=height * 0.95,
+                xerr=[d if n else 0 for _, d, n in stats], color=colors[variant], label=variant, capsize=2)
+    ax.set_yticks(range(len(modes)), modes, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0.1, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("test accuracy (chance 0.1 dotted)")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: one trained model, evaluated eight ways")
+
+
+def _probe_series(runs: list[Run], kind: str, value) -> tuple[list[int], np.ndarray]:
+    """Steps common to the runs' `kind` probes and, per step, each run's value(record)."""
+    per_run = [{p["step"]: value(p) for p in r.probe(kind)} for r in runs]
+    per_run = [p for p in per_run if p]
+    if not per_run:
+        return [], np.zeros((0, 0))
+    steps = sorted(set.intersection(*(set(p) for p in per_run)))
+    return steps, np.array([[p[s] for p in per_run] for s in steps], dtype=float)
+
+
+@figure("landscape", applies=lambda exp: any(r.probe("landscape") for r in exp.runs))
+def landscape(exp: Experiment) -> Figure:
+    """Santurkar et al. Fig. 4: along the gradient step, the loss range (min-max shaded), gradient
+    predictiveness and effective beta-smoothness vs training step, mean over seeds."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        c = colors[variant]
+        steps, lo = _probe_series(runs, "landscape", lambda p: p["loss_min"])
+        _, hi = _probe_series(runs, "landscape", lambda p: p["loss_max"])
+        if not steps:
+            continue
+        name = f"{label(runs, with_lr=True, with_n=True)}"
+        axes[0].fill_between(steps, lo.mean(1), hi.mean(1), color=c, alpha=0.3, linewidth=0, label=name)
+        for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
+            xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
+            ax.plot(xs, ys.mean(1), color=c, linewidth=1.3, label=name)
+    etas = next(r.probe("landscape")[0]["etas"] for r in exp.runs if r.probe("landscape"))
+    axes[0].set_title(f"loss landscape: range of L(θ − ηg) over η ∈ [{min(etas):g}, {max(etas):g}]")
+    axes[0].set_ylabel("training loss on the step's batch")
+    axes[1].set_title("gradient predictiveness: max_η ‖∇L(θ − ηg) − g‖")
+    axes[2].set_title("effective β-smoothness: max_η ‖∇L(θ − ηg) − g‖ / ‖ηg‖")
+    for ax in axes:
+        ax.set_xlabel("training step")
+    axes[1].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].legend(loc="upper right", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: loss landscape along the gradient (Santurkar et al. Fig. 4)")
+
+
+@figure("ics", applies=lambda exp: any(r.probe("ics") for r in exp.runs))
+def ics(exp: Experiment) -> Figure:
+    """Internal covariate shift per layer vs step (Santurkar et al. sec. 2.2): ‖G − G′‖ and cos(G, G′)."""
+    layers = next(r.probe("ics")[0]["layers"] for r in exp.runs if r.probe("ics"))[1:]  # layer 1: 0 by definition
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.3 * len(layers), 6), layout="constrained", squeeze=False)
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        for j in range(len(layers)):
+            for row, key in ((0, "shift"), (1, "cosine")):
+                steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
+                if steps:
+                    y = smooth(values.mean(1), max(1, len(steps) // 15))
+                    axes[row][j].plot(steps, y, color=colors[variant], linewidth=1.2,
+                                      label=label(runs, with_lr=True, with_n=True))  # fmt: skip
+    for j, name in enumerate(layers):
+        axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
+        axes[0][j].set_yscale("log")
+        axes[1][j].set_title(f"layer {j + 2}: cos(G, G′)")
+        axes[1][j].set_xlabel("training step")
+    axes[0][0].legend(loc="best", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: internal covariate shift (moving average over probe steps, mean over seeds)")
+
+
+@figure("distribution_drift", applies=lambda exp: bool((exp.config.get("probes") or {}).get("every_steps"))
+        and len(exp.variants) > 1 and not any(r.probe("landscape") for r in exp.runs))  # fmt: skip
+def distribution_drift(exp: Experiment) -> Figure:
+    """Test accuracy, and each probed layer's pre-activation mean and sd over training, per variant (noisy BN)."""
+    layers = sorted({p["layer"] for r in exp.runs for p in r.probes})
+    fig, axes = plt.subplots(2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained",
+                             squeeze=False)  # fmt: skip
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        c = colors[variant]
+        xs, values = aligned(runs, "evals", "test_acc")
+        if xs:
+            band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(runs, with_lr=False))
+        xs, values = aligned(runs, "train", "loss")
+        if xs:
+            band(axes[1][0], xs, values, {"color": c, "linewidth": 1.2}, label(runs, with_lr=False),
+                 smoothing_window(len(xs)))  # fmt: skip
+        run = runs[0]
+        for j, layer in enumerate(layers):
+            recs = sorted((p for p in run.probes if p["layer"] == layer), key=lambda p: p["step"])
+            steps = [p["step"] for p in recs]
+            axes[0][j + 1].plot(steps, [p["mean"] for p in recs], color=c, linewidth=1.1)
+            axes[1][j + 1].plot(steps, [p["std"] for p in recs], color=c, linewidth=1.1)
+    axes[0][0].set_title("test accuracy, mean ± 1 sd")
+    axes[0][0].legend(loc="lower right", fontsize=7)
+    axes[1][0].set_title("training loss")
+    for j, layer in enumerate(layers):
+        axes[0][j + 1].set_title(f"layer {layer + 1}: mean of the pre-activations")
+        axes[1][j + 1].set_title(f"layer {layer + 1}: their sd")
+        axes[1][j + 1].set_xlabel("training step")
+    axes[1][0].set_xlabel("training step")
+    seed = exp.runs[0].config["seed"]
+    return finish(fig, exp, f"{exp.name}: accuracy and how the layer distributions move (probes: seed {seed})")
+
+
+@figure("scale_invariance", applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights")
+                                                     for r in exp.runs))  # fmt: skip
+def scale_invariance(exp: Experiment) -> Figure:
+    """BN's output change and gradient ratio vs the weight scale a (trained layers), and weight norms and
+    effective steps over training."""
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        c = colors[variant]
+        for run in runs[:1]:
+            result = (run.analyses.get("scale_invariance") or {}).get("result") or {}
+            for i, layer in enumerate(result.get("layers", [])):
+                a = [row["a"] for row in layer["with_eps"]]
+                first = i == 0
+                axes[0].plot(a, [max(row["output_rel_error"], 1e-12) for row in layer["with_eps"]], color=c,
+                             linewidth=1, marker="o", markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first
+                             else None)  # fmt: skip
+                axes[0].plot(a, [max(row["output_rel_error"], 1e-12) for row in layer["without_eps"]], color=c,
+                             linewidth=1, linestyle="--", label=f"{variant}, eps 0" if first else None)  # fmt: skip
+                axes[1].plot(a, [row["grad_ratio"] for row in layer["with_eps"]], color=c, linewidth=1, marker="o",
+                             markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first else None)  # fmt: skip
+                axes[1].plot(a, [row["grad_ratio"] for row in layer["without_eps"]], color=c, linewidth=1,
+                             linestyle="--", label=f"{variant}, eps 0" if first else None)  # fmt: skip
+        for ax, key in ((axes[2], "weight_norm"), (axes[3], "effective_step")):
+            per_run = [r.probe("weights") for r in runs if r.probe("weights")]
+            if not per_run:
+                continue
+            steps = [p["step"] for p in per_run[0]]
+            n_layers = len(per_run[0][0]["layers"])
+            for i in range(n_layers):
+                y = np.mean([[p[key][i] for p in recs[: len(steps)]] for recs in per_run], axis=0)
+                ax.plot(steps, y, color=c, linewidth=1.1, alpha=0.35 + 0.65 * (i + 1) / n_layers,
+                        label=variant if i == n_layers - 1 else None)  # fmt: skip
+    axes[0].set(xscale="log", yscale="log", xlabel="weight scale a", ylabel="‖BN((aW)u) − BN(Wu)‖ / ‖BN(Wu)‖",
+                title="output change (trained layers, every BN layer)")  # fmt: skip
+    axes[1].set(xscale="log", xlabel="weight scale a", ylabel="a · ‖∂L/∂(aW)‖ / ‖∂L/∂W‖",
+                title="gradient ratio (1 = scales as 1/a)")  # fmt: skip
+    axes[2].set(xlabel="training step", ylabel="‖W‖", title="weight norm per layer (darker = deeper)")
+    axes[3].set(xlabel="training step", ylabel="‖ΔW‖ / ‖W‖", yscale="log",
+                title="effective step of the step before each evaluation")  # fmt: skip
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: scale invariance")
+
+
+@figure("data_parallel", applies=lambda exp: any("processes" in r.grid for r in exp.runs))
+def data_parallel(exp: Experiment) -> Figure:
+    """Test accuracy per epoch for each process count and BN mode, and each model's running-statistics gap."""
+    fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained")
+    colors = variant_colors(exp)
+    per_epoch = steps_per_epoch(exp) or 1
+    gaps = []
+    for variant, runs in exp.variants.items():
+        xs, values = aligned(runs, "evals", "test_acc")
+        if xs:
+            band(ax_acc, [s / per_epoch for s in xs], values, {"color": colors[variant], "marker": "o",
+                 "markersize": 3, "linewidth": 1.4}, f"{variant} (n={len(runs)})")  # fmt: skip
+        g = [np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
+             for r in runs if "eval_modes" in r.analyses]  # fmt: skip
+        gaps.append((variant, g))
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (eval mode)", title="test accuracy, mean ± 1 sd over seeds")
+    ax_acc.legend(loc="lower right", fontsize=7)
+    names = [v for v, g in gaps if g]
+    ax_gap.bar(range(len(names)), [np.mean(g) for v, g in gaps if g],
+               yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],
+               color=[colors[v] for v in names], capsize=3)  # fmt: skip
+    ax_gap.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
+    ax_gap.set(ylabel="mean over layers of |running mean − population mean| / sd",
+               title="running statistics vs the training set's")  # fmt: skip
+    return finish(fig, exp, f"{exp.name}: BatchNorm under data parallelism")
 
 
 def render(exp: Experiment, out_dir: Path, fmt: str = "png") -> list[Path]:
