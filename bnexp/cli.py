@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -112,7 +113,6 @@ def run(
     Exit codes: 0 all runs completed (diverged runs count as completed), 1 a run failed,
     2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
     """
-    import os
 
     from bnexp.distributed import LAUNCHER_ENV, from_environment, shutdown
     from bnexp.progress import make_reporter
@@ -208,10 +208,23 @@ def plot(
     try:
         for exp in find_experiments(results):
             target = (out / exp.name) if out else exp.dir / "figures"
+            _writable_folder(target, "--out" if out else "the figures folder")
             for path in render(exp, target, fmt):
                 typer.echo(str(path))
     except BnexpError as e:
         _fail(e)
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Create `folder` if needed; a file in the way or no permission is a clean error (exit 2)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BnexpError(f"{what}: {folder} is a file, not a folder; choose another") from None
+    except OSError as e:
+        raise BnexpError(f"{what}: cannot create {folder} ({e.strerror or e}); choose another") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BnexpError(f"{what}: {folder} is not writable; choose another")
 
 
 @app.command()
@@ -234,20 +247,26 @@ def report(
 
     from bnexp.report import build, to_markdown
     from bnexp.results import find_experiments
+    from bnexp.store import write_atomic
 
     try:
         data = build(find_experiments(results))
+        if json_:
+            text = json.dumps(data, indent=2, default=str)
+            if out is None:
+                typer.echo(text)
+                return
+        else:
+            out = out or results / "REPORT.md"
+            text = to_markdown(data, out.parent)
+        if out.is_dir():
+            raise BnexpError(f"--out: {out} is a folder; give a file name, e.g. {out / 'REPORT.md'}")
+        _writable_folder(out.parent, "--out")
+        write_atomic(out, text + "\n")
     except BnexpError as e:
         _fail(e)
-    if json_:
-        text = json.dumps(data, indent=2, default=str)
-        if out is None:
-            typer.echo(text)
-            return
-    else:
-        out = out or results / "REPORT.md"
-        text = to_markdown(data, out.parent)
-    out.write_text(text + "\n")
+    except OSError as e:
+        _fail(BnexpError(f"--out: cannot write {out} ({e.strerror or e})"))
     typer.echo(str(out))
 
 
@@ -272,7 +291,7 @@ def list_runs(
         {
             "experiment": e.name, "run": r.name, "status": r.status, "seed": r.config.get("seed"),
             "final_test_acc": r.summary.get("final_test_acc"), "best_test_acc": r.summary.get("best_test_acc"),
-            "train_time_s": r.summary.get("train_time_s"), "not_training": r.summary.get("not_training"),
+            "train_time_s": r.summary.get("train_time_s"), "outcome": r.course["outcome"],
         }
         for e in experiments
         for r in e.runs
@@ -287,11 +306,11 @@ def list_runs(
     for row in rows:
         acc = lambda v: f"{v:.4f}" if v is not None else "–"  # noqa: E731
         t = f"{row['train_time_s']:.0f}s" if row["train_time_s"] is not None else "–"
-        status = row["status"] + ("*" if row["not_training"] else "")
-        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {status:<12} {row['seed']!s:>4} "
+        mark = {"never_left_chance": "*", "fell_back": "**"}.get(row["outcome"], "")
+        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {row['seed']!s:>4} "
                    f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
-    if any(row["not_training"] for row in rows):
-        typer.echo("* not training: test accuracy <= 1.5x chance after the first epoch")
+    if any(row["outcome"] in ("never_left_chance", "fell_back") for row in rows):
+        typer.echo("* never left chance (no logged training loss below 0.9 ln C); ** left chance, then fell back to it")
 
 
 @app.command()

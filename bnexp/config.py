@@ -202,7 +202,8 @@ class AnalysesConfig:
 class SeriesRef:
     """A curve published with an article, from a JSON file beside the config (`configs/references/...`)."""
 
-    file: str = field(metadata={"pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]*"})
+    file: str = field(metadata={"pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}",
+                                "pattern_help": "a relative path inside the config's folder (letters, digits, _ . / -)"})
     key: str
     quantity: Literal["train_loss_per_step", "train_acc_per_epoch", "test_acc_per_epoch"]
 
@@ -485,7 +486,8 @@ def _check_meta(value: Any, meta: dict, path: str, src: _Source) -> None:
         if meta.get("strict_pair") and not value[0] < value[1]:
             fail(f"expected [low, high] with low < high, got {value!r}")
     if "pattern" in meta and isinstance(value, str) and not re.fullmatch(meta["pattern"], value):
-        fail(f"{value!r} is not allowed: use 1-64 letters, digits, '_', '.', '+', '-' (not starting with '.' or '-')")
+        fail(f"{value!r} is not allowed: use " + meta.get("pattern_help", "1-64 letters, digits, '_', '.', '+', '-' "
+                                                          "(not starting with '.' or '-')"))  # fmt: skip
     lo, hi = meta.get("lo"), meta.get("hi")
     for i, v in enumerate(value if isinstance(value, list) else [value]):
         p = _join(path, i) if isinstance(value, list) else path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import pickle
 import shutil
 import socket
 import tarfile
@@ -182,8 +183,11 @@ class CifarSource(Source):
         except RuntimeError as e:  # torchvision's "not found or corrupted" (md5 mismatch)
             raise BnexpError(
                 f"{root / self.cls.base_folder}: {e}; replace the files with the official ones (or set "
-                "dataset.verify_checksums: false for your own files)"
+                "dataset.verify_checksums: false and dataset.trust_unverified_pickles: true for your own files)"
             ) from None
+        except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, ImportError, IndexError) as e:
+            raise BnexpError(f"{root / self.cls.base_folder}: the {'train' if train else 'test'} pickle is not a "
+                             f"CIFAR-100 file ({type(e).__name__}: {e})") from None  # fmt: skip
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.tensor(ds.targets, dtype=torch.long)
 
@@ -302,11 +306,29 @@ def _read_split(
 
 
 def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | None = None) -> Data:
-    """Load both splits of `cfg.name` as uint8 tensors on `device`."""
+    """Load both splits of `cfg.name` as uint8 tensors on `device`. A decoded copy in bnexp's cache that does
+    not read back (a damaged cache) is deleted and decoded again from the sources, once."""
     source = SOURCES[cfg.name]
+    if cfg.name == "cifar100" and not cfg.verify_checksums and not cfg.trust_unverified_pickles:
+        raise BnexpError("dataset.verify_checksums: false for cifar100 would unpickle files nobody checked, and "
+                         "unpickling can run code: set dataset.trust_unverified_pickles: true if you trust them")
     root, shown = locate(cfg, cli_root)
-    train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)
-    test_x, test_y = _read_split(source, root, shown, False, cfg.test_subset, cfg.verify_checksums)
+    try:
+        train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)
+        test_x, test_y = _read_split(source, root, shown, False, cfg.test_subset, cfg.verify_checksums)
+    except BnexpError as e:
+        decoded = cache_dir() / "decoded"
+        if not root.resolve().is_relative_to(decoded.resolve()):
+            raise
+        print(f"warning: bnexp's decoded copy in {root} does not read back ({e}); decoding it again", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+        root, shown = locate(cfg, cli_root)
+        try:
+            train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)
+            test_x, test_y = _read_split(source, root, shown, False, cfg.test_subset, cfg.verify_checksums)
+        except BnexpError as again:
+            raise BnexpError(f"{again} (bnexp's decoded copy in {root} was rebuilt from {shown} and still does not "
+                             "read: the problem is in the source files)") from None  # fmt: skip
     channels = train_x.shape[1]
     if cfg.normalize == "standardize":
         pixels = train_x.transpose(0, 1).reshape(channels, -1).float().div_(255.0)

@@ -103,7 +103,8 @@ class Run:
     @property
     def course(self) -> dict[str, Any]:
         """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs)."""
-        classes = self.summary.get("num_classes") or DATASET_CLASSES.get(self.config["dataset"]["name"], 10)
+        dataset = (self.config.get("dataset") or {}).get("name")
+        classes = self.summary.get("num_classes") or DATASET_CLASSES.get(dataset, 10)
         diverged = self.summary.get("diverged_at_step")
         return training_course(self.train, classes, diverged if self.status == "diverged" else None)
 

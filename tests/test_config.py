@@ -178,3 +178,170 @@ def test_bad_overrides_name_the_override(tmp_path, override, fragment):
     e = error_of(tmp_path, TINY_CONFIG, [override])
     assert e.where.startswith("--set ")
     assert fragment in str(e)
+
+
+# -- grids, lr scaling, per-model seeds --------------------------------------------------------------------
+
+
+def test_grid_is_a_cartesian_product_with_readable_names(tmp_path):
+    text = TINY_CONFIG + "grid:\n  batch_size: [8, 16]\n  models[0].bn_momentum: [0.1, null]\n"
+    plans = expand_grid(load_config(write(tmp_path, text)))
+    names = [p.name for p in plans]
+    assert names[:2] == ["lenet5_b8_bn-momentum0.1_lr1x_s0", "lenet5-bn_b8_bn-momentum0.1_lr1x_s0"]
+    assert "lenet5_b16_bn-momentumnone_lr1x_s0" in names and len(names) == 8
+    cell = plans[-1]
+    assert cell.experiment.batch_size == 16 and cell.experiment.models[0].bn_momentum is None
+    assert cell.resolved()["grid"] == {"batch_size": 16, "models[0].bn_momentum": None}
+
+
+def test_grid_can_be_set_from_the_command_line(tmp_path):
+    cfg = load_config(write(tmp_path, TINY_CONFIG), ["grid.batch_size=[8,16]"])
+    assert [p.experiment.batch_size for p in expand_grid(cfg)] == [8, 8, 16, 16]
+
+
+def test_combined_grid_keys_vary_together(tmp_path):
+    text = TINY_CONFIG + 'grid:\n  "batch_size,epochs": [[8, 1], [16, 3]]\n'
+    plans = expand_grid(load_config(write(tmp_path, text)))
+    assert [(p.experiment.batch_size, p.experiment.epochs) for p in plans] == [(8, 1), (8, 1), (16, 3), (16, 3)]
+    assert plans[0].name == "lenet5_b8_ep1_lr1x_s0"
+
+
+def test_grid_values_are_validated_with_their_line(tmp_path):
+    text = TINY_CONFIG + "grid:\n  batch_size:\n    - 8\n    - 0\n"
+    e = error_of(tmp_path, text)
+    assert e.key == "grid.batch_size" and e.where.endswith("c.yaml:18") and "must be >= 1" in str(e)
+    e = error_of(tmp_path, TINY_CONFIG + 'grid:\n  "batch_size,epochs": [[8]]\n')
+    assert "one for each of batch_size, epochs" in str(e)
+    e = error_of(tmp_path, TINY_CONFIG + "grid:\n  seeds: [[1], [2]]\n")
+    assert "cannot be a grid key" in str(e)
+
+
+def test_linear_lr_scaling(tmp_path):
+    text = TINY_CONFIG + "lr_scaling: linear\nlr_base_batch: 32\ngrid:\n  batch_size: [8, 64]\n"
+    plans = expand_grid(load_config(write(tmp_path, text)))
+    assert [p.lr for p in plans] == [pytest.approx(0.003 * 8 / 32)] * 2 + [pytest.approx(0.003 * 2)] * 2
+    assert "lr_base_batch" in str(error_of(tmp_path, TINY_CONFIG + "lr_scaling: linear\n"))
+
+
+def test_a_model_may_add_seeds_and_lrs_to_its_variant(tmp_path):
+    extra = "  - {name: lenet5, norm: none, lr_multipliers: [5], seeds: [7, 8]}\n"
+    text = TINY_CONFIG.replace("optimizer:", extra + "optimizer:") + "lr_multipliers: [1, 5]\n"
+    names = [p.name for p in expand_grid(load_config(write(tmp_path, text)))]
+    assert names.count("lenet5_lr5x_s0") == 1 and "lenet5_lr5x_s7" in names and "lenet5_lr5x_s8" in names
+    plans = {p.name: p for p in expand_grid(load_config(write(tmp_path, text)))}
+    assert plans["lenet5_lr5x_s7"].resolved()["model"] == plans["lenet5_lr5x_s0"].resolved()["model"]
+    clash = TINY_CONFIG.replace("optimizer:", "  - {name: lenet5, norm: none, dropout: 0.5}\noptimizer:")
+    assert "different model" in str(error_of(tmp_path, clash))
+
+
+# -- issue 15: everything that reaches a path, a size or a number is validated up front ---------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "fragment"),
+    [
+        (("{name: lenet5, norm: none}", '{name: lenet5, norm: none, label: "../../victim/data"}'), "models[0].label",
+         "is not allowed"),
+        (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: /abs}"), "models[0].label",
+         "is not allowed"),
+        (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: a/b}"), "models[0].label", "is not allowed"),
+        (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: " + "x" * 300 + "}"), "models[0].label",
+         "is not allowed"),
+        (("name: tiny", "name: .hidden"), "name", "is not allowed"),
+        (("name: tiny", "name: ../up"), "name", "is not allowed"),
+        (("lr: 0.003", "lr: .nan"), "optimizer.lr", "finite"),
+        (("lr: 0.003", "lr: .inf"), "optimizer.lr", "finite"),
+        (("seeds: [0]", "seeds: [4294967296]"), "seeds[0]", "<= 4.29497e+09"),
+        (("seeds: [0]", "seeds: [-1]"), "seeds[0]", ">= 0"),
+        (("log_every: 4", "log_every: 4000000000"), "log_every", "<= 100000"),
+        (("verify_checksums: false", "verify_checksums: false\n  subset: 20"), "dataset.subset", "cannot fill"),
+        (("device: cpu", "device: cpu\neval_train_subset: 70000"), "eval_train_subset", "between"),
+        (("device: cpu", "device: cpu\nprobes: {range: [6, -6]}"), "probes.range", "low < high"),
+        (("device: cpu", "device: cpu\nprobes: {range: [1]}"), "probes.range", "two numbers"),
+        (("device: cpu", "device: cpu\nprobes: {range: [1, .inf]}"), "probes.range[1]", "finite"),
+        (("device: cpu", "device: cpu\nprobes: {unit: 500}"), "probes.unit", "not a channel"),
+        (("device: cpu", "device: cpu\nprobes: {layers: [9]}"), "probes.layers", "out of range"),
+        (("norm: none}", "norm: none, bn_momentum: .nan}"), "models[0].bn_momentum", "finite"),
+        (("norm: none}", "norm: none, init_std: .inf}"), "models[0].init_std", "finite"),
+        (("device: cpu", "device: cpu\nloss_ceiling: .nan"), "loss_ceiling", "finite"),
+        (("device: cpu", "device: cpu\nlr_multipliers: [1, 1.0000001]"), "lr_multipliers/grid", "share the name"),
+        (("device: cpu", "device: cpu\nprocesses: 3"), "batch_size", "not divisible"),
+        (("device: cpu", "device: cpu\nprocesses: 32"), "batch_size", "at least 2"),
+    ],
+)
+def test_validated_up_front(tmp_path, edit, key, fragment):
+    assert edit[0] in TINY_CONFIG
+    e = error_of(tmp_path, TINY_CONFIG.replace(*edit))
+    assert e.key == key and fragment in str(e), str(e)
+    assert "c.yaml:" in e.where
+
+
+def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path):
+    e = error_of(tmp_path, TINY_CONFIG + "batch_size: 64\n")
+    assert "duplicate key 'batch_size'" in str(e) and "c.yaml:" in e.where
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("b: " + "[" * 50 + "]" * 50 + "\n", "nesting"),
+        ("x: &x [" + ", ".join(["1"] * 10) + "]\n" + "\n".join(
+            f"y{i}: &y{i} [" + ", ".join([f"*{'x' if i == 0 else f'y{i - 1}'}"] * 10) + "]" for i in range(6)) + "\n",
+         "expands to more than"),
+        ("a: &a [*a]\n", "alias"),
+    ],
+)
+def test_yaml_bombs_are_refused(tmp_path, text, fragment):
+    e = error_of(tmp_path, text)
+    assert fragment in str(e).lower(), str(e)
+
+
+def test_subset_must_hold_every_class(tmp_path):
+    text = TINY_CONFIG.replace("verify_checksums: false", "verify_checksums: false\n  subset: 5")
+    e = error_of(tmp_path, text.replace("batch_size: 32", "batch_size: 4"))
+    assert e.key == "dataset.subset" and "one of each of the 10 classes" in str(e)
+
+
+def test_set_parses_exponent_floats(tmp_path):
+    assert load_config(write(tmp_path, TINY_CONFIG), ["optimizer.lr=1e-4"]).optimizer.lr == 1e-4
+
+
+def test_processes_rules(tmp_path):
+    sync = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: naive_batchnorm}")
+    e = error_of(tmp_path, sync + "processes: 2\nbn_sync: sync\n")
+    assert e.key == "bn_sync" and "naive_batchnorm" in str(e)
+    e = error_of(tmp_path, TINY_CONFIG + "processes: 2\nlandscape_probe: {every_steps: 5}\n")
+    assert e.key == "landscape_probe"
+    cfg = load_config(write(tmp_path, TINY_CONFIG + "processes: 2\n"))
+    assert cfg.processes == 2 and expand_grid(cfg)[0].resolved()["processes"] == 2
+
+
+# -- reference series ----------------------------------------------------------------------------------------
+
+
+def write_series(folder: Path, name: str = "ref.json", values=(2.3, 2.2, 1.0)) -> None:
+    import json
+
+    (folder / name).write_text(json.dumps({"source": {"path": "x.py"}, "series": {"loss": {"values": list(values)}}}))
+
+
+def test_series_references_load_and_errors_name_file_and_line(tmp_path):
+    write_series(tmp_path)
+    ok = TINY_CONFIG + ("reference:\n  source: test\n  series:\n    lenet5_lr1x:\n"
+                        "      - {file: ref.json, key: loss, quantity: train_loss_per_step}\n")  # fmt: skip
+    cfg = load_config(write(tmp_path, ok))
+    assert cfg.reference.series["lenet5_lr1x"][0].key == "loss"
+    for edit, fragment in [
+        (("key: loss", "key: nope"), "has no series 'nope'; it has: loss"),
+        (("file: ref.json", "file: missing.json"), "not found"),
+        (("file: ref.json", "file: sub/../../ref.json"), "must be a path inside"),
+        (("file: ref.json", "file: ../ref.json"), "a relative path inside"),
+        (("file: ref.json", "file: /etc/passwd"), "a relative path inside"),
+        (("quantity: train_loss_per_step", "quantity: speed"), "allowed: train_loss_per_step"),
+    ]:
+        e = error_of(tmp_path, ok.replace(*edit))
+        assert fragment in str(e) and e.where.endswith(":19"), (edit, str(e))
+    write_series(tmp_path, values=(2.3, float("nan")))
+    assert "finite numbers" in str(error_of(tmp_path, ok))
+    (tmp_path / "ref.json").write_text("{not json")
+    assert "not readable JSON" in str(error_of(tmp_path, ok))

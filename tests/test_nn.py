@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnexp.nn import BatchNorm, NaiveBatchNorm, convert_momentum
+from bnexp.nn import BatchNorm, BatchRenorm, NaiveBatchNorm, NoisyBatchNorm, convert_momentum
 from bnexp.nn.batchnorm import _BatchNormTrain
 
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -217,3 +217,115 @@ def test_bf16_input_keeps_float32_statistics_and_matches_torch(ndim):
     # the running mean is the float32 mean of the bf16 values, not a bf16-rounded one
     expected = 0.1 * x32.detach().bfloat16().float().mean([0, *range(2, ndim)])
     torch.testing.assert_close(ours.running_mean, expected, rtol=1e-6, atol=1e-6)
+
+
+# -- Batch Renormalization ---------------------------------------------------------------------------------
+
+
+def _trained_pair(shape=(16, 5, 4, 4), steps=3):
+    """A BatchNorm and a BatchRenorm(r_max=1, d_max=0) with the same parameters and a few batches seen."""
+    torch.manual_seed(0)
+    bn, brn = BatchNorm(shape[1]).double(), BatchRenorm(shape[1], r_max=1.0, d_max=0.0).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    brn.load_state_dict(bn.state_dict())
+    for _ in range(steps):
+        x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
+        bn(x), brn(x)
+    return bn, brn
+
+
+def test_batchrenorm_with_no_correction_is_batchnorm():
+    bn, brn = _trained_pair()
+    x = torch.randn(16, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    r = torch.randn(16, 5, 4, 4, dtype=torch.float64)
+    (bn(x) * r).sum().backward()
+    (brn(x2) * r).sum().backward()
+    assert torch.equal(x.grad, x2.grad) and torch.equal(bn.weight.grad, brn.weight.grad)
+    assert torch.equal(bn.bias.grad, brn.bias.grad)
+    assert torch.equal(bn.running_mean, brn.running_mean) and torch.equal(bn.running_var, brn.running_var)
+    bn.eval(), brn.eval()
+    assert torch.equal(bn(x.detach()), brn(x.detach()))
+
+
+def test_batchrenorm_corrects_towards_the_running_statistics():
+    """y = gamma * (x_hat * r + d) + beta with r = sigma_B / sigma and d = (mu_B - mu) / sigma, clipped, and
+    in training the output then equals the running-statistics output when nothing is clipped."""
+    torch.manual_seed(1)
+    m = BatchRenorm(3, r_max=100.0, d_max=100.0).double()
+    with torch.no_grad():
+        m.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        m.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    x = torch.randn(64, 3, dtype=torch.float64) * 2 + 1
+    expected = (x - m.running_mean) / torch.sqrt(m.running_var + m.eps)
+    assert torch.allclose(m.train()(x), expected, atol=1e-10)
+    clipped = BatchRenorm(3, r_max=1.5, d_max=0.1).double()
+    clipped.load_state_dict(m.state_dict())
+    r_max, d_max = clipped.limits()
+    assert (r_max, d_max) == (1.5, 0.1)
+
+
+def test_batchrenorm_ramp_and_gradcheck():
+    m = BatchRenorm(2, r_max=3.0, d_max=5.0, ramp=(10, 20)).double()
+    assert m.limits() == (1.0, 0.0)
+    m.num_batches_tracked.fill_(15)
+    assert m.limits() == (2.0, 2.5)
+    m.num_batches_tracked.fill_(25)
+    assert m.limits() == (3.0, 5.0)
+    # the gradient is the paper's: autograd through mu_B and sigma_B, with r and d as constants
+    with torch.no_grad():
+        m.running_mean.fill_(0.3)
+        m.running_var.fill_(2.0)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(6, 2, 3, dtype=torch.float64)
+    (m(x) * probe).sum().backward()
+    grads = (x.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone())
+    x.grad = m.weight.grad = m.bias.grad = None
+    mu, var = x.mean((0, 2)), x.var((0, 2), unbiased=False)
+    sigma = torch.sqrt(torch.tensor(2.0, dtype=torch.float64) + m.eps)  # the running statistics before the step
+    r = (torch.sqrt(var + m.eps) / sigma).clamp(1 / 3.0, 3.0).detach()
+    d = ((mu - 0.3) / sigma).clamp(-5.0, 5.0).detach()
+    x_hat = (x - mu[:, None]) / torch.sqrt(var[:, None] + m.eps) * r[:, None] + d[:, None]
+    ((x_hat * m.weight[:, None] + m.bias[:, None]) * probe).sum().backward()
+    for mine, reference in zip(grads, (x.grad, m.weight.grad, m.bias.grad), strict=True):
+        assert torch.allclose(mine, reference, rtol=1e-10, atol=1e-12)
+
+
+# -- noisy BN and scale invariance ----------------------------------------------------------------------------
+
+
+def test_noisy_batchnorm_is_seeded_and_plain_bn_in_eval():
+    x = torch.randn(8, 4, 3, 3)
+    torch.manual_seed(3)
+    a = NoisyBatchNorm(4)(x)
+    torch.manual_seed(3)
+    b = NoisyBatchNorm(4)(x)
+    assert torch.equal(a, b) and not torch.allclose(a, BatchNorm(4)(x))
+    noisy, plain = NoisyBatchNorm(4).eval(), BatchNorm(4).eval()
+    assert torch.equal(noisy(x), plain(x))
+
+
+@pytest.mark.parametrize("a", [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3])
+def test_scale_invariance_of_the_output_and_the_inverse_scaling_of_the_gradient(a):
+    """BN((aW)u) = BN(Wu) and dBN((aW)u)/d(aW) = (1/a) dBN(Wu)/dW, to float64 precision with eps = 0 (with
+    eps > 0 the identity holds only while a^2 Var(Wu) >> eps: see analyses.scale_invariance)."""
+    torch.manual_seed(0)
+    u = torch.randn(32, 6, dtype=torch.float64)
+    w = torch.randn(4, 6, dtype=torch.float64)
+    direction = torch.randn(32, 4, dtype=torch.float64)
+    bn = BatchNorm(4, eps=0.0).double()
+
+    def out_and_grad(weight):
+        weight = weight.clone().requires_grad_()
+        y = bn(u @ weight.T)
+        (g,) = torch.autograd.grad((y * direction).sum(), weight)
+        return y.detach(), g
+
+    y1, g1 = out_and_grad(w)
+    ya, ga = out_and_grad(a * w)
+    assert torch.allclose(ya, y1, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(ga * a, g1, rtol=1e-8, atol=1e-10)

@@ -45,7 +45,8 @@ def test_variant_table_and_problem_runs(tmp_path):
     bn = variants["lenet5-bn_lr1x"]
     assert bn["final_test_acc"]["mean"] == pytest.approx(0.92) and bn["n"] == 2
     assert bn["steps_to_threshold"]["0.9"]["reached"] == 2
-    assert variants["lenet5_lr5x"]["status"] == {"completed": 1, "not training": 2, "diverged": 1}
+    assert variants["lenet5_lr5x"]["status"] == {"completed": 1, "never left chance": 1, "diverged": 1}
+    assert variants["lenet5_lr5x"]["outcomes"] == {"never_left_chance": 1, "diverged": 1}
     problems = {p["run"]: p for p in report["experiments"][0]["problem_runs"]}
     assert problems["lenet5_lr5x_s1"]["status"] == "diverged" and "step 17" in problems["lenet5_lr5x_s1"]["reason"]
     assert set(problems) == {"lenet5_lr5x_s0", "lenet5_lr5x_s1"}
@@ -71,7 +72,52 @@ def test_list_cli(tmp_path):
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1 + 8 + 1  # header, runs, footnote
-    assert "lenet5-bn_lr1x_s0" in result.stdout and "diverged*" in result.stdout
+    assert "lenet5-bn_lr1x_s0" in result.stdout and "completed*" in result.stdout
     js = CliRunner().invoke(app, ["list", str(tmp_path), "--json"])
     rows = [json.loads(line) for line in js.stdout.splitlines()]
     assert {r["run"] for r in rows} >= {"lenet5_lr1x_s0"} and rows[0]["experiment"] == "synthetic"
+
+
+def test_series_comparisons_use_the_same_smoothing_for_both_curves(tmp_path):
+    """The author's per-step history against our logged window means: first step below each threshold on
+    20-step windows, last-epoch loss, and how many of our seeds share the article's outcome."""
+    exp_dir = write_experiment(tmp_path)
+    author = [2.3] * 40 + [1.5] * 20 + [2.3] * 100  # left chance at step 60, then fell back
+    refs = {"lenet5_lr1x": [{"file": "r.json", "key": "h", "quantity": "train_loss_per_step", "values": author,
+                             "steps_per_epoch": 10}]}  # fmt: skip
+    (exp_dir / "references.json").write_text(json.dumps(refs))
+    rows = {r["quantity"]: r for r in build(find_experiments(tmp_path))["experiments"][0]["series_comparisons"]}
+    assert rows["steps_to_loss_below_2"]["reference"] == 60
+    # ours: 2.3 exp(-step/10) + 0.1 per 2-step window -> the first 20-step window mean below 2 ends at step 20
+    assert rows["steps_to_loss_below_2"]["mean"] == 20 and rows["steps_to_loss_below_2"]["n"] == 2
+    assert rows["steps_to_loss_below_2"]["verdict"] == "not reproduced"
+    assert rows["steps_to_loss_below_1"]["reference"] is None
+    assert rows["steps_to_loss_below_1"]["verdict"].startswith("not reproduced (2/2 reached it")
+    assert rows["steps_to_loss_below_0.5"]["verdict"] == "reproduced"  # neither curve gets there
+    assert rows["final_loss"]["reference"] == pytest.approx(2.3)
+    assert rows["outcome"]["reference"] == "fell_back" and rows["outcome"]["verdict"] == "0 of 2 seeds"
+    text = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.md")])
+    assert text.exit_code == 0 and "| lenet5_lr1x | outcome | fell_back | 2 trained | **0 of 2 seeds** |" in (
+        tmp_path / "r.md").read_text()
+
+
+@pytest.mark.parametrize("target", ["missing/deep/report.md", "file_in_the_way/report.md", "a_folder"])
+def test_report_out_problems_exit_2(tmp_path, target):
+    """Issue 15, item 13: a bad --out is a clean error, for report and plot."""
+    write_experiment(tmp_path / "results")
+    (tmp_path / "file_in_the_way").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results"), "--out", str(tmp_path / target)])
+    if target.startswith("missing"):
+        assert result.exit_code == 0 and (tmp_path / target).is_file()  # parents are created
+    else:
+        assert result.exit_code == 2 and "--out" in result.output and "Traceback" not in result.output
+    plot = CliRunner().invoke(app, ["plot", str(tmp_path / "results"), "--out", str(tmp_path / "file_in_the_way")])
+    assert plot.exit_code == 2 and "is a file" in plot.output
+
+
+def test_report_out_where_nothing_can_be_written_exits_2(tmp_path):
+    """/proc refuses new files even to root, so this holds for any user."""
+    write_experiment(tmp_path / "results")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results"), "--out", "/proc/bnexp-test/r.md"])
+    assert result.exit_code == 2 and "cannot create" in result.output and "Traceback" not in result.output

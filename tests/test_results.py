@@ -1,0 +1,133 @@
+"""Reading results back: what happened to a run, curve quantities, and which runs are grouped together."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from bnexp.results import curve_quantities, find_experiments, per_step, training_course, windowed
+from bnexp.store import RunDir
+
+from .rundata import write_experiment
+
+LN10 = math.log(10)
+
+
+def records(losses, every=5):
+    return [{"step": (i + 1) * every, "loss": v, "steps": every} for i, v in enumerate(losses)]
+
+
+@pytest.mark.parametrize(
+    ("losses", "diverged", "outcome", "left"),
+    [
+        ([2.31, 2.30, 2.29, 2.30], None, "never_left_chance", None),
+        ([2.3, 1.5, 0.8, 0.5], None, "trained", 10),
+        ([2.3, 1.5, 2.30, 2.31], None, "fell_back", 10),  # the author's lr 0.5 run: trained, then died
+        ([2.3, 1.5, None], 12, "diverged", 10),
+        ([2.3, 2.25, 2.2, 1.9], None, "trained", 20),  # 0.9 ln 10 = 2.07: a slow start is not "not training"
+    ],
+)
+def test_training_course(losses, diverged, outcome, left):
+    course = training_course(records(losses), 10, diverged)
+    assert course["outcome"] == outcome and course["left_chance_step"] == left
+    assert course["not_training"] == (outcome == "never_left_chance")
+
+
+def test_the_bn_paper_mlp_without_bn_is_stalled_not_untrained():
+    """At chance for 20,000 steps, then learning: it left chance, so it is not flagged 'not training'."""
+    losses = [2.30] * 400 + [1.9, 1.2, 0.6]
+    course = training_course(records(losses, every=50), 10, None)
+    assert course["outcome"] == "trained" and course["left_chance_step"] == 401 * 50
+
+
+def test_per_step_and_windows_treat_logged_means_and_per_step_series_alike():
+    train = [{"step": 5, "steps": 5, "loss": 2.0}, {"step": 8, "steps": 3, "loss": 1.0}, {"step": 13, "steps": 5,
+                                                                                         "loss": 0.5}]  # fmt: skip
+    assert per_step(train) == [2.0] * 5 + [1.0] * 3 + [0.5] * 5
+    assert windowed([1.0] * 40 + [0.0] * 10, 20) == [(20, 1.0), (40, 1.0)]
+
+
+def test_curve_quantities():
+    series = [2.3] * 100 + [1.5] * 100 + [0.8] * 100 + [0.4] * 118
+    q = curve_quantities(series, steps_per_epoch=118)
+    assert q["steps_to_loss_below_2"] == 120 and q["steps_to_loss_below_1"] == 220
+    assert q["steps_to_loss_below_0.5"] == 320 and q["final_loss"] == pytest.approx(0.4)
+    assert q["outcome"] == "trained"
+    fell = curve_quantities([2.3] * 40 + [1.8] * 40 + [2.3] * 200, steps_per_epoch=118)
+    assert fell["outcome"] == "fell_back" and fell["steps_to_loss_below_1"] is None
+
+
+def test_only_runs_of_the_current_plan_with_matching_settings_are_grouped(tmp_path):
+    """Issue 15, item 10: a run made with other settings, or no longer in the plan, is left out and named."""
+    import dataclasses
+
+    from bnexp.config import expand_grid
+    from bnexp.store import EXPERIMENT_FILE, dump_yaml, write_atomic
+    from bnexp.validate import load
+
+    from .conftest import TINY_CONFIG
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(TINY_CONFIG)
+    cfg = load(cfg_path, ["seeds=[0, 1]"])
+    exp_dir = tmp_path / "results" / "tiny"
+    plans = expand_grid(cfg)
+    record = {"config": dataclasses.asdict(cfg), "runs": [p.name for p in plans]}
+    write_atomic(exp_dir / EXPERIMENT_FILE, dump_yaml(record))
+    for plan in plans:
+        run = RunDir(exp_dir / plan.name)
+        resolved = plan.resolved()
+        if plan.name == "lenet5_lr1x_s1":
+            resolved["lr"] = 0.05  # recorded with another learning rate
+        run.start(resolved)
+        run.log({"event": "eval", "step": 1, "epoch": 1.0, "test_loss": 1.0, "test_acc": 0.5})
+        run.close()
+        run.write_summary({"run": plan.name, "status": "completed", "final_test_acc": 0.5})
+    old = RunDir(exp_dir / "lenet5_lr1x_s7")  # a seed no longer in the config
+    old.start({"run": "lenet5_lr1x_s7", "lr": 0.003})
+    old.close()
+    exp = find_experiments(exp_dir)[0]
+    assert [r.name for r in exp.variants["lenet5_lr1x"]] == ["lenet5_lr1x_s0"]
+    assert any(x.startswith("lenet5_lr1x_s1: recorded with other settings (lr: 0.05 -> 0.003") for x in exp.left_out)
+    assert any(x.startswith("lenet5_lr1x_s7: not in the experiment's current plan") for x in exp.left_out)
+
+
+@pytest.mark.parametrize(
+    ("file", "content"),
+    [
+        ("summary.json", "{garbage"),
+        ("config.yaml", ": : :\n  - ["),
+        ("metrics.jsonl", '{"event": "eval", "step": 1}\n{"event": "tra'),
+        ("summary.json", '"a string"'),
+    ],
+)
+def test_a_damaged_run_is_left_out_with_a_warning(tmp_path, file, content):
+    """Issue 15, item 7: one bad file never stops list, report or plot."""
+    exp_dir = write_experiment(tmp_path)
+    (exp_dir / "lenet5_lr1x_s0" / file).write_text(content)
+    warnings = []
+    exp = find_experiments(tmp_path, warn=warnings.append)[0]
+    assert "lenet5_lr1x_s0" not in [r.name for r in exp.runs] and len(exp.runs) == 7
+    assert len(warnings) == 1 and file in warnings[0] and "--restart-run lenet5_lr1x_s0" in warnings[0]
+
+
+def test_a_damaged_experiment_record_is_skipped(tmp_path):
+    write_experiment(tmp_path, "good")
+    bad = write_experiment(tmp_path, "bad")
+    (bad / "experiment.yaml").write_text("- not: [a mapping")
+    warnings = []
+    assert [e.name for e in find_experiments(tmp_path, warn=warnings.append)] == ["good"]
+    assert "experiment.yaml" in warnings[0]
+
+
+def test_analyses_are_read_with_the_run(tmp_path):
+    exp_dir = write_experiment(tmp_path)
+    folder = exp_dir / "lenet5-bn_lr1x_s0" / "analyses"
+    folder.mkdir()
+    (folder / "eval_modes.json").write_text(json.dumps({"result": {"rows": []}}))
+    run = next(r for r in find_experiments(tmp_path)[0].runs if r.name == "lenet5-bn_lr1x_s0")
+    assert run.analyses == {"eval_modes": {"result": {"rows": []}}}
+    assert yaml.safe_load((exp_dir / "experiment.yaml").read_text())["runs"]
