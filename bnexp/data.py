@@ -305,6 +305,23 @@ def _read_split(
     return images, labels
 
 
+def pixel_statistics(images: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and sample sd of uint8 images in [0, 1] units, from exact integer sums: the same
+    numbers for any thread count (a float reduction's rounding depends on how it is split across threads,
+    and these numbers scale every input)."""
+    channels = images.shape[1]
+    total, squares = torch.zeros(channels, dtype=torch.long), torch.zeros(channels, dtype=torch.long)
+    for chunk in images.split(4096):  # integer sums: exact in any order; chunks bound the int64 temporaries
+        pixels = chunk.transpose(0, 1).reshape(channels, -1).long().cpu()
+        total += pixels.sum(1)
+        squares += pixels.square().sum(1)
+    n = images.numel() // channels
+    total, squares = total.tolist(), squares.tolist()
+    mean = [s / n / 255.0 for s in total]
+    var = [(q - s * s / n) / (n - 1) / 255.0**2 for s, q in zip(total, squares, strict=True)]
+    return mean, [v**0.5 for v in var]
+
+
 def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | None = None) -> Data:
     """Load both splits of `cfg.name` as uint8 tensors on `device`. A decoded copy in bnexp's cache that does
     not read back (a damaged cache) is deleted and decoded again from the sources, once."""
@@ -331,8 +348,7 @@ def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | N
                              "read: the problem is in the source files)") from None  # fmt: skip
     channels = train_x.shape[1]
     if cfg.normalize == "standardize":
-        pixels = train_x.transpose(0, 1).reshape(channels, -1).float().div_(255.0)
-        mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
+        mean, std = pixel_statistics(train_x)
     else:
         mean, std = [0.0] * channels, [1.0] * channels
     num_classes = max(int(max(train_y.max(), test_y.max())) + 1, source.inputs.num_classes)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from bnexp.lock import LOCK_FILE
+from bnexp.progress import PlainReporter
+from bnexp.runner import run_experiment
+from bnexp.validate import load as load_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny models run faster on one thread, and the suite then leaves the other core to whatever runs beside it.
@@ -115,3 +125,92 @@ def tiny_config(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CONFIG)
     return path
+
+
+# -- real `bnexp run` processes on a small dataset (reliability, --jobs, signals) ------------------------------
+
+RESUME_CONFIG = """\
+name: resume
+dataset: {name: fashion_mnist, verify_checksums: false}
+models:
+  - {name: lenet5, norm: batchnorm}
+  - {name: lenet5, norm: none, dropout: 0.0}
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+batch_size: 32
+epochs: 4
+eval_batch_size: 500
+seeds: [0]
+log_every: 3
+device: cpu
+probes: {every_steps: 20, layers: [0, -1], bins: 20}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    root = write_tiny_dataset(tmp_path / "data", n_train=1500, n_test=200)
+    config = tmp_path / "resume.yaml"
+    config.write_text(RESUME_CONFIG)
+    return config, root
+
+
+def bnexp_process(config: Path, root: Path, out: Path, *extra: str, threads: int = 1) -> subprocess.Popen:
+    """`python -m bnexp run` of this checkout in its own process, output captured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "bnexp", "run", str(config), "--data-root", str(root), "--out", str(out), "--quiet"]
+    return subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_to_end(config: Path, root: Path, out: Path, *extra: str, threads: int = 1) -> subprocess.CompletedProcess:
+    p = bnexp_process(config, root, out, *extra, threads=threads)
+    output, _ = p.communicate(timeout=300)
+    return subprocess.CompletedProcess(p.args, p.returncode, output)
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and path.read_text().count("\n") >= count:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {count} lines: {proc.stdout.read()}")
+        time.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+def lock_is_free(experiment_dir: Path) -> bool:
+    fd = os.open(experiment_dir / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def run_files(out: Path) -> dict[str, bytes]:
+    """Everything that must be identical between an uninterrupted and a resumed run."""
+    files = {}
+    for run in sorted((out / "resume").iterdir()):
+        if run.is_dir():
+            for name in ("metrics.jsonl", "probes.jsonl", "config.yaml"):
+                files[f"{run.name}/{name}"] = (run / name).read_bytes()
+            state = torch.load(run / "checkpoint.pt", weights_only=True)
+            files[f"{run.name}/weights"] = b"".join(t.numpy().tobytes() for t in state["model"].values())
+    return files
+
+
+@pytest.fixture
+def reference(setup, tmp_path):
+    config, root = setup
+    result = run_to_end(config, root, tmp_path / "reference")
+    assert result.returncode == 0, result.stdout
+    return run_files(tmp_path / "reference")
+
+
+
+def in_process(config, root, out, overrides=(), **kwargs) -> int:
+    return run_experiment(load_config(config, list(overrides)), out, PlainReporter(), root, **kwargs)
+
+

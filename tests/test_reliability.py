@@ -1,0 +1,317 @@
+"""Issue 15, second round: nothing outside --out, no code from run files, --jobs as safe as one process, one
+bad file never blocks an experiment, one writer. Real processes and signals; fault injection where a real full
+disk is impractical."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnexp import store
+from bnexp.errors import BnexpError
+from bnexp.lock import LOCK_FILE, experiment_lock
+from bnexp.store import RunDir, child_path
+
+from .conftest import bnexp_process, in_process, run_files, run_to_end, wait_for_lines
+
+BN_RUN, PLAIN_RUN = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
+
+
+def children(pid: int) -> list[int]:
+    """The --jobs workers of a bnexp process (not multiprocessing's resource tracker), waiting for them to start."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        found = [int(x) for x in out.split() if "spawn_main" in Path(f"/proc/{x}/cmdline").read_text(errors="replace")]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie waits for its parent's wait(); it runs nothing
+        return f.read().split(") ")[1][0] != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- 1, 2: paths and code from files ------------------------------------------------------------------------
+
+
+def test_a_name_can_never_resolve_outside_its_parent(tmp_path):
+    assert child_path(tmp_path, "run_s0") == tmp_path / "run_s0"
+    for bad in ("..", "../x", "/etc", "a/b", ""):
+        with pytest.raises(BnexpError):
+            child_path(tmp_path, bad)
+
+
+def test_a_crafted_checkpoint_cannot_run_code(setup, tmp_path):
+    """The checkpoint of a results folder from someone else is loaded with weights_only=True: the payload
+    never runs, that run fails with what to do, and the other run completes."""
+    config, root = setup
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
+    run = tmp_path / "resume" / BN_RUN
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"run": BN_RUN, "model": Payload()}, run / "checkpoint.pt")
+    (run / "summary.json").unlink()  # so that the next `bnexp run` resumes from it
+    result = run_to_end(config, root, tmp_path, "--set", "epochs=1")
+    assert result.returncode == 1 and not marker.exists()
+    summary = RunDir(run).summary()
+    assert summary["status"] == "failed" and "not a plain tensor file" in summary["error"]
+    assert f"--restart-run {BN_RUN}" in result.stdout
+    fixed = run_to_end(config, root, tmp_path, "--set", "epochs=1", "--restart-run", BN_RUN)
+    assert fixed.returncode == 0 and RunDir(run).summary()["status"] == "completed"
+
+
+def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
+    from bnexp.config import DatasetConfig
+    from bnexp.data import load_data
+
+    from .conftest import write_tiny_cifar100
+
+    root = write_tiny_cifar100(tmp_path / "data", n_train=200, n_test=100)
+    cpu = torch.device("cpu")
+    with pytest.raises(BnexpError, match="unpickling can run code"):
+        load_data(DatasetConfig(name="cifar100", verify_checksums=False), cpu, root)
+    data = load_data(DatasetConfig(name="cifar100", verify_checksums=False, trust_unverified_pickles=True), cpu, root)
+    assert len(data.train) == 200
+    (root / "cifar-100-python" / "train").write_bytes(b"\x80\x04not a pickle at all")
+    with pytest.raises(BnexpError, match=r"not a CIFAR-100 file|are not valid"):
+        load_data(DatasetConfig(name="cifar100", verify_checksums=False, trust_unverified_pickles=True), cpu, root)
+
+
+# -- 3, 4, 5: --jobs keeps every single-process promise ---------------------------------------------------------
+
+
+def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, tmp_path):
+    config, root = setup
+    reference = tmp_path / "reference"
+    assert run_to_end(config, root, reference, "--jobs", "2").returncode == 0
+    proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2")
+    wait_for_lines(tmp_path / "killed" / "resume" / PLAIN_RUN / "metrics.jsonl", 5, proc)
+    workers = children(proc.pid)
+    assert workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert wait_gone(workers), "workers outlived their parent"
+    result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2")
+    assert result.returncode == 0, result.stdout
+    assert run_files(tmp_path / "killed") == run_files(reference)
+
+
+def test_double_ctrl_c_stops_the_workers_before_the_lock_is_released(setup, tmp_path):
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "epochs=30")
+    wait_for_lines(tmp_path / "resume" / PLAIN_RUN / "metrics.jsonl", 3, proc)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert not any(alive(p) for p in workers)
+
+
+def test_sigterm_to_one_worker_interrupts_its_run_and_exits_143(setup, tmp_path):
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "epochs=8")
+    wait_for_lines(tmp_path / "resume" / PLAIN_RUN / "metrics.jsonl", 3, proc)
+    os.kill(children(proc.pid)[0], signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, output
+    statuses = sorted(RunDir(p).summary()["status"] for p in (tmp_path / "resume").iterdir() if p.is_dir())
+    assert "interrupted" in statuses
+
+
+def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path):
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
+    wait_for_lines(tmp_path / "resume" / PLAIN_RUN / "metrics.jsonl", 3, proc)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output
+    runs = {p.name: RunDir(p) for p in (tmp_path / "resume").iterdir() if p.is_dir()}
+    failed = [r for r in runs.values() if r.summary()["status"] == "failed"]
+    assert len(failed) == 1 and "killed by signal 9" in failed[0].summary()["error"]
+    assert (failed[0].path / "error.log").is_file()
+    assert sum(r.summary()["status"] == "completed" for r in runs.values()) == 3  # a replacement took the rest
+    result = run_to_end(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
+    assert result.returncode == 0 and "resuming at step" in result.stdout
+
+
+def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
+    """Started by --jobs 2 (1 thread each), resumed alone with 2 threads available: it computes with 1 thread
+    again, so it equals the uninterrupted --jobs 2 run; the summary records every segment's count."""
+    config, root = setup
+    assert run_to_end(config, root, tmp_path / "reference", "--jobs", "2").returncode == 0
+    proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2")
+    wait_for_lines(tmp_path / "resumed" / "resume" / BN_RUN / "metrics.jsonl", 12, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    result = run_to_end(config, root, tmp_path / "resumed", threads=2)
+    assert result.returncode == 0, result.stdout
+    assert run_files(tmp_path / "resumed") == run_files(tmp_path / "reference")
+    segments = RunDir(tmp_path / "resumed" / "resume" / BN_RUN).summary()["segments"]
+    assert len(segments) == 2 and {s["torch_threads"] for s in segments} == {1}
+
+
+# -- 6, 7, 8: one bad file never blocks the others ---------------------------------------------------------------
+
+
+def test_a_summary_that_cannot_be_written_fails_that_run_only(setup, tmp_path, monkeypatch, capsys):
+    """A disk out of inodes fails in write_summary: that run is failed, the next one still runs."""
+    config, root = setup
+    real = store.RunDir.write_summary
+
+    def write_summary(self, summary):
+        if self.name == BN_RUN:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, summary)
+
+    monkeypatch.setattr(store.RunDir, "write_summary", write_summary)
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 1
+    out = capsys.readouterr().out
+    assert f"{BN_RUN}: failed, cannot write the summary" in out and "No space left on device" in out
+    assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "completed"
+
+
+def test_a_full_disk_while_checkpointing_says_so(setup, tmp_path, monkeypatch):
+    config, root = setup
+    real = store.atomic_file
+
+    def full(path, mode="w"):
+        if path.name == "checkpoint.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode)
+
+    monkeypatch.setattr(store, "atomic_file", full)
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 1
+    summary = RunDir(tmp_path / "resume" / BN_RUN).summary()
+    assert summary["status"] == "failed" and "No space left on device" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expect"),
+    [
+        ("summary", "does not parse"),
+        ("config", "does not parse"),
+        ("checkpoint", "is unreadable or not a plain tensor file"),
+        ("short_metrics", "the checkpoint expects at least"),
+        ("deleted_metrics", "is missing, the checkpoint expects"),
+    ],
+)
+def test_a_damaged_run_is_named_and_the_others_go_on(setup, tmp_path, damage, expect):
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path)
+    wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 40, proc)
+    proc.send_signal(signal.SIGKILL)  # leaves a checkpoint and no summary
+    proc.wait()
+    run = tmp_path / "resume" / BN_RUN
+    if damage == "summary":
+        (run / "summary.json").write_text("{garbage")
+    elif damage == "config":
+        (run / "config.yaml").write_text(": : [\n")
+    elif damage == "checkpoint":
+        data = (run / "checkpoint.pt").read_bytes()
+        (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "short_metrics":
+        (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text()[:100])
+    else:
+        (run / "metrics.jsonl").unlink()
+    result = run_to_end(config, root, tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert expect in result.stdout and f"--restart-run {BN_RUN}" in result.stdout
+    assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "completed"
+    again = run_to_end(config, root, tmp_path, "--restart-run", BN_RUN)
+    assert again.returncode == 0 and RunDir(run).summary()["status"] == "completed"
+
+
+def test_temp_files_of_interrupted_writes_are_cleaned_up(setup, tmp_path):
+    config, root = setup
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
+    leftovers = [tmp_path / "resume" / ".experiment.yaml.x1y2", tmp_path / "resume" / BN_RUN / ".checkpoint.pt.k3j4",
+                 tmp_path / "resume" / BN_RUN / ".summary.json.abcd"]  # fmt: skip
+    for p in leftovers:
+        p.write_text("partial")
+    assert in_process(config, root, tmp_path, ["epochs=1", "models=[{name: lenet5, norm: batchnorm}]"],
+                      restart_runs=(BN_RUN,)) == 0  # fmt: skip
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_run_files_share_one_mode(setup, tmp_path):
+    config, root = setup
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
+    run = tmp_path / "resume" / BN_RUN
+    modes = {name: (run / name).stat().st_mode & 0o777 for name in ("summary.json", "config.yaml", "metrics.jsonl",
+                                                                  "checkpoint.pt")}  # fmt: skip
+    assert len(set(modes.values())) == 1, modes
+
+
+# -- 12: one writer -----------------------------------------------------------------------------------------------
+
+
+def _hold(folder: str, log: str, barrier) -> None:
+    barrier.wait()
+    try:
+        with experiment_lock(Path(folder)):
+            with open(log, "a") as f:
+                f.write(f"in {os.getpid()}\n")
+            time.sleep(0.05)
+            with open(log, "a") as f:
+                f.write(f"out {os.getpid()}\n")
+    except BnexpError:
+        pass
+
+
+def test_concurrent_starters_never_hold_the_lock_together(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(20):
+        log = tmp_path / f"log{trial}"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_hold, args=(str(tmp_path), str(log), barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        lines = log.read_text().splitlines() if log.exists() else []
+        depth = 0
+        for line in lines:  # every "in" is followed by its own "out" before the next "in"
+            depth += 1 if line.startswith("in") else -1
+            assert depth in (0, 1), lines
+        assert lines, "nobody got the lock"
+
+
+def test_the_lock_is_not_fooled_by_pids_or_directories(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(f"{os.getppid()}\n")  # a live, unrelated process's pid
+    with (experiment_lock(tmp_path), pytest.raises(BnexpError, match="being written by another bnexp process"),
+          experiment_lock(tmp_path)):  # fmt: skip
+        pass
+    (tmp_path / LOCK_FILE).unlink()
+    (tmp_path / LOCK_FILE).mkdir()
+    with pytest.raises(BnexpError, match="not bnexp's lock file"), experiment_lock(tmp_path):
+        pass
