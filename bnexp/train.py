@@ -574,7 +574,9 @@ def train_run(
                 run.write_summary({"run": plan.name, "status": "interrupted", "seed": plan.seed})
             raise
         except Exception as e:  # one run's failure must not take the experiment down
-            remedy = "" if isinstance(e, CorruptFile) else f"; details in {run.path / ERROR_LOG}"
+            remedy = f"; details in {run.path / ERROR_LOG}"
+            if isinstance(e, CorruptFile) and "--restart-run" not in str(e):
+                remedy = f"; {restart_hint(plan)}"
             summary = {"run": plan.name, "status": "failed", "seed": plan.seed, "error": f"{type(e).__name__}: {e}",
                        "rank": world.rank, "started": started, "step": trainer.step if trainer else 0,
                        **provenance(device)}  # fmt: skip
