@@ -142,6 +142,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._files: dict[str, IO[str]] = {}
+        self._missing: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -160,6 +161,8 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
             for old in self.path.glob("checkpoint-step*.pt"):
                 old.unlink()
+        # opening in "a" creates missing logs: remember which were missing for check_offsets
+        self._missing = {name for name in LOGS if not (self.path / name).is_file()}
         self._files = {name: (self.path / name).open("a") for name in LOGS}
 
     def _write(self, name: str, record: dict[str, Any]) -> None:
@@ -188,8 +191,8 @@ class RunDir:
         would pad them or cut a line."""
         for name, offset in offsets.items():
             p = self.path / name
-            size = p.stat().st_size if p.is_file() else -1
-            if size < offset:
+            size = -1 if name in self._missing else p.stat().st_size
+            if offset and size < offset:
                 found = "is missing" if size < 0 else f"has {size} bytes"
                 raise CorruptFile(f"{p} {found}, the checkpoint expects at least {offset}: the run's logs were "
                                   "deleted or cut after its last checkpoint")  # fmt: skip

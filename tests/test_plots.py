@@ -10,21 +10,24 @@ from bnexp.results import find_experiments
 from .rundata import write_experiment
 
 
+DRIFT_PANELS = 6  # accuracy, loss, and mean and sd of the two probed layers
+
+
 def panels(fig) -> list:
     return [ax for ax in fig.axes if ax.has_data()]
 
 
 def test_every_figure_kind_applies_and_has_its_panels(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
-    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 5, "generalization": 1}
-    assert {k.name for k in FIGURES} == set(expected)
-    for kind in FIGURES:
-        assert kind.applies(exp), kind.name
+    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 5, "generalization": 1,
+                "distribution_drift": DRIFT_PANELS}
+    assert {k.name for k in FIGURES if k.applies(exp)} == set(expected)  # the others need grids, analyses or probes
+    for kind in (k for k in FIGURES if k.applies(exp)):
         fig = kind.draw(exp)
         assert len(panels(fig)) == expected[kind.name], kind.name
         assert fig._suptitle is not None and exp.name in fig._suptitle.get_text()
         for ax in panels(fig):
-            assert (ax.get_xlabel() and ax.get_ylabel()) or kind.name == "feature_distribution"
+            assert (ax.get_xlabel() and ax.get_ylabel()) or kind.name in ("feature_distribution", "distribution_drift")
         plt.close(fig)
 
 
@@ -52,7 +55,7 @@ def test_only_fitting_figures(tmp_path):
 def test_render_writes_non_empty_files(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
     paths = render(exp, tmp_path / "figs", "svg")
-    assert len(paths) == 5 and all(p.suffix == ".svg" and p.stat().st_size > 10_000 for p in paths)
+    assert len(paths) == 6 and all(p.suffix == ".svg" and p.stat().st_size > 10_000 for p in paths)
 
 
 def test_plot_cli_reads_a_results_folder(tmp_path):
@@ -60,6 +63,6 @@ def test_plot_cli_reads_a_results_folder(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     pngs = sorted((tmp_path / "results" / "synthetic" / "figures").glob("*.png"))
-    assert len(pngs) == 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert len(pngs) == 6 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "nothing")]).exit_code == 2
     assert CliRunner().invoke(app, ["plot", str(tmp_path), "--format", "gif"]).exit_code == 2
