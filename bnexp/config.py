@@ -202,8 +202,10 @@ class AnalysesConfig:
 class SeriesRef:
     """A curve published with an article, from a JSON file beside the config (`configs/references/...`)."""
 
-    file: str = field(metadata={"pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}",
-                                "pattern_help": "a relative path inside the config's folder (letters, digits, _ . / -)"})
+    file: str = field(metadata={
+        "pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}",
+        "pattern_help": "a relative path inside the config's folder (letters, digits, _ . / -)",
+    })
     key: str
     quantity: Literal["train_loss_per_step", "train_acc_per_epoch", "test_acc_per_epoch"]
 

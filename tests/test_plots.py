@@ -9,7 +9,6 @@ from bnexp.results import find_experiments
 
 from .rundata import write_experiment
 
-
 DRIFT_PANELS = 6  # accuracy, loss, and mean and sd of the two probed layers
 
 

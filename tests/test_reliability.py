@@ -263,6 +263,19 @@ def test_temp_files_of_interrupted_writes_are_cleaned_up(setup, tmp_path):
     assert not any(p.exists() for p in leftovers)
 
 
+def test_a_corrupt_decoded_cache_is_named_and_rebuilt(tiny_root, capsys):
+    from bnexp.config import DatasetConfig
+    from bnexp.data import cache_dir, load_data
+
+    cfg = DatasetConfig(name="fashion_mnist", verify_checksums=False)
+    first = load_data(cfg, torch.device("cpu"), tiny_root)
+    decoded = next((cache_dir() / "decoded").glob("*/FashionMNIST/raw/train-images-idx3-ubyte"))
+    decoded.write_bytes(decoded.read_bytes()[:1000])  # a cut copy: the user's files are fine
+    again = load_data(cfg, torch.device("cpu"), tiny_root)
+    assert "decoded copy" in capsys.readouterr().out and str(tiny_root) not in str(decoded)
+    assert torch.equal(first.train.images, again.train.images) and decoded.stat().st_size > 1000
+
+
 def test_run_files_share_one_mode(setup, tmp_path):
     config, root = setup
     assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
