@@ -279,15 +279,20 @@ def learning_rate(exp: Experiment) -> Figure:
             lrs.append(runs[0].config["lr"])
             means.append(m)
             sds.append(sd)
+            marked = 0
             for r in runs:
                 acc = r.summary.get("final_test_acc")
                 outcome = r.course["outcome"]
+                x = r.config["lr"] * 1.06**marked  # side by side, so that every marked seed shows
                 if r.status == "diverged":
-                    summary_ax.plot(r.config["lr"], acc if acc is not None else 0.0, "x", color="red", markersize=8)
+                    summary_ax.plot(x, acc if acc is not None else 0.0, "x", color="red", markersize=8)
                 elif outcome == "never_left_chance":
-                    summary_ax.plot(r.config["lr"], acc, "o", mfc="none", color="black", markersize=9)
+                    summary_ax.plot(x, acc, "o", mfc="none", color="black", markersize=9)
                 elif outcome == "fell_back":
-                    summary_ax.plot(r.config["lr"], acc, "v", mfc="none", color="black", markersize=9)
+                    summary_ax.plot(x, acc, "v", mfc="none", color="black", markersize=9)
+                else:
+                    continue
+                marked += 1
         summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
                             label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
     summary_ax.plot([], [], "x", color="red", label="diverged run")
@@ -297,7 +302,8 @@ def learning_rate(exp: Experiment) -> Figure:
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
     summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds)")
-    summary_ax.legend(loc="lower right")
+    summary_ax.set_ylim(0, 1.02)
+    summary_ax.legend(loc="lower left", fontsize=8)
     return finish(fig, exp, f"{exp.name}: learning rates")
 
 
