@@ -197,6 +197,12 @@ def convergence(exp: Experiment) -> Figure:
     """Training loss per step and test accuracy per evaluation, mean +- 1 sd over seeds (E1/E2)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     groups = list(exp.variants.values())
+    several_lrs = _several_lrs_per_model(exp)
+    if several_lrs:  # one lr per model, the lowest (E2 within E4); the learning_rate figure has all of them
+        lowest = {}
+        for runs in groups:
+            lowest[runs[0].tag] = min(lowest.get(runs[0].tag, math.inf), runs[0].config["lr"])
+        groups = [runs for runs in groups if runs[0].config["lr"] == lowest[runs[0].tag]]
     with_lr = len(lr_multipliers(exp)) > 1
 
     def style(run: Run) -> dict:
@@ -205,7 +211,7 @@ def convergence(exp: Experiment) -> Figure:
     k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(runs, with_lr))
     references = reference_loss_curves(exp)
     for i, (variant, values) in enumerate(references.items()):
-        if variant in exp.variants:
+        if any(runs[0].variant == variant for runs in groups):
             draw_reference_loss(ax_loss, values, k * log_every(exp), style(exp.variants[variant][0]),
                                 "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
@@ -221,7 +227,7 @@ def convergence(exp: Experiment) -> Figure:
     ref = exp.reference or {}
     first_ref = True
     for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
-        if variant in exp.variants and by_epoch:
+        if any(runs[0].variant == variant for runs in groups) and by_epoch:
             ex = sorted(points)
             ax_acc.plot(ex, [points[e] for e in ex], linestyle="none", marker="x", markersize=6,
                         color=color(exp.variants[variant][0]), label="article" if first_ref else None)  # fmt: skip
@@ -230,7 +236,7 @@ def convergence(exp: Experiment) -> Figure:
     ax_acc.set_ylabel("test accuracy (eval mode)")
     ax_acc.set_title("test accuracy, mean ± 1 sd over seeds" + (" (x: article)" if not first_ref else ""))
     ax_acc.legend(loc="lower right")
-    return finish(fig, exp, f"{exp.name}: convergence")
+    return finish(fig, exp, f"{exp.name}: convergence" + (" at each model's lowest lr" if several_lrs else ""))
 
 
 def _several_lrs_per_model(exp: Experiment) -> bool:
