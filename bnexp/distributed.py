@@ -144,8 +144,11 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
     )  # fmt: skip
     saved = os.environ.get(LAUNCHER_ENV)
     os.environ[LAUNCHER_ENV] = json.dumps(actions)
+    # as torchrun does: the cores shared out, never more threads than cores (spinning OpenMP threads of
+    # oversubscribed processes slow a step down by an order of magnitude)
+    threads = max(1, len(os.sched_getaffinity(0)) // nproc)
     try:
-        elastic_launch(config, _worker_entry)(argv)
+        elastic_launch(config, _worker_entry)(argv, threads)
     except ChildFailedError as e:
         return 1, e.format_msg(), None
     except SignalException as e:
@@ -158,10 +161,12 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
     return 0, "", None
 
 
-def _worker_entry(argv: list[str]) -> None:
+def _worker_entry(argv: list[str], threads: int) -> None:
     import sys
 
     from bnexp.cli import app
+
+    torch.set_num_threads(threads)
 
     code = app(["run", *argv], standalone_mode=False)
     if code:

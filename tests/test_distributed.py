@@ -108,6 +108,8 @@ def test_two_processes_with_sync_bn_follow_one_process_with_the_global_batch(con
     two = RunDir(tmp_path / "two" / "tiny" / "lenet5-bn_lr1x_s0")
     assert two.summary()["processes"] == 2 and two.summary()["batch_per_process"] == 16
     assert two.config()["processes"] == 2 and "synchronized" in two.summary()["bn"]["batch_statistics"]
+    # the cores are shared out between the processes, as torchrun does (never more threads than cores)
+    assert two.summary()["segments"][0]["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     a, b = one.metrics("train"), two.metrics("train")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert all(r2["loss"] == pytest.approx(r1["loss"], rel=1e-4) for r1, r2 in zip(a, b, strict=True))
