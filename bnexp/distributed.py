@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -147,6 +148,9 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
     # as torchrun does: the cores shared out, never more threads than cores (spinning OpenMP threads of
     # oversubscribed processes slow a step down by an order of magnitude)
     threads = max(1, len(os.sched_getaffinity(0)) // nproc)
+    # the launcher installs its own SIGINT/SIGTERM handlers and leaves them: restore ours, or a signal during a
+    # later single-process run of the same experiment would fail that run instead of stopping it
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         elastic_launch(config, _worker_entry)(argv, threads)
     except ChildFailedError as e:
@@ -154,6 +158,8 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
     except SignalException as e:
         return 1, "", int(e.sigval)
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if saved is None:
             os.environ.pop(LAUNCHER_ENV, None)
         else:

@@ -173,3 +173,19 @@ def test_a_process_that_dies_fails_its_run_and_the_others_go_on(config, tiny_roo
                                              or "peer" in failed["error"].lower() or "rank" in failed["error"])
     assert (tmp_path / "tiny" / "lenet5-bn_lr1x_s0" / "error.log").is_file()
     assert RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s1").summary()["status"] == "completed"
+
+
+def test_a_signal_after_a_multi_process_run_still_stops_the_experiment(config, tiny_root, tmp_path):
+    """torch's launcher installs its own signal handlers; once its runs are done, ours must be back, so that
+    SIGTERM during a later one-process run stops it with a checkpoint (exit 143), not fails it."""
+    grid = 'grid={"processes,epochs": [[2, 1], [1, 400]]}'
+    proc = bnexp(config, tiny_root, tmp_path, "--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", grid)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("*/*_p1_*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    wait_for_lines(next(tmp_path.glob("*/*_p1_*/metrics.jsonl")), 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc)
+    assert code == 143, out
+    single = RunDir(next(tmp_path.glob("*/*_p1_*")))
+    assert single.summary()["status"] == "interrupted" and not (single.path / "error.log").exists()
