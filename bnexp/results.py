@@ -139,6 +139,10 @@ class Experiment:
         return data if isinstance(data, dict) else {}
 
 
+UNFINISHED_DROPS = ("final_test_acc", "final_test_loss", "best_test_acc", "final_train_acc", "final_train_loss",
+                    "final_generalization_gap", "time_to_threshold", "final_dead_units")
+
+
 def load_run(run_dir: RunDir) -> Run:
     """All of a run's files; CorruptFile if one of them does not parse."""
     analyses = {}
@@ -149,10 +153,13 @@ def load_run(run_dir: RunDir) -> Run:
         except (OSError, ValueError) as e:
             raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None
     records = run_dir.metrics()
+    summary = run_dir.summary() or {}
+    if summary.get("status") not in ("completed", "diverged"):  # an unfinished run's accuracies are not results
+        summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
     return Run(
         dir=run_dir,
         config=run_dir.config(),
-        summary=run_dir.summary() or {},
+        summary=summary,
         evals=[r for r in records if r.get("event") == "eval"],
         train=[r for r in records if r.get("event") == "train"],
         probe_records=run_dir.probes(),

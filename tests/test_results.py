@@ -131,3 +131,16 @@ def test_analyses_are_read_with_the_run(tmp_path):
     run = next(r for r in find_experiments(tmp_path)[0].runs if r.name == "lenet5-bn_lr1x_s0")
     assert run.analyses == {"eval_modes": {"result": {"rows": []}}}
     assert yaml.safe_load((exp_dir / "experiment.yaml").read_text())["runs"]
+
+
+def test_an_interrupted_runs_accuracies_are_not_pooled(tmp_path):
+    from bnexp.results import load_run
+    from bnexp.store import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    (run.path / "config.yaml").write_text("run: r\nseed: 0\n")
+    (run.path / "metrics.jsonl").write_text("")
+    run.write_summary({"run": "r", "status": "interrupted", "final_test_acc": 0.5, "best_test_acc": 0.6})
+    loaded = load_run(run)
+    assert loaded.status == "interrupted" and "final_test_acc" not in loaded.summary
