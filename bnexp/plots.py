@@ -331,6 +331,8 @@ def feature_distribution(exp: Experiment) -> Figure:
     for row, run in zip(axes, runs, strict=True):
         epochs = sorted({p["epoch"] for p in run.probes})
         first, last = epochs[0], epochs[-1]
+        # a probe in an epoch's first batch sits at a fractional epoch (step / steps per epoch): name its epoch
+        first_name, last_name = (f"epoch {math.ceil(e - 1e-9)}" for e in (first, last))
         for ax, layer in zip(row, layers, strict=True):
             for epoch, fill in ((first, True), (last, False)) if first != last else ((last, False),):
                 rec = next(p for p in run.probes if p["layer"] == layer and p["epoch"] == epoch)
@@ -338,11 +340,11 @@ def feature_distribution(exp: Experiment) -> Figure:
                 edges = np.linspace(lo, hi, len(counts) + 1)
                 density = counts / (rec["n"] * (edges[1] - edges[0]))
                 if fill:
-                    ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=f"epoch {first:g}")
+                    ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=first_name)
                 else:
-                    ax.stairs(density, edges, color=color(run), linewidth=1.3, label=f"epoch {last:g}")
+                    ax.stairs(density, edges, color=color(run), linewidth=1.3, label=last_name)
             ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
-            ax.text(0.98, 0.95, f"epoch {last:g}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
+            ax.text(0.98, 0.95, f"{last_name}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
                     transform=ax.transAxes, ha="right", va="top", fontsize=7,
                     bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})  # fmt: skip
             outside = (rec["below_range"] + rec["above_range"]) / rec["n"]
@@ -430,7 +432,7 @@ def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
     return out
 
 
-@figure("batch_size", applies=lambda exp: any("batch_size" in r.grid for r in exp.runs))
+@figure("batch_size", applies=lambda exp: len({r.grid["batch_size"] for r in exp.runs if "batch_size" in r.grid}) > 1)
 def batch_size(exp: Experiment) -> Figure:
     """Test error vs batch size (log 2 axis), a line per norm, mean +- 1 sd over seeds (GroupNorm paper Fig. 1)."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
@@ -650,7 +652,7 @@ def data_parallel(exp: Experiment) -> Figure:
                yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],
                color=[colors[v] for v in names], capsize=3)  # fmt: skip
     ax_gap.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
-    ax_gap.set(ylabel="mean over layers of |running mean − population mean| / sd",
+    ax_gap.set(ylabel="|running − population mean| / sd\n(mean over layers)",
                title="running statistics vs the training set's")  # fmt: skip
     return finish(fig, exp, f"{exp.name}: BatchNorm under data parallelism")
 

@@ -11,7 +11,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -274,6 +274,7 @@ class Trainer:
         self.window = 0
         self.segments: list[dict[str, int]] = []  # [{"from_step", "torch_threads", "processes"}]
         self.images_since_eval = 0  # for images/s only; not part of the state
+        self.probe_seconds = 0.0  # time measuring rather than training since the last evaluation; not state
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -339,7 +340,9 @@ class Trainer:
         y = self.data.train.labels[idx]
         for probe in self.step_probes:
             if probe.due(self.step + 1):
-                for record in probe.measure(self.model, self.optimizer, x, y, self.exp.precision):
+                with self._probe_clock():
+                    records = probe.measure(self.model, self.optimizer, x, y, self.exp.precision)
+                for record in records:
                     self.run.log_probe({"probe": probe.name, "step": self.step + 1,
                                         "epoch": (self.step + 1) / self.per_epoch, **record})  # fmt: skip
         with autocast(self.device, self.exp.precision):
@@ -399,9 +402,12 @@ class Trainer:
         eval_time = time.perf_counter() - t0
         self.run.log(record)
         speed = self.images_since_eval / train_time if train_time > 0 else None
-        self.images_since_eval = 0
+        probe_time = self.probe_seconds + (self.probes.seconds if self.probes else 0.0)
+        self.images_since_eval, self.probe_seconds = 0, 0.0
+        if self.probes:
+            self.probes.seconds = 0.0
         self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
-                             "images_per_s": speed})  # fmt: skip
+                             "images_per_s": speed, "probe_time_s": probe_time})  # fmt: skip
         self.reporter.evaluated(
             f"{self.plan.name} epoch {record['epoch']:.2f} (step {self.step}): test_acc {record['test_acc']:.4f}, "
             f"test_loss {record['test_loss']:.4f}" + (f", {speed:.0f} img/s" if speed else ""),
@@ -420,7 +426,10 @@ class Trainer:
         for idx in self._batches():
             next_step = self.step + 1
             eval_due = next_step % self.eval_every == 0 or next_step == self.total_steps
-            before = self.weight_norms.snapshot() if self.weight_norms and eval_due else None
+            before = None
+            if self.weight_norms and eval_due:
+                with self._probe_clock():
+                    before = self.weight_norms.snapshot()
             self._train_step(idx)
             done = self.step == self.total_steps
             checkpoint_due = self.step % self.checkpoint_every == 0 or done
@@ -433,22 +442,38 @@ class Trainer:
                     return "diverged"
                 stop = stop or agreed_stop
             if before is not None:
-                for record in self.weight_norms.measure(before):
+                with self._probe_clock():
+                    records = self.weight_norms.measure(before)
+                for record in records:
                     self.run.log_probe({"probe": "weights", "step": self.step, "epoch": self.step / self.per_epoch,
                                         **record})  # fmt: skip
             if eval_due:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self._evaluate(time.perf_counter() - t_interval)
-                t_interval = time.perf_counter()
             if checkpoint_due or stop:
                 self.save_checkpoint()
+            if eval_due:  # the next interval times training only, not this evaluation or checkpoint
+                t_interval = time.perf_counter()
             if done:
                 self.save_final_weights()
                 return "completed"
             if stop:
                 return "interrupted"
         raise AssertionError("unreachable: the batch stream is endless")
+
+    @contextmanager
+    def _probe_clock(self) -> Iterator[None]:
+        """Adds the block's wall time to the interval's probe time (timing.jsonl: what the probes cost)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.probe_seconds += time.perf_counter() - t0
 
     def save_final_weights(self) -> None:
         if self.exp.keep_final_weights and self.world.main:
@@ -491,6 +516,7 @@ class Trainer:
             },
             "train_time_s": sum(t["train_time_s"] for t in timings),
             "eval_time_s": sum(t["eval_time_s"] for t in timings),
+            "probe_time_s": sum(t.get("probe_time_s", 0.0) for t in timings),  # included in train_time_s
             "images_per_s": statistics.median(speeds) if speeds else None,
             "segments": self.segments,
             "started": started,
@@ -558,6 +584,11 @@ def train_run(
             saved_threads = checkpoint_threads(state) if state else None
             if saved_threads and saved_threads != threads:
                 torch.set_num_threads(saved_threads)
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+                if saved_threads > cores and world.main:  # OpenMP threads spinning on fewer cores crawl
+                    reporter.message(f"{plan.name}: resuming with the {saved_threads} torch threads it started "
+                                     f"with (results are bitwise reproducible only for one thread count) on "
+                                     f"{cores} core(s): slow; run it alone (--jobs 1) for speed")  # fmt: skip
             writer = run if world.main else NullRunDir(run.path)
             writer.start(plan.resolved(), fresh=action == "start")
             trainer = Trainer(plan, data, writer, device, reporter, stop, keep_checkpoints, world)

@@ -7,7 +7,9 @@
     python scripts/bench_costs.py --data-root ../shared/data            # ~20 minutes on 2 cores
     python scripts/bench_costs.py --data-root ../shared/data --only processes --reps 3
 
-Times come from the runs' own timing.jsonl (training intervals only: no evaluation, no process start-up).
+Times come from the runs' own timing.jsonl (training intervals only: no evaluation, checkpoint or process
+start-up). Between separate runs this shared machine's noise is ~10 %; the last column, the time each run itself
+spent in its probes over its training time, is measured inside one run and is the precise figure.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from bnexp.train import Silent
 from bnexp.validate import load
 
 REPO = Path(__file__).resolve().parents[1]
+# evaluation (and weight norms) every 100 steps in every variant; timings exclude evaluations and checkpoints
 BASE = """\
 name: bench
-dataset: {name: fashion_mnist, subset: 12800, test_subset: 1000}
+dataset: {name: fashion_mnist, subset: %d, test_subset: 1000}
 models: [{name: lenet5, norm: batchnorm}]
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 batch_size: 64
 epochs: 1
+eval_every: 100
 seeds: [0]
 log_every: 50
 """
@@ -39,7 +43,7 @@ PROBES = {
     "landscape every 100 steps (8 step sizes)": ["landscape_probe={every_steps: 100}"],
     "ics every 100 steps": ["ics_probe={every_steps: 100}"],
     "distributions every 100 steps": ["probes={every_steps: 100, layers: all}"],
-    "weight norms at each evaluation": ["weight_norms=true", "eval_every=50"],
+    "weight norms at each evaluation": ["weight_norms=true"],
     "all of the above": ["landscape_probe={every_steps: 100}", "ics_probe={every_steps: 100}",
                          "probes={every_steps: 100, layers: all}", "weight_norms=true"],
 }  # fmt: skip
@@ -50,8 +54,9 @@ PROCESSES = {
 }
 
 
-def train_time(config: Path, overrides: list[str], data_root: str | None, out: Path) -> tuple[float, int]:
-    """Seconds of training (all evaluation intervals) and images trained, from the run's files."""
+def train_time(config: Path, overrides: list[str], data_root: str | None, out: Path) -> tuple[float, float, int]:
+    """Seconds of training (all evaluation intervals), of it the seconds spent in probes, and images trained,
+    from the run's files."""
     cfg = load(config, overrides)
     argv = [str(config), *(f"--set={o}" for o in overrides), f"--out={out}", "--quiet",
             *([f"--data-root={data_root}"] if data_root else [])]  # fmt: skip
@@ -61,27 +66,35 @@ def train_time(config: Path, overrides: list[str], data_root: str | None, out: P
     run = next(p for p in (out / "bench").iterdir() if p.is_dir())
     timings = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
-    return sum(t["train_time_s"] for t in timings), summary["steps"] * cfg.batch_size
+    seconds = sum(t["train_time_s"] for t in timings)
+    return seconds, sum(t["probe_time_s"] for t in timings), summary["steps"] * cfg.batch_size
 
 
-def compare(name: str, variants: dict[str, list[str]], extra: list[str], reps: int, data_root: str | None) -> None:
+def compare(
+    name: str, variants: dict[str, list[str]], extra: list[str], subset: int, reps: int, data_root: str | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
-        config.write_text(BASE)
+        config.write_text(BASE % subset)
         times: dict[str, list[float]] = {k: [] for k in variants}
+        shares: dict[str, list[float]] = {k: [] for k in variants}  # probe time / training time, within a run
         images = 0
         for rep in range(reps):
             order = list(variants) if rep % 2 == 0 else list(reversed(variants))  # alternate: noise hits all alike
             for key in order:
-                seconds, images = train_time(config, [*extra, *variants[key]], data_root, Path(tmp) / "out")
+                seconds, probe_seconds, images = train_time(config, [*extra, *variants[key]], data_root,
+                                                            Path(tmp) / "out")  # fmt: skip
                 times[key].append(seconds)
+                shares[key].append(probe_seconds / seconds)
                 print(f"  rep {rep + 1} {key}: {seconds:.2f} s", file=sys.stderr, flush=True)
         base = statistics.median(next(iter(times.values())))
         print(f"\n{name} ({reps} alternating repetitions, medians; {images} training images per run)")
-        print(f"| {'variant':<44} | training s | img/s | vs first |\n|---|---:|---:|---:|")
+        print(f"| {'variant':<44} | training s | img/s | vs first | in-run probe time / training time |")
+        print("|---|---:|---:|---:|---:|")
         for key, values in times.items():
             med = statistics.median(values)
-            print(f"| {key:<44} | {med:.2f} | {images / med:,.0f} | {med / base:.2f}x |")
+            share = statistics.median(shares[key])
+            print(f"| {key:<44} | {med:.2f} | {images / med:,.0f} | {med / base:.2f}x | {share:.1%} |")
 
 
 def main() -> None:
@@ -91,11 +104,12 @@ def main() -> None:
     parser.add_argument("--only", choices=["probes", "processes"])
     args = parser.parse_args()
     if args.only in (None, "probes"):
-        compare("Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], args.reps, args.data_root)
+        # the whole training set: 938 steps, so a probe every 100 steps runs 9 times, as in a real run
+        compare("Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], 60000, args.reps, args.data_root)
     if args.only in (None, "processes"):
         for batch in (32, 256):
             compare(f"Data parallelism, LeNet5-BN, global batch {batch}", PROCESSES, [f"batch_size={batch}"],
-                    args.reps, args.data_root)  # fmt: skip
+                    12800, args.reps, args.data_root)  # fmt: skip
 
 
 if __name__ == "__main__":

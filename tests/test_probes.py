@@ -20,6 +20,7 @@ from bnexp.probes.landscape import LandscapeProbe
 from bnexp.probes.weights import WeightNorms
 from bnexp.progress import PlainReporter
 from bnexp.runner import run_experiment
+from bnexp.store import RunDir
 from bnexp.validate import load
 
 from .conftest import TINY_CONFIG
@@ -124,6 +125,10 @@ def test_a_run_with_probes_equals_the_run_without_byte_for_byte(norm, tiny_root,
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     kinds = {line.split('"probe": "')[1].split('"')[0] for line in (b / "probes.jsonl").read_text().splitlines()}
     assert kinds == {"landscape", "ics", "weights"}
+    # what the probes cost is part of the run's timing: within training time, zero without probes
+    plain, probed = RunDir(a).timings(), RunDir(b).timings()
+    assert all(t["probe_time_s"] == 0 for t in plain)
+    assert all(0 < t["probe_time_s"] < t["train_time_s"] for t in probed)
 
 
 def test_dead_units_counts_channels_that_are_never_positive():

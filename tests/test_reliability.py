@@ -37,6 +37,24 @@ def children(pid: int) -> list[int]:
     return []
 
 
+def signal_the_worker_of(proc: subprocess.Popen, run: Path, sig: signal.Signals) -> None:
+    """Send `sig` to the --jobs worker that trains `run` (the one holding its metrics.jsonl open), once the run
+    has written a checkpoint, so a later invocation has something to resume from."""
+    metrics, deadline = run / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run / store.CHECKPOINT).is_file():
+            for pid in children(proc.pid):
+                fds = Path(f"/proc/{pid}/fd")
+                try:
+                    if any(os.path.realpath(fd) == str(metrics.resolve()) for fd in fds.iterdir()):
+                        os.kill(pid, sig)
+                        return
+                except (FileNotFoundError, ProcessLookupError):  # the worker finished meanwhile
+                    continue
+        time.sleep(0.05)
+    raise AssertionError(f"no worker was training {run.name} with a checkpoint written")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -140,24 +158,21 @@ def test_double_ctrl_c_stops_the_workers_before_the_lock_is_released(setup, tmp_
 def test_sigterm_to_one_worker_interrupts_its_run_and_exits_143(setup, tmp_path):
     config, root = setup
     proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "epochs=8")
-    wait_for_lines(tmp_path / "resume" / PLAIN_RUN / "metrics.jsonl", 3, proc)
-    os.kill(children(proc.pid)[0], signal.SIGTERM)
+    signal_the_worker_of(proc, tmp_path / "resume" / PLAIN_RUN, signal.SIGTERM)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, output
-    statuses = sorted(RunDir(p).summary()["status"] for p in (tmp_path / "resume").iterdir() if p.is_dir())
-    assert "interrupted" in statuses
+    assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "interrupted"
 
 
 def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path):
     config, root = setup
     proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
-    wait_for_lines(tmp_path / "resume" / PLAIN_RUN / "metrics.jsonl", 3, proc)
-    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    signal_the_worker_of(proc, tmp_path / "resume" / PLAIN_RUN, signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output
     runs = {p.name: RunDir(p) for p in (tmp_path / "resume").iterdir() if p.is_dir()}
     failed = [r for r in runs.values() if r.summary()["status"] == "failed"]
-    assert len(failed) == 1 and "killed by signal 9" in failed[0].summary()["error"]
+    assert [r.name for r in failed] == [PLAIN_RUN] and "killed by signal 9" in failed[0].summary()["error"]
     assert (failed[0].path / "error.log").is_file()
     assert sum(r.summary()["status"] == "completed" for r in runs.values()) == 3  # a replacement took the rest
     result = run_to_end(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
@@ -178,6 +193,21 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
     assert run_files(tmp_path / "resumed") == run_files(tmp_path / "reference")
     segments = RunDir(tmp_path / "resumed" / "resume" / BN_RUN).summary()["segments"]
     assert len(segments) == 2 and {s["torch_threads"] for s in segments} == {1}
+
+
+def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setup, tmp_path):
+    """Started alone with 2 threads, resumed by --jobs 2 on one pinned core each: it keeps its 2 threads (for
+    bitwise reproducibility), and the user is told why it crawls and how to avoid it."""
+    config, root = setup
+    proc = bnexp_process(config, root, tmp_path, threads=2)
+    wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    result = run_to_end(config, root, tmp_path, "--jobs", "2")
+    assert result.returncode == 0, result.stdout
+    assert f"{BN_RUN}: resuming with the 2 torch threads" in result.stdout and "(--jobs 1)" in result.stdout
+    segments = RunDir(tmp_path / "resume" / BN_RUN).summary()["segments"]
+    assert [s["torch_threads"] for s in segments] == [2, 2]
 
 
 # -- 6, 7, 8: one bad file never blocks the others ---------------------------------------------------------------

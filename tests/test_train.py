@@ -36,6 +36,7 @@ def test_short_run_writes_the_run_store(tiny_config, tiny_root, tmp_path):
     timings = bn.timings()
     assert [t["step"] for t in timings] == [10, 20] and all(t["images_per_s"] > 0 for t in timings)
     assert summary["images_per_s"] > 0 and summary["train_time_s"] > 0
+    assert all(t["probe_time_s"] == 0 for t in timings) and summary["probe_time_s"] == 0  # no probes configured
     assert summary["final_test_acc"] == evals[-1]["test_acc"]
     assert summary["best_test_acc"] == max(e["test_acc"] for e in evals)
     train = bn.metrics("train")

@@ -75,6 +75,21 @@ def _all_reduce(tensors: list[Tensor], group: Any) -> list[Tensor]:
                                                              strict=True)]
 
 
+def _group_moments(count: int, mean: Tensor, squares: Tensor, group: Any) -> tuple[Tensor, Tensor, int]:
+    """The group's per-channel mean and sum of squared deviations, and its value count, from each process's
+    own (count, mean, sum of squared deviations): one all_gather, combined by Chan et al.'s parallel rule
+    M2 = sum M2_i + sum n_i (mean_i - mean)^2 in float64, so no sum of squares ever cancels."""
+    local = torch.cat([mean.new_tensor([count], dtype=torch.float64), mean.double(), squares.double()])
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, local, group=group)
+    table, c = torch.stack(parts), mean.numel()
+    counts, means, m2s = table[:, :1], table[:, 1 : 1 + c], table[:, 1 + c :]
+    total = counts.sum()
+    group_mean = (counts * means).sum(0) / total
+    group_squares = m2s.sum(0) + (counts * (means - group_mean).square()).sum(0)
+    return group_mean.to(mean.dtype), group_squares.to(squares.dtype), int(total.item())
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """y = (x - mean) * inv_std * weight + bias with the full BN gradient (mean and inv_std depend on x).
 
@@ -170,20 +185,15 @@ class BatchNorm(nn.Module):
 
     def _batch_stats(self, x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor, int]:
         """Batch mean, biased batch variance and the number of values per channel they cover (the group's,
-        when synchronized). Two passes (mean, then squared deviations): no cancellation."""
+        when synchronized: one collective). Two passes (mean, then squared deviations): no cancellation."""
         with torch.no_grad():
             m = x.numel() // x.shape[1]
             # statistics in at least float32, also for bf16/fp16 inputs under autocast (as torch's BN)
-            total = x.sum(dims, dtype=torch.promote_types(x.dtype, torch.float32))
-            group = self.process_group
-            if group is not None:
-                total, count = _all_reduce([total, total.new_tensor([m])], group)
-                m = int(count.item())
-            mean = total / m
+            mean = x.sum(dims, dtype=torch.promote_types(x.dtype, torch.float32)) / m
             centered = mean.view(_channel_shape(x))
             squares = _channel_sum(lambda a: (a - centered).square_(), x)
-            if group is not None:
-                (squares,) = _all_reduce([squares], group)
+            if self.process_group is not None:
+                mean, squares, m = _group_moments(m, mean, squares, self.process_group)
         if m < 2:
             raise ValueError(
                 f"BatchNorm needs more than 1 value per channel to use batch statistics, got input {tuple(x.shape)}"
