@@ -71,7 +71,8 @@ def train_time(config: Path, overrides: list[str], data_root: str | None, out: P
 
 
 def compare(
-    name: str, variants: dict[str, list[str]], extra: list[str], subset: int, reps: int, data_root: str | None
+    name: str, variants: dict[str, list[str]], extra: list[str], subset: int, reps: int, data_root: str | None,
+    probes: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
@@ -89,12 +90,12 @@ def compare(
                 print(f"  rep {rep + 1} {key}: {seconds:.2f} s", file=sys.stderr, flush=True)
         base = statistics.median(next(iter(times.values())))
         print(f"\n{name} ({reps} alternating repetitions, medians; {images} training images per run)")
-        print(f"| {'variant':<44} | training s | img/s | vs first | in-run probe time / training time |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"| {'variant':<44} | training s | img/s | vs first |" + (" in-run probe time / training time |"
+              if probes else "") + "\n|---|---:|---:|---:|" + ("---:|" if probes else ""))  # fmt: skip
         for key, values in times.items():
             med = statistics.median(values)
-            share = statistics.median(shares[key])
-            print(f"| {key:<44} | {med:.2f} | {images / med:,.0f} | {med / base:.2f}x | {share:.1%} |")
+            share = f" {statistics.median(shares[key]):.1%} |" if probes else ""
+            print(f"| {key:<44} | {med:.2f} | {images / med:,.0f} | {med / base:.2f}x |{share}")
 
 
 def main() -> None:
@@ -105,7 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.only in (None, "probes"):
         # the whole training set: 938 steps, so a probe every 100 steps runs 9 times, as in a real run
-        compare("Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], 60000, args.reps, args.data_root)
+        compare("Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], 60000, args.reps, args.data_root,
+                probes=True)
     if args.only in (None, "processes"):
         for batch in (32, 256):
             compare(f"Data parallelism, LeNet5-BN, global batch {batch}", PROCESSES, [f"batch_size={batch}"],
