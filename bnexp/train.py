@@ -348,7 +348,7 @@ class Trainer:
         with autocast(self.device, self.exp.precision):
             if self.probes and self.probes.due(self.step + 1):
                 captured: list[dict[str, Any]] = []
-                with self.probes.capture(captured):
+                with self.probes.capture(captured, self._probe_clock):
                     logits = self.model(x) if self.world.size == 1 else self.forward(x)
                 for record in captured:
                     self.run.log_probe({"step": self.step + 1, "epoch": (self.step + 1) / self.per_epoch, **record})
@@ -402,12 +402,9 @@ class Trainer:
         eval_time = time.perf_counter() - t0
         self.run.log(record)
         speed = self.images_since_eval / train_time if train_time > 0 else None
-        probe_time = self.probe_seconds + (self.probes.seconds if self.probes else 0.0)
-        self.images_since_eval, self.probe_seconds = 0, 0.0
-        if self.probes:
-            self.probes.seconds = 0.0
         self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
-                             "images_per_s": speed, "probe_time_s": probe_time})  # fmt: skip
+                             "images_per_s": speed, "probe_time_s": self.probe_seconds})  # fmt: skip
+        self.images_since_eval, self.probe_seconds = 0, 0.0
         self.reporter.evaluated(
             f"{self.plan.name} epoch {record['epoch']:.2f} (step {self.step}): test_acc {record['test_acc']:.4f}, "
             f"test_loss {record['test_loss']:.4f}" + (f", {speed:.0f} img/s" if speed else ""),
@@ -584,7 +581,7 @@ def train_run(
             saved_threads = checkpoint_threads(state) if state else None
             if saved_threads and saved_threads != threads:
                 torch.set_num_threads(saved_threads)
-                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+                cores = len(os.sched_getaffinity(0))
                 if saved_threads > cores and world.main:  # OpenMP threads spinning on fewer cores crawl
                     reporter.message(f"{plan.name}: resuming with the {saved_threads} torch threads it started "
                                      f"with (results are bitwise reproducible only for one thread count) on "

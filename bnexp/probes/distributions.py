@@ -7,9 +7,8 @@ pre-hooks are attached only for the forward pass of a step that is captured, so 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -81,21 +80,21 @@ class Probes:
         # the first or the last training step of each chosen epoch (its forward sees the weights before it)
         offset = 1 - steps_per_epoch if cfg.epoch_position == "first" else 0
         self.steps = {e * steps_per_epoch + offset for e in cfg.at_epochs}
-        self.seconds = 0.0  # spent in the hooks (the forward itself is training): the probe's cost
-
 
     def due(self, step: int) -> bool:
         return step in self.steps or (self.cfg.every_steps is not None and step % self.cfg.every_steps == 0)
 
     @contextmanager
-    def capture(self, into: list[dict[str, Any]]) -> Iterator[None]:
-        """Within this block, each forward through a selected point appends its distribution to `into`."""
+    def capture(
+        self, into: list[dict[str, Any]], clock: Callable[[], AbstractContextManager] = nullcontext
+    ) -> Iterator[None]:
+        """Within this block, each forward through a selected point appends its distribution to `into`; each
+        measurement runs inside `clock()` (the trainer times what probes cost; the forward itself is training)."""
 
         def hook_for(index: int, name: str):
             def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-                t0 = time.perf_counter()
-                into.append({"layer": index, "name": name, **distribution(args[0], self.cfg)})  # ends in a sync
-                self.seconds += time.perf_counter() - t0
+                with clock():
+                    into.append({"layer": index, "name": name, **distribution(args[0], self.cfg)})
 
             return hook
 
