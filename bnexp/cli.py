@@ -234,17 +234,26 @@ def report(
         Path | None, typer.Option(help="Report file (default: RESULTS/REPORT.md, or stdout with --json).")
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Write the report as JSON instead of Markdown.")] = False,
+    readme: Annotated[
+        Path | None,
+        typer.Option(help="Also write the claims table into this Markdown file, between its lines "
+                     "'<!-- claims:begin -->' and '<!-- claims:end -->' (e.g. README.md)."),
+    ] = None,
 ) -> None:
-    """Compare the measurements with the articles' figures: mean ± sd over seeds, difference, verdict.
+    """The articles' claims, each with its statistic and verdict, then per-experiment tables: our runs next to
+    the articles' figures.
 
     Examples:
 
       bnexp plot results && bnexp report results
 
+      bnexp report results --readme README.md     # refresh README's claims table too
+
       bnexp report results/lenet5_bn --json > lenet5_bn.json
     """
     import json
 
+    from bnexp.claims import claims_excerpt
     from bnexp.report import build, to_markdown
     from bnexp.results import find_experiments
     from bnexp.store import write_atomic
@@ -262,12 +271,31 @@ def report(
         if out.is_dir():
             raise BnexpError(f"--out: {out} is a folder; give a file name, e.g. {out / 'REPORT.md'}")
         _writable_folder(out.parent, "--out")
+        if readme is not None:
+            _replace_block(readme, claims_excerpt(data["claims"], readme.parent, results))
         write_atomic(out, text + "\n")
     except BnexpError as e:
         _fail(e)
     except OSError as e:
         _fail(BnexpError(f"--out: cannot write {out} ({e.strerror or e})"))
     typer.echo(str(out))
+
+
+def _replace_block(path: Path, lines: list[str]) -> None:
+    """Put `lines` between the claims markers of a Markdown file, or say why not (exit 2)."""
+    from bnexp.claims import CLAIMS_BEGIN, CLAIMS_END
+    from bnexp.store import write_atomic
+
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BnexpError(f"--readme: cannot read {path} ({e.strerror or e})") from None
+    if text.count(CLAIMS_BEGIN) != 1 or text.count(CLAIMS_END) != 1 or text.index(CLAIMS_BEGIN) > text.index(
+            CLAIMS_END):  # fmt: skip
+        raise BnexpError(f"--readme: {path} needs one line {CLAIMS_BEGIN} and, after it, one line {CLAIMS_END}")
+    head, rest = text.split(CLAIMS_BEGIN)
+    _, tail = rest.split(CLAIMS_END)
+    write_atomic(path, head + CLAIMS_BEGIN + "\n" + "\n".join(lines) + "\n" + CLAIMS_END + tail)
 
 
 @app.command("list")

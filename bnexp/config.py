@@ -9,6 +9,7 @@ is allowed. Checks that need the model registry or the datasets are passed in by
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -111,6 +112,9 @@ class ModelConfig:
     bn_momentum: float | None = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
     bn_eps: float = field(default=1e-5, metadata=_range(0.0, 1.0, lo_open=True))
     affine: bool = True
+    # which layers get the norm: all (conv and hidden fc) or conv only (the fc layers then normalize nothing,
+    # which separates a conv-only BN from the fc layers' per-batch statistics at tiny batches)
+    norm_layers: Literal["all", "conv"] = "all"
     renorm: RenormConfig | None = None  # batchrenorm only (default: the paper's r_max 3, d_max 5, no ramp)
     noise: NoiseConfig | None = None  # noisy_batchnorm only (default: the ranges above)
     dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))  # after hidden fc layers (alexnet)
@@ -128,7 +132,8 @@ class ModelConfig:
     def tag(self) -> str:
         if self.label:
             return self.label
-        parts = [self.name, NORM_TAGS[self.norm], "sigmoid" if self.activation == "sigmoid" else ""]
+        parts = [self.name, NORM_TAGS[self.norm], "conv" if self.norm_layers == "conv" and self.norm != "none" else "",
+                 "sigmoid" if self.activation == "sigmoid" else ""]  # fmt: skip
         return "-".join(p for p in parts if p)
 
 
@@ -223,6 +228,52 @@ class ReferenceConfig:
     series: dict[str, list[SeriesRef]] = field(default_factory=dict)  # variant -> the author's curves
 
 
+# quantity -> kind ("value": a number per run; "proportion": true/false per run) and what `at` means
+CLAIM_QUANTITIES: dict[str, str] = {
+    "final_test_acc": "value", "best_test_acc": "value", "final_train_loss": "value",
+    "test_acc_at_epoch": "value", "test_acc_at_step": "value", "steps_to_loss_below": "value",
+    "last_epoch_loss": "value", "steps_to_test_acc": "value", "left_chance_step": "value",
+    "near_chance_at_end": "proportion",
+    "landscape_loss_range": "value", "landscape_grad_predictiveness": "value", "landscape_beta_smoothness": "value",
+    "ics_shift": "value", "drift_of_mean": "value", "drift_of_sd": "value", "unit_percentile_drift": "value",
+    "feature_sd_spread": "value", "effective_step_shrink": "value", "weight_norm_growth": "value",
+    "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
+    "scale_grad_ratio_error": "value",
+}  # fmt: skip
+# what `at` is for the quantities that need or take one (number: required; layer: optional 1-based layer)
+CLAIM_AT = {"test_acc_at_epoch": "number", "test_acc_at_step": "number", "steps_to_loss_below": "number",
+            "steps_to_test_acc": "number", "ics_shift": "layer", "drift_of_mean": "layer", "drift_of_sd": "layer",
+            "effective_step_shrink": "layer", "weight_norm_growth": "layer", "running_var_gap": "layer",
+            "eval_mode_acc": "mode"}  # fmt: skip
+EVAL_MODES = ("a_eval", "b_batch_stats_shuffled", "c_batch_stats_homogeneous", "c_eval_homogeneous",
+              "c_batch_stats_near_duplicates", "c_eval_near_duplicates", "d_lost_running_stats", "e_reestimated")
+
+
+@dataclass(frozen=True)
+class ClaimConfig:
+    """A claim of an article, checked on this experiment's runs (`bnexp report`'s claims table).
+
+    `group` (and `versus`) are variants: run names without the seed, e.g. lenet5-bn_lr1x or lenet5-gn_b8_lr1x.
+    expect greater / less: group's quantity above / below versus's (or `value`); equivalent: within ±margin of
+    versus's (two one-sided tests); consistent: the article's single run `value` (or values per `at`, a mapping)
+    lies in the 95 % prediction interval of our runs. With `versus_at`, the comparison is with the same quantity
+    at another `at` (of versus, or of the group itself), paired by seed: e.g. one model's accuracy in two
+    evaluation modes."""
+
+    id: str = field(metadata={"pattern": SAFE_NAME})
+    claim: str
+    source: str  # article file and passage, or paper and figure
+    quantity: Literal[tuple(CLAIM_QUANTITIES)]  # type: ignore[valid-type]
+    group: str
+    expect: Literal["greater", "less", "equivalent", "consistent"]
+    versus: str | None = None
+    at: float | str | None = None
+    versus_at: float | str | None = None  # compare with the quantity at this `at` instead (same group by default)
+    margin: float | None = field(default=None, metadata=_range(0.0, 1e9, lo_open=True))
+    value: float | dict[float, float] | None = None
+    figure: str | None = field(default=None, metadata={"pattern": SAFE_NAME})
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = field(metadata={"pattern": SAFE_NAME})
@@ -266,6 +317,7 @@ class ExperimentConfig:
     compile: bool = False  # torch.compile the model; probe steps run eagerly
     description: str = ""
     reference: ReferenceConfig | None = None
+    claims: list[ClaimConfig] = field(default_factory=list, metadata={"max_len": 200})
     smoke: dict[str, Any] = field(default_factory=dict)  # `--smoke` applies these key-path overrides
 
 
@@ -310,7 +362,7 @@ class RunPlan:
 
 # keys that do not change what a run computes: editing them never invalidates a started run
 # (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
-NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses")
+NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses", "claims")
 # the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
 NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")
 _MISSING = object()
@@ -640,6 +692,10 @@ def load_config(
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", "expected a mapping of config keys at the top level")
     src = _Source(str(path), _node_lines(node) if node else {})
+    written = None  # the config as written, before smoke and --set: what claims name their groups in
+    if smoke or overrides:
+        with contextlib.suppress(ConfigError):  # its own errors are reported below, where they apply
+            written = _build(ExperimentConfig, copy.deepcopy(data), "", src)
     if smoke:
         profile = data.get("smoke") or {}
         if not isinstance(profile, dict) or not profile:
@@ -665,7 +721,7 @@ def load_config(
             raise ConfigError(src.where(p), p, "at most 1000 values")
         keys = [k.strip() for k in key.split(",")]
         for k in keys:
-            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description"):
+            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description", "claims"):
                 raise ConfigError(src.where(p), p, f"{k!r} cannot be a grid key (use seeds: for seeds)")
         for j, value in enumerate(values):
             cell_src = _Source(src.file, {}, {"": f"{src.where(_join(p, j))} (grid value {value!r})"})
@@ -685,7 +741,72 @@ def load_config(
                 raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}"
                                   f"{e.message}") from None  # fmt: skip
     _check_run_names(cfg, src.where)
+    check_claims(written if written is not None else cfg, src.where)
     return cfg
+
+
+def check_claims(cfg: ExperimentConfig, where: Locate) -> None:
+    """Each claim's keys fit its relation and quantity, and its groups are variants of the config as written
+    (a smoke profile or --set may leave some without runs: the report then says not measured)."""
+    variants = list(dict.fromkeys(p.variant for p in expand_grid(cfg)))
+    seen: set[str] = set()
+    for i, c in enumerate(cfg.claims):
+        p = f"claims[{i}]"
+
+        def fail(key: str, message: str, p: str = p) -> typing.NoReturn:
+            raise ConfigError(where(f"{p}.{key}"), f"{p}.{key}", message)
+
+        if c.id in seen:
+            fail("id", f"{c.id!r} is the id of an earlier claim; ids must be unique")
+        seen.add(c.id)
+        for key in ("group", "versus"):
+            name = getattr(c, key)
+            if name is not None and name not in variants:
+                close = difflib.get_close_matches(name, variants, n=3)
+                fail(key, f"{name!r} is not a variant of this experiment; "
+                     + (f"did you mean {', '.join(map(repr, close))}? " if close else "")
+                     + f"its variants: {', '.join(variants[:12])}" + (" ..." if len(variants) > 12 else ""))
+        kind = CLAIM_QUANTITIES[c.quantity]
+        if c.versus_at is not None and (c.expect not in ("greater", "less", "equivalent") or c.value is not None):
+            fail("versus_at", "versus_at compares two values of the runs: expect greater, less or equivalent, no value")
+        compares = c.versus is not None or c.versus_at is not None
+        if c.expect == "equivalent" and c.versus is None and c.versus_at is not None and c.margin is not None:
+            pass
+        elif c.expect == "equivalent" and (not compares or c.margin is None):
+            fail("margin" if compares else "versus", "expect: equivalent needs versus: VARIANT (or versus_at) and "
+                 "margin: M")
+        if c.expect in ("greater", "less") and compares == (c.value is not None):
+            fail("value" if c.value is not None else "versus",
+                 f"expect: {c.expect} compares with exactly one of versus: VARIANT (or versus_at) or value: NUMBER")
+        if c.expect == "consistent" and (c.value is None or c.versus is not None):
+            fail("value", "expect: consistent needs the article's value: NUMBER (or {at: value, ...}) and no versus")
+        if c.margin is not None and c.expect != "equivalent":
+            fail("margin", f"a margin is for expect: equivalent (this claim expects {c.expect}; compare with versus)")
+        if isinstance(c.value, dict) and c.expect != "consistent":
+            fail("value", "a mapping of values (one per `at`) is for expect: consistent only")
+        if kind == "proportion" and c.expect not in ("greater", "less"):
+            fail("expect", f"{c.quantity} is a proportion: expect greater or less")
+        if kind == "proportion" and c.value is not None and not 0 <= c.value <= 1:
+            fail("value", f"{c.quantity} is a proportion: value must be in [0, 1]")
+        _check_claim_at(c, fail)
+
+
+def _check_claim_at(c: ClaimConfig, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    need = CLAIM_AT.get(c.quantity)
+    ats = list(c.value) if isinstance(c.value, dict) else [c.at] + ([c.versus_at] if c.versus_at is not None else [])
+    if isinstance(c.value, dict) and c.at is not None:
+        fail("at", "give `at` inside value's mapping ({at: article value}), not both")
+    for at in ats:
+        if need is None and at is not None:
+            fail("at", f"{c.quantity} takes no `at`")
+        if need == "number" and not isinstance(at, float):
+            fail("at", f"{c.quantity} needs at: NUMBER (an epoch, step or threshold)")
+        if need == "layer" and at is not None and not (isinstance(at, float) and at >= 1 and at == int(at)):
+            fail("at", f"{c.quantity}: at is a layer number (1, 2, ...) or absent for the mean over layers")
+        if need == "mode":
+            mode, _, size = str(at).partition("@")
+            if mode not in EVAL_MODES or (size and not size.isdigit()):
+                fail("at", f"eval_mode_acc needs at: MODE or MODE@N, MODE one of {', '.join(EVAL_MODES)}")
 
 
 def _check_run_names(cfg: ExperimentConfig, where: Locate) -> None:

@@ -365,6 +365,30 @@ def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | N
     )
 
 
+class DataCache:
+    """Data per (dataset config, device), loaded on first use: each cell of a grid over `dataset.*` or `device`
+    trains on its own data, and cells that agree share one copy."""
+
+    def __init__(self, data_root: str | Path | None):
+        self.data_root = data_root
+        self._loaded: dict[tuple[DatasetConfig, str], Data] = {}
+
+    def get(self, cfg: DatasetConfig, device: torch.device) -> Data:
+        key = (cfg, str(device))
+        if key not in self._loaded:
+            self._loaded[key] = load_data(cfg, device, self.data_root)
+        return self._loaded[key]
+
+
+def data_digest(data: Data) -> str:
+    """sha256 of the images and labels the runs see (both splits, before normalization): names the data in
+    records without naming the machine's folders."""
+    h = hashlib.sha256()
+    for t in (data.train.images, data.train.labels, data.test.images, data.test.labels):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def keep_last_batch(size: int, processes: int = 1) -> bool:
     """An epoch's trailing short batch is trained on when every process gets the same share of it, of at
     least 2 images: one image is no batch statistic, and no gradient estimate for the others either."""

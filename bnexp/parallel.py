@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bnexp.config import RunPlan
-from bnexp.data import load_data
+from bnexp.data import DataCache
 from bnexp.lock import hold_as_worker
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
@@ -48,8 +48,8 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, data_root: Any, device_name: str,
-            keep_checkpoints: bool) -> None:  # fmt: skip
+def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, data_root: Any,
+            device_name: str | None, keep_checkpoints: bool) -> None:  # fmt: skip
     _die_with_parent(parent_pid)
     hold_as_worker(out_dir)  # kept until the process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -57,17 +57,16 @@ def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, 
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.request(signum))
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))
-    device = select_device(device_name)
-    data = None
+    data = DataCache(data_root)
     while not stop:
         task = conn.recv()
         if task is None:
             break
         plan, action = task
         conn.send(("start", plan.name))
-        data = data or load_data(plan.experiment.dataset, device, data_root)
-        summary = train_run(plan, action, RunDir(out_dir / plan.name), data, device, PlainReporter(), stop,
-                            keep_checkpoints)  # fmt: skip
+        device = select_device(device_name or plan.experiment.device)  # the cell's, unless --device says
+        summary = train_run(plan, action, RunDir(out_dir / plan.name), data.get(plan.experiment.dataset, device),
+                            device, PlainReporter(), stop, keep_checkpoints)  # fmt: skip
         conn.send(("done", plan.name, summary["status"]))
     conn.close()
 
@@ -92,12 +91,13 @@ def run_parallel(
     jobs: int,
     out_dir: Path,
     data_root: Any,
-    device_name: str,
+    device_name: str | None,
     keep_checkpoints: bool,
     stop: StopRequest,
     reporter: PlainReporter,
 ) -> dict[str, str]:
-    """Run `todo` ((plan, action) pairs) on `jobs` worker processes; returns each run's final status."""
+    """Run `todo` ((plan, action) pairs) on `jobs` worker processes; returns each run's final status.
+    `device_name` (--device) overrides every run's device; None: each run's own config says."""
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     args = (out_dir, data_root, device_name, keep_checkpoints)
     pending = list(todo)

@@ -91,6 +91,29 @@ def variant_colors(exp: Experiment) -> dict[str, str]:
     return {v: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, v in enumerate(variants)}
 
 
+def tag_colors(exp: Experiment) -> dict[str, str]:
+    """A colour per model (run.tag): the norm's when no two models share it, else one of tab10 each."""
+    first = {r.tag: r for r in exp.runs}
+    norms = [color(r) for r in first.values()]
+    if len(set(norms)) == len(norms):
+        return {t: color(r) for t, r in first.items()}
+    cycle = plt.get_cmap("tab10").colors
+    return {t: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, t in enumerate(first)}
+
+
+def mixed_outcomes(runs: list[Run]) -> bool:
+    """Runs of one cell that ended differently (trained / fell back / never left chance / diverged): a mean
+    over them describes no run, so they are drawn one by one."""
+    return len({r.course["outcome"] for r in runs}) > 1
+
+
+def spread_text(groups: list[list[Run]]) -> str:
+    """What the bands show: '± 1 sd over seeds' only where a group has two or more runs."""
+    if any(len(g) > 1 and not mixed_outcomes(g) for g in groups):
+        return "mean ± 1 sd over seeds"
+    return "one run per curve" if all(len(g) == 1 for g in groups) else "per seed"
+
+
 def reference_loss_curves(exp: Experiment) -> dict[str, list[float]]:
     """variant -> the author's per-step loss history, where the config names one."""
     return {variant: ref["values"] for variant, refs in exp.reference_series().items() for ref in refs
@@ -105,12 +128,18 @@ def draw_reference_loss(ax, values: list[float], steps: int, style: dict, label_
             label=label_text)  # fmt: skip
 
 
-def label(runs: list[Run], with_lr: bool = True, with_n: bool = True) -> str:
+def label(runs: list[Run], with_lr: bool = True, with_n: bool = True, with_grid: bool = True) -> str:
+    """lenet5 BN, lr 0.05 (n=3); a model with its own `label` is named by it, so that variants of one norm
+    (momenta, noise levels, BN after the convolutions only) never share a legend entry."""
     m = runs[0].model
     parts = [m["name"], NORM_LABELS.get(m["norm"], m["norm"])]
+    if m.get("norm_layers") == "conv" and m["norm"] != "none":
+        parts.append("(conv layers only)")
     if m["activation"] != "relu":
         parts.append(m["activation"])
-    text = " ".join(parts)
+    text = m.get("label") or " ".join(parts)
+    if with_grid:
+        text += "".join(f", {k.replace('_', ' ')} {v}" for k, v in runs[0].grid.items())
     if with_lr:
         text += f", lr {runs[0].config['lr']:g}"
     return f"{text} (n={len(runs)})" if with_n else text
@@ -138,11 +167,17 @@ def smooth(y: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([head, out])
 
 
-def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int = 1) -> None:
-    """Mean line and a +-1 sd band over seeds (values[i] = the seeds' values at x[i])."""
+def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int = 1, per_seed: bool = False) -> None:
+    """Mean line and a +-1 sd band over seeds (values[i] = the seeds' values at x[i]); with `per_seed` (runs
+    that ended differently) one thin line per seed instead."""
     arr = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
     if k > 1:
         arr = np.stack([smooth(arr[:, j], k) for j in range(arr.shape[1])], 1)
+    if per_seed:
+        for j in range(arr.shape[1]):
+            ax.plot(x, arr[:, j], label=f"{label_text}, each seed (outcomes differ)" if j == 0 else None,
+                    **{**style, "linewidth": 0.8, "alpha": 0.8})  # fmt: skip
+        return
     mean = np.nanmean(arr, 1)
     if len(x) < 3:  # a line needs points: show very short series as markers
         style = {"marker": "o", **style}
@@ -153,8 +188,21 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
 
 
 def finish(fig: Figure, exp: Experiment, title: str) -> Figure:
-    fig.suptitle(f"{title}\n{exp.config.get('description', '')}", fontsize=11)
+    fig.suptitle(f"{title}\n{ran(exp)}", fontsize=11)
     return fig
+
+
+def ran(exp: Experiment) -> str:
+    """What the figure's runs are, from the runs themselves (not from what the config once planned)."""
+    seeds = sorted({r.config.get("seed") for r in exp.runs if r.config.get("seed") is not None})
+    grid: dict[str, set] = {}
+    for r in exp.runs:
+        for k, v in r.grid.items():
+            grid.setdefault(k, set()).add(str(v))
+    cells = "; ".join(f"{k} {', '.join(sorted(v, key=lambda x: (len(x), x)))}" for k, v in grid.items())
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(
+        range(seeds[0], seeds[-1] + 1)) else f"seeds {', '.join(map(str, seeds))}"  # fmt: skip
+    return f"{len(exp.runs)} runs, {len(exp.variants)} variants" + (f"; {cells}" if cells else "") + f"; {seed_text}"
 
 
 def steps_per_epoch(exp: Experiment) -> int | None:
@@ -172,7 +220,7 @@ def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[
         if not xs:
             continue
         k = smoothing_window(len(xs))
-        band(ax, xs, values, style_of(runs[0]), label_of(runs), k)
+        band(ax, xs, values, style_of(runs[0]), label_of(runs), k, per_seed=mixed_outcomes(runs))
         for run in runs:
             if run.status == "diverged":
                 at = run.summary.get("diverged_at_step")
@@ -205,8 +253,10 @@ def convergence(exp: Experiment) -> Figure:
         groups = [runs for runs in groups if runs[0].config["lr"] == lowest[runs[0].tag]]
     with_lr = len(lr_multipliers(exp)) > 1
 
+    colors = tag_colors(exp)
+
     def style(run: Run) -> dict:
-        return {"color": color(run), "linestyle": linestyle(exp, run), "linewidth": 1.4}
+        return {"color": colors[run.tag], "linestyle": linestyle(exp, run), "linewidth": 1.4}
 
     k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(runs, with_lr))
     references = reference_loss_curves(exp)
@@ -216,26 +266,27 @@ def convergence(exp: Experiment) -> Figure:
                                 "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
     ax_loss.set_title(f"training loss (moving average of {k} records = {k * log_every(exp)} steps)")
-    ax_loss.legend(loc="upper right")
+    ax_loss.legend(loc="best", fontsize=8)
     per_epoch = steps_per_epoch(exp)
     by_epoch = exp.config.get("epochs") is not None
     for runs in groups:
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
             x = [s / per_epoch for s in xs] if by_epoch and per_epoch else xs
-            band(ax_acc, x, values, {**style(runs[0]), "marker": "o", "markersize": 3}, label(runs, with_lr))
+            band(ax_acc, x, values, {**style(runs[0]), "marker": "o", "markersize": 3}, label(runs, with_lr),
+                 per_seed=mixed_outcomes(runs))
     ref = exp.reference or {}
     first_ref = True
     for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
         if any(runs[0].variant == variant for runs in groups) and by_epoch:
             ex = sorted(points)
             ax_acc.plot(ex, [points[e] for e in ex], linestyle="none", marker="x", markersize=6,
-                        color=color(exp.variants[variant][0]), label="article" if first_ref else None)  # fmt: skip
+                        color=colors[exp.variants[variant][0].tag], label="article" if first_ref else None)  # fmt: skip
             first_ref = False
     ax_acc.set_xlabel("epoch" if by_epoch else "training step")
     ax_acc.set_ylabel("test accuracy (eval mode)")
-    ax_acc.set_title("test accuracy, mean ± 1 sd over seeds" + (" (x: article)" if not first_ref else ""))
-    ax_acc.legend(loc="lower right")
+    ax_acc.set_title(f"test accuracy, {spread_text(groups)}" + (" (x: article)" if not first_ref else ""))
+    ax_acc.legend(loc="best", fontsize=8)
     return finish(fig, exp, f"{exp.name}: convergence" + (" at each model's lowest lr" if several_lrs else ""))
 
 
@@ -272,7 +323,7 @@ def learning_rate(exp: Experiment) -> Figure:
                 drawn = True
         ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
                      f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
-        ax.legend(loc="upper right")
+        ax.legend(loc="best", fontsize=8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
     for ax in axes[:-1]:
         ax.set_ylim(0, min(max(top, 0.5), 3.0))
@@ -281,6 +332,10 @@ def learning_rate(exp: Experiment) -> Figure:
         groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
         lrs, means, sds = [], [], []
         for runs in groups:
+            if mixed_outcomes(runs):  # no mean over runs that ended differently: every seed is a point
+                summary_ax.plot([runs[0].config["lr"]] * len(runs), [r.summary.get("final_test_acc") for r in runs],
+                                ".", color=color(groups[0][0]), alpha=0.7)  # fmt: skip
+                continue
             m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
             lrs.append(runs[0].config["lr"])
             means.append(m)
@@ -307,7 +362,8 @@ def learning_rate(exp: Experiment) -> Figure:
     summary_ax.set_xscale("log")
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
-    summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds)")
+    summary_ax.plot([], [], ".", color="gray", label="each seed, where outcomes differ")
+    summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds where all seeds trained)")
     summary_ax.set_ylim(0, 1.02)
     summary_ax.legend(loc="lower left", fontsize=8)
     return finish(fig, exp, f"{exp.name}: learning rates")
@@ -369,11 +425,13 @@ def percentiles(exp: Experiment) -> Figure:
     for runs in exp.variants.values():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(ax_acc, xs, values, {"color": color(runs[0]), "linewidth": 1.4}, label(runs, with_lr=False))
+            band(ax_acc, xs, values, {"color": color(runs[0]), "linewidth": 1.4}, label(runs, with_lr=False),
+                 per_seed=mixed_outcomes(runs))
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("test accuracy")
-    ax_acc.set_title("(a) test accuracy, mean ± 1 sd")
-    ax_acc.legend(loc="lower right")
+    ax_acc.set_title(f"(a) test accuracy, {spread_text(list(exp.variants.values()))}")
+    ax_acc.legend(loc="best", fontsize=8)
+    activations = " / ".join(sorted({r.model.get("activation", "relu") for r in exp.runs}))
     qs = [str(q).removesuffix(".0") for q in exp.config["probes"]["percentiles"]]
     for i, (ax, runs) in enumerate(zip(axes[1:], groups, strict=True)):
         run = runs[0]
@@ -389,14 +447,14 @@ def percentiles(exp: Experiment) -> Figure:
             ax.plot(steps, [p["percentiles"][key] for p in recs], color="gray", linewidth=0.8, linestyle="--",
                     label="same, over all units of the layer" if middle else None)  # fmt: skip
         ax.set_xlabel("training step")
-        ax.set_ylabel("input to the sigmoid")
+        ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
         ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
                      f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})")  # fmt: skip
         ax.legend(loc="best", fontsize=7)
     lims = [ax.get_ylim() for ax in axes[1:]]
     for ax in axes[1:]:
         ax.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
-    return finish(fig, exp, f"{exp.name}: sigmoid inputs over training")
+    return finish(fig, exp, f"{exp.name}: {activations} inputs over training")
 
 
 @figure("generalization", applies=lambda exp: any(r.evals and "train_acc" in r.evals[-1] for r in exp.runs))
@@ -436,13 +494,16 @@ def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
 def batch_size(exp: Experiment) -> Figure:
     """Test error vs batch size (log 2 axis), a line per norm, mean +- 1 sd over seeds (GroupNorm paper Fig. 1)."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
+    colors = tag_colors(exp)
+    most = 0
     for runs in _model_groups(exp).values():
         sizes = sorted({r.grid["batch_size"] for r in runs})
         stats = [mean_sd([r.summary.get("final_test_acc") for r in runs if r.grid["batch_size"] == b]) for b in sizes]
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
-        style = {"color": color(runs[0]), "marker": "o", "capsize": 3, "linewidth": 1.5}
-        name = NORM_LABELS.get(runs[0].model["norm"], runs[0].model["norm"])
+        most = max(most, *(n for _, _, n in stats))
+        style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
+        name = label(runs, with_lr=False, with_n=False, with_grid=False).removeprefix(runs[0].model["name"] + " ")
         ax_err.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name, **style)
         ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
     for ax in (ax_err, ax_acc):
@@ -450,10 +511,10 @@ def batch_size(exp: Experiment) -> Figure:
         ax.set_xlabel("batch size (images per step; lr scaled linearly)")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
-    ax_err.set_title("test error after the last epoch (eval mode), mean ± 1 sd")
+    ax_err.set_title("test error after the last epoch (eval mode), " + ("mean ± 1 sd" if most > 1 else "one run"))
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("the same as accuracy")
-    ax_err.legend(loc="upper right")
+    ax_err.legend(loc="best", fontsize=8)
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
 
 
@@ -482,8 +543,8 @@ def eval_modes(exp: Experiment) -> Figure:
     ax.axvline(0.1, color="black", linestyle=":", linewidth=0.8)
     ax.set_xlabel("test accuracy (chance 0.1 dotted)")
     ax.set_xlim(0, 1)
-    ax.legend(loc="lower right", fontsize=7)
-    return finish(fig, exp, f"{exp.name}: one trained model, evaluated eight ways")
+    ax.legend(loc="best", fontsize=7)
+    return finish(fig, exp, f"{exp.name}: each trained model, evaluated {len(modes)} ways")
 
 
 def _probe_series(runs: list[Run], kind: str, value) -> tuple[list[int], np.ndarray]:
@@ -513,8 +574,10 @@ def landscape(exp: Experiment) -> Figure:
         for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
             xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
             ax.plot(xs, ys.mean(1), color=c, linewidth=1.3, label=name)
-    etas = next(r.probe("landscape")[0]["etas"] for r in exp.runs if r.probe("landscape"))
-    axes[0].set_title(f"loss landscape: range of L(θ − ηg) over η ∈ [{min(etas):g}, {max(etas):g}]")
+    ranges = sorted({(min(r.probe("landscape")[0]["etas"]), max(r.probe("landscape")[0]["etas"]))
+                     for r in exp.runs if r.probe("landscape")})  # fmt: skip
+    span = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in ranges)
+    axes[0].set_title(f"range of L(θ − ηg) over η ∈ {span}" + (" (per run's lr)" if len(ranges) > 1 else ""))
     axes[0].set_ylabel("training loss on the step's batch")
     axes[1].set_title("gradient predictiveness: max_η ‖∇L(θ − ηg) − g‖")
     axes[2].set_title("effective β-smoothness: max_η ‖∇L(θ − ηg) − g‖ / ‖ηg‖")
@@ -522,7 +585,7 @@ def landscape(exp: Experiment) -> Figure:
         ax.set_xlabel("training step")
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
-    axes[0].legend(loc="upper right", fontsize=7)
+    axes[0].legend(loc="best", fontsize=7)
     return finish(fig, exp, f"{exp.name}: loss landscape along the gradient (Santurkar et al. Fig. 4)")
 
 
@@ -572,8 +635,8 @@ def distribution_drift(exp: Experiment) -> Figure:
             steps = [p["step"] for p in recs]
             axes[0][j + 1].plot(steps, [p["mean"] for p in recs], color=c, linewidth=1.1)
             axes[1][j + 1].plot(steps, [p["std"] for p in recs], color=c, linewidth=1.1)
-    axes[0][0].set_title("test accuracy, mean ± 1 sd")
-    axes[0][0].legend(loc="lower right", fontsize=7)
+    axes[0][0].set_title(f"test accuracy, {spread_text(list(exp.variants.values()))}")
+    axes[0][0].legend(loc="best", fontsize=7)
     axes[1][0].set_title("training loss")
     for j, layer in enumerate(layers):
         axes[0][j + 1].set_title(f"layer {layer + 1}: mean of the pre-activations")
@@ -582,6 +645,11 @@ def distribution_drift(exp: Experiment) -> Figure:
     axes[1][0].set_xlabel("training step")
     seed = exp.runs[0].config["seed"]
     return finish(fig, exp, f"{exp.name}: accuracy and how the layer distributions move (probes: seed {seed})")
+
+
+def _positive(x: float) -> float:
+    """A value for a log axis: an exact 0 is left out (NaN) rather than drawn at an invented floor."""
+    return x if x > 0 else math.nan
 
 
 @figure("scale_invariance", applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights")
@@ -598,10 +666,10 @@ def scale_invariance(exp: Experiment) -> Figure:
             for i, layer in enumerate(result.get("layers", [])):
                 a = [row["a"] for row in layer["with_eps"]]
                 first = i == 0
-                axes[0].plot(a, [max(row["output_rel_error"], 1e-12) for row in layer["with_eps"]], color=c,
+                axes[0].plot(a, [_positive(row["output_rel_error"]) for row in layer["with_eps"]], color=c,
                              linewidth=1, marker="o", markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first
                              else None)  # fmt: skip
-                axes[0].plot(a, [max(row["output_rel_error"], 1e-12) for row in layer["without_eps"]], color=c,
+                axes[0].plot(a, [_positive(row["output_rel_error"]) for row in layer["without_eps"]], color=c,
                              linewidth=1, linestyle="--", label=f"{variant}, eps 0" if first else None)  # fmt: skip
                 axes[1].plot(a, [row["grad_ratio"] for row in layer["with_eps"]], color=c, linewidth=1, marker="o",
                              markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first else None)  # fmt: skip
@@ -645,8 +713,9 @@ def data_parallel(exp: Experiment) -> Figure:
         g = [np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
              for r in runs if "eval_modes" in r.analyses]  # fmt: skip
         gaps.append((variant, g))
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (eval mode)", title="test accuracy, mean ± 1 sd over seeds")
-    ax_acc.legend(loc="lower right", fontsize=7)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (eval mode)",
+               title=f"test accuracy, {spread_text(list(exp.variants.values()))}")
+    ax_acc.legend(loc="best", fontsize=7)
     names = [v for v, g in gaps if g]
     ax_gap.bar(range(len(names)), [np.mean(g) for v, g in gaps if g],
                yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],

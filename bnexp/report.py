@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import bnexp
+from bnexp import stats
+from bnexp.claims import claim_rows, claims_markdown
 from bnexp.report_sections import SECTIONS
 from bnexp.results import (
     CHANCE_MARGIN,
@@ -25,26 +27,30 @@ from bnexp.results import (
     value_at,
 )  # fmt: skip
 
-ACC_TOLERANCE = 0.01  # absolute, for accuracies
-REL_TOLERANCE = 0.05  # relative, for other quantities (losses)
 VERDICT_RULE = (
-    f"reproduced when |measured mean - reference| <= max(2 sd, {ACC_TOLERANCE}) for accuracies and "
-    f"<= max(2 sd, {REL_TOLERANCE:.0%} of the reference) for other quantities; the articles report single runs"
+    "an article's single run is one sample: it is consistent with ours when it lies inside the 95 % prediction "
+    "interval of one new run from our n seeds (mean ± t(n − 1) · sd · √(1 + 1/n)); p is how likely a run lies at "
+    "least that far from our mean; with fewer than 2 seeds there is no interval (undecided)"
 )
 
 
-def verdict(reference: float, mean: float, sd: float, n: int, key: str) -> str:
-    if n == 0:
-        return "not measured"
-    tolerance = max(2 * sd, ACC_TOLERANCE if "acc" in key else REL_TOLERANCE * abs(reference))
-    return "reproduced" if abs(mean - reference) <= tolerance else "not reproduced"
+def verdict(reference: float, values: list[float]) -> tuple[str, float | None]:
+    """supported / contradicted / undecided at n = N for an article's single value against our runs' values,
+    and the two-sided p of the article's value under our predictive distribution."""
+    if not values:
+        return "not measured", None
+    if len(values) < 2:
+        return f"undecided at n = {len(values)}", None
+    pred = stats.prediction_interval(values, reference)
+    return ("supported" if pred.low <= reference <= pred.high else "contradicted"), pred.p_value
 
 
 def _compare(variant: str, runs: list[Run], key: str, at: str, ref: float, values: list[float | None]) -> dict:
     mean, sd, n = mean_sd(values)
+    word, p = verdict(ref, [v for v in values if v is not None and math.isfinite(v)])
     return {
         "variant": variant, "quantity": key, "at": at, "reference": ref, "mean": mean, "sd": sd, "n": n,
-        "difference": mean - ref if n else None, "verdict": verdict(ref, mean, sd, n, key),
+        "difference": mean - ref if n else None, "verdict": word, "p_value": p,
     }  # fmt: skip
 
 
@@ -69,7 +75,6 @@ def comparisons(exp: Experiment) -> list[dict[str, Any]]:
     return rows
 
 
-STEP_TOLERANCE = (20, 0.10)  # steps-to-threshold: at least one 20-step window and 10 % of the reference
 QUANTITIES = ("steps_to_loss_below_2", "steps_to_loss_below_1", "steps_to_loss_below_0.5", "final_loss", "min_loss")
 
 
@@ -91,7 +96,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
                 row = {"variant": variant, "quantity": key, "reference": reference, "mean": mean, "sd": sd, "n": n,
                        "runs": len(runs), "difference": mean - reference if n and reference is not None else None,
                        "source": f"{ref['key']} ({ref['file']})"}  # fmt: skip
-                row["verdict"] = _series_verdict(key, reference, mean, sd, n, len(runs))
+                row["verdict"], row["p_value"] = _series_verdict(reference, [q[key] for q in ours], len(runs))
                 rows.append(row)
             same = sum(q["outcome"] == theirs["outcome"] for q in ours)
             rows.append({"variant": variant, "quantity": "outcome", "reference": theirs["outcome"], "runs": len(runs),
@@ -101,18 +106,18 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
     return rows
 
 
-def _series_verdict(key: str, reference: float | None, mean: float, sd: float, n: int, runs: int) -> str:
+def _series_verdict(reference: float | None, values: list[float | None], runs: int) -> tuple[str, float | None]:
+    """The author's value of a curve quantity (None: never reached) against ours (None: never reached)."""
+    reached = [v for v in values if v is not None]
     if not runs:
-        return "not measured"
+        return "not measured", None
     if reference is None:
-        return "reproduced" if n == 0 else f"not reproduced ({n}/{runs} reached it; the article's run did not)"
-    if n == 0:
-        return "not reproduced (never reached)"
-    if key.startswith("steps_to"):
-        tolerance = max(2 * sd, STEP_TOLERANCE[0], STEP_TOLERANCE[1] * reference)
-        reached = "" if n == runs else f", {n}/{runs} reached it"
-        return ("reproduced" if abs(mean - reference) <= tolerance else "not reproduced") + reached
-    return verdict(reference, mean, sd, n, key)
+        return ("supported", None) if not reached else (f"contradicted ({len(reached)}/{runs} reached it; the "
+                                                        "article's run did not)", None)  # fmt: skip
+    if not reached:
+        return "contradicted (never reached)", None
+    word, p = verdict(reference, reached)
+    return word + ("" if len(reached) == runs else f", {len(reached)}/{runs} reached it"), p
 
 
 def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,9 +127,10 @@ def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) ->
     for name, reference, pick in (("best", max(values), max), ("final", values[-1], lambda v: v[-1])):
         mine = [pick([e[key] for e in r.evals if e.get(key) is not None] or [math.nan]) for r in runs]
         mean, sd, n = mean_sd(mine)
+        word, p = verdict(reference, [v for v in mine if math.isfinite(v)])
         rows.append({"variant": variant, "quantity": f"{name}_{key}", "reference": reference, "mean": mean, "sd": sd,
                      "n": n, "runs": len(runs), "difference": mean - reference if n else None,
-                     "source": f"{ref['key']} ({ref['file']})", "verdict": verdict(reference, mean, sd, n, key)})
+                     "source": f"{ref['key']} ({ref['file']})", "verdict": word, "p_value": p})
     return rows  # fmt: skip
 
 
@@ -133,10 +139,15 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
     for variant, runs in exp.variants.items():
         row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs),
                                "outcomes": dict(Counter(r.course["outcome"] for r in runs))}  # fmt: skip
+        by_outcome = {o: [r for r in runs if r.course["outcome"] == o] for o in row["outcomes"]}
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
-            mean, sd, n = mean_sd([r.summary.get(key) for r in runs])
-            if n:
-                row[key] = {"mean": mean, "sd": sd, "n": n}
+            # a cell whose runs ended differently is described per outcome, never by one mean
+            cells = {o: mean_sd([r.summary.get(key) for r in rs]) for o, rs in by_outcome.items()}
+            cells = {o: {"mean": m, "sd": sd, "n": n} for o, (m, sd, n) in cells.items() if n}
+            if len(cells) == 1:
+                row[key] = next(iter(cells.values()))
+            elif cells:
+                row[key] = {"by_outcome": cells}
         left = [r.course["left_chance_step"] for r in runs]
         if any(v is not None for v in left):
             mean, sd, n = mean_sd(left)
@@ -187,12 +198,14 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
         "torch": versions,
         "devices": devices,
         "verdict_rule": VERDICT_RULE,
+        "claims": claim_rows(experiments),
         "experiments": [
             {
                 "name": e.name,
                 "description": e.config.get("description", ""),
-                "directory": str(e.dir),
-                "data": e.meta.get("data", {}),
+                "directory": e.dir.name,
+                "data": {"dataset": (e.config.get("dataset") or {}).get("name"),
+                         **{k: v for k, v in (e.meta.get("data") or {}).items() if k != "source"}},
                 "reference_source": (e.reference or {}).get("source"),
                 "reference_note": (e.reference or {}).get("note"),
                 "comparisons": comparisons(e),
@@ -201,7 +214,7 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
                 "problem_runs": problem_runs(e),
                 "left_out": e.left_out,
                 "sections": {s.name: s.build(e) for s in SECTIONS if s.applies(e)},
-                "figures": sorted(str(p) for p in (e.dir / "figures").glob("*") if p.is_file()),
+                "figures": sorted(str(p) for p in (e.dir / "figures").glob("*.png") if p.is_file()),
             }
             for e in experiments
         ],
@@ -209,8 +222,13 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
 
 
 def _pm(stat: dict[str, Any] | None, digits: int = 4) -> str:
+    """mean ± sd (n=N); one run has no sd; a cell of mixed outcomes is given per outcome."""
     if not stat:
         return "–"
+    if "by_outcome" in stat:
+        return "; ".join(f"{o.replace('_', ' ')}: {_pm(s, digits)}" for o, s in stat["by_outcome"].items())
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f} (n=1)"
     return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f} (n={stat['n']})"
 
 
@@ -221,16 +239,22 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
         "",
         f"Generated {report['generated']} by bnexp {report['bnexp']}; {', '.join(report['torch']) or 'torch ?'}; "
         f"devices: {', '.join(report['devices']) or '?'}.",
-        f"Experiments: {', '.join(e['name'] for e in report['experiments'])}. Verdict rule: {report['verdict_rule']}.",
-        f"Curves against the author's published series: {SERIES_RULE}.",
+        f"Experiments: {', '.join(e['name'] for e in report['experiments'])}.",
+        "",
+        *claims_markdown(report["claims"], report["experiments"], out_dir),
+        "## Per-experiment tables",
+        "",
+        f"Article values against ours: {report['verdict_rule']}. Curves against the author's published series: "
+        f"{SERIES_RULE}.",
         "",
     ]
     for e in report["experiments"]:
-        lines += [f"## {e['name']}", "", e["description"], ""]
+        lines += [f"### {e['name']}", "", e["description"], ""]
         if e["data"]:
             d = e["data"]
-            lines += [f"Data: {d.get('train_images')} train / {d.get('test_images')} test images from "
-                      f"`{d.get('source')}`.", ""]  # fmt: skip
+            digest = f" (sha256 of images and labels {d['sha256'][:16]}…)" if d.get("sha256") else ""
+            lines += [f"Data: {d.get('train_images')} train / {d.get('test_images')} test images of "
+                      f"{d.get('dataset')}{digest}.", ""]  # fmt: skip
         if e["reference_source"]:
             lines += [f"Reference: {e['reference_source']}.", ""]
         if e["reference_note"]:
@@ -241,10 +265,11 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
                 "|---|---|---|---:|---:|---:|---|",
             ]
             for c in e["comparisons"]:
-                measured = f"{c['mean']:.4f} ± {c['sd']:.4f} (n={c['n']})" if c["n"] else "–"
+                measured = _pm({"mean": c["mean"], "sd": c["sd"], "n": c["n"]}) if c["n"] else "–"
                 diff = f"{c['difference']:+.4f}" if c["difference"] is not None else "–"
+                p = f" (p = {c['p_value']:.2g})" if c.get("p_value") is not None else ""
                 lines.append(f"| {c['variant']} | {c['quantity']} | {c['at']} | {c['reference']:.4f} | {measured} | "
-                             f"{diff} | **{c['verdict']}** |")  # fmt: skip
+                             f"{diff} | **{c['verdict']}**{p} |")  # fmt: skip
             lines.append("")
         if e["series_comparisons"]:
             lines += _series_table(e["series_comparisons"])
@@ -270,9 +295,9 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
 SERIES_RULE = (
     f"the loss histories (ours: {SMOOTH_STEPS}-step window means built from the logged window means; the author's: "
     f"{SMOOTH_STEPS}-step window means of the per-step values) give the first step each threshold is reached, the mean "
-    "loss of the last epoch and the lowest window; steps are reproduced when within max(2 sd, "
-    f"{STEP_TOLERANCE[0]} steps, {STEP_TOLERANCE[1]:.0%}); outcome: trained, fell_back (left chance, ended near ln C) "
-    "or never_left_chance, and how many of our seeds share the article's"
+    "loss of the last epoch and the lowest window, each judged by the prediction interval above over the seeds "
+    "that reached it; outcome: trained, fell_back (left chance, ended near ln C) or never_left_chance, and how many "
+    "of our seeds share the article's"
 )
 
 
@@ -291,8 +316,10 @@ def _series_table(rows: list[dict[str, Any]]) -> list[str]:
             ours = ", ".join(f"{n} {o}" for o, n in r["outcomes"].items()) or "–"
         else:
             reached = f", reached by {r['n']}/{r['runs']}" if r["n"] != r["runs"] else ""
-            ours = f"{_fmt(r['mean'])} ± {_fmt(r['sd'])} (n={r['n']}{reached})" if r["n"] else "never"
-        lines.append(f"| {r['variant']} | {r['quantity']} | {_fmt(r['reference'])} | {ours} | **{r['verdict']}** |")
+            spread = f" ± {_fmt(r['sd'])}" if r["n"] > 1 else ""
+            ours = f"{_fmt(r['mean'])}{spread} (n={r['n']}{reached})" if r["n"] else "never"
+        p = f" (p = {r['p_value']:.2g})" if r.get("p_value") is not None else ""
+        lines.append(f"| {r['variant']} | {r['quantity']} | {_fmt(r['reference'])} | {ours} | **{r['verdict']}**{p} |")
     return [*lines, ""]
 
 
@@ -310,7 +337,8 @@ def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
         gap = f" {_pm(v.get('final_train_acc'))} | {_pm(v.get('final_generalization_gap'))} |" if has_gap else ""
         speed = f"{v['images_per_s_median']:.0f}" if v["images_per_s_median"] else "–"
         left = v.get("left_chance_step")
-        left_text = f"{left['mean']:.0f} ± {left['sd']:.0f} (n={left['n']})" if left else "never"
+        left_text = (f"{left['mean']:.0f}" + (f" ± {left['sd']:.0f}" if left["n"] > 1 else "") + f" (n={left['n']})"
+                     if left else "never")  # fmt: skip
         lines.append(f"| {v['variant']} | {status} | {_pm(v.get('final_test_acc'))} | "
                      f"{_pm(v.get('best_test_acc'))} |{gap} {left_text} | {thresholds or '–'} | {speed} |")  # fmt: skip
     return [*lines, ""]

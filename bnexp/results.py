@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnexp.config import ExperimentConfig, config_diff, expand_grid, from_dict
+from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict
 from bnexp.errors import BnexpError
 from bnexp.store import ANALYSES_DIR, EXPERIMENT_FILE, CorruptFile, RunDir, read_experiment_meta
 
@@ -125,6 +125,16 @@ class Experiment:
     @property
     def reference(self) -> dict[str, Any] | None:
         return self.config.get("reference")
+
+    @property
+    def claims(self) -> list[ClaimConfig]:
+        """The claims recorded in experiment.yaml, schema-checked (none, with a warning, if they do not parse)."""
+        try:
+            where = f"{self.dir / EXPERIMENT_FILE}: claims"
+            return from_dict(list[ClaimConfig], self.config.get("claims") or [], where)
+        except BnexpError as e:
+            warn_stderr(f"{e}; its claims are left out of the report")
+            return []
 
     def reference_series(self) -> dict[str, list[dict[str, Any]]]:
         """variant -> the author's curves ({key, quantity, values, source, ...}), from references.json."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from bnexp.analyses import analyze_experiment, requested
 from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
-from bnexp.data import load_data
+from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, World, launch
 from bnexp.errors import BnexpError
 from bnexp.lock import experiment_lock
@@ -149,7 +149,8 @@ def run_experiment(
         raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
     plans = expand_grid(cfg)
     launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
-    data = load_data(cfg.dataset, device, data_root)
+    cache = DataCache(data_root)  # each grid cell's own dataset settings, shared where they agree
+    data = cache.get(cfg.dataset, device)
     out_dir = child_path(Path(out), cfg.name)
     if not world.main:
         reporter = Silent()
@@ -196,13 +197,15 @@ def run_experiment(
                 if not stop:
                     statuses |= launch_group(group, n, launch_argv, out_dir, reporter, stop)
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
-            statuses |= run_parallel(todo, jobs, out_dir, data_root, str(device), keep_checkpoints, stop, reporter)
+            statuses |= run_parallel(todo, jobs, out_dir, data_root, device_name, keep_checkpoints, stop, reporter)
             todo = []
         for plan, action in todo:
             if stop:
                 break
-            summary = train_run(plan, action, RunDir(out_dir / plan.name), data, device, reporter, stop,
-                                keep_checkpoints, world)  # fmt: skip
+            cell_device = device if device_name or plan.experiment.device == cfg.device else select_device(
+                plan.experiment.device)  # a grid over device: the cell's own  # fmt: skip
+            summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset,
+                                cell_device), cell_device, reporter, stop, keep_checkpoints, world)  # fmt: skip
             statuses[plan.name] = summary["status"]
         reporter.close()
         analysis_problems = 0
@@ -229,8 +232,9 @@ def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, d
     return {
         "config": dataclasses.asdict(cfg),
         "runs": [p.name for p in plans],
-        "data": {"source": data.source, "train_images": len(data.train), "test_images": len(data.test),
-                 "mean": data.mean, "std": data.std},
+        # the dataset by name and content, never by the folder it was read from (records travel between machines)
+        "data": {"dataset": data.name, "sha256": data_digest(data), "train_images": len(data.train),
+                 "test_images": len(data.test), "mean": data.mean, "std": data.std},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(device),
     }  # fmt: skip

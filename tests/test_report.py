@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -16,27 +17,29 @@ def rows_by(report, key):
     return {(c["variant"], c["at"]): c for c in report["experiments"][0][key]}
 
 
-def test_comparisons_mean_sd_and_verdicts(tmp_path):
+def test_comparisons_judge_the_article_run_by_our_prediction_interval(tmp_path):
     report = build(find_experiments(write_experiment(tmp_path)))
     rows = rows_by(report, "comparisons")
     epoch1 = rows[("lenet5-bn_lr1x", "epoch 1")]
-    # seeds 0 and 1: 0.89 and 0.91
+    # seeds 0 and 1: 0.89 and 0.91; PI half-width t(0.975, 1) * sd * sqrt(1 + 1/2) = 12.706 * 0.014142 * 1.2247
     assert epoch1["mean"] == pytest.approx(0.90) and epoch1["sd"] == pytest.approx(0.0141421, abs=1e-6)
     assert epoch1["n"] == 2 and epoch1["difference"] == pytest.approx(0.90 - 0.8859)
-    assert epoch1["verdict"] == "reproduced"  # |0.0141| <= 2 sd = 0.028
-    assert rows[("lenet5-bn_lr1x", "epoch 2")]["verdict"] == "not reproduced"  # 0.91 vs 0.95
+    assert epoch1["verdict"] == "supported"  # 0.8859 inside 0.90 ± 0.2201
+    # with 1 df the predictive t is Cauchy: p = 1 - (2/pi) atan(|t|), t = 0.0141 / (0.014142 * 1.2247)
+    t = 0.0141 / (0.0141421 * 1.5**0.5)
+    assert epoch1["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(t), rel=1e-5)  # sd rounded above
+    assert rows[("lenet5-bn_lr1x", "epoch 2")]["verdict"] == "contradicted"  # 0.5 outside 0.91 ± 0.2201
     assert rows[("lenet5-bn_lr1x", "epoch 9")]["verdict"] == "not measured"
-    loss = rows[("lenet5_lr5x", "end of run")]
-    assert loss["mean"] == pytest.approx(2.31) and loss["verdict"] == "reproduced"
+    loss = rows[("lenet5_lr5x", "end of run")]  # both runs 2.31: no spread, and the article's 2.3026 differs
+    assert loss["mean"] == pytest.approx(2.31) and loss["verdict"] == "contradicted"
 
 
 def test_verdict_rule():
-    assert verdict(0.90, 0.905, 0.0, 3, "test_acc") == "reproduced"
-    assert verdict(0.90, 0.92, 0.0, 3, "test_acc") == "not reproduced"
-    assert verdict(0.90, 0.92, 0.011, 3, "test_acc") == "reproduced"
-    assert verdict(2.30, 2.40, 0.0, 3, "final_train_loss") == "reproduced"
-    assert verdict(2.30, 2.50, 0.0, 3, "final_train_loss") == "not reproduced"
-    assert verdict(2.30, float("nan"), float("nan"), 0, "x") == "not measured"
+    assert verdict(0.90, [0.90, 0.91, 0.89])[0] == "supported"
+    assert verdict(0.95, [0.90, 0.91, 0.89])[0] == "contradicted"  # PI 0.90 ± 4.303 * 0.01 * 1.1547 = ± 0.0497
+    assert verdict(0.949, [0.90, 0.91, 0.89])[0] == "supported"
+    assert verdict(0.90, [0.91]) == ("undecided at n = 1", None)
+    assert verdict(0.90, []) == ("not measured", None)
 
 
 def test_variant_table_and_problem_runs(tmp_path):
@@ -59,7 +62,8 @@ def test_report_cli_markdown_and_json(tmp_path):
     result = CliRunner().invoke(app, ["report", str(results)])
     assert result.exit_code == 0, result.output
     text = (results / "REPORT.md").read_text()
-    assert "| lenet5-bn_lr1x | test_acc | epoch 1 | 0.8859 | 0.9000 ± 0.0141 (n=2) | +0.0141 | **reproduced** |" in text
+    row = "| lenet5-bn_lr1x | test_acc | epoch 1 | 0.8859 | 0.9000 ± 0.0141 (n=2) | +0.0141 | **supported** (p = 0.57)"
+    assert row + " |" in text
     assert "](synthetic/figures/convergence.png)" in text and "bnexp" in text.splitlines()[2]
     assert "`lenet5_lr5x_s1`: diverged, diverged at step 17" in text
     js = CliRunner().invoke(app, ["report", str(results), "--json"])
@@ -90,10 +94,10 @@ def test_series_comparisons_use_the_same_smoothing_for_both_curves(tmp_path):
     assert rows["steps_to_loss_below_2"]["reference"] == 60
     # ours: 2.3 exp(-step/10) + 0.1 per 2-step window -> the first 20-step window mean below 2 ends at step 20
     assert rows["steps_to_loss_below_2"]["mean"] == 20 and rows["steps_to_loss_below_2"]["n"] == 2
-    assert rows["steps_to_loss_below_2"]["verdict"] == "not reproduced"
+    assert rows["steps_to_loss_below_2"]["verdict"] == "contradicted"  # 20 in both seeds: no spread, 60 outside
     assert rows["steps_to_loss_below_1"]["reference"] is None
-    assert rows["steps_to_loss_below_1"]["verdict"].startswith("not reproduced (2/2 reached it")
-    assert rows["steps_to_loss_below_0.5"]["verdict"] == "reproduced"  # neither curve gets there
+    assert rows["steps_to_loss_below_1"]["verdict"].startswith("contradicted (2/2 reached it")
+    assert rows["steps_to_loss_below_0.5"]["verdict"] == "supported"  # neither curve gets there
     assert rows["final_loss"]["reference"] == pytest.approx(2.3)
     assert rows["outcome"]["reference"] == "fell_back" and rows["outcome"]["verdict"] == "0 of 2 seeds"
     text = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.md")])

@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+import torch
 import yaml
 
 from bnexp import store
@@ -170,3 +171,40 @@ def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path):
     assert statuses == {"interrupted"}
     result = run_to_end(config, root, tmp_path, "--jobs", "2")
     assert result.returncode == 0 and result.stdout.count("resuming at step") == 2, result.stdout
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_grid_over_dataset_keys_trains_each_cell_on_its_own_data(tiny_config, tiny_root, tmp_path, jobs):
+    """Issue 19, item 1: each cell loads its own data (with --jobs too), so the cells' results differ as their
+    recorded configs say."""
+    overrides = ["models=[{name: lenet5, norm: none}]", 'grid={"dataset.normalize": [unit, standardize]}',
+                 "epochs=1", "seeds=[0]"]  # fmt: skip
+    assert in_process(tiny_config, tiny_root, tmp_path, overrides, jobs=jobs) == 0
+    unit, standard = (RunDir(tmp_path / "tiny" / f"lenet5_normalize{v}_lr1x_s0") for v in ("unit", "standardize"))
+    assert [r.config()["dataset"]["normalize"] for r in (unit, standard)] == ["unit", "standardize"]
+    assert (unit.path / "metrics.jsonl").read_bytes() != (standard.path / "metrics.jsonl").read_bytes()
+    # the control: the unit cell trains exactly as a plain run with unit inputs, at the same thread count (each of
+    # 2 workers computes with 1 thread)
+    same = tmp_path / "same"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads if jobs == 1 else 1)
+    plain = [overrides[0], "epochs=1", "seeds=[0]", "dataset.normalize=unit"]
+    try:
+        assert in_process(tiny_config, tiny_root, same, plain) == 0
+    finally:
+        torch.set_num_threads(threads)
+    control = same / "tiny" / "lenet5_lr1x_s0" / "metrics.jsonl"
+    assert control.read_bytes() == (unit.path / "metrics.jsonl").read_bytes()
+
+
+def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_path, monkeypatch):
+    """Issue 19, item 1: the device of each cell is asked for (only CPUs here: the calls show it)."""
+    from bnexp import runner
+
+    asked = []
+    real = runner.select_device
+    monkeypatch.setattr(runner, "select_device", lambda name, *a: asked.append(name) or real("cpu"))
+    overrides = ["models=[{name: lenet5, norm: none}]", "grid={device: [cpu, auto]}", "steps=2", "epochs=null",
+                 "eval_every=2", "seeds=[0]"]  # fmt: skip
+    assert in_process(tiny_config, tiny_root, tmp_path, overrides) == 0
+    assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2

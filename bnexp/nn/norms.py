@@ -26,10 +26,13 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
     - instancenorm: each channel of each sample over its spatial positions; an fc feature has no spatial
       extent, so fc layers get no normalization (nn.Identity) under instancenorm.
     - none: nn.Identity.
+    `norm_layers: conv` gives the fc layers nn.Identity whatever the norm.
     """
 
     def build(num_features: int, spatial: bool) -> nn.Module:
         c, eps, affine = num_features, cfg.bn_eps, cfg.affine
+        if cfg.norm_layers == "conv" and not spatial:
+            return nn.Identity()
         match cfg.norm:
             case "batchnorm":
                 return BatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)

@@ -1,0 +1,143 @@
+"""The statistics behind every verdict, on scipy's distributions (REFERENCE.md, "Statistics for verdicts").
+
+Each function takes plain numbers and returns plain data: the estimate, its interval and n. Nothing here
+knows about runs or claims (`bnexp.claims` does). Levels are two-sided 95 % unless said otherwise; the
+power estimate is for 80 % power at that level.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from scipy import stats
+
+LEVEL = 0.95
+POWER = 0.80
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    n: int  # observations (pairs when paired; the smaller group otherwise)
+    method: str
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def mean_interval(values: list[float], level: float = LEVEL) -> Interval:
+    """Mean with its t interval (one sample)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n, "one value: no interval")
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * _sd(values) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, f"t interval, n = {n}")
+
+
+def difference(a: list[float], b: list[float], paired: bool, level: float = LEVEL) -> Interval:
+    """mean(a) − mean(b) with its interval: paired t on the differences (a[i] and b[i] share a seed), or Welch's
+    t for independent groups. Fewer than 2 values (pairs) in a group: no interval."""
+    if paired:
+        if len(a) != len(b):
+            raise ValueError("paired samples need equal lengths")
+        d = [x - y for x, y in zip(a, b, strict=True)]
+        return _with_method(mean_interval(d, level), f"paired t, {len(d)} pairs")
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    n = min(len(a), len(b))
+    if n < 2:
+        return Interval(diff, math.nan, math.nan, n, "Welch t: needs 2+ runs per group")
+    if _sd(a) == 0 and _sd(b) == 0:  # identical runs in both groups: the difference is exact
+        return Interval(diff, diff, diff, n, f"Welch t, n = {len(a)} / {len(b)} (no spread)")
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    return Interval(diff, float(ci.low), float(ci.high), n, f"Welch t, n = {len(a)} / {len(b)}")
+
+
+def _with_method(i: Interval, method: str) -> Interval:
+    return Interval(i.estimate, i.low, i.high, i.n, method)
+
+
+def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
+    """A proportion k/n with its Wilson score interval."""
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, "no runs")
+    ci = stats.binomtest(k, n).proportion_ci(level, method="wilson")
+    return Interval(k / n, float(ci.low), float(ci.high), n, f"Wilson, {k}/{n}")
+
+
+def proportion_difference(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL) -> Interval:
+    """p1 − p2 with Newcombe's hybrid score interval (Newcombe 1998, method 10), built on Wilson intervals."""
+    a, b = wilson(k1, n1, level), wilson(k2, n2, level)
+    d = a.estimate - b.estimate
+    low = d - math.sqrt((a.estimate - a.low) ** 2 + (b.high - b.estimate) ** 2)
+    high = d + math.sqrt((a.high - a.estimate) ** 2 + (b.estimate - b.low) ** 2)
+    return Interval(d, low, high, min(n1, n2), f"Newcombe hybrid score, {k1}/{n1} vs {k2}/{n2}")
+
+
+def equivalence(a: list[float], b: list[float], paired: bool, margin: float) -> tuple[Interval, bool]:
+    """Two one-sided tests at 5 % each: equivalent within ±margin when the 90 % interval of the difference lies
+    inside (−margin, margin). Returns that 90 % interval and the decision."""
+    ci = difference(a, b, paired, level=1 - 2 * (1 - LEVEL))
+    return ci, (not math.isnan(ci.low)) and -margin < ci.low and ci.high < margin
+
+
+@dataclass(frozen=True)
+class Prediction:
+    mean: float
+    sd: float
+    low: float
+    high: float
+    n: int
+    p_value: float  # two-sided: how likely a new run lies at least as far from our mean as the article's value
+
+
+def prediction_interval(values: list[float], article: float, level: float = LEVEL) -> Prediction:
+    """The interval that holds one new run with probability `level`: m ± t(n−1)·s·√(1 + 1/n), and how far the
+    article's single run lies in that predictive (Student t) distribution."""
+    n = len(values)
+    m = statistics.fmean(values)
+    if n < 2:
+        return Prediction(m, math.nan, math.nan, math.nan, n, math.nan)
+    s = _sd(values)
+    scale = s * math.sqrt(1 + 1 / n)
+    if scale == 0:
+        inside = article == m
+        return Prediction(m, s, m, m, n, 1.0 if inside else 0.0)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * scale
+    p = 2 * stats.t.sf(abs(article - m) / scale, n - 1)
+    return Prediction(m, s, m - half, m + half, n, float(p))
+
+
+def seeds_needed(effect: float, sd: float, paired: bool, max_n: int = 10_000) -> int | None:
+    """The smallest n (pairs, or runs per group) at which a one-sided t test at the 2.5 % level detects a true
+    difference `effect` of spread `sd` (sd of the differences when paired, of one run otherwise) with 80 % power
+    (noncentral t), or None when there is no effect to detect or it needs more than `max_n`."""
+    if not effect or math.isnan(effect) or math.isnan(sd):
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, max_n + 1):
+        se = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
+        df = n - 1 if paired else 2 * n - 2
+        ncp = abs(effect) / se
+        if stats.nct.sf(stats.t.ppf(0.5 + LEVEL / 2, df), df, ncp) >= POWER:
+            return n
+    return None
+
+
+def seeds_needed_proportions(p1: float, p2: float) -> int | None:
+    """Runs per group to tell proportions p1 and p2 apart at the level and power above (normal approximation
+    for two proportions); None when they are equal."""
+    if p1 == p2:
+        return None
+    z = stats.norm.ppf(0.5 + LEVEL / 2) + stats.norm.ppf(POWER)
+    var = max(p1 * (1 - p1) + p2 * (1 - p2), 0.05)  # a floor: 0/n against 1/n would otherwise ask for nothing
+    return max(2, math.ceil(z**2 * var / (p1 - p2) ** 2))

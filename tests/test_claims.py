@@ -1,0 +1,144 @@
+"""Claims in configs: validation with file:line errors, measurement on a run store, verdicts and bimodal cells."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bnexp.claims import evaluate
+from bnexp.cli import app
+from bnexp.config import ClaimConfig, ConfigError
+from bnexp.results import find_experiments
+from bnexp.store import EXPERIMENT_FILE
+from bnexp.validate import load as load_config
+
+from .conftest import TINY_CONFIG
+from .rundata import write_experiment
+
+CLAIM = """\
+claims:
+  - id: bn-better
+    claim: BN is better
+    source: "a5 sec. 2.2"
+    quantity: final_test_acc
+    group: lenet5-bn_lr1x
+    expect: greater
+    versus: lenet5_lr1x
+"""
+
+
+def load_with(tmp_path, claims: str, overrides=()):
+    path = tmp_path / "c.yaml"
+    path.write_text(TINY_CONFIG + claims)
+    return load_config(path, overrides)
+
+
+def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
+    cfg = load_with(tmp_path, CLAIM)
+    assert cfg.claims[0].versus == "lenet5_lr1x" and cfg.claims[0].expect == "greater"
+    # a smoke profile or --set that leaves a group without runs is fine: the report says not measured
+    assert load_with(tmp_path, CLAIM, ["models=[{name: lenet5, norm: none}]"]).claims
+
+
+@pytest.mark.parametrize(("edit", "key", "words"), [
+    (("group: lenet5-bn_lr1x", "group: lenet5-bm_lr1x"), "claims[0].group", "did you mean 'lenet5-bn_lr1x'"),
+    (("expect: greater", "expect: bigger"), "claims[0].expect", "allowed: greater, less, equivalent, consistent"),
+    (("expect: greater", "expect: equivalent"), "claims[0].margin", "needs versus"),
+    (("    versus: lenet5_lr1x\n", "    versus: lenet5_lr1x\n    value: 0.9\n"), "claims[0].value", "exactly one"),
+    (("quantity: final_test_acc", "quantity: test_acc_at_epoch"), "claims[0].at", "needs at: NUMBER"),
+    (("quantity: final_test_acc", "quantity: eval_mode_acc\n    at: z_mode"), "claims[0].at", "MODE one of"),
+    (("quantity: final_test_acc", "quantity: near_chance_at_end\n    margin: 0.1"), "claims[0].margin", "versus"),
+    (("quantity: final_test_acc", "quantity: accuracy"), "claims[0].quantity", "allowed: final_test_acc"),
+])  # fmt: skip
+def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
+    with pytest.raises(ConfigError) as e:
+        load_with(tmp_path, CLAIM.replace(*edit))
+    assert e.value.key == key and words in e.value.message
+    assert e.value.where.startswith(str(tmp_path / "c.yaml") + ":")  # file:line
+
+
+def test_duplicate_ids_and_consistent_without_a_value_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="ids must be unique"):
+        load_with(tmp_path, CLAIM + CLAIM.removeprefix("claims:\n"))
+    with pytest.raises(ConfigError, match="needs the article's value"):
+        load_with(tmp_path, CLAIM.replace("expect: greater", "expect: consistent"))
+
+
+def test_claims_are_not_grid_keys(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be a grid key"):
+        load_with(tmp_path, "grid: {claims: [[]]}\n")
+
+
+def claim(**kw) -> ClaimConfig:
+    base = {"id": "c", "claim": "c", "source": "s", "quantity": "final_test_acc", "group": "lenet5-bn_lr1x",
+            "expect": "greater"}  # fmt: skip
+    return ClaimConfig(**{**base, **kw})
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    return find_experiments(write_experiment(tmp_path))[0]
+
+
+def test_verdicts_supported_contradicted_undecided_and_not_measured(experiment):
+    # final accuracies: lenet5-bn_lr1x 0.91 / 0.93, lenet5_lr1x 0.88 / 0.90 (seeds 0 / 1): paired differences 0.03
+    supported = evaluate(claim(versus="lenet5_lr1x"), experiment)
+    assert supported["verdict"] == "supported" and supported["effect"] == pytest.approx(0.03)
+    assert "paired t, 2 pairs" in supported["method"]
+    contradicted = evaluate(claim(versus="lenet5_lr1x", expect="less"), experiment)
+    assert contradicted["verdict"] == "contradicted"
+    # against a value: mean 0.92, 95 % CI 0.92 ± 12.706 * 0.014142 / sqrt(2) = ± 0.127
+    undecided = evaluate(claim(value=0.915), experiment)
+    assert undecided["interval"] == pytest.approx([0.005 - 0.12706, 0.005 + 0.12706], abs=1e-4)
+    assert undecided["verdict"].startswith("undecided at n = 2 (≈ ") and "would decide" in undecided["verdict"]
+    assert evaluate(claim(group="lenet5-gn_lr1x", value=0.5), experiment)["verdict"] == "not measured"
+
+
+def test_equivalence_and_consistency_claims(experiment):
+    same = evaluate(claim(versus="lenet5-bn_lr1x", expect="equivalent", margin=0.01), experiment)
+    assert same["verdict"] == "supported" and same["interval90"] == pytest.approx([0.0, 0.0])
+    far = evaluate(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
+    assert far["verdict"] == "contradicted"  # differences of exactly 0.03, outside ±0.01
+    # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92); Bonferroni 97.5 % intervals
+    ok = evaluate(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.88, 2.0: 0.89}), experiment)
+    assert ok["verdict"] == "supported" and ok["points"] == 2 and ok["inside"] == 2
+    assert any("below the article's at all 2 points" not in n for n in ok["notes"] + ["x"])
+    assert any("our mean is above the article's at all 2 points" in n for n in ok["notes"])
+    off = evaluate(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.3}), experiment)
+    assert off["verdict"] == "contradicted" and off["p_value"] < 0.05
+
+
+def test_mixed_outcomes_are_counted_not_averaged(experiment):
+    """lenet5_lr5x: seed 0 never left chance, seed 1 diverged: no mean over them."""
+    row = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x"), experiment)
+    assert row["verdict"] == "not measured"
+    assert any("mixed outcomes (1 never left chance, 1 diverged)" in n for n in row["notes"])
+    share = evaluate(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
+    assert share["measured"] == "1/2 vs 0/2" and share["method"].startswith("Newcombe")
+    assert share["verdict"].startswith("undecided at n = 2")
+
+
+def test_report_opens_with_the_claims_table(tmp_path):
+    exp_dir = write_experiment(tmp_path / "results")
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"]["claims"] = [{"id": "bn-better", "claim": "BN is better", "source": "a5", "quantity":
+                                 "final_test_acc", "group": "lenet5-bn_lr1x", "expect": "greater",
+                                 "versus": "lenet5_lr1x", "figure": "convergence"}]  # fmt: skip
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert CliRunner().invoke(app, ["plot", str(tmp_path / "results")]).exit_code == 0
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "results" / "REPORT.md").read_text()
+    head = text.split("## Per-experiment tables")[0]
+    assert "## Claims at a glance" in head and "(`bn-better`)" in head and "**supported**" in head
+    assert "](synthetic/figures/convergence.png)" in head
+
+
+def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"]["claims"] = [{"id": "x", "quantity": 5}]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].claims == []
+    assert "claims are left out" in capsys.readouterr().err

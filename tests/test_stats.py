@@ -1,0 +1,83 @@
+"""Each statistic against a case computed by hand (or a published example)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+
+from bnexp import stats
+
+
+def test_paired_difference_is_a_t_interval_on_the_differences():
+    # differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.302653
+    ci = stats.difference([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], paired=True)
+    half = 4.302653 / math.sqrt(3)
+    assert ci.estimate == pytest.approx(2.0)
+    assert (ci.low, ci.high) == pytest.approx((2 - half, 2 + half), abs=1e-5)
+    assert ci.n == 3 and "paired" in ci.method
+
+
+def test_welch_interval_by_hand():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    va, vb = 5 / 3, 4.0  # sample variances
+    se = math.sqrt(va / 4 + vb / 3)
+    df = (va / 4 + vb / 3) ** 2 / ((va / 4) ** 2 / 3 + (vb / 3) ** 2 / 2)  # Welch-Satterthwaite
+    assert df == pytest.approx(3.2347, abs=1e-4)
+    ci = stats.difference(a, b, paired=False)
+    assert ci.estimate == pytest.approx(-1.5)
+    t_table = 3.182 - 0.2347 * (3.182 - 2.776)  # a t table, interpolated between 3 and 4 df
+    assert (ci.low, ci.high) == pytest.approx((-1.5 - t_table * se, -1.5 + t_table * se), abs=0.06)
+    t = scipy_stats.t.ppf(0.975, df)  # and exactly, at the hand-computed df
+    assert (ci.low, ci.high) == pytest.approx((-1.5 - t * se, -1.5 + t * se), abs=1e-9)
+    assert "Welch" in ci.method
+
+
+def test_wilson_interval_matches_the_closed_form():
+    k, n, z = 4, 10, 1.959964
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    ci = stats.wilson(k, n)
+    assert (ci.low, ci.high) == pytest.approx((centre - half, centre + half), abs=1e-6)
+    assert (round(ci.low, 2), round(ci.high, 2)) == (0.17, 0.69)  # the E4 figure quoted since issue 11
+
+
+def test_newcombe_difference_matches_newcombes_published_example():
+    """Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 vs 48/80, method 10: 0.0524 to 0.3339."""
+    ci = stats.proportion_difference(56, 70, 48, 80)
+    assert ci.estimate == pytest.approx(0.2)
+    assert (ci.low, ci.high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+
+
+def test_equivalence_is_two_one_sided_tests():
+    a, b = [0.900, 0.902, 0.901, 0.899], [0.901, 0.901, 0.900, 0.900]
+    ci90, equivalent = stats.equivalence(a, b, paired=True, margin=0.005)
+    # differences -0.001, 0.001, 0.001, -0.001: mean 0, sd 0.0011547, t(0.95, 3) = 2.353363
+    half = 2.353363 * 0.0011547 / 2
+    assert (ci90.low, ci90.high) == pytest.approx((-half, half), abs=1e-6)
+    assert equivalent
+    assert not stats.equivalence(a, b, paired=True, margin=0.001)[1]  # 0.00136 > 0.001
+
+
+def test_prediction_interval_by_hand():
+    values = [0.90, 0.91, 0.89]  # mean 0.90, sd 0.01, t(0.975, 2) = 4.302653
+    pred = stats.prediction_interval(values, 0.95)
+    half = 4.302653 * 0.01 * math.sqrt(1 + 1 / 3)
+    assert (pred.low, pred.high) == pytest.approx((0.90 - half, 0.90 + half), abs=1e-6)
+    # p: the article's value 0.05 from the mean, t = 0.05 / 0.011547 = 4.3301, two-sided with 2 df:
+    # P(|T| > t) = 1 - t / sqrt(t^2 + 2) for 2 df
+    t = 0.05 / (0.01 * math.sqrt(4 / 3))
+    assert pred.p_value == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-6)
+    assert math.isnan(stats.prediction_interval([0.9], 0.9).low)
+
+
+def test_seeds_needed_grows_with_noise_and_shrinks_with_the_effect():
+    small = stats.seeds_needed(0.01, 0.01, paired=True)
+    # paired, d/s = 1: the textbook answer for 80 % power at two-sided 5 % is 10 pairs (noncentral t)
+    assert small == 10
+    assert stats.seeds_needed(0.02, 0.01, paired=True) < small < stats.seeds_needed(0.01, 0.02, paired=True)
+    assert stats.seeds_needed(0.01, 0.01, paired=False) > small  # independent groups need more
+    assert stats.seeds_needed(0.0, 0.01, paired=True) is None
+    assert stats.seeds_needed_proportions(0.4, 0.0) > 2 and stats.seeds_needed_proportions(0.3, 0.3) is None
