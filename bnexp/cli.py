@@ -90,6 +90,9 @@ def run(
         typer.Option(min=1, max=1024, help="Data-parallel processes per run (sets the config's `processes`; bnexp "
                      "starts them with torch's elastic launcher, as torchrun). batch_size stays the global batch."),
     ] = None,
+    max_runs: Annotated[
+        int, typer.Option(min=1, help="Refuse a plan of more runs than this (a typo in a grid can ask for millions).")
+    ] = 10_000,
 ) -> None:
     """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
 
@@ -123,7 +126,7 @@ def run(
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
     overrides = list(set_ or [])
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _world_size()
     users_torchrun = world_size > 1 and LAUNCHER_ENV not in os.environ
     if nproc is not None and users_torchrun:
         _fail(BnexpError("--nproc starts its own processes; under torchrun leave it out"))
@@ -132,8 +135,9 @@ def run(
     world = None
     try:
         processes = nproc or (world_size if users_torchrun else None)
-        cfg = load(config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke)
-        if processes and any("processes" in key.split(",") for key in cfg.grid):
+        cfg = load(config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke,
+                   max_runs=max_runs)  # fmt: skip
+        if processes and any("processes" in (k.strip() for k in key.split(",")) for key in cfg.grid):
             raise BnexpError(f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
                              "bnexp run starts each run's processes itself")  # fmt: skip
         if restart and not yes:
@@ -178,6 +182,19 @@ def run(
     raise typer.Exit(code)
 
 
+def _world_size() -> int:
+    """WORLD_SIZE as torchrun sets it (1 without torchrun); anything else is a usage error (exit 2)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 65_536:
+        _fail(BnexpError(f"WORLD_SIZE={raw!r} in the environment: expected the number of processes (a positive "
+                         "integer, as torchrun sets it); unset it to run one process"))  # fmt: skip
+    return size
+
+
 def _cuda() -> bool:
     import torch
 
@@ -206,13 +223,16 @@ def plot(
     if fmt not in ("png", "svg", "pdf"):
         _fail(BnexpError(f"--format: unknown value {fmt!r}; allowed: png, svg, pdf"))
     try:
+        root = out if out else results  # the folders below it are checked: no link is written through
+        _writable_folder(root, "--out" if out else "the results folder")
         for exp in find_experiments(results):
             target = (out / exp.name) if out else exp.dir / "figures"
-            _writable_folder(target, "--out" if out else "the figures folder")
-            for path in render(exp, target, fmt):
+            for path in render(exp, target, fmt, root):
                 typer.echo(str(path))
     except BnexpError as e:
         _fail(e)
+    except OSError as e:
+        _fail(BnexpError(f"cannot write the figures ({e.strerror or e})"))
 
 
 def _writable_folder(folder: Path, what: str) -> None:
@@ -251,17 +271,16 @@ def report(
 
       bnexp report results/lenet5_bn --json > lenet5_bn.json
     """
-    import json
 
     from bnexp.claims import claims_excerpt
     from bnexp.report import build, to_markdown
     from bnexp.results import find_experiments
-    from bnexp.store import write_atomic
+    from bnexp.store import strict_json, write_atomic
 
     try:
         data = build(find_experiments(results))
         if json_:
-            text = json.dumps(data, indent=2, default=str)
+            text = strict_json(data, indent=2, default=str)
             if out is None:
                 typer.echo(text)
                 return
@@ -307,9 +326,8 @@ def list_runs(
 
     Example: bnexp list results
     """
-    import json
-
     from bnexp.results import find_experiments
+    from bnexp.store import strict_json
 
     try:
         experiments = find_experiments(results)
@@ -326,7 +344,7 @@ def list_runs(
     ]  # fmt: skip
     if json_:
         for row in rows:
-            typer.echo(json.dumps(row))
+            typer.echo(strict_json(row))
         return
     typer.echo(
         f"{'experiment':<24} {'run':<34} {'status':<12} {'seed':>4} {'final acc':>9} {'best acc':>9} {'time':>8}"
@@ -363,7 +381,8 @@ def analyze(
 
     try:
         dev = select_device(device)
-        problems = sum(analyze_experiment(d, data_root, dev, force, typer.echo) for d in experiment_dirs(results))
+        problems = sum(analyze_experiment(d, data_root, dev, force, typer.echo, results)
+                       for d in experiment_dirs(results))  # fmt: skip
     except BnexpError as e:
         _fail(e)
     raise typer.Exit(1 if problems else 0)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from bnexp.errors import BnexpError
+from bnexp.store import read_regular
 from bnexp.yamlio import YamlProblem, parse, parse_value
 
 NormName = Literal[
@@ -671,8 +672,19 @@ def from_dict(cls: type, data: Any, source: str) -> Any:
     return _convert(cls, data, "", _Source(source, {}))
 
 
+MAX_RUNS = 10_000  # a plan larger than this is refused unless --max-runs raises it
+
+
+def count_runs(cfg: ExperimentConfig) -> int:
+    """How many runs the plan has, without building it (grid cells x each model's lr multipliers x seeds)."""
+    cells = math.prod(len(v) if isinstance(v, list) else 1 for v in cfg.grid.values())
+    per_cell = sum(len(m.lr_multipliers or cfg.lr_multipliers) * len(m.seeds or cfg.seeds) for m in cfg.models)
+    return cells * per_cell
+
+
 def load_config(
-    path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, checks: Sequence[Check] = ()
+    path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, checks: Sequence[Check] = (),
+    max_runs: int = MAX_RUNS,
 ) -> ExperimentConfig:
     """Read a YAML experiment config, apply its `smoke:` overrides if asked, then `--set` overrides (later
     wins), and validate it strictly: the config as written and every cell of its grid, each with `checks`
@@ -710,9 +722,15 @@ def load_config(
     for assignment in overrides:
         src.overrides[_apply_override(data, assignment)] = assignment
     cfg = _build(ExperimentConfig, data, "", src)
+    runs = count_runs(cfg)  # before anything is expanded: a huge plan is refused at once
+    if runs > max_runs:
+        raise ConfigError(src.where("grid" if cfg.grid else "seeds"), "grid/models/lr_multipliers/seeds",
+                          f"the plan has {runs:,} runs, more than the limit of {max_runs:,}; shrink it, or raise the "
+                          "limit with --max-runs N")  # fmt: skip
     _check_experiment(cfg, src.where, path.parent)
     for check in checks:
         check(cfg, src.where)
+    seen_keys: set[str] = set()
     for key, values in cfg.grid.items():
         p = _join("grid", key)
         if not isinstance(values, list) or not values:
@@ -723,6 +741,9 @@ def load_config(
         for k in keys:
             if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description", "claims"):
                 raise ConfigError(src.where(p), p, f"{k!r} cannot be a grid key (use seeds: for seeds)")
+            if k in seen_keys:
+                raise ConfigError(src.where(p), p, f"{k!r} is varied twice in the grid; give each key once")
+            seen_keys.add(k)
         for j, value in enumerate(values):
             cell_src = _Source(src.file, {}, {"": f"{src.where(_join(p, j))} (grid value {value!r})"})
             cell = copy.deepcopy(data)
@@ -881,6 +902,9 @@ def _check_processes(cfg: ExperimentConfig, where: Locate) -> None:
     if norms & set(BATCH_NORMS) and cfg.batch_size // n < 2:
         fail("batch_size", f"{cfg.batch_size} over {n} processes leaves {cfg.batch_size // n} image per process: "
              "batch statistics need at least 2")  # fmt: skip
+    if cfg.bn_sync == "sync" and not norms & set(BATCH_NORMS):
+        fail("bn_sync", "sync synchronizes batch statistics, and no model here has a batch norm "
+             f"({', '.join(sorted(norms))}); use bn_sync: local")  # fmt: skip
     if cfg.bn_sync == "sync" and "naive_batchnorm" in norms:
         fail("bn_sync", "sync is not available for naive_batchnorm; allowed with sync: batchnorm, batchrenorm, "
              "noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip
@@ -903,10 +927,10 @@ def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = ""
     if ".." in Path(ref.file).parts or not target.is_relative_to(root):
         fail(f"{ref.file!r} must be a path inside {root}")
     try:
-        content = json.loads(target.read_text())
+        content = json.loads(read_regular(target))
     except FileNotFoundError:
         fail(f"series file {target} not found")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, BnexpError) as e:
         fail(f"series file {target} is not readable JSON ({e})")
     series = content.get("series", {}) if isinstance(content, dict) else {}
     entry = series.get(ref.key)

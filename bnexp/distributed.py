@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from bnexp.config import ExperimentConfig
 from bnexp.errors import BnexpError
+from bnexp.lifetime import die_with_parent
 from bnexp.nn import BatchNorm
 
 # set by bnexp's own launcher for the processes it starts: the runs to train and what to do with each (JSON);
@@ -119,6 +120,7 @@ def from_environment(device_type: str) -> World:
         raise BnexpError(f"WORLD_SIZE={size} but {', '.join(missing)} not set: start several processes with "
                          "torchrun --nproc_per_node=N -m bnexp run CONFIG, or bnexp run CONFIG --nproc N")  # fmt: skip
     backend = "nccl" if device_type == "cuda" else "gloo"
+    die_with_parent(os.getppid())  # a rank never trains on after its launcher (bnexp's or torchrun) was killed
     if not dist.is_initialized():
         # a rank that dies makes the others' collectives fail instead of waiting forever
         dist.init_process_group(backend, timeout=timedelta(minutes=10))

@@ -11,7 +11,6 @@ can block no one else.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -25,12 +24,12 @@ import torch
 
 from bnexp.config import RunPlan
 from bnexp.data import DataCache
+from bnexp.lifetime import die_with_parent
 from bnexp.lock import hold_as_worker
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
 from bnexp.train import StopRequest, select_device, train_run
 
-PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 10.0
 
 
@@ -41,16 +40,9 @@ def core_slices(jobs: int) -> list[list[int]]:
     return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    with suppress(OSError, AttributeError):  # not Linux: the worker lock still protects the folder
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, data_root: Any,
             device_name: str | None, keep_checkpoints: bool) -> None:  # fmt: skip
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     hold_as_worker(out_dir)  # kept until the process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = StopRequest()

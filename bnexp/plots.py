@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnexp.results import Experiment, Run, aligned, mean_sd
+from bnexp.store import atomic_file, real_dir
 
 # One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
 NORM_COLORS = {
@@ -726,15 +727,17 @@ def data_parallel(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: BatchNorm under data parallelism")
 
 
-def render(exp: Experiment, out_dir: Path, fmt: str = "png") -> list[Path]:
-    """Every figure that applies to `exp`, written to out_dir/<figure>.<fmt>."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def render(exp: Experiment, out_dir: Path, fmt: str = "png", root: Path | None = None) -> list[Path]:
+    """Every figure that applies to `exp`, written to out_dir/<figure>.<fmt> (atomically: a link planted at a
+    figure's name is replaced, never written through; out_dir is checked to be a real folder below `root`)."""
+    real_dir(root if root is not None else out_dir.parent, out_dir)
     written = []
     for kind in FIGURES:
         if kind.applies(exp):
             fig = kind.draw(exp)
             path = out_dir / f"{kind.name}.{fmt}"
-            fig.savefig(path, bbox_inches="tight")
+            with atomic_file(path, "wb") as f:
+                fig.savefig(f, format=fmt, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
     return written

@@ -19,9 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bnexp import records
 from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict
 from bnexp.errors import BnexpError
-from bnexp.store import ANALYSES_DIR, EXPERIMENT_FILE, CorruptFile, RunDir, read_experiment_meta
+from bnexp.store import (
+    ANALYSES_DIR,
+    EXPERIMENT_FILE,
+    METRICS,
+    PROBES,
+    SUMMARY,
+    CorruptFile,
+    RunDir,
+    read_experiment_meta,
+    read_regular,
+)
 
 REFERENCES_FILE = "references.json"  # the series a config's reference names, copied by `bnexp run`
 CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is below 0.9 x ln(classes)
@@ -142,11 +153,10 @@ class Experiment:
         if not path.is_file():
             return {}
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+            return records.check_series(path, json.loads(read_regular(path)))
+        except (OSError, ValueError, CorruptFile) as e:
             warn_stderr(f"{path}: unreadable ({e}); no reference series")
             return {}
-        return data if isinstance(data, dict) else {}
 
 
 UNFINISHED_DROPS = ("final_test_acc", "final_test_loss", "best_test_acc", "final_train_acc", "final_train_loss",
@@ -159,20 +169,26 @@ def load_run(run_dir: RunDir) -> Run:
     folder = run_dir.path / ANALYSES_DIR
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            analyses[p.stem] = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
+            analyses[p.stem] = json.loads(read_regular(p))
+            records.check_analysis(p, p.stem, analyses[p.stem])
+        except (OSError, ValueError, CorruptFile) as e:
             raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None
-    records = run_dir.metrics()
+    metrics = run_dir.metrics()
+    records.check_metrics(run_dir.path / METRICS, metrics)
+    probe_records = run_dir.probes()
+    records.check_probes(run_dir.path / PROBES, probe_records)
     summary = run_dir.summary() or {}
+    if summary:
+        records.check_summary(run_dir.path / SUMMARY, summary)
     if summary.get("status") not in ("completed", "diverged"):  # an unfinished run's accuracies are not results
         summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
     return Run(
         dir=run_dir,
         config=run_dir.config(),
         summary=summary,
-        evals=[r for r in records if r.get("event") == "eval"],
-        train=[r for r in records if r.get("event") == "train"],
-        probe_records=run_dir.probes(),
+        evals=[r for r in metrics if r.get("event") == "eval"],
+        train=[r for r in metrics if r.get("event") == "train"],
+        probe_records=probe_records,
         analyses=analyses,
     )
 
@@ -192,6 +208,9 @@ def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
     expected = _expected_configs(meta, str(path / EXPERIMENT_FILE))
     runs, left_out = [], []
     for child in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("figures",)):
+        if child.is_symlink():  # nothing read from a results folder leaves it
+            left_out.append(f"{child.name}: a link, not a run folder (not read)")
+            continue
         run_dir = RunDir(child)
         if not (child / "config.yaml").is_file():
             continue

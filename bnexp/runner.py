@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from bnexp.store import (
     EXPERIMENT_FILE,
     SUMMARY,
     CorruptFile,
+    LinkRefused,
     RunDir,
     child_path,
     dump_yaml,
+    real_dir,
     remove_temp_files,
     write_atomic,
 )  # fmt: skip
@@ -60,12 +63,14 @@ def format_plan(
     return "\n".join(lines)
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(out: Path, out_dir: Path) -> None:
+    """The experiment folder is a real folder under --out (no link on the way) where a file can be created.
+    The probe is a fresh temp file (O_EXCL), so nothing planted in the folder is ever written through."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        real_dir(out, out_dir)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-test")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise BnexpError(
             f"{out_dir}: output directory is not writable ({e.strerror or e}); choose another with --out"
@@ -84,7 +89,11 @@ def plan_actions(
                          f"{', '.join(p.name for p in plans)}")  # fmt: skip
     actions, conflicts = {}, []
     for plan in plans:
-        run = RunDir(child_path(out_dir, plan.name))
+        try:
+            run = RunDir(child_path(out_dir, plan.name))
+        except LinkRefused as e:  # someone else's folder: that run cannot be written, the others can
+            actions[plan.name] = f"blocked: {e}"
+            continue
         if restart or plan.name in restart_runs or not (run.path / "config.yaml").is_file():
             actions[plan.name] = "start"
             continue
@@ -154,23 +163,28 @@ def run_experiment(
     out_dir = child_path(Path(out), cfg.name)
     if not world.main:
         reporter = Silent()
-    elif not launched:
-        _check_writable(out_dir)
     stop = stop if stop is not None else StopRequest()
-    with experiment_lock(out_dir) if world.main and not launched else nullcontext():
+    with ExitStack() as held:
         if launched:
             actions = json.loads(os.environ[LAUNCHER_ENV])  # the launcher decided
             actions = {p.name: actions.get(p.name, "skip (another launch)") for p in plans}
         else:
-            actions = None
+            actions, refused = None, None
             if world.main:
-                remove_temp_files(out_dir)
-                actions = plan_actions(plans, out_dir, restart, restart_runs)
-                if world.size > 1:  # a user's torchrun: this world trains the runs of its own size
+                try:
+                    _check_writable(Path(out), out_dir)
+                    held.enter_context(experiment_lock(out_dir))
+                    remove_temp_files(out_dir)
+                    actions = plan_actions(plans, out_dir, restart, restart_runs)
+                except BnexpError as e:  # under torchrun the other ranks must hear it, not wait forever
+                    refused = str(e)
+                if world.size > 1 and actions is not None:  # a user's torchrun: it trains the runs of its size
                     for p in plans:
                         if p.experiment.processes != world.size and not actions[p.name].startswith(("skip", "block")):
                             actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
-            actions = world.broadcast(actions)
+            refused, actions = world.broadcast((refused, actions))
+            if refused:
+                raise BnexpError(refused)
             if world.main:
                 reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))
                 write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device)))
@@ -210,7 +224,7 @@ def run_experiment(
         reporter.close()
         analysis_problems = 0
         if world.main and not launched and requested(cfg.analyses) and not stop:
-            analysis_problems = analyze_experiment(out_dir, data_root, device, False, reporter.message)
+            analysis_problems = analyze_experiment(out_dir, data_root, device, False, reporter.message, Path(out))
     world.barrier()
     if launched:  # the launcher reports for the whole experiment
         return 1 if any(s == "failed" for s in statuses.values()) else 0

@@ -15,13 +15,16 @@ an uninterrupted run's byte for byte. Non-finite numbers are stored as null: eve
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,12 +63,83 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+TEMP_MARK = ".bnexp-tmp-"  # in the names of atomic writes' temp files: `.<name>.bnexp-tmp-<random>`
+_TEMP_NAME = re.compile(r"\.[^/]+" + re.escape(TEMP_MARK) + r"[A-Za-z0-9_]+")
+
+
+class LinkRefused(BnexpError):
+    """A link (or something that is not a plain folder or file) where bnexp would write."""
+
+
+def real_dir(root: Path, path: Path) -> Path:
+    """`path`, created if missing, with every component below `root` checked to be a real folder (never a link):
+    what a results folder from someone else holds cannot send a write outside it. `root` itself is the user's
+    choice (--out, or the results folder named on the command line) and is taken as it is."""
+    root, path = Path(root), Path(path)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise LinkRefused(f"{path} is not inside {root}") from None
+    if any(part in ("", ".", "..") for part in parts):
+        raise LinkRefused(f"{path}: not a plain path inside {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    current = root
+    for part in parts:
+        current = current / part
+        with suppress(FileExistsError):
+            os.mkdir(current)
+        mode = os.lstat(current).st_mode
+        if stat.S_ISLNK(mode):
+            raise LinkRefused(f"{current} is a link: bnexp never writes through links in a results folder; "
+                              "replace it with a real folder")  # fmt: skip
+        if not stat.S_ISDIR(mode):
+            raise LinkRefused(f"{current} is not a folder")
+    return path
+
+
+def open_append(path: Path) -> IO[str]:
+    """A log opened for appending (created if missing) that is never a link or a special file: O_NOFOLLOW, and a
+    regular file checked on the open descriptor."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LinkRefused(f"{path} is a link: bnexp never writes through links in a results folder") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LinkRefused(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a")
+
+
+def read_regular(path: Path, binary: bool = False) -> Any:
+    """A file's contents, only if it is a regular file (a FIFO or device would block or never end; a link is
+    read only if it points at a regular file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptFile(f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    return data if binary else data.decode()
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON that strict parsers accept: NaN and infinities are written as null (every bnexp file and --json)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     """A temp file in the same folder, fsynced and renamed over `path` on success: readers see the old file
-    or the new one, never a partial one."""
+    or the new one, never a partial one. The rename replaces a link at `path` rather than writing through it;
+    callers check the folder (`real_dir`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}")
     try:
         os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; run files get the same mode as the logs
         with os.fdopen(fd, mode) as f:
@@ -111,10 +185,11 @@ def load_tensors(path: Path, what: str, remedy: str) -> Any:
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Leftovers of interrupted atomic writes (`.<name>.<random>`) in `folder`; call with the lock held."""
+    """Leftovers of interrupted atomic writes (`.<name>.bnexp-tmp-<random>`) in `folder`, and nothing else (a
+    user's `.notes.md` stays); call with the lock held."""
     removed = []
-    for p in folder.glob(".*.*"):  # .summary.json.k2j3h4, .checkpoint.pt.x8a9, ...
-        if p.is_file() and not p.name.startswith(".lock"):
+    for p in folder.glob(f".*{TEMP_MARK}*"):
+        if _TEMP_NAME.fullmatch(p.name) and (p.is_symlink() or p.is_file()):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -123,6 +198,8 @@ def remove_temp_files(folder: Path) -> list[Path]:
 def child_path(parent: Path, name: str) -> Path:
     """parent/name, refusing any name that would resolve outside `parent` (defence in depth: run names are
     validated as single path components when the config is read)."""
+    if (parent / name).is_symlink():
+        raise LinkRefused(f"{parent / name} is a link: bnexp never writes through links in a results folder")
     target = (parent / name).resolve()
     if target.parent != parent.resolve() or name in ("", ".", ".."):
         raise BnexpError(f"{name!r} is not a plain folder name inside {parent}")
@@ -151,7 +228,7 @@ class RunDir:
     def start(self, resolved_config: dict[str, Any], fresh: bool = True) -> None:
         """Create the directory and write the resolved config; `fresh` empties the logs (else they are
         appended to, after a checkpoint's `truncate`)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        real_dir(self.path.parent, self.path)
         remove_temp_files(self.path)
         write_atomic(self.path / CONFIG, dump_yaml(resolved_config))
         for name in (ERROR_LOG, SUMMARY):
@@ -163,7 +240,7 @@ class RunDir:
                 old.unlink()
         # opening in "a" creates missing logs: remember which were missing for check_offsets
         self._missing = {name for name in LOGS if not (self.path / name).is_file()}
-        self._files = {name: (self.path / name).open("a") for name in LOGS}
+        self._files = {name: open_append(self.path / name) for name in LOGS}
 
     def _write(self, name: str, record: dict[str, Any]) -> None:
         self._files[name].write(json.dumps(_finite(record), allow_nan=False) + "\n")
@@ -299,7 +376,7 @@ class NullRunDir(RunDir):
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text()
+        return read_regular(path)
     except UnicodeDecodeError:
         raise CorruptFile(f"{path}: not UTF-8 text; the file is damaged") from None
 

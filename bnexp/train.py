@@ -10,10 +10,11 @@ import signal
 import statistics
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +34,17 @@ from bnexp.probes.dead_units import PROBE_IMAGES, dead_units, relu_points
 from bnexp.probes.distributions import Probes
 from bnexp.probes.weights import WeightNorms
 from bnexp.results import training_course
-from bnexp.store import CHECKPOINT, ERROR_LOG, WEIGHTS, CorruptFile, NullRunDir, RunDir, load_tensors, save_atomic
+from bnexp.store import (
+    CHECKPOINT,
+    ERROR_LOG,
+    LOGS,
+    WEIGHTS,
+    CorruptFile,
+    NullRunDir,
+    RunDir,
+    load_tensors,
+    save_atomic,
+)
 
 
 class Reporter(Protocol):
@@ -296,6 +307,7 @@ class Trainer:
         if state.get("run") != self.plan.name:
             raise CorruptFile(f"{self.run.path / CHECKPOINT}: belongs to run {state.get('run')!r}, not "
                               f"{self.plan.name!r}")  # fmt: skip
+        self._check_state(state)
         self.run.check_offsets(state["log_offsets"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -306,8 +318,38 @@ class Trainer:
         self.segments = list(state.get("segments", []))
         self.run.truncate(state["log_offsets"])
 
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Every field of a checkpoint against this run's config before any of it is used: a checkpoint in a
+        results folder from someone else may say anything."""
+
+        def fail(what: str) -> NoReturn:
+            raise CorruptFile(f"{self.run.path / CHECKPOINT}: {what}; {restart_hint(self.plan)}")
+
+        def integer(key: str, lo: int, hi: int) -> None:
+            v = state.get(key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                fail(f"{key} {v!r} is not an integer in [{lo}, {hi}]")
+
+        integer("step", 0, self.total_steps)
+        integer("batch_in_epoch", 0, self.per_epoch)
+        window = state.get("window_losses")
+        if not (isinstance(window, torch.Tensor) and window.dim() == 1 and len(window) < self.exp.log_every + 1):
+            fail(f"window_losses is not a list of at most {self.exp.log_every} losses")
+        if not (isinstance(state.get("epoch_rng"), torch.Tensor) and state["epoch_rng"].dtype == torch.uint8):
+            fail("epoch_rng is not a generator state")
+        offsets = state.get("log_offsets")
+        if not (isinstance(offsets, dict) and set(offsets) <= set(LOGS) and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets.values())):  # fmt: skip
+            fail("log_offsets is not a byte length per log")
+        check_segments(state.get("segments"), fail)
+        for key in ("model", "optimizer", "rng"):
+            if not isinstance(state.get(key), dict):
+                fail(f"{key} is not a state dict")
+
     def save_checkpoint(self) -> None:
-        self.sync_running_stats()
+        """Rank 0's state. No running-statistics sync here: an uninterrupted run syncs at evaluations only (which
+        come before their checkpoint), and with local BN every forward starts from rank 0's running statistics
+        (DDP's buffer broadcast), so rank 0's are all a resumed run needs to continue bit for bit."""
         if not self.world.main:
             return
         self.run.flush()  # the offsets in the checkpoint must point at data on disk
@@ -318,7 +360,7 @@ class Trainer:
 
     def sync_running_stats(self) -> None:
         """Local BN with several processes: make every rank's running statistics rank 0's (or, with
-        `bn_running_stats: reduce`, their mean) before they are used or saved."""
+        `bn_running_stats: reduce`, their mean) before they are used (at each evaluation)."""
         if self.world.size > 1 and self.exp.bn_sync == "local":
             sync_buffers(self.model, self.exp.bn_running_stats, self.world)
 
@@ -528,9 +570,32 @@ class Trainer:
         return summary
 
 
-def checkpoint_threads(state: dict[str, Any]) -> int | None:
-    """The torch thread count a checkpointed run was computing with (its last segment's)."""
+MAX_THREADS = 1024
+
+
+def check_segments(segments: Any, fail: Callable[[str], NoReturn]) -> None:
+    """A checkpoint's segments: [{from_step, torch_threads, processes}] with sane integers."""
+    if segments is None:
+        return
+    if not isinstance(segments, list) or len(segments) > 100_000:
+        fail("segments is not a list of resumed segments")
+    for seg in segments:
+        ok = isinstance(seg, dict) and all(isinstance(seg.get(k), int) and not isinstance(seg.get(k), bool)
+                                           for k in ("from_step", "torch_threads"))  # fmt: skip
+        if not ok or not 1 <= seg["torch_threads"] <= MAX_THREADS or seg["from_step"] < 0:
+            fail(f"segment {seg!r} is not {{from_step >= 0, torch_threads 1..{MAX_THREADS}}}")
+
+
+def checkpoint_threads(state: Any, where: Path | None = None, remedy: str = "") -> int | None:
+    """The torch thread count a checkpointed run was computing with (its last segment's), checked."""
+
+    def fail(what: str) -> NoReturn:
+        raise CorruptFile(f"{where}: {what}" + (f"; {remedy}" if remedy else ""))
+
+    if not isinstance(state, dict):
+        fail(f"not a checkpoint (a {type(state).__name__})")
     segments = state.get("segments") or []
+    check_segments(segments, fail)
     return segments[-1]["torch_threads"] if segments else None
 
 
@@ -578,7 +643,8 @@ def train_run(
             if action == "resume" and world.main:
                 state = load_tensors(run.path / CHECKPOINT, "the checkpoint", restart_hint(plan))
             state = world.broadcast(state)
-            saved_threads = checkpoint_threads(state) if state else None
+            saved_threads = (checkpoint_threads(state, run.path / CHECKPOINT, restart_hint(plan)) if state is not None
+                             else None)  # fmt: skip
             if saved_threads and saved_threads != threads:
                 torch.set_num_threads(saved_threads)
                 cores = len(os.sched_getaffinity(0))

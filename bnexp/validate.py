@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 
-from bnexp.config import BATCH_NORMS, ConfigError, ExperimentConfig, Locate, load_config
+from bnexp.config import BATCH_NORMS, MAX_RUNS, ConfigError, ExperimentConfig, Locate, load_config
 from bnexp.data import SOURCES
 from bnexp.models import MODELS, build_model
 from bnexp.probes.distributions import probe_points
 
 
-def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False) -> ExperimentConfig:
+def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, max_runs: int = MAX_RUNS
+         ) -> ExperimentConfig:  # fmt: skip
     """`bnexp.config.load_config` with every check below, for the config and each cell of its grid."""
-    return load_config(path, overrides, smoke, checks=[check_against_models_and_data])
+    return load_config(path, overrides, smoke, checks=[check_against_models_and_data], max_runs=max_runs)
 
 
 def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
@@ -33,6 +34,18 @@ def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
         if value is not None and value < classes:
             raise ConfigError(where(p), p, f"{value} images cannot hold one of each of the {classes} classes")
     train_size = cfg.dataset.subset or source.sizes[0]
+    test_size = cfg.dataset.test_subset or source.sizes[1]
+    modes = cfg.analyses.eval_modes if cfg.analyses else None
+    if modes is not None:  # every batch the analysis builds is drawn from the data, so the data bounds it
+        p = "analyses.eval_modes"
+        limits = [("groups x group_size", modes.groups * modes.group_size, test_size, "test images"),
+                  ("group_size", modes.group_size, test_size // classes, "test images of one class"),
+                  ("largest batch_sizes", max(modes.batch_sizes), test_size, "test images"),
+                  ("largest reestimate_batches x batch_size", max(modes.reestimate_batches) * cfg.batch_size,
+                   10 * train_size, "training images (10 passes)")]  # fmt: skip
+        for what, value, limit, unit in limits:
+            if value > limit:
+                raise ConfigError(where(p), p, f"{what} is {value:,}, more than the {limit:,} {unit}")
     if cfg.eval_train_subset is not None and not classes <= cfg.eval_train_subset <= train_size:
         raise ConfigError(where("eval_train_subset"), "eval_train_subset",
                           f"must be between {classes} and the {train_size} training images")  # fmt: skip

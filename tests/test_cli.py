@@ -140,3 +140,20 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(
     assert len(lines) >= 1 and lines[0].startswith("error: ") and fragment in result.stderr
     assert "Traceback" not in result.output
     assert sorted(p for p in tmp_path.rglob("*") if "cache" not in p.parts) == before
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3"])
+def test_a_bad_world_size_is_a_usage_error(tiny_config, tiny_root, tmp_path, monkeypatch, value):
+    """Issue 19, item 17."""
+    monkeypatch.setenv("WORLD_SIZE", value)
+    result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "WORLD_SIZE" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_a_grid_key_with_a_space_still_meets_the_nproc_guard(tiny_config, tiny_root, tmp_path):
+    """Issue 19, item 20: "bn_sync, processes" is the processes key too."""
+    grid = 'grid={"bn_sync, processes": [[local, 2]]}'
+    result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path),
+                                      "--set", grid, "--nproc", "2"])  # fmt: skip
+    assert result.exit_code == 2 and "grid varies processes" in result.output

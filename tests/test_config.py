@@ -345,3 +345,37 @@ def test_series_references_load_and_errors_name_file_and_line(tmp_path):
     assert "finite numbers" in str(error_of(tmp_path, ok))
     (tmp_path / "ref.json").write_text("{not json")
     assert "not readable JSON" in str(error_of(tmp_path, ok))
+
+
+def test_a_huge_plan_is_refused_before_it_is_built(tmp_path):
+    """Issue 19, item 8: counted, not expanded; the limit is named with the option that raises it."""
+    import time
+
+    models = "[" + ", ".join(f"{{name: lenet5, norm: none, label: m{i}}}" for i in range(100)) + "]"
+    started = time.monotonic()
+    e = error_of(tmp_path, TINY_CONFIG, [f"models={models}", f"lr_multipliers={list(range(1, 101))}",
+                                         f"seeds={list(range(1000))}"])  # fmt: skip
+    assert "10,000,000 runs" in e.message and "--max-runs" in e.message
+    grid = {"models[0].bn_eps": [1e-5 * (i + 1) for i in range(100)],
+            "optimizer.lr": [0.001 * (i + 1) for i in range(100)], "batch_size": list(range(2, 102))}  # fmt: skip
+    e = error_of(tmp_path, TINY_CONFIG, [f"grid={grid}"])
+    assert "2,000,000 runs" in e.message
+    assert time.monotonic() - started < 10
+    assert load_config(write(tmp_path, TINY_CONFIG), ["seeds=[0, 1, 2]"], max_runs=6).seeds == [0, 1, 2]
+
+
+def test_eval_modes_settings_are_bounded_by_the_data(tmp_path):
+    """Issue 19, item 12."""
+    e = error_of(tmp_path, TINY_CONFIG, ["analyses={eval_modes: {groups: 10000, group_size: 4096}}"])
+    assert e.key == "analyses.eval_modes" and "more than the 10,000 test images" in e.message
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (['grid={"batch_size,batch_size": [[8, 16]]}'], "varied twice"),
+    (['grid={"batch_size": [8], "batch_size, processes": [[16, 2]]}'], "varied twice"),
+    (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: groupnorm}]"], "no model here has a batch norm"),
+    (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: none}]"], "no model here has a batch norm"),
+])  # fmt: skip
+def test_grids_and_sync_that_would_do_nothing_are_refused(tmp_path, overrides, words):
+    """Issue 19, item 20."""
+    assert words in error_of(tmp_path, TINY_CONFIG, overrides).message

@@ -284,13 +284,17 @@ def test_a_damaged_run_is_named_and_the_others_go_on(setup, tmp_path, damage, ex
 def test_temp_files_of_interrupted_writes_are_cleaned_up(setup, tmp_path):
     config, root = setup
     assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
-    leftovers = [tmp_path / "resume" / ".experiment.yaml.x1y2", tmp_path / "resume" / BN_RUN / ".checkpoint.pt.k3j4",
-                 tmp_path / "resume" / BN_RUN / ".summary.json.abcd"]  # fmt: skip
-    for p in leftovers:
+    leftovers = [tmp_path / "resume" / ".experiment.yaml.bnexp-tmp-x1y2",
+                 tmp_path / "resume" / BN_RUN / ".checkpoint.pt.bnexp-tmp-k3j4",
+                 tmp_path / "resume" / BN_RUN / ".summary.json.bnexp-tmp-abcd"]  # fmt: skip
+    # issue 19, item 7: a user's own dot-files are not bnexp's temp files
+    users = [tmp_path / "resume" / ".notes.md", tmp_path / "resume" / BN_RUN / ".my.summary.json"]
+    for p in leftovers + users:
         p.write_text("partial")
     assert in_process(config, root, tmp_path, ["epochs=1", "models=[{name: lenet5, norm: batchnorm}]"],
                       restart_runs=(BN_RUN,)) == 0  # fmt: skip
     assert not any(p.exists() for p in leftovers)
+    assert all(p.read_text() == "partial" for p in users)
 
 
 def test_a_corrupt_decoded_cache_is_named_and_rebuilt(tiny_root, capsys):

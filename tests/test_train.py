@@ -176,3 +176,29 @@ def test_foreach_optimizers_compute_what_the_per_parameter_loop_computes():
             fast.step()
             loop.step()
         assert all(torch.equal(a, b) for a, b in zip(params, twins, strict=True))
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("step", -1_000_000, "step -1000000 is not an integer in [0, "),
+    ("step", 10**9, "is not an integer in [0, "),
+    ("batch_in_epoch", "x", "batch_in_epoch"),
+    ("window_losses", torch.zeros(10_000), "window_losses"),
+    ("log_offsets", {"metrics.jsonl": -5}, "log_offsets"),
+    ("segments", [{"from_step": 0, "torch_threads": 10**6, "processes": 1}], "torch_threads 1..1024"),
+])  # fmt: skip
+def test_checkpoint_fields_are_checked_before_they_are_used(tiny_config, tiny_root, tmp_path, field, value, words):
+    """Issue 19, item 9: a checkpoint from someone else's results folder may say anything."""
+    out = tmp_path / "out"
+    overrides = ["models=[{name: lenet5, norm: none}]", "steps=4", "epochs=null", "eval_every=2", "seeds=[0]"]
+    cfg = load_config(tiny_config, overrides)
+    assert run_experiment(cfg, out, PlainReporter(), tiny_root, keep_checkpoints=True) == 0
+    run = RunDir(out / "tiny" / "lenet5_lr1x_s0")
+    state = torch.load(run.path / "checkpoint-step00000002.pt", weights_only=True)
+    state[field] = value
+    torch.save(state, run.path / "checkpoint.pt")
+    (run.path / "summary.json").unlink()  # unfinished: the next run resumes from the checkpoint
+    threads = torch.get_num_threads()
+    assert run_experiment(cfg, out, PlainReporter(), tiny_root) == 1
+    assert torch.get_num_threads() == threads
+    summary = run.summary()
+    assert summary["status"] == "failed" and words in summary["error"] and "--restart-run" in summary["error"]

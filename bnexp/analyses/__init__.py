@@ -24,7 +24,19 @@ from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
 from bnexp.data import Data, load_data
 from bnexp.errors import BnexpError
 from bnexp.models import build_model
-from bnexp.store import ANALYSES_DIR, WEIGHTS, CorruptFile, RunDir, load_tensors, read_experiment_meta, write_atomic
+from bnexp.store import (
+    ANALYSES_DIR,
+    WEIGHTS,
+    CorruptFile,
+    RunDir,
+    child_path,
+    load_tensors,
+    read_experiment_meta,
+    read_regular,
+    real_dir,
+    strict_json,
+    write_atomic,
+)
 
 # name -> analysis(trained model, data, its settings, the run's recorded config) -> result
 Analysis = Callable[[nn.Module, Data, Any, dict[str, Any]], dict[str, Any]]
@@ -53,8 +65,10 @@ def _digest(path: Path) -> str:
 
 
 def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.device, force: bool,
-                       say: Callable[[str], None]) -> int:  # fmt: skip
-    """Every requested analysis on every finished run of one experiment; returns how many could not run."""
+                       say: Callable[[str], None], root: Path | None = None) -> int:  # fmt: skip
+    """Every requested analysis on every finished run of one experiment; returns how many could not run.
+    Results go to <run>/analyses/, a real folder below `root` (the results folder named by the user): run names
+    from experiment.yaml are single path components, and no link is written through."""
     meta = read_experiment_meta(experiment_dir)
     where = str(experiment_dir / "experiment.yaml")
     wanted = requested(from_dict(AnalysesConfig | None, meta["config"].get("analyses"), f"{where}: analyses"))
@@ -62,9 +76,10 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
         return 0
     data: Data | None = None
     problems = 0
-    for name in meta.get("runs", []):
-        run = RunDir(experiment_dir / name)
+    names = meta.get("runs")
+    for name in names if isinstance(names, list) else []:
         try:
+            run = RunDir(child_path(experiment_dir, str(name)))
             summary = run.summary() or {}
             if summary.get("status") not in ("completed", "diverged"):
                 say(f"{name}: not finished; no analysis")
@@ -89,17 +104,22 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
                 data = load_data(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"),
                                  device, data_root)  # fmt: skip
             model = build_model(from_dict(ModelConfig, config["model"], f"{run.path}/config.yaml: model"), data.inputs)
-            model.load_state_dict(load_tensors(weights, "the final weights", f"start the run over with "
-                                               f"--restart-run {name}"))  # fmt: skip
+            state = load_tensors(weights, "the final weights", f"start the run over with --restart-run {name}")
+            if not isinstance(state, dict):
+                raise CorruptFile(f"{weights}: not a state dict of tensors ({type(state).__name__}); start the run "
+                                  f"over with --restart-run {name}")  # fmt: skip
+            model.load_state_dict(state)
             model.to(device).eval()
             for analysis, (settings, record, target) in todo.items():
                 result = ANALYSES[analysis](model, data, settings, config)
-                write_atomic(target, json.dumps({
+                real_dir(root if root is not None else experiment_dir, target.parent)
+                write_atomic(target, strict_json({
                     "analysis": analysis, "run": name, "settings": record, "weights_sha256": digest,
                     "bnexp": bnexp.__version__, "torch": torch.__version__, "device": device.type, "result": result,
                 }, indent=1) + "\n")  # fmt: skip
                 say(f"{name}: {analysis} -> {target}")
-        except (BnexpError, RuntimeError, KeyError) as e:  # one run's problem never stops the others
+        except (BnexpError, RuntimeError, KeyError, TypeError, ValueError, OSError) as e:  # one run's problem never
+            # stops the others
             problems += 1
             say(f"{name}: analysis not possible: {e}")
     return problems
@@ -111,7 +131,7 @@ def _settings(settings: Any) -> Any:
 
 def _done(target: Path, settings: Any, digest: str) -> bool:
     try:
-        old = json.loads(target.read_text())
-    except (OSError, ValueError):
+        old = json.loads(read_regular(target))
+    except (OSError, ValueError, CorruptFile):
         return False
     return isinstance(old, dict) and old.get("settings") == settings and old.get("weights_sha256") == digest

@@ -1,0 +1,134 @@
+"""What each record of a run's files must hold, checked where the files are read (`bnexp.results`): a results
+folder may come from someone else, and a record with a wrong type or a missing field must skip its run with a
+warning naming the file and line, never raise a traceback deep inside a plot or a report.
+
+A spec maps a field to its kind: "int", "num" (int or float), "str", "list" (of numbers), "dict", "bool"; a
+trailing "?" allows null (or absence). Fields not named are not checked (readers do not use them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bnexp.store import CorruptFile
+
+MAX_STEP = 10**9  # the config schema's own bound on steps
+
+TRAIN = {"step": "int", "steps": "int", "epoch": "num", "loss": "num?"}
+EVAL = {"step": "int", "epoch": "num", "test_acc": "num?", "test_loss": "num?", "train_acc": "num?",
+        "dead_units": "num?"}  # fmt: skip
+PROBES = {
+    "distribution": {"step": "int", "epoch": "num", "layer": "int", "n": "int", "mean": "num", "std": "num",
+                     "hist": "list", "percentiles": "dict", "below_range": "int", "above_range": "int",
+                     "unit_percentiles": "dict?"},
+    "landscape": {"step": "int", "etas": "list", "loss_min": "num", "loss_max": "num", "grad_predictiveness": "num",
+                  "beta_smoothness": "num"},
+    "ics": {"step": "int", "layers": "list_any", "shift": "list", "cosine": "list"},
+    "weights": {"step": "int", "layers": "list_any", "weight_norm": "list", "effective_step": "list"},
+}  # fmt: skip
+SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test_acc": "num?",
+           "final_train_acc": "num?", "final_train_loss": "num?", "final_test_loss": "num?",
+           "final_generalization_gap": "num?", "images_per_s": "num?", "train_time_s": "num?",
+           "steps_per_epoch": "int?", "diverged_at_step": "int?", "final_dead_units": "num?",
+           "time_to_threshold": "dict?", "num_classes": "int?", "model": "str?", "versions": "dict?",
+           "device": "dict?", "segments": "list_any?"}  # fmt: skip
+ANALYSIS_ROWS = {
+    "eval_modes": ("rows", {"mode": "str", "test_acc": "num?", "batch_size": "int?", "batches": "int?"}),
+    "scale_invariance": ("layers", {"without_eps": "list_any", "with_eps": "list_any"}),
+}
+
+
+def _ok(value: Any, kind: str) -> bool:
+    if kind.endswith("?"):
+        if value is None:
+            return True
+        kind = kind[:-1]
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_STEP
+    if kind == "num":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "list":
+        return isinstance(value, list) and all(v is None or _ok(v, "num") for v in value)
+    if kind == "list_any":
+        return isinstance(value, list)
+    return isinstance(value, {"str": str, "dict": dict, "bool": bool}[kind])
+
+
+def check(record: Any, spec: dict[str, str], where: str) -> dict[str, Any]:
+    """`record` if it is a mapping whose fields match `spec`; else CorruptFile naming `where` and the field."""
+    if not isinstance(record, dict):
+        raise CorruptFile(f"{where}: not a JSON object")
+    for key, kind in spec.items():
+        if key not in record and kind.endswith("?"):
+            continue
+        if key not in record:
+            raise CorruptFile(f"{where}: missing field {key!r}")
+        if not _ok(record[key], kind):
+            raise CorruptFile(f"{where}: field {key!r} is {record[key]!r}, expected {kind.rstrip('?')}"
+                              + (" or null" if kind.endswith("?") else ""))  # fmt: skip
+    return record
+
+
+def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Train and eval records, and the train windows contiguous (step − steps = the previous record's step):
+    the per-step series built from them is then no longer than the data present."""
+    previous = 0
+    for i, r in enumerate(records, 1):
+        where = f"{path}:{i}"
+        if r.get("event") == "train":
+            check(r, TRAIN, where)
+            if r["steps"] < 1 or r["step"] - r["steps"] != previous:
+                raise CorruptFile(f"{where}: training window steps {r['step'] - r['steps'] + 1}..{r['step']} does "
+                                  f"not follow the previous one (ending at step {previous})")  # fmt: skip
+            previous = r["step"]
+        elif r.get("event") == "eval":
+            check(r, EVAL, where)
+
+
+def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
+    for i, r in enumerate(records, 1):
+        kind = r.get("probe", "distribution") if isinstance(r, dict) else None
+        if kind not in PROBES:
+            raise CorruptFile(f"{path}:{i}: unknown probe kind {kind!r}")
+        check(r, PROBES[kind], f"{path}:{i}")
+
+
+def check_summary(path: Path, summary: dict[str, Any]) -> None:
+    check(summary, SUMMARY, str(path))
+    for key, hit in (summary.get("time_to_threshold") or {}).items():
+        if hit is not None:
+            check(hit, {"step": "int"}, f"{path}: time_to_threshold[{key!r}]")
+
+
+def check_analysis(path: Path, name: str, record: Any) -> None:
+    """An analysis file: {"result": {...}} with the rows its readers use."""
+    check(record, {"result": "dict"}, str(path))
+    if name in ANALYSIS_ROWS:
+        key, spec = ANALYSIS_ROWS[name]
+        rows = record["result"].get(key)
+        if not isinstance(rows, list):
+            raise CorruptFile(f"{path}: result.{key} is not a list")
+        for j, row in enumerate(rows):
+            check(row, spec, f"{path}: result.{key}[{j}]")
+        if name == "eval_modes":
+            gaps = record["result"].get("population_gap", [])
+            if not isinstance(gaps, list):
+                raise CorruptFile(f"{path}: result.population_gap is not a list")
+            for j, g in enumerate(gaps):
+                check(g, {"layer": "int", "mean_gap": "num?", "var_log_ratio": "num?"},
+                      f"{path}: result.population_gap[{j}]")  # fmt: skip
+
+
+def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
+    """references.json: variant -> [{quantity, values (numbers), ...}]."""
+    if not isinstance(data, dict):
+        raise CorruptFile(f"{path}: not a mapping of variants to series")
+    for variant, refs in data.items():
+        if not isinstance(refs, list):
+            raise CorruptFile(f"{path}: {variant!r} is not a list of series")
+        for j, ref in enumerate(refs):
+            check(ref, {"quantity": "str", "values": "list", "key": "str", "file": "str",
+                        "steps_per_epoch": "int?"}, f"{path}: {variant}[{j}]")  # fmt: skip
+    return data

@@ -1,0 +1,111 @@
+"""Issue 19, items 10, 15, 18: records with wrong types, missing fields or absurd values skip their run with a
+warning naming the file and line (never a traceback), memory stays bounded by the data present, and every
+JSON bnexp writes is strict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bnexp.cli import app
+
+from .rundata import write_experiment
+
+RUN = "lenet5-bn_lr1x_s0"
+
+
+def _edit_line(path, index, change):
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[index])
+    change(record)
+    lines[index] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _first(path, event):
+    return next(i for i, line in enumerate(path.read_text().splitlines()) if json.loads(line).get("event") == event)
+
+
+def _set(key, value):
+    return lambda record: record.__setitem__(key, value)
+
+
+DAMAGE = {
+    "loss is a string": ("metrics.jsonl", "train", _set("loss", "abc"), "field 'loss'"),
+    "step is a string": ("metrics.jsonl", "train", _set("step", "x"), "field 'step'"),
+    "step of 4e9": ("metrics.jsonl", "train", _set("step", 4_000_000_000), "field 'step'"),
+    "a step that skips ahead": ("metrics.jsonl", "train", _set("step", 100_000), "does not follow"),
+    "eval test_acc a string": ("metrics.jsonl", "eval", _set("test_acc", "0.9"), "field 'test_acc'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+@pytest.mark.parametrize("command", ["list", "report", "plot"])
+def test_damaged_log_records_skip_the_run_with_a_warning(tmp_path, case, command):
+    exp = write_experiment(tmp_path / "results")
+    name, event, change, words = DAMAGE[case]
+    path = exp / RUN / name
+    _edit_line(path, _first(path, event), change)
+    result = CliRunner().invoke(app, [command, str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert f"{path}:" in result.output and words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    ({"status": "completed", "final_test_acc": "0.9"}, "field 'final_test_acc'"),
+    ({"status": "completed", "time_to_threshold": {"0.9": {"step": "x"}}}, "field 'step'"),
+])  # fmt: skip
+def test_a_summary_with_wrong_types_skips_the_run(tmp_path, content, words):
+    exp = write_experiment(tmp_path / "results")
+    (exp / RUN / "summary.json").write_text(json.dumps(content))
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
+    assert result.exit_code == 0 and words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content", [[], {"result": 5}, {"result": {"rows": [{"mode": 3}]}}])
+def test_a_malformed_analysis_skips_the_run(tmp_path, content):
+    exp = write_experiment(tmp_path / "results")
+    (exp / RUN / "analyses").mkdir()
+    (exp / RUN / "analyses" / "eval_modes.json").write_text(json.dumps(content))
+    for command in ("list", "report", "plot"):
+        result = CliRunner().invoke(app, [command, str(tmp_path / "results")])
+        assert result.exit_code == 0 and "eval_modes.json" in result.output and "Traceback" not in result.output
+
+
+def test_a_probe_record_missing_a_field_skips_the_run(tmp_path):
+    exp = write_experiment(tmp_path / "results")
+    with (exp / RUN / "probes.jsonl").open("a") as f:
+        f.write(json.dumps({"probe": "landscape", "step": 3, "etas": [0.1]}) + "\n")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
+    assert result.exit_code == 0 and "probes.jsonl:" in result.output and "missing field" in result.output
+
+
+def test_a_reference_series_whose_values_are_a_string_is_ignored_with_a_warning(tmp_path):
+    exp = write_experiment(tmp_path / "results")
+    (exp / "references.json").write_text(json.dumps({"lenet5_lr1x": [
+        {"file": "r.json", "key": "k", "quantity": "train_loss_per_step", "values": "2.3, 2.2"}]}))  # fmt: skip
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
+    assert result.exit_code == 0 and "references.json" in result.output and "Traceback" not in result.output
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_report_json_is_strict_even_with_nan_statistics(tmp_path):
+    """Item 18: one run per variant gives NaN spreads; --json writes null."""
+    exp = write_experiment(tmp_path / "results")
+    for p in exp.glob("*_s1"):
+        for f in p.iterdir():
+            f.unlink()
+        p.rmdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results"), "--json"])
+    assert result.exit_code == 0
+    data = _strict(result.stdout)
+    assert data["experiments"][0]["name"] == "synthetic"
+    assert "NaN" not in result.stdout
