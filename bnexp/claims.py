@@ -364,7 +364,7 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
                      + (f" (Bonferroni over {len(points)} points)" if len(points) > 1 else ""),
            "p_value": worst[2].p_value,
            "measured": (f"ours {_num(worst[2].mean)}, PI {_num(worst[2].low)}–{_num(worst[2].high)}, article "
-                        f"{_num(worst[1])}" + (f" (least likely point: {_at(worst[0])})" if len(points) > 1 else "")),
+                        f"{_num(worst[1])}" + (f" (least likely at {_at(worst[0])})" if len(points) > 1 else "")),
            "verdict": "supported" if all(inside) else "contradicted", "notes": notes}  # fmt: skip
     below, above = sum(o < 0 for o in offsets), sum(o > 0 for o in offsets)
     if len(points) > 1 and (below == len(points) or above == len(points)):
@@ -385,7 +385,9 @@ def _sd(x: list[float]) -> float:
 def _num(x: float) -> str:
     if x == 0:
         return "0"
-    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3f}" if abs(x) >= 1 else f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.2e}"
+    if abs(x) >= 100 or (abs(x) >= 10 and x == round(x)):
+        return f"{x:.0f}"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}" if abs(x) >= 1 else f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.2e}"
 
 
 def _mean(x: list[float]) -> str:

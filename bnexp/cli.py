@@ -169,6 +169,10 @@ def run(
             launch_argv=launch_argv,
         )
     except BnexpError as e:
+        if world is not None:  # under torchrun: every rank says why before any exits (torchrun ends the rest)
+            typer.echo(f"error: {e}", err=True)
+            world.settle()
+            raise typer.Exit(e.exit_code) from None
         _fail(e)
     except DistributedRunFailed as e:
         typer.echo(f"error: {e}", err=True)

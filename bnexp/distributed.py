@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -68,6 +69,13 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def settle(self, seconds: float = 10.0) -> None:
+        """Wait (at most `seconds`) until every process gets here; for exiting together after an error. A process
+        that never comes only costs the wait (gloo's monitored barrier; skipped on other backends)."""
+        if self.size > 1 and dist.is_initialized() and self.backend == "gloo":
+            with suppress(RuntimeError):
+                dist.monitored_barrier(timeout=timedelta(seconds=seconds))
 
 
 def parallelize(model: nn.Module, exp: ExperimentConfig, world: World, device: torch.device) -> nn.Module:
@@ -175,7 +183,12 @@ def _worker_entry(argv: list[str], threads: int) -> None:
     from bnexp.cli import app
 
     torch.set_num_threads(threads)
-
     code = app(["run", *argv], standalone_mode=False)
+    if code in (130, 143):
+        # stopped by a signal, checkpoint written: the launcher is shutting down and will not collect a return
+        # value, so end now rather than wait for it until its 30-second grace ends in SIGKILL
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if code:
         sys.exit(code)

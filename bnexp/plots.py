@@ -188,6 +188,11 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
         ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.18, linewidth=0)
 
 
+def legend_below(ax, fontsize: int = 7) -> None:
+    """The legend under the axes (below the x label), where it can hide no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=fontsize, frameon=False)
+
+
 def finish(fig: Figure, exp: Experiment, title: str) -> Figure:
     fig.suptitle(f"{title}\n{ran(exp)}", fontsize=11)
     return fig
@@ -267,7 +272,7 @@ def convergence(exp: Experiment) -> Figure:
                                 "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
     ax_loss.set_title(f"training loss (moving average of {k} records = {k * log_every(exp)} steps)")
-    ax_loss.legend(loc="best", fontsize=8)
+    legend_below(ax_loss, 8)
     per_epoch = steps_per_epoch(exp)
     by_epoch = exp.config.get("epochs") is not None
     for runs in groups:
@@ -287,7 +292,7 @@ def convergence(exp: Experiment) -> Figure:
     ax_acc.set_xlabel("epoch" if by_epoch else "training step")
     ax_acc.set_ylabel("test accuracy (eval mode)")
     ax_acc.set_title(f"test accuracy, {spread_text(groups)}" + (" (x: article)" if not first_ref else ""))
-    ax_acc.legend(loc="best", fontsize=8)
+    legend_below(ax_acc, 8)
     return finish(fig, exp, f"{exp.name}: convergence" + (" at each model's lowest lr" if several_lrs else ""))
 
 
@@ -324,7 +329,7 @@ def learning_rate(exp: Experiment) -> Figure:
                 drawn = True
         ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
                      f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
-        ax.legend(loc="best", fontsize=8)
+        legend_below(ax, 8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
     for ax in axes[:-1]:
         ax.set_ylim(0, min(max(top, 0.5), 3.0))
@@ -333,28 +338,26 @@ def learning_rate(exp: Experiment) -> Figure:
         groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
         lrs, means, sds = [], [], []
         for runs in groups:
-            if mixed_outcomes(runs):  # no mean over runs that ended differently: every seed is a point
-                summary_ax.plot([runs[0].config["lr"]] * len(runs), [r.summary.get("final_test_acc") for r in runs],
-                                ".", color=color(groups[0][0]), alpha=0.7)  # fmt: skip
-                continue
-            m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
-            lrs.append(runs[0].config["lr"])
-            means.append(m)
-            sds.append(sd)
-            marked = 0
-            for r in runs:
+            mixed = mixed_outcomes(runs)
+            if not mixed:
+                m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
+                lrs.append(runs[0].config["lr"])
+                means.append(m)
+                sds.append(sd)
+            # every seed of a cell whose runs ended differently is a point (no mean over them), side by side, with
+            # the seeds that did not train marked
+            for i, r in enumerate(runs):
                 acc = r.summary.get("final_test_acc")
                 outcome = r.course["outcome"]
-                x = r.config["lr"] * 1.06**marked  # side by side, so that every marked seed shows
+                x = r.config["lr"] * 1.05 ** (i - (len(runs) - 1) / 2)
+                if mixed:
+                    summary_ax.plot(x, acc, "o", markersize=4, color=color(groups[0][0]), alpha=0.8)
                 if r.status == "diverged":
                     summary_ax.plot(x, acc if acc is not None else 0.0, "x", color="red", markersize=8)
                 elif outcome == "never_left_chance":
                     summary_ax.plot(x, acc, "o", mfc="none", color="black", markersize=9)
                 elif outcome == "fell_back":
                     summary_ax.plot(x, acc, "v", mfc="none", color="black", markersize=9)
-                else:
-                    continue
-                marked += 1
         summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
                             label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
     summary_ax.plot([], [], "x", color="red", label="diverged run")
@@ -363,10 +366,10 @@ def learning_rate(exp: Experiment) -> Figure:
     summary_ax.set_xscale("log")
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
-    summary_ax.plot([], [], ".", color="gray", label="each seed, where outcomes differ")
+    summary_ax.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
     summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds where all seeds trained)")
     summary_ax.set_ylim(0, 1.02)
-    summary_ax.legend(loc="lower left", fontsize=8)
+    legend_below(summary_ax, 8)
     return finish(fig, exp, f"{exp.name}: learning rates")
 
 
@@ -431,7 +434,7 @@ def percentiles(exp: Experiment) -> Figure:
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title(f"(a) test accuracy, {spread_text(list(exp.variants.values()))}")
-    ax_acc.legend(loc="best", fontsize=8)
+    legend_below(ax_acc, 8)
     activations = " / ".join(sorted({r.model.get("activation", "relu") for r in exp.runs}))
     qs = [str(q).removesuffix(".0") for q in exp.config["probes"]["percentiles"]]
     for i, (ax, runs) in enumerate(zip(axes[1:], groups, strict=True)):
@@ -451,7 +454,7 @@ def percentiles(exp: Experiment) -> Figure:
         ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
         ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
                      f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})")  # fmt: skip
-        ax.legend(loc="best", fontsize=7)
+        legend_below(ax, 7)
     lims = [ax.get_ylim() for ax in axes[1:]]
     for ax in axes[1:]:
         ax.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
@@ -479,7 +482,7 @@ def generalization(exp: Experiment) -> Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (eval mode)")
     ax.set_title("train (dashed, fixed train subset) and test (solid) accuracy")
-    ax.legend(loc="best", fontsize=7)
+    legend_below(ax, 7)
     return finish(fig, exp, f"{exp.name}: generalization")
 
 
@@ -515,7 +518,7 @@ def batch_size(exp: Experiment) -> Figure:
     ax_err.set_title("test error after the last epoch (eval mode), " + ("mean ± 1 sd" if most > 1 else "one run"))
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("the same as accuracy")
-    ax_err.legend(loc="best", fontsize=8)
+    legend_below(ax_err, 8)
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
 
 
@@ -586,7 +589,7 @@ def landscape(exp: Experiment) -> Figure:
         ax.set_xlabel("training step")
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
-    axes[0].legend(loc="best", fontsize=7)
+    legend_below(axes[0], 7)
     return finish(fig, exp, f"{exp.name}: loss landscape along the gradient (Santurkar et al. Fig. 4)")
 
 
@@ -609,7 +612,7 @@ def ics(exp: Experiment) -> Figure:
         axes[0][j].set_yscale("log")
         axes[1][j].set_title(f"layer {j + 2}: cos(G, G′)")
         axes[1][j].set_xlabel("training step")
-    axes[0][0].legend(loc="best", fontsize=7)
+    legend_below(axes[0][0], 7)
     return finish(fig, exp, f"{exp.name}: internal covariate shift (moving average over probe steps, mean over seeds)")
 
 
@@ -637,7 +640,7 @@ def distribution_drift(exp: Experiment) -> Figure:
             axes[0][j + 1].plot(steps, [p["mean"] for p in recs], color=c, linewidth=1.1)
             axes[1][j + 1].plot(steps, [p["std"] for p in recs], color=c, linewidth=1.1)
     axes[0][0].set_title(f"test accuracy, {spread_text(list(exp.variants.values()))}")
-    axes[0][0].legend(loc="best", fontsize=7)
+    legend_below(axes[0][0], 7)
     axes[1][0].set_title("training loss")
     for j, layer in enumerate(layers):
         axes[0][j + 1].set_title(f"layer {layer + 1}: mean of the pre-activations")
@@ -695,7 +698,7 @@ def scale_invariance(exp: Experiment) -> Figure:
                 title="effective step of the step before each evaluation")  # fmt: skip
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize=7)
+            legend_below(ax, 7)
     return finish(fig, exp, f"{exp.name}: scale invariance")
 
 
@@ -716,7 +719,7 @@ def data_parallel(exp: Experiment) -> Figure:
         gaps.append((variant, g))
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (eval mode)",
                title=f"test accuracy, {spread_text(list(exp.variants.values()))}")
-    ax_acc.legend(loc="best", fontsize=7)
+    legend_below(ax_acc, 7)
     names = [v for v, g in gaps if g]
     ax_gap.bar(range(len(names)), [np.mean(g) for v, g in gaps if g],
                yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],

@@ -184,6 +184,7 @@ def run_experiment(
                             actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
             refused, actions = world.broadcast((refused, actions))
             if refused:
+                world.barrier()  # every rank has the message before any exits (torchrun ends the rest then)
                 raise BnexpError(refused)
             if world.main:
                 reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))
@@ -227,6 +228,8 @@ def run_experiment(
             analysis_problems = analyze_experiment(out_dir, data_root, device, False, reporter.message, Path(out))
     world.barrier()
     if launched:  # the launcher reports for the whole experiment
+        if stop:  # a stopped rank says so (130/143): it then ends at once instead of waiting on the launcher
+            return EXIT_FOR_SIGNAL.get(stop.signum, 1)
         return 1 if any(s == "failed" for s in statuses.values()) else 0
     counts = {s: sum(v == s for v in statuses.values()) for s in dict.fromkeys(statuses.values())}
     reporter.message(f"{cfg.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out_dir}")

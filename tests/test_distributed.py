@@ -189,3 +189,86 @@ def test_a_signal_after_a_multi_process_run_still_stops_the_experiment(config, t
     assert code == 143, out
     single = RunDir(next(tmp_path.glob("*/*_p1_*")))
     assert single.summary()["status"] == "interrupted" and not (single.path / "error.log").exists()
+
+
+RUN = "lenet5-bn_lr1x_s0"
+
+
+def test_a_reduce_run_stopped_by_sigterm_resumes_identically(config, tiny_root, tmp_path):
+    """Issue 19, item 2: the stop checkpoint must not average the running statistics at a step where an
+    uninterrupted run does not."""
+    args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "bn_running_stats=reduce", "--set",
+            "epochs=3", "--nproc", "2"]  # fmt: skip
+    code, out = finish(bnexp(config, tiny_root, tmp_path / "reference", *args))
+    assert code == 0, out
+    proc = bnexp(config, tiny_root, tmp_path / "stopped", *args)
+    wait_for_lines(tmp_path / "stopped" / "tiny" / RUN / "metrics.jsonl", 5, proc, timeout=300)
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc)
+    assert code == 143, out
+    assert RunDir(tmp_path / "stopped" / "tiny" / RUN).summary()["status"] == "interrupted"
+    code, out = finish(bnexp(config, tiny_root, tmp_path / "stopped", *args))
+    assert code == 0 and "resum" in out, out
+    assert (tmp_path / "stopped" / "tiny" / RUN / "metrics.jsonl").read_bytes() == (
+        tmp_path / "reference" / "tiny" / RUN / "metrics.jsonl").read_bytes()
+
+
+def test_sigterm_stops_a_multi_process_run_within_seconds(config, tiny_root, tmp_path):
+    """Issue 19, item 13: checkpointed, exit 143, and no rank killed by the launcher's grace timeout."""
+    args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=200", "--nproc", "2"]
+    proc = bnexp(config, tiny_root, tmp_path, *args)
+    wait_for_lines(tmp_path / "tiny" / RUN / "metrics.jsonl", 4, proc, timeout=300)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc)
+    assert code == 143, out
+    assert time.monotonic() - started < 10, out
+    assert "forcefully" not in out and (tmp_path / "tiny" / RUN / "checkpoint.pt").is_file()
+    assert RunDir(tmp_path / "tiny" / RUN).summary()["status"] == "interrupted"
+
+
+def _torchrun(config: Path, root: Path, out: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
+           "bnexp", "run", str(config), "--data-root", str(root), "--out", str(out), "--quiet", "--set",
+           "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=200"]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ranks_die_with_a_killed_torchrun(config, tiny_root, tmp_path):
+    """Issue 19, item 14: kill -9 of torchrun leaves no rank training on."""
+    proc = _torchrun(config, tiny_root, tmp_path, 29531)
+    wait_for_lines(tmp_path / "tiny" / RUN / "metrics.jsonl", 3, proc, timeout=300)
+    ranks = _children(proc.pid)
+    assert len(ranks) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while any(_alive(r) for r in ranks) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(r) for r in ranks)
+    assert RunDir(tmp_path / "tiny" / RUN).summary() is None  # nobody finished the run behind the user's back
+
+
+def test_a_second_torchrun_on_the_same_folder_is_refused_cleanly_on_every_rank(config, tiny_root, tmp_path):
+    """Issue 19, item 19: every rank says why and exits 2 (torchrun itself then exits 1, as for any failed rank);
+    no rank dies on a collective that rank 0 left."""
+    first = _torchrun(config, tiny_root, tmp_path, 29533)
+    try:
+        wait_for_lines(tmp_path / "tiny" / RUN / "metrics.jsonl", 2, first, timeout=300)
+        second = _torchrun(config, tiny_root, tmp_path, 29535)
+        output, _ = second.communicate(timeout=300)
+        assert second.returncode != 0 and "exitcode  : 2" in output and "exitcode  : 1 " not in output, output
+        assert output.count("being written by another bnexp process") == 2, output  # each rank says why
+        assert "RuntimeError" not in output and "gloo" not in output.lower()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
