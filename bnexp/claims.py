@@ -202,19 +202,21 @@ def _values(runs: list[Run], quantity: str, at: Any) -> tuple[dict[int, float], 
     """seed -> value for a continuous quantity, the outcome counts, and how many runs had no value (e.g. never
     reached a threshold). A group of mixed outcomes keeps only its runs that trained."""
     outcomes = _outcomes(runs)
-    if len(outcomes) > 1:
+    if len(outcomes) > 1 and quantity not in CENSORED:  # a run that failed never got there: it stays, censored
         runs = [r for r in runs if r.course["outcome"] == "trained"]
     values = {r.config.get("seed", i): measure(r, quantity, at) for i, r in enumerate(runs)}
     kept = {s: v for s, v in values.items() if v is not None}
     return kept, dict(outcomes), len(values) - len(kept)
 
 
-def _verdict(decided: bool | None, n: int, needed: int | None) -> str:
+def _verdict(decided: bool | None, n: int, needed: int | None, why: str = "") -> str:
     if decided is True:
         return "supported"
     if decided is False:
         return "contradicted"
-    more = f" (≈ {needed} would decide)" if needed else " (no effect to detect at this spread)"
+    if n < 2:
+        return f"undecided at n = {n} (one run per group: no spread to judge by)"
+    more = f" (≈ {needed} would decide)" if needed else f" ({why})" if why else ""
     return f"undecided at n = {n}" + more
 
 
@@ -283,11 +285,39 @@ def _side(ci: stats.Interval, sign: int, reference: float) -> bool | None:
     return None
 
 
-def _outcome_notes(name: str, outcomes: dict[str, int], missing: int) -> list[str]:
+# "steps until": a run that never got there took longer than its whole length (censored), which a mean cannot hold
+CENSORED = ("steps_to_loss_below", "steps_to_test_acc", "left_chance_step")
+
+
+def _ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
+    """Steps-until compared when some runs never got there: a rank test (Mann-Whitney U, exact permutation
+    distribution) with those runs counted as slower than every run that did (runs of one experiment have the
+    same length)."""
+    xa = list(a.values()) + [math.inf] * miss_a
+    xb = list(b.values()) + [math.inf] * miss_b
+    test = stats.rank_test(xa, xb, "greater" if sign > 0 else "less")
+    other = stats.rank_test(xa, xb, "less" if sign > 0 else "greater")
+    alpha = (1 - stats.LEVEL) / 2
+    decided = True if test.p_value < alpha else False if other.p_value < alpha else None
+    n = min(len(xa), len(xb))
+    needed = stats.separation_seeds(alpha) if decided is None and other.p_value >= test.p_value else None
+    reached = f"{len(a)}/{len(xa)} vs {len(b)}/{len(xb)} reached it"
+    return {"effect": None, "n": n, "p_value": test.p_value, "method": f"{test.method}; runs that never reached it "
+            "rank as slowest", "measured": f"{_median_text(xa)} vs {_median_text(xb)} (medians; {reached})",
+            "verdict": _verdict(decided, n, needed, "the ranks do not separate the groups")}  # fmt: skip
+
+
+def _median_text(x: list[float]) -> str:
+    m = statistics.median(x)
+    return "never" if math.isinf(m) else _num(m)
+
+
+def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str) -> list[str]:
     notes = []
     if len(outcomes) > 1:
         counts = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
-        notes.append(f"{name}: mixed outcomes ({counts}); compared within the runs that trained")
+        within = "; compared within the runs that trained" if quantity not in CENSORED else ""
+        notes.append(f"{name}: mixed outcomes ({counts}){within}")
     if missing:
         notes.append(f"{name}: {missing} run(s) without a value (never reached it) left out")
     return notes
@@ -295,12 +325,14 @@ def _outcome_notes(name: str, outcomes: dict[str, int], missing: int) -> list[st
 
 def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[str, Any]:
     a, out_a, miss_a = _values(a_runs, claim.quantity, claim.at)
-    notes = _outcome_notes(claim.group, out_a, miss_a)
+    notes = _outcome_notes(claim.group, out_a, miss_a, claim.quantity)
     sign = {"greater": 1, "less": -1, "equivalent": 0}[claim.expect]
     if claim.versus or claim.versus_at is not None:
         at_b = claim.versus_at if claim.versus_at is not None else claim.at
         b, out_b, miss_b = _values(b_runs, claim.quantity, at_b)
-        notes += _outcome_notes(claim.versus or claim.group, out_b, miss_b) if claim.versus else []
+        notes += _outcome_notes(claim.versus or claim.group, out_b, miss_b, claim.quantity) if claim.versus else []
+        if claim.quantity in CENSORED and sign and (miss_a or miss_b):
+            return {**_ranks(a, miss_a, b, miss_b, sign), "notes": notes}
         if len(a) < 1 or len(b) < 1:
             return {"effect": None, "n": 0, "verdict": "not measured", "notes": notes}
         common = sorted(set(a) & set(b))
@@ -327,15 +359,17 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
         decided = True if equivalent else False if outside else None
         room = margin - abs(spread.estimate)  # how far the estimate is from the margin it must stay within
         needed = stats.seeds_needed(room, sd, paired) if room > 0 else None
+        why = "the estimate lies outside the margin" if room <= 0 else ""
         return {"effect": spread.estimate, "interval": [spread.low, spread.high], "interval90": [ci90.low, ci90.high],
                 "n": n, "method": f"{spread.method}; TOST at ±{margin:g} (90 % interval)", "measured": measured,
-                "verdict": _verdict(decided, n, needed), "notes": notes}  # fmt: skip
+                "verdict": _verdict(decided, n, needed, why), "notes": notes}  # fmt: skip
     decided = _side(spread, sign, reference=0.0)
     needed = stats.seeds_needed(spread.estimate, sd, paired)
+    why = "no difference measured"
     if decided is None and spread.estimate * sign < 0:
-        needed = None  # the estimate points the other way: more seeds would not support the claim
+        needed, why = None, "the estimate points the other way"  # more seeds would not support the claim
     return {"effect": spread.estimate, "interval": [spread.low, spread.high], "n": n, "method": spread.method,
-            "measured": measured, "verdict": _verdict(decided, n, needed), "notes": notes}  # fmt: skip
+            "measured": measured, "verdict": _verdict(decided, n, needed, why), "notes": notes}  # fmt: skip
 
 
 def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
@@ -346,7 +380,7 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
     checks, notes = [], []
     for at, article in points.items():
         values, outcomes, missing = _values(runs, claim.quantity, at)
-        notes += _outcome_notes(claim.group, outcomes, missing) if not notes else []
+        notes += _outcome_notes(claim.group, outcomes, missing, claim.quantity) if not notes else []
         pred = stats.prediction_interval(list(values.values()), float(article), level) if values else None
         checks.append((at, float(article), pred))
     measured = [p for _, _, p in checks if p is not None and p.n >= 2]

@@ -133,6 +133,40 @@ def seeds_needed(effect: float, sd: float, paired: bool, max_n: int = 10_000) ->
     return None
 
 
+@dataclass(frozen=True)
+class RankTest:
+    u: float
+    p_value: float
+    method: str
+
+
+def rank_test(a: list[float], b: list[float], alternative: str) -> RankTest:
+    """Mann-Whitney U of a against b (ties count a half) with its exact permutation p-value (every split of the
+    pooled values; values may be inf: 'never got there'); alternative 'greater' or 'less' says which of a's
+    ranks the claim expects higher."""
+    import numpy as np
+
+    def u(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+        x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+        gt = (x[..., :, None] > y[..., None, :]).sum((-1, -2))
+        eq = (x[..., :, None] == y[..., None, :]).sum((-1, -2))
+        return gt + 0.5 * eq
+
+    res = stats.permutation_test((np.asarray(a, float), np.asarray(b, float)), u, permutation_type="independent",
+                                 alternative=alternative, n_resamples=np.inf, vectorized=True)  # fmt: skip
+    return RankTest(float(res.statistic), float(res.pvalue), f"Mann-Whitney U, exact permutation p, n = {len(a)} / "
+                    f"{len(b)}")  # fmt: skip
+
+
+def separation_seeds(alpha: float) -> int:
+    """Runs per group at which a complete separation of two groups is significant at `alpha` (one-sided):
+    the smallest n with 1 / C(2n, n) < alpha."""
+    n = 2
+    while 1 / math.comb(2 * n, n) >= alpha:
+        n += 1
+    return n
+
+
 def seeds_needed_proportions(p1: float, p2: float) -> int | None:
     """Runs per group to tell proportions p1 and p2 apart at the level and power above (normal approximation
     for two proportions); None when they are equal."""

@@ -142,3 +142,11 @@ def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert find_experiments(tmp_path)[0].claims == []
     assert "claims are left out" in capsys.readouterr().err
+
+
+def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
+    """lenet5_lr5x never reaches 0.9 test accuracy; lenet5-bn_lr1x does in both seeds (step 20)."""
+    row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
+    assert row["method"].startswith("Mann-Whitney") and "never" in row["measured"]
+    assert row["p_value"] == pytest.approx(1 / 6)  # 2 vs 2, complete separation: 1 of C(4, 2) splits
+    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"

@@ -81,3 +81,15 @@ def test_seeds_needed_grows_with_noise_and_shrinks_with_the_effect():
     assert stats.seeds_needed(0.01, 0.01, paired=False) > small  # independent groups need more
     assert stats.seeds_needed(0.0, 0.01, paired=True) is None
     assert stats.seeds_needed_proportions(0.4, 0.0) > 2 and stats.seeds_needed_proportions(0.3, 0.3) is None
+
+
+def test_rank_test_exact_p_by_counting_splits():
+    """Complete separation of 3 and 3 values: 1 of the C(6, 3) = 20 splits is as extreme, p = 0.05 one-sided;
+    'never got there' (inf) ranks last; 4 and 4 separate at 1/70."""
+    inf = math.inf
+    assert stats.rank_test([1.0, 2.0, 3.0], [inf, inf, inf], "less").p_value == pytest.approx(1 / 20)
+    assert stats.rank_test([1.0, 2.0, 3.0], [inf, inf, inf], "greater").p_value == pytest.approx(1.0)
+    assert stats.rank_test([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, inf, inf], "less").p_value == pytest.approx(1 / 70)
+    # one overlap (3 > 2.5): U counts a's values above b's; 2 of 20 splits have U <= 1
+    assert stats.rank_test([1.0, 2.0, 3.0], [2.5, 4.0, 5.0], "less").p_value == pytest.approx(2 / 20)
+    assert stats.separation_seeds(0.025) == 4

@@ -1,0 +1,47 @@
+"""Every number in the results sections of README.md and results/README.md is printed by `bnexp report` (the
+committed results/REPORT.md), or is a configured value (it appears in a config under configs/): prose cannot
+drift from the data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers written in `text`, normalized (no thousands separators, no trailing dot)."""
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets are paths, not results
+    text = re.sub(r"`[^`]*`", "", text)  # code: commands and names
+    return {m.group(0).replace(",", "").rstrip(".") for m in NUMBER.finditer(text)}
+
+
+def results_sections(text: str) -> str:
+    """The '## Results...' sections of a Markdown text."""
+    parts = re.split(r"(?m)^## ", text)
+    return "\n".join(p for p in parts if p.startswith("Results"))
+
+
+def test_every_number_in_the_results_prose_comes_from_the_report_or_a_config():
+    report = numbers((REPO / "results" / "REPORT.md").read_text())
+    configs = set().union(*(numbers(p.read_text()) for p in (REPO / "configs").glob("*.yaml")))
+    prose = results_sections((REPO / "README.md").read_text()) + (REPO / "results" / "README.md").read_text()
+    stray = sorted(numbers(prose) - report - configs, key=float)
+    assert not stray, f"numbers in the results prose that bnexp report does not print: {stray}"
+
+
+def test_the_check_catches_a_number_that_is_not_in_the_report():
+    report = numbers("| lenet5 | 0.8741 ± 0.0129 (n = 3) |")
+    assert numbers("BN reaches 0.8741 after 3 epochs") <= report
+    assert numbers("BN reaches 0.8751 (results/x_1.png)") - report == {"0.8751"}
+    assert numbers("1,234 steps, `bnexp run --jobs 2`, [fig](a/b_3.png)") == {"1234"}
+
+
+def test_committed_results_carry_no_machine_path():
+    """Issue 22, item 7: records name the dataset by name and content, never by the folder it was read from."""
+    machine = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users|mnt|opt|var)/")
+    found = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*")
+             if p.suffix in (".md", ".yaml", ".json", ".jsonl") and machine.search(p.read_text(errors="replace"))]
+    assert not found, f"machine paths in committed results: {found[:10]}"
