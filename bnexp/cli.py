@@ -93,6 +93,9 @@ def run(
     max_runs: Annotated[
         int, typer.Option(min=1, help="Refuse a plan of more runs than this (a typo in a grid can ask for millions).")
     ] = 10_000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what each run would do and an estimated wall time; write nothing.")
+    ] = False,
 ) -> None:
     """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
 
@@ -103,6 +106,8 @@ def run(
       bnexp run configs/smoke.yaml --set epochs=2 --set optimizer.lr=0.01 --out /tmp/results
 
       bnexp run configs/learning_rate.yaml --jobs 2
+
+      bnexp run configs/batch_size.yaml --jobs 2 --dry-run   # what would run, and for how long; writes nothing
 
       bnexp run configs/bn_distributed.yaml          # its runs with processes: 4 start 4 processes each
 
@@ -117,7 +122,7 @@ def run(
     2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
     """
 
-    from bnexp.distributed import LAUNCHER_ENV, from_environment, shutdown
+    from bnexp.distributed import LAUNCHER_ENV, RankCommand, from_environment, shutdown
     from bnexp.progress import make_reporter
     from bnexp.runner import run_experiment
     from bnexp.train import DistributedRunFailed, StopRequest
@@ -140,6 +145,11 @@ def run(
         if processes and any("processes" in (k.strip() for k in key.split(",")) for key in cfg.grid):
             raise BnexpError(f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
                              "bnexp run starts each run's processes itself")  # fmt: skip
+        if dry_run:
+            from bnexp.runner import dry_run as show_plan
+
+            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs)
+            raise typer.Exit(0)
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
@@ -166,7 +176,7 @@ def run(
             restart_runs=tuple(restart_run or ()),
             world=world,
             config_dir=config.parent,
-            launch_argv=launch_argv,
+            ranks=RankCommand(launch_argv, rank_main),
         )
     except BnexpError as e:
         if world is not None:  # under torchrun: every rank says why before any exits (torchrun ends the rest)
@@ -184,6 +194,22 @@ def run(
         if world is not None:
             shutdown(world)
     raise typer.Exit(code)
+
+
+def rank_main(argv: list[str], threads: int) -> None:
+    """One process of a multi-process run started by `bnexp run` itself: `bnexp run ARGV` as a rank."""
+    import torch
+
+    torch.set_num_threads(threads)
+    code = app(["run", *argv], standalone_mode=False)
+    if code in (130, 143):
+        # stopped by a signal, checkpoint written: the launcher is shutting down and will not collect a return
+        # value, so end now rather than wait for it until its 30-second grace ends in SIGKILL
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _world_size() -> int:

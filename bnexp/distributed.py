@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -140,8 +141,21 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, str, int | None]:
-    """Run `bnexp run ARGV` in `nproc` local processes through torch's elastic launcher (what torchrun uses),
+RankEntry = Callable[[list[str], int], None]
+
+
+@dataclass(frozen=True)
+class RankCommand:
+    """What each process of a multi-process run executes: `entry(argv, torch_threads)`, where `entry` repeats this
+    `bnexp run` (its arguments `argv`) as one rank. The CLI passes its own entry down, so nothing here imports
+    it; the processes are spawned, so `entry` must be a module-level function."""
+
+    argv: list[str]
+    entry: RankEntry
+
+
+def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[int, str, int | None]:
+    """Run `command` in `nproc` local processes through torch's elastic launcher (what torchrun uses),
     training the runs of `actions` ({run: start | resume}). Returns (0, "", None); (1, what failed per rank,
     None); or, when this process got SIGINT/SIGTERM (the launcher forwards it to the processes, which stop at
     their next log window with a checkpoint), (1, "", the signal number)."""
@@ -162,7 +176,7 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
     # later single-process run of the same experiment would fail that run instead of stopping it
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        elastic_launch(config, _worker_entry)(argv, threads)
+        elastic_launch(config, command.entry)(command.argv, threads)
     except ChildFailedError as e:
         return 1, e.format_msg(), None
     except SignalException as e:
@@ -175,20 +189,3 @@ def launch(nproc: int, argv: list[str], actions: dict[str, str]) -> tuple[int, s
         else:
             os.environ[LAUNCHER_ENV] = saved
     return 0, "", None
-
-
-def _worker_entry(argv: list[str], threads: int) -> None:
-    import sys
-
-    from bnexp.cli import app
-
-    torch.set_num_threads(threads)
-    code = app(["run", *argv], standalone_mode=False)
-    if code in (130, 143):
-        # stopped by a signal, checkpoint written: the launcher is shutting down and will not collect a return
-        # value, so end now rather than wait for it until its 30-second grace ends in SIGKILL
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    if code:
-        sys.exit(code)

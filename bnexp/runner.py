@@ -21,8 +21,9 @@ from typing import Any
 from bnexp.analyses import analyze_experiment, requested
 from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
 from bnexp.data import DataCache, data_digest
-from bnexp.distributed import LAUNCHER_ENV, World, launch
+from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
+from bnexp.estimate import duration, estimate, wall_seconds
 from bnexp.lock import experiment_lock
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter
@@ -61,6 +62,29 @@ def format_plan(
         for p in plans
     ]
     return "\n".join(lines)
+
+
+def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, restart: bool = False,
+            restart_runs: tuple[str, ...] = (), jobs: int = 1) -> None:  # fmt: skip
+    """The plan: what each run would do (start, resume, skip, blocked) and how long, and the wall time. Reads
+    the results folder; writes nothing, anywhere."""
+    plans = expand_grid(cfg)
+    out_dir = Path(out) / cfg.name
+    actions = (plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir()
+               else {p.name: "start" for p in plans})  # fmt: skip
+    costs = estimate(plans, actions, out_dir, jobs)
+    shown = {name: f"{a} (~{duration(costs[name].seconds)}, {costs[name].source})" if name in costs else a
+             for name, a in actions.items()}  # fmt: skip
+    reporter.message(format_plan(cfg, plans, shown, out_dir, cfg.device))
+    kinds = [a.split(" ")[0].rstrip(":") for a in actions.values()]
+    sources = [c.source for c in costs.values()]
+    wall = duration(wall_seconds(costs, jobs))
+    reporter.message(
+        f"dry run: {kinds.count('start')} to start, {kinds.count('resume')} to resume, {kinds.count('skip')} finished, "
+        f"{kinds.count('blocked')} blocked; estimated wall time {wall} with --jobs {jobs} (per-run times: "
+        f"{sources.count('measured')} from finished runs of the same shape, {sources.count('calibrated')} calibrated "
+        "here, without probes and multi-process collectives); nothing was written"
+    )
 
 
 def _check_writable(out: Path, out_dir: Path) -> None:
@@ -141,14 +165,14 @@ def run_experiment(
     restart_runs: tuple[str, ...] = (),
     world: World = World(),
     config_dir: Path | None = None,
-    launch_argv: list[str] | None = None,
+    ranks: RankCommand | None = None,
 ) -> int:
     """Train every run of the grid that is not done yet; returns the exit code: 0 all completed or diverged,
     1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before
     anything is written.
 
     Runs with `processes: N > 1` are trained by N processes: this process (holding the lock) starts them with
-    torch's elastic launcher, passing `launch_argv` (this command's arguments) and the runs to do; they call this
+    torch's elastic launcher, running `ranks` (this command, repeated in each) on the runs to do; they call this
     function again as ranks of one World. Under a user's own torchrun every rank calls it; rank 0 writes."""
     device = select_device(device_name or cfg.device)
     if world.size > 1 and device.type == "cuda":
@@ -206,11 +230,11 @@ def run_experiment(
             todo = [(p, a) for p, a in todo if p.experiment.processes == 1]
             for n in sorted({p.experiment.processes for p, _ in multi}):
                 group = [(p, a) for p, a in multi if p.experiment.processes == n]
-                if launch_argv is None:
+                if ranks is None:
                     raise BnexpError(f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
                                      f"launches them) or torchrun --nproc_per_node={n}")  # fmt: skip
                 if not stop:
-                    statuses |= launch_group(group, n, launch_argv, out_dir, reporter, stop)
+                    statuses |= launch_group(group, n, ranks, out_dir, reporter, stop)
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
             statuses |= run_parallel(todo, jobs, out_dir, data_root, device_name, keep_checkpoints, stop, reporter)
             todo = []
@@ -257,7 +281,7 @@ def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, d
     }  # fmt: skip
 
 
-def launch_group(group: list[tuple[RunPlan, str]], nproc: int, argv: list[str], out_dir: Path,
+def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankCommand, out_dir: Path,
                  reporter: PlainReporter, stop: StopRequest) -> dict[str, str]:  # fmt: skip
     """Train `group` (runs of `nproc` processes) with `nproc` processes started by torch's elastic launcher.
     A process that fails ends its group: its run is marked failed (by the process itself, or here from the
@@ -267,7 +291,7 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, argv: list[str], 
     while todo and not stop:
         started = time.time()
         reporter.message(f"starting {nproc} processes for {', '.join(todo)}")
-        code, message, signum = launch(nproc, argv, todo)
+        code, message, signum = launch(nproc, ranks, todo)
         if signum is not None:  # the launcher took over SIGINT/SIGTERM while it ran: ours again, and stop
             stop.install()
             stop.request(signum)

@@ -208,3 +208,29 @@ def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_p
                  "eval_every=2", "seeds=[0]"]  # fmt: skip
     assert in_process(tiny_config, tiny_root, tmp_path, overrides) == 0
     assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2
+
+
+def test_a_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tiny_config, tiny_root, tmp_path):
+    """Issue 21, item 2: calibrated on a fresh folder, measured from finished runs of the same shape after."""
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path / "out"), "--set",
+            "epochs=1"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "lenet5_lr1x_s0" in result.output and "start (~" in result.output and "calibrated" in result.output
+    assert "2 to start" in result.output and "nothing was written" in result.output
+    assert not (tmp_path / "out").exists()
+    assert CliRunner().invoke(app, [*args, "--set", "seeds=[0]"]).exit_code == 0
+
+    def files() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+    before = files()
+    result = CliRunner().invoke(app, [*args, "--set", "seeds=[0, 1]", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "skip (completed)" in result.output and "measured" in result.output
+    assert "2 to start, 0 to resume, 2 finished" in result.output
+    assert files() == before and not list((tmp_path / "out" / "tiny").glob("*_s1"))
