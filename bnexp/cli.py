@@ -347,6 +347,42 @@ def _replace_block(path: Path, lines: list[str]) -> None:
     write_atomic(path, head + CLAIMS_BEGIN + "\n" + "\n".join(lines) + "\n" + CLAIMS_END + tail)
 
 
+@app.command()
+def export(
+    results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
+    csv_: Annotated[
+        Path | None, typer.Option("--csv", help="Write DIR/metrics.csv (one row per logged value) and DIR/runs.csv.")
+    ] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="Write TensorBoard event files, DIR/<experiment>/<run>/ (needs tensorboard).")
+    ] = None,
+) -> None:
+    """Export run files for pandas or a spreadsheet (CSV) and for TensorBoard. Reads files only; never trains.
+
+    Examples:
+
+      bnexp export results --csv /tmp/bnexp-csv        # then pandas.read_csv("/tmp/bnexp-csv/metrics.csv")
+
+      bnexp export results --tensorboard /tmp/tb && tensorboard --logdir /tmp/tb
+    """
+    from bnexp.export import to_csv, to_tensorboard
+    from bnexp.results import find_experiments
+
+    if csv_ is None and tensorboard is None:
+        _fail(BnexpError("export: give --csv DIR, --tensorboard DIR or both"))
+    try:
+        experiments = find_experiments(results)
+        for folder, write in ((csv_, to_csv), (tensorboard, to_tensorboard)):
+            if folder is not None:
+                _writable_folder(folder, "--csv" if write is to_csv else "--tensorboard")
+                paths = write(experiments, folder)
+                typer.echo(f"{folder}: {len(paths)} {'files' if write is to_csv else 'runs'}")
+    except BnexpError as e:
+        _fail(e)
+    except OSError as e:
+        _fail(BnexpError(f"export: cannot write ({e.strerror or e})"))
+
+
 @app.command("list")
 def list_runs(
     results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
