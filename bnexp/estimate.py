@@ -142,9 +142,3 @@ def wall_seconds(costs: dict[str, RunCost], jobs: int) -> float:
         workers[workers.index(min(workers))] += cost
     return max(workers)
 
-
-def duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"

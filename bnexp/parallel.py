@@ -118,6 +118,7 @@ def run_parallel(
                         slot.current = message[1]
                     else:
                         statuses[message[1]] = message[2]
+                        reporter.run_finished(message[1], message[2])
                         slot.current, slot.busy = None, False
                         if message[2] != "interrupted" and slot.process.is_alive():
                             slot.give(pending.pop(0) if pending and not stop else None)

@@ -3,21 +3,52 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from tqdm import tqdm
 
 
+def duration(seconds: float) -> str:
+    """45 s, 12 min, 1 h 05 min."""
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 class PlainReporter:
-    """One line per evaluation and per finished run, flushed: readable in CI logs and files."""
+    """One line per evaluation and per finished run, flushed: readable in CI logs and files. Each finished run's
+    line ends with the experiment's progress: runs done of those this command trains, and the time left at the
+    pace so far."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
+        self.todo = self.done = 0
+        self.started = time.monotonic()
 
     def message(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
     def start_experiment(self, total_runs: int) -> None:
-        pass
+        self.todo, self.done, self.started = total_runs, 0, time.monotonic()
+
+    def skip_run(self, line: str) -> None:
+        """A run this command does not train (finished, or blocked): not part of the progress."""
+        self.todo -= 1
+        self.message(line)
+
+    def run_finished(self, name: str, status: str) -> None:
+        """A run that another process trained (--jobs) has ended."""
+        self.done += 1
+        self.message(f"{name}: {status} {self.progress()}")
+
+    def progress(self) -> str:
+        if not self.todo:
+            return ""
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * (self.todo - self.done) if self.done else None
+        eta = f", about {duration(left)} left" if left is not None and self.done < self.todo else ""
+        return f"[experiment: {self.done}/{self.todo} runs{eta}]"
 
     def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None:
         resumed = f" (resuming at step {done_steps})" if done_steps else ""
@@ -30,7 +61,8 @@ class PlainReporter:
         self.message(line)
 
     def end_run(self, line: str) -> None:
-        self.message(line)
+        self.done += 1
+        self.message(f"{line} {self.progress()}".rstrip())
 
     def close(self) -> None:
         pass
@@ -50,6 +82,17 @@ class TqdmReporter(PlainReporter):
 
     def start_experiment(self, total_runs: int) -> None:
         self.runs = tqdm(total=total_runs, desc="runs", unit="run", position=0)
+
+    def skip_run(self, line: str) -> None:
+        if self.runs is not None:  # the bar counts, and times, only the runs this command trains
+            self.runs.total -= 1
+            self.runs.refresh()
+        self.message(line)
+
+    def run_finished(self, name: str, status: str) -> None:
+        if self.runs is not None:
+            self.runs.update(1)
+        self.message(f"{name}: {status}")
 
     def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None:
         self.test_acc = None

@@ -23,10 +23,10 @@ from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, lo
 from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
-from bnexp.estimate import duration, estimate, wall_seconds
+from bnexp.estimate import estimate, wall_seconds
 from bnexp.lock import experiment_lock
 from bnexp.parallel import run_parallel
-from bnexp.progress import PlainReporter
+from bnexp.progress import PlainReporter, duration
 from bnexp.results import REFERENCES_FILE
 from bnexp.store import (
     CHECKPOINT,
@@ -223,7 +223,7 @@ def run_experiment(
             action = actions[plan.name]
             if action.startswith(("skip", "blocked")) and not launched:
                 statuses[plan.name] = action[6:-1] if action.startswith("skip (") else "blocked"
-                reporter.end_run(f"{plan.name}: {action}")
+                reporter.skip_run(f"{plan.name}: {action}")
         todo = [(p, actions[p.name]) for p in plans if not actions[p.name].startswith(("skip", "blocked"))]
         if world.size == 1 and not launched:
             multi = [(p, a) for p, a in todo if p.experiment.processes > 1]
