@@ -295,6 +295,9 @@ def _ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, s
     same length)."""
     xa = list(a.values()) + [math.inf] * miss_a
     xb = list(b.values()) + [math.inf] * miss_b
+    if min(len(xa), len(xb)) < 2:
+        return {"effect": None, "n": min(len(xa), len(xb)), "measured": f"{_median_text(xa)} vs {_median_text(xb)}",
+                "verdict": _verdict(None, min(len(xa), len(xb)), None)}  # fmt: skip
     test = stats.rank_test(xa, xb, "greater" if sign > 0 else "less")
     other = stats.rank_test(xa, xb, "less" if sign > 0 else "greater")
     alpha = (1 - stats.LEVEL) / 2
@@ -435,7 +438,13 @@ def claim_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     rows = []
     for exp in experiments:
         for claim in exp.claims:
-            rows.append(evaluate(claim, exp))
+            try:
+                rows.append(evaluate(claim, exp))
+            except (ValueError, TypeError, ZeroDivisionError, KeyError) as e:  # one claim never stops the report
+                rows.append({"id": claim.id, "experiment": exp.name, "claim": claim.claim, "source": claim.source,
+                             "quantity": claim.quantity, "compared": _compared_text(claim), "figure": claim.figure,
+                             "n": 0, "effect": None, "notes": [f"could not be computed: {e}"],
+                             "verdict": "not measured"})  # fmt: skip
     return rows
 
 

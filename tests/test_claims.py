@@ -150,3 +150,12 @@ def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
     assert row["method"].startswith("Mann-Whitney") and "never" in row["measured"]
     assert row["p_value"] == pytest.approx(1 / 6)  # 2 vs 2, complete separation: 1 of C(4, 2) splits
     assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
+
+
+def test_one_run_per_group_of_steps_until_is_undecided_not_an_error(experiment):
+    """A smoke profile: one seed each, one of them never got there."""
+    one = experiment.variants["lenet5_lr5x"][:1]
+    experiment.variants["lenet5_lr5x"] = one
+    experiment.variants["lenet5-bn_lr1x"] = experiment.variants["lenet5-bn_lr1x"][:1]
+    row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
+    assert row["verdict"].startswith("undecided at n = 1")
