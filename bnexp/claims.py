@@ -322,7 +322,8 @@ def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: 
         within = "; compared within the runs that trained" if quantity not in CENSORED else ""
         notes.append(f"{name}: mixed outcomes ({counts}){within}")
     if missing:
-        notes.append(f"{name}: {missing} run(s) without a value (never reached it) left out")
+        fate = "ranked as slower than every run that did" if quantity in CENSORED else "left out"
+        notes.append(f"{name}: {missing} run(s) never reached it, {fate}")
     return notes
 
 
@@ -407,7 +408,7 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
     if len(points) > 1 and (below == len(points) or above == len(points)):
         side = "below" if below else "above"
         row["notes"] = [*notes, f"offset: our mean is {side} the article's at all {len(points)} points "
-                                f"(mean offset {statistics.fmean(offsets):+.4f})"]  # fmt: skip
+                                f"(mean offset {_signed(statistics.fmean(offsets))})"]  # fmt: skip
     return row
 
 

@@ -1,8 +1,9 @@
 """How long a plan will take, before it runs (`bnexp run --dry-run`).
 
 Each run's time is its steps (and evaluations) times the seconds they take for its shape (model, batch,
-processes, dataset, probes): measured by finished runs of the same shape in the results folder when there are
-some (their summaries record training and evaluation time), else by a few seconds of calibration on this machine
+processes, dataset, probes): measured by finished runs of the same shape and torch thread count in the results
+folder when there are some (their summaries record training and evaluation time and the threads of each
+segment), else by a few seconds of calibration on this machine
 (a handful of training steps and one evaluation batch on random data, with the torch threads each run will get).
 Calibration leaves out what it cannot see (probes, data-parallel collectives), so those estimates are lower bounds.
 """
@@ -49,8 +50,9 @@ def total_steps(plan: RunPlan) -> int:
     return exp.steps or exp.epochs * steps_per_epoch(train_size, exp.batch_size, exp.processes)
 
 
-def measured_seconds_per_step(plans: list[RunPlan], out_dir: Path) -> dict[str, float]:
-    """Median seconds per step (training and evaluation) of the finished runs of each shape in `out_dir`."""
+def measured_seconds_per_step(plans: list[RunPlan], out_dir: Path, threads: int) -> dict[str, float]:
+    """Median seconds per step (training and evaluation) of the finished runs of each shape in `out_dir` that
+    computed with `threads` torch threads (a run with other threads is no measure of this one)."""
     per_shape: dict[str, list[float]] = {}
     for plan in plans:
         try:
@@ -59,7 +61,11 @@ def measured_seconds_per_step(plans: list[RunPlan], out_dir: Path) -> dict[str, 
             continue
         seconds = (summary.get("train_time_s") or 0) + (summary.get("eval_time_s") or 0)
         steps = summary.get("steps")
-        if summary.get("status") == "completed" and isinstance(steps, int) and steps > 0 and seconds > 0:
+        segments = summary.get("segments") or []
+        same_threads = bool(segments) and all(isinstance(s, dict) and s.get("torch_threads") == threads
+                                              for s in segments)  # fmt: skip
+        finished = summary.get("status") == "completed" and isinstance(steps, int) and steps > 0
+        if finished and seconds > 0 and same_threads:
             per_shape.setdefault(shape(plan), []).append(seconds / steps)
     return {k: statistics.median(v) for k, v in per_shape.items()}
 
@@ -105,8 +111,9 @@ def calibrate(plan: RunPlan, threads: int) -> float:
 
 def estimate(plans: list[RunPlan], actions: dict[str, str], out_dir: Path, jobs: int) -> dict[str, RunCost]:
     """The seconds each run to start or resume will take (a resumed run: its remaining steps)."""
-    measured = measured_seconds_per_step(plans, out_dir)
-    threads = max(1, len(os.sched_getaffinity(0)) // max(1, jobs))
+    # what the runs will compute with: this process's threads, or each --jobs worker's share of the cores
+    threads = torch.get_num_threads() if jobs <= 1 else max(1, len(os.sched_getaffinity(0)) // jobs)
+    measured = measured_seconds_per_step(plans, out_dir, threads)
     calibrated: dict[str, float] = {}
     costs = {}
     for plan in plans:

@@ -186,6 +186,12 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
     assert run_to_end(config, root, tmp_path / "reference", "--jobs", "2").returncode == 0
     proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2")
     wait_for_lines(tmp_path / "resumed" / "resume" / BN_RUN / "metrics.jsonl", 12, proc)
+    # both runs past their first checkpoint: a run stopped before it has nothing to resume and starts over with
+    # the threads it is then given (a different computation), which is not what this test is about
+    deadline = time.time() + 120
+    while not all((tmp_path / "resumed" / "resume" / r / "checkpoint.pt").is_file() for r in (BN_RUN, PLAIN_RUN)):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     result = run_to_end(config, root, tmp_path / "resumed", threads=2)
