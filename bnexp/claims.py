@@ -471,6 +471,11 @@ def _effect_text(row: dict[str, Any]) -> str:
     return _signed(row["effect"]) + ci
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a '|' of its own (a norm, ‖x‖ written as ||x||) would split the row."""
+    return str(text).replace("|", "\\|")
+
+
 def _signed(x: float) -> str:
     return ("+" if x >= 0 else "") + _num(x)
 
@@ -491,8 +496,9 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         fig = figures.get((r["experiment"], r["figure"] or ""))
         link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
         p = f" (p = {r['p_value']:.2g})" if r.get("p_value") is not None else ""
-        lines.append(f"| {r['claim']} (`{r['id']}`) | {r['source']} | {compared} | {r.get('measured', '–')} | "
-                     f"{_effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | {link} |")  # fmt: skip
+        lines.append(f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
+                     f"{_cell(r.get('measured', '–'))} | {_effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
+                     f"{link} |")  # fmt: skip
     notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
@@ -510,6 +516,7 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
              f"notes per claim: [{report}]({report}#claims-at-a-glance).", "",
              "| experiment | claim | measured | effect [95 % CI] | n | verdict |", "|---|---|---|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['experiment']} | {r['claim']} | {r.get('measured', '–')} | {_effect_text(r)} | {r['n']} | "
+        measured = _cell(r.get("measured", "–"))
+        lines.append(f"| {r['experiment']} | {_cell(r['claim'])} | {measured} | {_effect_text(r)} | {r['n']} | "
                      f"**{r['verdict']}** |")  # fmt: skip
     return lines
