@@ -20,17 +20,13 @@ from typing import Any
 
 from bnexp import stats
 from bnexp.config import CLAIM_QUANTITIES, ClaimConfig
+from bnexp.report_sections import median  # NaN for no values: `measure` turns it into None
 from bnexp.results import Experiment, Run, curve_quantities, per_step, value_at
 
 FINISHED = ("completed", "diverged")
 NEAR_CHANCE = ("never_left_chance", "fell_back")
 
 # -- quantities: run -> number (or True/False for the proportion kind), None when the run has none ------------
-
-
-def _median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.median(values) if values else None
 
 
 def _layer_pick(values: list[float], at: Any, skip_first: bool = False, skip_last: bool = False) -> float | None:
@@ -44,7 +40,7 @@ def _layer_pick(values: list[float], at: Any, skip_first: bool = False, skip_las
 
 
 def _landscape(key: Callable[[dict], float]) -> Callable[[Run, Any], float | None]:
-    return lambda run, at: _median([key(p) for p in run.probe("landscape")])
+    return lambda run, at: median([key(p) for p in run.probe("landscape")])
 
 
 def _ics_shift(run: Run, at: Any) -> float | None:
@@ -52,7 +48,7 @@ def _ics_shift(run: Run, at: Any) -> float | None:
     if not records:
         return None
     layers = len(records[0]["shift"])
-    per_layer = [_median([p["shift"][i] for p in records if len(p["shift"]) == layers]) for i in range(layers)]
+    per_layer = [median([p["shift"][i] for p in records if len(p["shift"]) == layers]) for i in range(layers)]
     return _layer_pick(per_layer, at, skip_first=True)  # layer 1 has no layer before it: 0 by definition
 
 

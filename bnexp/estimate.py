@@ -44,10 +44,14 @@ def shape(plan: RunPlan) -> str:
     return json.dumps(resolved, sort_keys=True, default=str)
 
 
-def total_steps(plan: RunPlan) -> int:
+def per_epoch(plan: RunPlan) -> int:
     exp = plan.experiment
     train_size = exp.dataset.subset or SOURCES[exp.dataset.name].sizes[0]
-    return exp.steps or exp.epochs * steps_per_epoch(train_size, exp.batch_size, exp.processes)
+    return steps_per_epoch(train_size, exp.batch_size, exp.processes)
+
+
+def total_steps(plan: RunPlan) -> int:
+    return plan.experiment.steps or plan.experiment.epochs * per_epoch(plan)
 
 
 def measured_seconds_per_step(plans: list[RunPlan], out_dir: Path, threads: int) -> dict[str, float]:
@@ -104,8 +108,7 @@ def calibrate(plan: RunPlan, threads: int) -> float:
     test_size = exp.dataset.test_subset or SOURCES[exp.dataset.name].sizes[1]
     eval_images = test_size + (exp.eval_train_subset or 0)
     steps = total_steps(plan)
-    evals = math.ceil(steps / (exp.eval_every or steps_per_epoch(exp.dataset.subset or SOURCES[
-        exp.dataset.name].sizes[0], exp.batch_size, exp.processes)))  # fmt: skip
+    evals = math.ceil(steps / (exp.eval_every or per_epoch(plan)))
     return statistics.median(times) + evals * eval_images * per_image / steps
 
 

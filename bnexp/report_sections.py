@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bnexp import stats
 from bnexp.results import Experiment, Run, mean_sd
 
 
@@ -45,16 +46,6 @@ def model_tag(run: Run) -> str:
 def pm(values: list[float | None], digits: int = 4) -> str:
     mean, sd, n = mean_sd(values)
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" + (f" (n={n})" if n != 1 else "") if n else "–"
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def table(header: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
@@ -93,7 +84,8 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
                 continue
             outcomes = [r.course["outcome"] for r in at]
             k = sum(o in ("never_left_chance", "fell_back") for o in outcomes)
-            lo, hi = wilson(k, len(at))
+            ci = stats.wilson(k, len(at))
+            lo, hi = ci.low, ci.high
             data.append({"model": tag, "lr": lr, "n": len(at), "near_chance_at_end": k,
                          "fell_back": outcomes.count("fell_back"), "never_left_chance": outcomes.count(
                              "never_left_chance"), "diverged": outcomes.count("diverged"), "ci95": [lo, hi],
