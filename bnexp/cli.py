@@ -96,6 +96,11 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what each run would do and an estimated wall time; write nothing.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(metavar="I/N", help="Train only runs I, I+N, I+2N, ... of the plan (0 <= I < N): N processes, "
+                     "on machines that share the folder, fill one experiment together."),
+    ] = None,
 ) -> None:
     """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
 
@@ -115,8 +120,12 @@ def run(
 
       torchrun --nproc_per_node=2 -m bnexp run configs/lenet5_bn.yaml
 
+      bnexp run configs/batch_size.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # a Slurm array
+
     Running the same command again skips finished runs and resumes interrupted ones from their
-    last checkpoint. Ctrl-C (or SIGTERM) stops at the next step and writes a checkpoint.
+    last checkpoint. Ctrl-C (or SIGTERM) stops at the next step and writes a checkpoint. Processes that
+    write one folder together (shards, or the same command started twice) never train one run twice: each run
+    is claimed with its own lock, and a run another process holds is reported busy and left to it.
 
     Exit codes: 0 all runs completed (diverged runs count as completed), 1 a run failed,
     2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
@@ -124,7 +133,7 @@ def run(
 
     from bnexp.distributed import LAUNCHER_ENV, RankCommand, from_environment, shutdown
     from bnexp.progress import make_reporter
-    from bnexp.runner import run_experiment
+    from bnexp.runner import Shard, run_experiment
     from bnexp.train import DistributedRunFailed, StopRequest
     from bnexp.validate import load
 
@@ -139,6 +148,7 @@ def run(
         _fail(BnexpError("--nproc and --jobs cannot be combined: --jobs runs single-process runs side by side"))
     world = None
     try:
+        split = Shard.parse(shard) if shard is not None else None
         processes = nproc or (world_size if users_torchrun else None)
         cfg = load(config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke,
                    max_runs=max_runs)  # fmt: skip
@@ -148,7 +158,7 @@ def run(
         if dry_run:
             from bnexp.runner import dry_run as show_plan
 
-            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs)
+            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split)
             raise typer.Exit(0)
         if restart and not yes:
             if not sys.stdin.isatty():
@@ -177,6 +187,7 @@ def run(
             world=world,
             config_dir=config.parent,
             ranks=RankCommand(launch_argv, rank_main),
+            shard=split,
         )
     except BnexpError as e:
         if world is not None:  # under torchrun: every rank says why before any exits (torchrun ends the rest)

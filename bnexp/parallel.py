@@ -1,10 +1,10 @@
 """Several runs at once (`bnexp run --jobs N`): one worker process per job, each pinned to its share of the
 CPU cores with as many torch threads, for runs too small to use the whole machine.
 
-The promises of a single process hold: workers die with the parent (PR_SET_PDEATHSIG) and hold the
-experiment's worker lock while they live; SIGINT/SIGTERM to the parent becomes one SIGTERM per worker, each of
-which stops its run at the next step with a checkpoint; a second Ctrl-C kills them before the parent lets go
-of the lock; a worker that is killed gets its run marked failed (summary and error.log) and a replacement
+The promises of a single process hold: workers die with the parent (PR_SET_PDEATHSIG), and each claims its
+run's lock itself, so a worker that outlives a killed parent blocks its own run only; SIGINT/SIGTERM to the
+parent becomes one SIGTERM per worker, each of which stops its run at the next step with a checkpoint; a second
+Ctrl-C kills them; a worker that is killed gets its run marked failed (summary and error.log) and a replacement
 takes the remaining runs. Each worker talks to the parent over its own pipe, so a worker killed mid-message
 can block no one else.
 """
@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from bnexp.claim import Claim, claimed, status_of, to_train
 from bnexp.config import RunPlan
 from bnexp.data import DataCache
 from bnexp.lifetime import die_with_parent
-from bnexp.lock import hold_as_worker
+from bnexp.lock import LOCK_FILE, alone
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
 from bnexp.train import StopRequest, select_device, train_run
@@ -40,10 +41,9 @@ def core_slices(jobs: int) -> list[list[int]]:
     return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
 
 
-def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, data_root: Any,
+def _worker(cores: list[int], conn: Connection, parent_pid: int, claim: Claim, data_root: Any,
             device_name: str | None, keep_checkpoints: bool) -> None:  # fmt: skip
     die_with_parent(parent_pid)
-    hold_as_worker(out_dir)  # kept until the process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = StopRequest()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.request(signum))
@@ -54,11 +54,15 @@ def _worker(cores: list[int], conn: Connection, parent_pid: int, out_dir: Path, 
         task = conn.recv()
         if task is None:
             break
-        plan, action = task
-        conn.send(("start", plan.name))
-        device = select_device(device_name or plan.experiment.device)  # the cell's, unless --device says
-        summary = train_run(plan, action, RunDir(out_dir / plan.name), data.get(plan.experiment.dataset, device),
-                            device, PlainReporter(), stop, keep_checkpoints)  # fmt: skip
+        plan, _ = task
+        with claimed(plan, claim) as action:
+            if not to_train(action):  # another process finished or took it since the plan was made
+                conn.send(("skip", plan.name, action))
+                continue
+            conn.send(("start", plan.name))
+            device = select_device(device_name or plan.experiment.device)  # the cell's, unless --device says
+            summary = train_run(plan, action, RunDir(claim.out_dir / plan.name), data.get(plan.experiment.dataset,
+                                device), device, PlainReporter(), stop, keep_checkpoints)  # fmt: skip
         conn.send(("done", plan.name, summary["status"]))
     conn.close()
 
@@ -87,11 +91,12 @@ def run_parallel(
     keep_checkpoints: bool,
     stop: StopRequest,
     reporter: PlainReporter,
+    claim: Claim,
 ) -> dict[str, str]:
     """Run `todo` ((plan, action) pairs) on `jobs` worker processes; returns each run's final status.
     `device_name` (--device) overrides every run's device; None: each run's own config says."""
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    args = (out_dir, data_root, device_name, keep_checkpoints)
+    args = (claim, data_root, device_name, keep_checkpoints)
     pending = list(todo)
     slots = [_Slot(ctx, cores, args) for cores in core_slices(min(jobs, len(todo)))]
     statuses: dict[str, str] = {}
@@ -116,6 +121,10 @@ def run_parallel(
                         continue
                     if message[0] == "start":
                         slot.current = message[1]
+                    elif message[0] == "skip":
+                        statuses[message[1]] = status_of(message[2])
+                        reporter.skip_run(f"{message[1]}: {message[2]}")
+                        slot.give(pending.pop(0) if pending and not stop else None)
                     else:
                         statuses[message[1]] = message[2]
                         reporter.run_finished(message[1], message[2])
@@ -161,8 +170,10 @@ def _record_dead_worker(out_dir: Path, slot: _Slot, name: str, reporter: PlainRe
     statuses[name] = "failed"
     run = RunDir(out_dir / name)
     try:
-        run.write_error(error + "\n")
-        run.write_summary({"run": name, "status": "failed", "error": error})
+        with alone(run.path, LOCK_FILE) as free:  # the worker's lock died with it, unless someone took the run
+            if free:
+                run.write_error(error + "\n")
+                run.write_summary({"run": name, "status": "failed", "error": error})
     except OSError as e:
         reporter.message(f"{name}: cannot record the failure ({e})")
 

@@ -1,9 +1,10 @@
 """Running an experiment: the grid of runs, each isolated from the others' failures.
 
 Re-running the same command continues where the last one stopped: runs whose summary says completed or
-diverged are skipped, runs with a checkpoint resume from it, the rest start. One `bnexp run` at a time may
-write an experiment directory (`bnexp.lock`). A run whose files are damaged is named with what is wrong and
-left alone; `--restart-run NAME` starts just that run over.
+diverged are skipped, runs with a checkpoint resume from it, the rest start. Several `bnexp run` processes may
+fill one experiment folder together (`--shard I/N` splits the plan; each run is trained by whoever claims its
+lock, see bnexp.lock). A run whose files are damaged is named with what is wrong and left alone;
+`--restart-run NAME` starts just that run over.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bnexp.analyses import analyze_experiment, requested
+from bnexp.claim import FINISHED, OTHER_SHARD, Claim, claimed, left_to_others, plan_actions, status_of, to_train
 from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
 from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
 from bnexp.estimate import estimate, wall_seconds
-from bnexp.lock import experiment_lock
+from bnexp.lock import LOCK_FILE, alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter, duration
 from bnexp.results import REFERENCES_FILE
@@ -33,17 +37,16 @@ from bnexp.store import (
     EXPERIMENT_FILE,
     SUMMARY,
     CorruptFile,
-    LinkRefused,
     RunDir,
     child_path,
     dump_yaml,
+    read_experiment_meta,
     real_dir,
     remove_temp_files,
     write_atomic,
 )  # fmt: skip
 from bnexp.train import Silent, StopRequest, provenance, select_device, train_run
 
-FINISHED = ("completed", "diverged")
 EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
 
 
@@ -65,26 +68,56 @@ def format_plan(
 
 
 def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, restart: bool = False,
-            restart_runs: tuple[str, ...] = (), jobs: int = 1) -> None:  # fmt: skip
-    """The plan: what each run would do (start, resume, skip, blocked) and how long, and the wall time. Reads
-    the results folder; writes nothing, anywhere."""
+            restart_runs: tuple[str, ...] = (), jobs: int = 1, shard: Shard | None = None) -> None:  # fmt: skip
+    """The plan: what each run would do (start, resume, skip, busy, blocked, another shard's) and how long, and
+    the wall time. Reads the results folder; writes nothing, anywhere."""
     plans = expand_grid(cfg)
     out_dir = Path(out) / cfg.name
     actions = (plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir()
                else {p.name: "start" for p in plans})  # fmt: skip
+    actions = split(plans, actions, shard)
     costs = estimate(plans, actions, out_dir, jobs)
     shown = {name: f"{a} (~{duration(costs[name].seconds)}, {costs[name].source})" if name in costs else a
              for name, a in actions.items()}  # fmt: skip
     reporter.message(format_plan(cfg, plans, shown, out_dir, cfg.device))
-    kinds = [a.split(" ")[0].rstrip(":") for a in actions.values()]
+    kinds = [status_of(a) for a in actions.values()]
+    count = {k: kinds.count(k) for k in ("start", "resume", "busy", "blocked", OTHER_SHARD)}
     sources = [c.source for c in costs.values()]
     wall = duration(wall_seconds(costs, jobs))
+    elsewhere = f"{count['busy']} busy in another process, " if count["busy"] else ""
+    elsewhere += f"{count[OTHER_SHARD]} {OTHER_SHARD}, " if shard else ""
     reporter.message(
-        f"dry run: {kinds.count('start')} to start, {kinds.count('resume')} to resume, {kinds.count('skip')} finished, "
-        f"{kinds.count('blocked')} blocked; estimated wall time {wall} with --jobs {jobs} (per-run times: "
-        f"{sources.count('measured')} from finished runs of the same shape, {sources.count('calibrated')} calibrated "
-        "here, without probes and multi-process collectives); nothing was written"
+        f"dry run: {count['start']} to start, {count['resume']} to resume, "
+        f"{len(kinds) - sum(count.values())} finished, {elsewhere}{count['blocked']} blocked; estimated wall time "
+        f"{wall} with --jobs {jobs} (per-run times: {sources.count('measured')} from finished runs of the same "
+        f"shape, {sources.count('calibrated')} calibrated here, without probes and multi-process collectives); "
+        "nothing was written"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """`--shard INDEX/COUNT`: this process trains the runs whose position in the plan is INDEX modulo COUNT."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, _, count = text.partition("/")
+        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            raise BnexpError(f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 "
+                             "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")  # fmt: skip
+        return cls(int(index), int(count))
+
+
+def split(plans: list[RunPlan], actions: dict[str, str], shard: Shard | None) -> dict[str, str]:
+    """Runs of other shards that are left to do, or blocked, are theirs (busy and finished runs say so as they are)."""
+    if shard is None:
+        return actions
+    theirs = {p.name for i, p in enumerate(plans) if i % shard.count != shard.index}
+    return {name: OTHER_SHARD if name in theirs and not a.startswith(("skip", "busy")) else a
+            for name, a in actions.items()}
 
 
 def _check_writable(out: Path, out_dir: Path) -> None:
@@ -99,47 +132,6 @@ def _check_writable(out: Path, out_dir: Path) -> None:
         raise BnexpError(
             f"{out_dir}: output directory is not writable ({e.strerror or e}); choose another with --out"
         ) from None
-
-
-def plan_actions(
-    plans: list[RunPlan], out_dir: Path, restart: bool, restart_runs: tuple[str, ...] = ()
-) -> dict[str, str]:
-    """What to do with each run: start, resume, skip (...) or blocked (why). A run whose recorded config
-    differs is refused (all of them at once, before anything is written); a run whose files cannot be read
-    is blocked with what to do, and the others go on."""
-    unknown = sorted(set(restart_runs) - {p.name for p in plans})
-    if unknown:
-        raise BnexpError(f"--restart-run: {', '.join(unknown)} is not a run of this experiment; its runs: "
-                         f"{', '.join(p.name for p in plans)}")  # fmt: skip
-    actions, conflicts = {}, []
-    for plan in plans:
-        try:
-            run = RunDir(child_path(out_dir, plan.name))
-        except LinkRefused as e:  # someone else's folder: that run cannot be written, the others can
-            actions[plan.name] = f"blocked: {e}"
-            continue
-        if restart or plan.name in restart_runs or not (run.path / "config.yaml").is_file():
-            actions[plan.name] = "start"
-            continue
-        try:
-            recorded, summary = run.config(), run.summary() or {}
-        except CorruptFile as e:
-            actions[plan.name] = f"blocked: {e}; start it over with --restart-run {plan.name}"
-            continue
-        diff = config_diff(recorded, plan.resolved())
-        has_checkpoint = (run.path / CHECKPOINT).is_file()
-        if diff and (summary.get("status") in FINISHED or has_checkpoint):
-            conflicts.append(f"{plan.name}: " + "; ".join(diff))
-        elif summary.get("status") in FINISHED:
-            actions[plan.name] = f"skip ({summary['status']})"
-        else:
-            actions[plan.name] = "resume" if has_checkpoint else "start"
-    if conflicts:
-        raise BnexpError(
-            f"{out_dir}: the config changed since these runs started; run with --restart to start them all over, "
-            "--restart-run NAME for one, or use another --out:\n  " + "\n  ".join(conflicts)
-        )
-    return actions
 
 
 def check_torch_sync(cfg: ExperimentConfig, device_type: str) -> None:
@@ -166,6 +158,7 @@ def run_experiment(
     world: World = World(),
     config_dir: Path | None = None,
     ranks: RankCommand | None = None,
+    shard: Shard | None = None,
 ) -> int:
     """Train every run of the grid that is not done yet; returns the exit code: 0 all completed or diverged,
     1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before
@@ -188,6 +181,7 @@ def run_experiment(
     if not world.main:
         reporter = Silent()
     stop = stop if stop is not None else StopRequest()
+    since = time.time()
     with ExitStack() as held:
         if launched:
             actions = json.loads(os.environ[LAUNCHER_ENV])  # the launcher decided
@@ -197,14 +191,15 @@ def run_experiment(
             if world.main:
                 try:
                     _check_writable(Path(out), out_dir)
-                    held.enter_context(experiment_lock(out_dir))
-                    remove_temp_files(out_dir)
-                    actions = plan_actions(plans, out_dir, restart, restart_runs)
+                    alone_here = held.enter_context(experiment_lock(out_dir, lambda: remove_temp_files(out_dir)))
+                    if not alone_here:
+                        _check_same_experiment(out_dir, cfg)
+                    actions = split(plans, plan_actions(plans, out_dir, restart, restart_runs, since), shard)
                 except BnexpError as e:  # under torchrun the other ranks must hear it, not wait forever
                     refused = str(e)
                 if world.size > 1 and actions is not None:  # a user's torchrun: it trains the runs of its size
                     for p in plans:
-                        if p.experiment.processes != world.size and not actions[p.name].startswith(("skip", "block")):
+                        if p.experiment.processes != world.size and to_train(actions[p.name]):
                             actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
             refused, actions = world.broadcast((refused, actions))
             if refused:
@@ -221,10 +216,10 @@ def run_experiment(
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]
-            if action.startswith(("skip", "blocked")) and not launched:
-                statuses[plan.name] = action[6:-1] if action.startswith("skip (") else "blocked"
+            if not to_train(action) and not launched:
+                statuses[plan.name] = status_of(action)
                 reporter.skip_run(f"{plan.name}: {action}")
-        todo = [(p, actions[p.name]) for p in plans if not actions[p.name].startswith(("skip", "blocked"))]
+        todo = [(p, actions[p.name]) for p in plans if to_train(actions[p.name])]
         if world.size == 1 and not launched:
             multi = [(p, a) for p, a in todo if p.experiment.processes > 1]
             todo = [(p, a) for p, a in todo if p.experiment.processes == 1]
@@ -235,21 +230,30 @@ def run_experiment(
                                      f"launches them) or torchrun --nproc_per_node={n}")  # fmt: skip
                 if not stop:
                     statuses |= launch_group(group, n, ranks, out_dir, reporter, stop)
+        claim = (Claim(out_dir, restart, restart_runs, since) if not launched  # the launcher's starts are restarts
+                 else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start")))
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
-            statuses |= run_parallel(todo, jobs, out_dir, data_root, device_name, keep_checkpoints, stop, reporter)
+            statuses |= run_parallel(todo, jobs, out_dir, data_root, device_name, keep_checkpoints, stop, reporter,
+                                     claim)  # fmt: skip
             todo = []
-        for plan, action in todo:
+        for plan, _ in todo:
             if stop:
                 break
-            cell_device = device if device_name or plan.experiment.device == cfg.device else select_device(
-                plan.experiment.device)  # a grid over device: the cell's own  # fmt: skip
-            summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset,
-                                cell_device), cell_device, reporter, stop, keep_checkpoints, world)  # fmt: skip
+            with claimed(plan, claim, world) as action:
+                if not to_train(action):  # another process finished or took it since the plan was made
+                    statuses[plan.name] = status_of(action)
+                    reporter.skip_run(f"{plan.name}: {action}")
+                    continue
+                cell_device = device if device_name or plan.experiment.device == cfg.device else select_device(
+                    plan.experiment.device)  # a grid over device: the cell's own  # fmt: skip
+                summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset,
+                                    cell_device), cell_device, reporter, stop, keep_checkpoints, world)  # fmt: skip
             statuses[plan.name] = summary["status"]
         reporter.close()
         analysis_problems = 0
         if world.main and not launched and requested(cfg.analyses) and not stop:
-            analysis_problems = analyze_experiment(out_dir, data_root, device, False, reporter.message, Path(out))
+            analysis_problems = _analyze_when_all_ended(cfg, plans, statuses, out_dir, data_root, device, reporter,
+                                                        Path(out))  # fmt: skip
     world.barrier()
     if launched:  # the launcher reports for the whole experiment
         if stop:  # a stopped rank says so (130/143): it then ends at once instead of waiting on the launcher
@@ -262,11 +266,39 @@ def run_experiment(
         signum = stop.signum if stop else 15
         reporter.message(f"stopped by signal {signum}; run the same command again to resume")
         return EXIT_FOR_SIGNAL.get(signum, 1)
-    for kind in ("failed", "blocked"):
+    for kind in ("failed", "blocked", "busy"):
         names = [name for name, s in statuses.items() if s == kind]
         if names:
-            reporter.message(f"{kind} runs: {', '.join(names)}")
+            reporter.message(f"{kind} runs: {', '.join(names)}" + (" (trained by other processes: run again "
+                             "after they end to check)" if kind == "busy" else ""))  # fmt: skip
     return 1 if analysis_problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
+
+
+def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig) -> None:
+    """Processes that write one folder together must run one experiment (same config, maybe other shards)."""
+    try:
+        recorded = read_experiment_meta(out_dir)["config"]
+    except (CorruptFile, OSError):
+        return  # not written yet (the other process is still planning), or damaged: it is rewritten
+    diff = config_diff(recorded, yaml.safe_load(dump_yaml(dataclasses.asdict(cfg))))  # as it is recorded
+    if diff:
+        raise BnexpError(f"{out_dir} is being written by another bnexp process with a different config ("
+                         f"{'; '.join(diff[:3])}); wait for it, or use another --out")  # fmt: skip
+
+
+def _analyze_when_all_ended(cfg: ExperimentConfig, plans: list[RunPlan], statuses: dict[str, str], out_dir: Path,
+                            data_root: Any, device: Any, reporter: PlainReporter, results: Path) -> int:  # fmt: skip
+    """The experiment's analyses, by the last of the processes filling the folder to finish (the others say so)."""
+    waiting = left_to_others(plans, out_dir, statuses)
+    if waiting:
+        reporter.message(f"analyses: {len(waiting)} of {len(plans)} runs are with other processes; the last to "
+                         f"end computes them (or run `bnexp analyze {out_dir}` then)")  # fmt: skip
+        return 0
+    with alone(out_dir) as first:
+        if not first:
+            reporter.message("analyses: another process is computing them")
+            return 0
+        return analyze_experiment(out_dir, data_root, device, False, reporter.message, results)
 
 
 def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, device: Any) -> dict:
@@ -306,8 +338,11 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
                 statuses[name] = summary["status"]
                 del todo[name]
             elif code and _mtime(run.path / "config.yaml") >= started:  # it died without a word
-                run.write_error(message + "\n")
-                run.write_summary({"run": name, "status": "failed", "error": f"a process ended: {message[-500:]}"})
+                with alone(run.path, LOCK_FILE) as free:  # not while a rank that outlived the launcher writes
+                    if free:
+                        run.write_error(message + "\n")
+                        run.write_summary({"run": name, "status": "failed",
+                                           "error": f"a process ended: {message[-500:]}"})  # fmt: skip
                 statuses[name] = "failed"
                 del todo[name]
         if code == 0 or stop:
@@ -318,9 +353,18 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
                 break  # nothing to blame and skip: do not loop
         todo = {n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
                 for n, a in todo.items()}  # fmt: skip
-    for name in todo:
-        statuses.setdefault(name, "interrupted" if stop else "failed")
+    for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken or finished meanwhile
+        statuses.setdefault(name, "interrupted" if stop else "busy" if holder(out_dir / name) else
+                            _finished(out_dir / name) or "failed")  # fmt: skip
     return statuses
+
+
+def _finished(run: Path) -> str | None:
+    try:
+        status = (RunDir(run).summary() or {}).get("status")
+    except CorruptFile:
+        return None
+    return status if status in FINISHED else None
 
 
 def _mtime(path: Path) -> float:

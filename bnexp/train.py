@@ -10,11 +10,10 @@ import signal
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import suppress
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,21 +22,19 @@ import torchvision
 from torch import nn
 
 import bnexp
+from bnexp.checkpoint import check_checkpoint, checkpoint_threads, rng_states, set_rng_states
 from bnexp.config import BATCH_NORMS, ExperimentConfig, ModelConfig, OptimizerConfig, RunPlan
 from bnexp.data import Data, Split, balanced_subset, keep_last_batch, shuffled_batches
 from bnexp.distributed import World, parallelize, sync_buffers
 from bnexp.errors import BnexpError
 from bnexp.models import build_model
 from bnexp.nn import convert_momentum
-from bnexp.probes import step_probes
 from bnexp.probes.dead_units import PROBE_IMAGES, dead_units, relu_points
-from bnexp.probes.distributions import Probes
-from bnexp.probes.weights import WeightNorms
+from bnexp.probes.schedule import RunProbes
 from bnexp.results import training_course
 from bnexp.store import (
     CHECKPOINT,
     ERROR_LOG,
-    LOGS,
     WEIGHTS,
     CorruptFile,
     NullRunDir,
@@ -205,30 +202,6 @@ def steps_per_epoch(n: int, batch_size: int, processes: int = 1) -> int:
     return full + keep_last_batch(rest, processes)
 
 
-def _rng_states() -> dict[str, Any]:
-    """Every RNG state, as tensors and plain numbers (what torch.load(weights_only=True) accepts)."""
-    version, mt, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    return {
-        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": np_state["state"]["pos"],
-                  "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }  # fmt: skip
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    py = states["python"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-    n = states["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})  # fmt: skip
-    torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 class Trainer:
     """One run. `fit()` trains to the end, to divergence or to a stop request, logging to the run directory.
 
@@ -269,9 +242,7 @@ class Trainer:
         self.total_steps = exp.steps or exp.epochs * self.per_epoch
         self.eval_every = exp.eval_every or self.per_epoch
         self.checkpoint_every = exp.checkpoint_every or self.eval_every
-        self.probes = Probes(exp.probes, self.model, self.per_epoch) if exp.probes else None
-        self.step_probes = step_probes(exp, plan.lr)
-        self.weight_norms = WeightNorms(self.model) if exp.weight_norms else None
+        self.probes = RunProbes(exp, plan.lr, self.model, self.per_epoch, device, run.log_probe)
         self.train_eval = None
         if exp.eval_train_subset:
             idx = balanced_subset(data.train.labels.cpu(), exp.eval_train_subset, data.inputs.num_classes)
@@ -285,7 +256,6 @@ class Trainer:
         self.window = 0
         self.segments: list[dict[str, int]] = []  # [{"from_step", "torch_threads", "processes"}]
         self.images_since_eval = 0  # for images/s only; not part of the state
-        self.probe_seconds = 0.0  # time measuring rather than training since the last evaluation; not state
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -295,7 +265,7 @@ class Trainer:
             "step": self.step,
             "epoch_rng": self.epoch_rng,
             "batch_in_epoch": self.batch_in_epoch,
-            "rng": _rng_states(),
+            "rng": rng_states(),
             "window_losses": self.losses[: self.window].cpu(),
             "log_offsets": self.run.offsets(),
             "segments": self.segments,
@@ -307,44 +277,17 @@ class Trainer:
         if state.get("run") != self.plan.name:
             raise CorruptFile(f"{self.run.path / CHECKPOINT}: belongs to run {state.get('run')!r}, not "
                               f"{self.plan.name!r}")  # fmt: skip
-        self._check_state(state)
+        check_checkpoint(state, self.total_steps, self.per_epoch, self.exp.log_every,
+                         f"{self.run.path / CHECKPOINT}", restart_hint(self.plan))  # fmt: skip
         self.run.check_offsets(state["log_offsets"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch_rng, self.batch_in_epoch = state["step"], state["epoch_rng"], state["batch_in_epoch"]
-        _set_rng_states(state["rng"])
+        set_rng_states(state["rng"])
         self.window = len(state["window_losses"])
         self.losses[: self.window] = state["window_losses"].to(self.device)
         self.segments = list(state.get("segments", []))
         self.run.truncate(state["log_offsets"])
-
-    def _check_state(self, state: dict[str, Any]) -> None:
-        """Every field of a checkpoint against this run's config before any of it is used: a checkpoint in a
-        results folder from someone else may say anything."""
-
-        def fail(what: str) -> NoReturn:
-            raise CorruptFile(f"{self.run.path / CHECKPOINT}: {what}; {restart_hint(self.plan)}")
-
-        def integer(key: str, lo: int, hi: int) -> None:
-            v = state.get(key)
-            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
-                fail(f"{key} {v!r} is not an integer in [{lo}, {hi}]")
-
-        integer("step", 0, self.total_steps)
-        integer("batch_in_epoch", 0, self.per_epoch)
-        window = state.get("window_losses")
-        if not (isinstance(window, torch.Tensor) and window.dim() == 1 and len(window) < self.exp.log_every + 1):
-            fail(f"window_losses is not a list of at most {self.exp.log_every} losses")
-        if not (isinstance(state.get("epoch_rng"), torch.Tensor) and state["epoch_rng"].dtype == torch.uint8):
-            fail("epoch_rng is not a generator state")
-        offsets = state.get("log_offsets")
-        if not (isinstance(offsets, dict) and set(offsets) <= set(LOGS) and all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets.values())):  # fmt: skip
-            fail("log_offsets is not a byte length per log")
-        check_segments(state.get("segments"), fail)
-        for key in ("model", "optimizer", "rng"):
-            if not isinstance(state.get(key), dict):
-                fail(f"{key} is not a state dict")
 
     def save_checkpoint(self) -> None:
         """Rank 0's state. No running-statistics sync here: an uninterrupted run syncs at evaluations only (which
@@ -380,23 +323,11 @@ class Trainer:
     def _train_step(self, idx: torch.Tensor) -> None:
         x = self.data.to_input(self.data.train.images[idx])
         y = self.data.train.labels[idx]
-        for probe in self.step_probes:
-            if probe.due(self.step + 1):
-                with self._probe_clock():
-                    records = probe.measure(self.model, self.optimizer, x, y, self.exp.precision)
-                for record in records:
-                    self.run.log_probe({"probe": probe.name, "step": self.step + 1,
-                                        "epoch": (self.step + 1) / self.per_epoch, **record})  # fmt: skip
+        self.probes.before_step(self.step + 1, self.optimizer, x, y)
         with autocast(self.device, self.exp.precision):
-            if self.probes and self.probes.due(self.step + 1):
-                captured: list[dict[str, Any]] = []
-                with self.probes.capture(captured, self._probe_clock):
-                    logits = self.model(x) if self.world.size == 1 else self.forward(x)
-                for record in captured:
-                    self.run.log_probe({"step": self.step + 1, "epoch": (self.step + 1) / self.per_epoch, **record})
-            else:
-                logits = self.forward(x)
-            loss = F.cross_entropy(logits, y)
+            # the hooks sit on the model's own modules: a compiled forward would not call them; DDP's does
+            hooked = self.model if self.world.size == 1 else self.forward
+            loss = F.cross_entropy(self.probes.forward(self.step + 1, x, self.forward, hooked), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -445,8 +376,8 @@ class Trainer:
         self.run.log(record)
         speed = self.images_since_eval / train_time if train_time > 0 else None
         self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
-                             "images_per_s": speed, "probe_time_s": self.probe_seconds})  # fmt: skip
-        self.images_since_eval, self.probe_seconds = 0, 0.0
+                             "images_per_s": speed, "probe_time_s": self.probes.seconds})  # fmt: skip
+        self.images_since_eval, self.probes.seconds = 0, 0.0
         self.reporter.evaluated(
             f"{self.plan.name} epoch {record['epoch']:.2f} (step {self.step}): test_acc {record['test_acc']:.4f}, "
             f"test_loss {record['test_loss']:.4f}" + (f", {speed:.0f} img/s" if speed else ""),
@@ -465,10 +396,7 @@ class Trainer:
         for idx in self._batches():
             next_step = self.step + 1
             eval_due = next_step % self.eval_every == 0 or next_step == self.total_steps
-            before = None
-            if self.weight_norms and eval_due:
-                with self._probe_clock():
-                    before = self.weight_norms.snapshot()
+            before = self.probes.weights_before(eval_due)
             self._train_step(idx)
             done = self.step == self.total_steps
             checkpoint_due = self.step % self.checkpoint_every == 0 or done
@@ -480,12 +408,7 @@ class Trainer:
                 if diverged:
                     return "diverged"
                 stop = stop or agreed_stop
-            if before is not None:
-                with self._probe_clock():
-                    records = self.weight_norms.measure(before)
-                for record in records:
-                    self.run.log_probe({"probe": "weights", "step": self.step, "epoch": self.step / self.per_epoch,
-                                        **record})  # fmt: skip
+            self.probes.weights_after(self.step, before)
             if eval_due:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
@@ -500,19 +423,6 @@ class Trainer:
             if stop:
                 return "interrupted"
         raise AssertionError("unreachable: the batch stream is endless")
-
-    @contextmanager
-    def _probe_clock(self) -> Iterator[None]:
-        """Adds the block's wall time to the interval's probe time (timing.jsonl: what the probes cost)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.probe_seconds += time.perf_counter() - t0
 
     def save_final_weights(self) -> None:
         if self.exp.keep_final_weights and self.world.main:
@@ -568,35 +478,6 @@ class Trainer:
             summary["best_train_acc"] = max(r["train_acc"] for r in evals)
             summary["final_generalization_gap"] = evals[-1]["train_acc"] - evals[-1]["test_acc"]
         return summary
-
-
-MAX_THREADS = 1024
-
-
-def check_segments(segments: Any, fail: Callable[[str], NoReturn]) -> None:
-    """A checkpoint's segments: [{from_step, torch_threads, processes}] with sane integers."""
-    if segments is None:
-        return
-    if not isinstance(segments, list) or len(segments) > 100_000:
-        fail("segments is not a list of resumed segments")
-    for seg in segments:
-        ok = isinstance(seg, dict) and all(isinstance(seg.get(k), int) and not isinstance(seg.get(k), bool)
-                                           for k in ("from_step", "torch_threads"))  # fmt: skip
-        if not ok or not 1 <= seg["torch_threads"] <= MAX_THREADS or seg["from_step"] < 0:
-            fail(f"segment {seg!r} is not {{from_step >= 0, torch_threads 1..{MAX_THREADS}}}")
-
-
-def checkpoint_threads(state: Any, where: Path | None = None, remedy: str = "") -> int | None:
-    """The torch thread count a checkpointed run was computing with (its last segment's), checked."""
-
-    def fail(what: str) -> NoReturn:
-        raise CorruptFile(f"{where}: {what}" + (f"; {remedy}" if remedy else ""))
-
-    if not isinstance(state, dict):
-        fail(f"not a checkpoint (a {type(state).__name__})")
-    segments = state.get("segments") or []
-    check_segments(segments, fail)
-    return segments[-1]["torch_threads"] if segments else None
 
 
 class DistributedRunFailed(Exception):

@@ -62,17 +62,6 @@ def test_sigterm_exit_code(setup, tmp_path):
     assert proc.returncode == 143
 
 
-def test_second_writer_is_refused_while_the_first_runs(setup, tmp_path):
-    config, root = setup
-    first = bnexp_process(config, root, tmp_path, "--set", "epochs=30")
-    wait_for_lines(tmp_path / "resume" / "lenet5-bn_lr1x_s0" / "metrics.jsonl", 3, first)
-    second = run_to_end(config, root, tmp_path)
-    first.kill()
-    first.wait()
-    assert second.returncode == 2
-    assert f"being written by another bnexp process (pid {first.pid} on" in second.stdout
-
-
 def test_finished_runs_are_skipped(setup, tmp_path, capsys):
     config, root = setup
     assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
