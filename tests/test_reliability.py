@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,7 +19,15 @@ from bnexp import store
 from bnexp.errors import BnexpError
 from bnexp.store import RunDir, child_path
 
-from .conftest import bnexp_process, in_process, run_files, run_to_end, wait_for_lines
+from .conftest import (
+    RESUME_CONFIG,
+    bnexp_process,
+    in_process,
+    run_files,
+    run_to_end,
+    wait_for_lines,
+    write_tiny_dataset,
+)
 
 BN_RUN, PLAIN_RUN = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
 
@@ -126,16 +135,16 @@ def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
 
 def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, tmp_path):
     config, root = setup
-    reference = tmp_path / "reference"
-    assert run_to_end(config, root, reference, "--jobs", "2").returncode == 0
-    proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2")
+    reference, two_epochs = tmp_path / "reference", ("--set", "epochs=2")
+    assert run_to_end(config, root, reference, "--jobs", "2", *two_epochs).returncode == 0
+    proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
     wait_for_lines(tmp_path / "killed" / "resume" / PLAIN_RUN / "metrics.jsonl", 5, proc)
     workers = children(proc.pid)
     assert workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert wait_gone(workers), "workers outlived their parent"
-    result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2")
+    result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
     assert result.returncode == 0, result.stdout
     assert run_files(tmp_path / "killed") == run_files(reference)
 
@@ -181,8 +190,9 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
     """Started by --jobs 2 (1 thread each), resumed alone with 2 threads available: it computes with 1 thread
     again, so it equals the uninterrupted --jobs 2 run; the summary records every segment's count."""
     config, root = setup
-    assert run_to_end(config, root, tmp_path / "reference", "--jobs", "2").returncode == 0
-    proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2")
+    two_epochs = ("--set", "epochs=2")
+    assert run_to_end(config, root, tmp_path / "reference", "--jobs", "2", *two_epochs).returncode == 0
+    proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2", *two_epochs)
     wait_for_lines(tmp_path / "resumed" / "resume" / BN_RUN / "metrics.jsonl", 12, proc)
     # both runs past their first checkpoint: a run stopped before it has nothing to resume and starts over with
     # the threads it is then given (a different computation), which is not what this test is about
@@ -192,7 +202,7 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path / "resumed", threads=2)
+    result = run_to_end(config, root, tmp_path / "resumed", *two_epochs, threads=2)
     assert result.returncode == 0, result.stdout
     assert run_files(tmp_path / "resumed") == run_files(tmp_path / "reference")
     segments = RunDir(tmp_path / "resumed" / "resume" / BN_RUN).summary()["segments"]
@@ -203,11 +213,12 @@ def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setu
     """Started alone with 2 threads, resumed by --jobs 2 on one pinned core each: it keeps its 2 threads (for
     bitwise reproducibility), and the user is told why it crawls and how to avoid it."""
     config, root = setup
-    proc = bnexp_process(config, root, tmp_path, threads=2)
+    one_epoch = ("--set", "epochs=1")  # the resumed run crawls (2 threads on one core): keep it short
+    proc = bnexp_process(config, root, tmp_path, *one_epoch, threads=2)
     wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path, "--jobs", "2")
+    result = run_to_end(config, root, tmp_path, "--jobs", "2", *one_epoch)
     assert result.returncode == 0, result.stdout
     assert f"{BN_RUN}: resuming with the 2 torch threads" in result.stdout and "(--jobs 1)" in result.stdout
     segments = RunDir(tmp_path / "resume" / BN_RUN).summary()["segments"]
@@ -249,6 +260,25 @@ def test_a_full_disk_while_checkpointing_says_so(setup, tmp_path, monkeypatch):
     assert summary["status"] == "failed" and "No space left on device" in summary["error"]
 
 
+TWO_EPOCHS = ("--set", "epochs=2")
+
+
+@pytest.fixture(scope="module")
+def killed_mid_run(tmp_path_factory):
+    """A run killed by SIGKILL past its first checkpoint (a checkpoint, no summary), made once per module: each
+    damage case below copies it."""
+    base = tmp_path_factory.mktemp("killed")
+    root = write_tiny_dataset(base / "data", n_train=1500, n_test=200)
+    config = base / "resume.yaml"
+    config.write_text(RESUME_CONFIG)
+    proc = bnexp_process(config, root, base / "out", *TWO_EPOCHS)
+    wait_for_lines(base / "out" / "resume" / BN_RUN / "metrics.jsonl", 20, proc)  # past step 47's checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (base / "out" / "resume" / BN_RUN / "checkpoint.pt").is_file()
+    return config, root, base / "out" / "resume"
+
+
 @pytest.mark.parametrize(
     ("damage", "expect"),
     [
@@ -259,12 +289,9 @@ def test_a_full_disk_while_checkpointing_says_so(setup, tmp_path, monkeypatch):
         ("deleted_metrics", "is missing, the checkpoint expects"),
     ],
 )
-def test_a_damaged_run_is_named_and_the_others_go_on(setup, tmp_path, damage, expect):
-    config, root = setup
-    proc = bnexp_process(config, root, tmp_path)
-    wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 40, proc)
-    proc.send_signal(signal.SIGKILL)  # leaves a checkpoint and no summary
-    proc.wait()
+def test_a_damaged_run_is_named_and_the_others_go_on(killed_mid_run, tmp_path, damage, expect):
+    config, root, killed = killed_mid_run
+    shutil.copytree(killed, tmp_path / "resume")
     run = tmp_path / "resume" / BN_RUN
     if damage == "summary":
         (run / "summary.json").write_text("{garbage")
@@ -277,11 +304,11 @@ def test_a_damaged_run_is_named_and_the_others_go_on(setup, tmp_path, damage, ex
         (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text()[:100])
     else:
         (run / "metrics.jsonl").unlink()
-    result = run_to_end(config, root, tmp_path)
+    result = run_to_end(config, root, tmp_path, *TWO_EPOCHS)
     assert result.returncode == 1, result.stdout
     assert expect in result.stdout and f"--restart-run {BN_RUN}" in result.stdout
     assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "completed"
-    again = run_to_end(config, root, tmp_path, "--restart-run", BN_RUN)
+    again = run_to_end(config, root, tmp_path, *TWO_EPOCHS, "--restart-run", BN_RUN)
     assert again.returncode == 0 and RunDir(run).summary()["status"] == "completed"
 
 
