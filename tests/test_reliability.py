@@ -213,12 +213,14 @@ def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setu
     """Started alone with 2 threads, resumed by --jobs 2 on one pinned core each: it keeps its 2 threads (for
     bitwise reproducibility), and the user is told why it crawls and how to avoid it."""
     config, root = setup
-    one_epoch = ("--set", "epochs=1")  # the resumed run crawls (2 threads on one core): keep it short
-    proc = bnexp_process(config, root, tmp_path, *one_epoch, threads=2)
+    # the resumed run crawls (2 threads on one core): keep it short, but past its first evaluation, where the
+    # logs are first flushed (the metrics lines this test waits for)
+    two_epochs = ("--set", "epochs=2")
+    proc = bnexp_process(config, root, tmp_path, *two_epochs, threads=2)
     wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path, "--jobs", "2", *one_epoch)
+    result = run_to_end(config, root, tmp_path, "--jobs", "2", *two_epochs)
     assert result.returncode == 0, result.stdout
     assert f"{BN_RUN}: resuming with the 2 torch threads" in result.stdout and "(--jobs 1)" in result.stdout
     segments = RunDir(tmp_path / "resume" / BN_RUN).summary()["segments"]
