@@ -320,6 +320,7 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
     launcher's report when it died without a word) and the processes start again for the group's other runs."""
     statuses: dict[str, str] = {}
     todo = dict((p.name, a) for p, a in group)
+    code = 0
     while todo and not stop:
         started = time.time()
         reporter.message(f"starting {nproc} processes for {', '.join(todo)}")
@@ -353,9 +354,10 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
                 break  # nothing to blame and skip: do not loop
         todo = {n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
                 for n, a in todo.items()}  # fmt: skip
-    for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken or finished meanwhile
+    for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken, finished or blocked meanwhile
+        declined = "blocked" if code == 0 else "failed"  # a launch that ended well left it on purpose (ranks said why)
         statuses.setdefault(name, "interrupted" if stop else "busy" if holder(out_dir / name) else
-                            _finished(out_dir / name) or "failed")  # fmt: skip
+                            _finished(out_dir / name) or declined)  # fmt: skip
     return statuses
 
 
