@@ -212,7 +212,8 @@ def run_experiment(
                     series = {variant: [{**dataclasses.asdict(ref), **load_series(config_dir, ref)} for ref in refs]
                               for variant, refs in cfg.reference.series.items()}  # fmt: skip
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
-        reporter.start_experiment(len(plans))
+        # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
+        reporter.start_experiment(sum(map(to_train, actions.values())) if launched else len(plans))
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]
@@ -229,7 +230,10 @@ def run_experiment(
                     raise BnexpError(f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
                                      f"launches them) or torchrun --nproc_per_node={n}")  # fmt: skip
                 if not stop:
-                    statuses |= launch_group(group, n, ranks, out_dir, reporter, stop)
+                    ended = launch_group(group, n, ranks, out_dir, reporter, stop)
+                    for name, status in ended.items():  # the experiment's progress, as for --jobs workers
+                        reporter.run_finished(name, status)
+                    statuses |= ended
         claim = (Claim(out_dir, restart, restart_runs, since) if not launched  # the launcher's starts are restarts
                  else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start")))
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
