@@ -164,7 +164,7 @@ def run_experiment(
     1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before
     anything is written.
 
-    Runs with `processes: N > 1` are trained by N processes: this process (holding the lock) starts them with
+    Runs with `processes: N > 1` are trained by N processes: this process starts them with
     torch's elastic launcher, running `ranks` (this command, repeated in each) on the runs to do; they call this
     function again as ranks of one World. Under a user's own torchrun every rank calls it; rank 0 writes."""
     device = select_device(device_name or cfg.device)

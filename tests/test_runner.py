@@ -1,4 +1,4 @@
-"""Reliability: resume bit for bit after SIGKILL, skip finished runs, refuse changed configs, one writer,
+"""Reliability: resume bit for bit after SIGKILL, skip finished runs, refuse changed configs,
 clean stops on SIGINT/SIGTERM, failures isolated. Uses real subprocesses of `python -m bnexp`."""
 
 from __future__ import annotations
