@@ -522,6 +522,49 @@ def batch_size(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
 
 
+def _init_scales(exp: Experiment) -> bool:
+    return len({r.model.get("init_std") for r in exp.runs} - {None}) > 1
+
+
+@figure("init_scale", applies=_init_scales)
+def init_scale(exp: Experiment) -> Figure:
+    """Final test accuracy vs the sd of the N(0, sd²) initial weights (log axis), one line per norm through the
+    medians, every seed's run a dot (outcomes may differ: none is averaged away); torch's default init as a dashed
+    line in the norm's colour (a3: with BN, the initialization no longer matters)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    by_norm: dict[tuple[str, str], list[Run]] = {}
+    for run in exp.runs:
+        by_norm.setdefault((run.model["norm"], run.model.get("activation", "relu")), []).append(run)
+    for (norm, activation), runs in by_norm.items():
+        style = {"color": color(runs[0])}
+        name = NORM_LABELS.get(norm, norm) + (" sigmoid" if activation == "sigmoid" else "")
+        scales = sorted({r.model["init_std"] for r in runs if r.model.get("init_std") is not None})
+        accs = {sd: [r.summary.get("final_test_acc") for r in runs if r.model.get("init_std") == sd] for sd in scales}
+        for sd in scales:
+            ys = [a for a in accs[sd] if a is not None]
+            ax.scatter([sd] * len(ys), ys, s=14, alpha=0.6, **style)
+            diverged = sum(r.status == "diverged" for r in runs if r.model.get("init_std") == sd)
+            if diverged:  # no accuracy to draw: a cross on the chance line, with the count
+                ax.scatter([sd], [0.1], marker="x", s=40, **style)
+                ax.annotate(f"{diverged} diverged", (sd, 0.1), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, **style)  # fmt: skip
+        medians = [float(np.median([a for a in accs[sd] if a is not None] or [np.nan])) for sd in scales]
+        ax.plot(scales, medians, marker="o", label=f"{name} (n={max(len(v) for v in accs.values())} per scale)",
+                **style)  # fmt: skip
+        default = [r.summary.get("final_test_acc") for r in runs if r.model.get("init_std") is None]
+        default = [a for a in default if a is not None]
+        if default:
+            ax.axhline(float(np.median(default)), linestyle="--", linewidth=1,
+                       label=f"{name}, torch's default init (median, n={len(default)})", **style)  # fmt: skip
+    ax.axhline(0.1, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sd of the initial weights (every conv and fc layer; biases 0)")
+    ax.set_ylabel("final test accuracy (eval mode)")
+    ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
+    legend_below(ax, 8)
+    return finish(fig, exp, f"{exp.name}: accuracy vs initial weight scale")
+
+
 @figure("eval_modes", applies=lambda exp: any("eval_modes" in r.analyses for r in exp.runs))
 def eval_modes(exp: Experiment) -> Figure:
     """Test accuracy of each trained variant under each evaluation mode (a2's pitfalls), mean +- sd."""
