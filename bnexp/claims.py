@@ -82,6 +82,22 @@ def _feature_sd_spread(run: Run, at: Any) -> float | None:
     return max(sds) / min(sds) if sds and min(sds) > 0 else None
 
 
+def _linear_region_share(run: Run, at: Any) -> float | None:
+    """Share of the probed activation inputs with |x| < 1 (where a sigmoid is nearly linear, a3's reason for γ
+    and β) at the last probed step: histogram bins whose centre lies inside (−1, 1), over all values counted (those
+    outside the histogram's range included); per layer, or the mean over layers."""
+    if not run.probes:
+        return None
+    lo, hi = (run.config.get("probes") or {}).get("range") or (-6.0, 6.0)
+    last = max(p["step"] for p in run.probes)
+    shares = []
+    for p in sorted((p for p in run.probes if p["step"] == last), key=lambda p: p["layer"]):
+        width = (hi - lo) / len(p["hist"])
+        inside = sum(c for i, c in enumerate(p["hist"]) if abs(lo + (i + 0.5) * width) < 1)
+        shares.append(inside / p["n"] if p["n"] else None)
+    return _layer_pick(shares, at)
+
+
 WINDOW = 3  # evaluations averaged at each end for weight norms and effective steps
 
 
@@ -162,6 +178,7 @@ QUANTITIES: dict[str, Callable[[Run, Any], Any]] = {
     "drift_of_sd": _drift("std"),
     "unit_percentile_drift": _unit_percentile_drift,
     "feature_sd_spread": _feature_sd_spread,
+    "linear_region_share": _linear_region_share,
     "effective_step_shrink": _weights("effective_step"),
     "weight_norm_growth": _weights("weight_norm"),
     "eval_mode_acc": _eval_mode,

@@ -113,6 +113,8 @@ class ModelConfig:
     bn_momentum: float | None = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
     bn_eps: float = field(default=1e-5, metadata=_range(0.0, 1.0, lo_open=True))
     affine: bool = True
+    # false: conv/fc layers followed by a batch norm have no bias (the norm subtracts any per-channel constant)
+    bias_before_norm: bool = True
     # which layers get the norm: all (conv and hidden fc) or conv only (the fc layers then normalize nothing,
     # which separates a conv-only BN from the fc layers' per-batch statistics at tiny batches)
     norm_layers: Literal["all", "conv"] = "all"
@@ -237,14 +239,15 @@ CLAIM_QUANTITIES: dict[str, str] = {
     "near_chance_at_end": "proportion",
     "landscape_loss_range": "value", "landscape_grad_predictiveness": "value", "landscape_beta_smoothness": "value",
     "ics_shift": "value", "drift_of_mean": "value", "drift_of_sd": "value", "unit_percentile_drift": "value",
-    "feature_sd_spread": "value", "effective_step_shrink": "value", "weight_norm_growth": "value",
-    "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
+    "feature_sd_spread": "value", "linear_region_share": "value", "effective_step_shrink": "value",
+    "weight_norm_growth": "value", "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
     "scale_grad_ratio_error": "value",
 }  # fmt: skip
 # what `at` is for the quantities that need or take one (number: required; layer: optional 1-based layer)
 CLAIM_AT = {"test_acc_at_epoch": "number", "test_acc_at_step": "number", "steps_to_loss_below": "number",
             "steps_to_test_acc": "number", "ics_shift": "layer", "drift_of_mean": "layer", "drift_of_sd": "layer",
             "effective_step_shrink": "layer", "weight_norm_growth": "layer", "running_var_gap": "layer",
+            "linear_region_share": "layer",
             "eval_mode_acc": "mode"}  # fmt: skip
 EVAL_MODES = ("a_eval", "b_batch_stats_shuffled", "c_batch_stats_homogeneous", "c_eval_homogeneous",
               "c_batch_stats_near_duplicates", "c_eval_near_duplicates", "d_lost_running_stats", "e_reestimated")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bnexp.config import ModelConfig
-from bnexp.nn import NormFactory, norm_factory
+from bnexp.nn import BatchNorm, BatchRenorm, NormFactory, norm_factory
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ def build_model(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     model = MODELS[cfg.name](cfg, inputs)
     if cfg.init_std is not None:
         gaussian_init(model, cfg.init_std)
+    if not cfg.bias_before_norm:
+        drop_biases_before_batch_norms(model)
     return model
 
 
@@ -46,7 +48,28 @@ def gaussian_init(model: nn.Module, std: float) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def cancels_a_bias(norm: nn.Module) -> bool:
+    """Whether the norm's training output is the same for any constant added to each channel: batch norms subtract
+    each channel's batch mean (noisy BN adds its noise after that). Not Batch Renorm, whose correction d depends on
+    the batch mean, nor GroupNorm or LayerNorm, whose means mix channels."""
+    return isinstance(norm, (BatchNorm, nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(norm, BatchRenorm)
+
+
+def drop_biases_before_batch_norms(model: nn.Module) -> list[nn.Module]:
+    """Remove the bias of every conv/fc layer whose output goes straight into a norm that cancels it (a3: the
+    bias before BN is redundant). Returns the layers changed."""
+    changed = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for layer, after in zip(list(seq)[:-1], list(seq)[1:], strict=True):
+                if isinstance(layer, (nn.Conv2d, nn.Linear)) and cancels_a_bias(after):
+                    layer.register_parameter("bias", None)
+                    changed.append(layer)
+    return changed
 
 
 def activation(name: str) -> nn.Module:

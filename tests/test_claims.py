@@ -159,3 +159,18 @@ def test_one_run_per_group_of_steps_until_is_undecided_not_an_error(experiment):
     experiment.variants["lenet5-bn_lr1x"] = experiment.variants["lenet5-bn_lr1x"][:1]
     row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
     assert row["verdict"].startswith("undecided at n = 1")
+
+
+def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
+    """Hand-computed: range [-2, 2] in 8 bins (centres ±1.75, ±1.25, ±0.75, ±0.25): the middle four count."""
+    from bnexp.claims import QUANTITIES
+    from bnexp.results import Run
+    from bnexp.store import RunDir
+
+    hist = [1, 2, 3, 4, 5, 6, 7, 8]  # 36 values in range, 4 outside it: n = 40
+    records = [{"step": 10, "layer": 0, "n": 40, "hist": hist}, {"step": 10, "layer": 1, "n": 10, "hist": [0] * 8},
+               {"step": 5, "layer": 0, "n": 40, "hist": [0, 0, 0, 40, 0, 0, 0, 0]}]  # fmt: skip
+    run = Run(RunDir(tmp_path), {"probes": {"range": [-2.0, 2.0]}}, {}, [], [], records)
+    assert QUANTITIES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
+    assert QUANTITIES["linear_region_share"](run, 2) == 0.0
+    assert QUANTITIES["linear_region_share"](run, None) == pytest.approx((18 / 40 + 0) / 2)

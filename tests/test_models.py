@@ -92,3 +92,30 @@ def test_norm_options_reach_the_layers():
 def test_other_input_shapes():
     model = build_model(ModelConfig(name="lenet5"), InputSpec(3, 32, 32, 100))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_the_bias_before_a_batch_norm_gets_no_gradient():
+    """a3: the bias of a layer followed by BN is redundant: BN subtracts each channel's batch mean, and with it
+    any constant, so the loss does not depend on it (zero gradient up to rounding; the output layer's is not)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="lenet5", norm="batchnorm"), MNIST_LIKE).double().train()
+    x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.arange(16) % 10
+    nn.functional.cross_entropy(model(x), y).backward()
+    before_bn = [model.features[0], model.features[4], model.head[0], model.head[3]]
+    assert all(m.bias.grad.abs().max() < 1e-12 * m.weight.grad.abs().max() for m in before_bn)
+    assert model.head[6].bias.grad.abs().max() > 1e-6  # no BN after the output layer: its bias matters
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "noisy_batchnorm", "torch_batchnorm", "batchrenorm", "groupnorm",
+                                  "none"])
+def test_bias_before_norm_false_drops_only_the_biases_a_batch_norm_cancels(norm):
+    torch.manual_seed(0)
+    with_bias = build_model(ModelConfig(name="lenet5", norm=norm), MNIST_LIKE).double().train()
+    torch.manual_seed(0)
+    without = build_model(ModelConfig(name="lenet5", norm=norm, bias_before_norm=False), MNIST_LIKE).double().train()
+    dropped = [name for name, _ in with_bias.named_parameters() if name not in dict(without.named_parameters())]
+    cancelled = norm in ("batchnorm", "noisy_batchnorm", "torch_batchnorm")  # Batch Renorm's d sees the bias
+    assert dropped == (["features.0.bias", "features.4.bias", "head.0.bias", "head.3.bias"] if cancelled else [])
+    if norm != "noisy_batchnorm":  # its noise is random per call: the same output only for the same draw
+        x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
+        assert torch.allclose(with_bias(x), without(x), atol=1e-10)
