@@ -30,7 +30,7 @@ from bnexp.yamlio import YamlProblem, parse, parse_value
 
 NormName = Literal[
     "batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "none", "groupnorm",
-    "layernorm", "instancenorm",
+    "layernorm", "instancenorm", "weightnorm", "spectralnorm",
 ]  # fmt: skip
 NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
@@ -44,7 +44,10 @@ NORM_TAGS = {
     "groupnorm": "gn",
     "layernorm": "ln",
     "instancenorm": "in",
+    "weightnorm": "wn",
+    "spectralnorm": "sn",
 }
+WEIGHT_NORMS = ("weightnorm", "spectralnorm")  # reparametrize the weights of every conv/fc layer, not activations
 BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm")
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
 MAX_RUN_NAME = 160

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bnexp.config import ModelConfig
+from bnexp.config import WEIGHT_NORMS, ModelConfig
 from bnexp.nn import BatchNorm, BatchRenorm, NormFactory, norm_factory
 
 
@@ -40,7 +40,19 @@ def build_model(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
         gaussian_init(model, cfg.init_std)
     if not cfg.bias_before_norm:
         drop_biases_before_batch_norms(model)
+    if cfg.norm in WEIGHT_NORMS:
+        reparametrize_weights(model, cfg.norm)
     return model
+
+
+def reparametrize_weights(model: nn.Module, norm: str) -> None:
+    """Every conv and fc layer, the output layer included, through torch's own parametrizations: weight norm
+    (Salimans & Kingma 2016: w = g · v / ‖v‖ per output unit) or spectral norm (Miyato et al. 2018: W / σ_max(W),
+    σ_max by one power iteration per training forward). Called after any custom init, which they then start from."""
+    wrap = nn.utils.parametrizations.weight_norm if norm == "weightnorm" else nn.utils.parametrizations.spectral_norm
+    for m in list(model.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            wrap(m)
 
 
 def gaussian_init(model: nn.Module, std: float) -> None:

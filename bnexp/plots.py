@@ -29,6 +29,8 @@ NORM_COLORS = {
     "instancenorm": "#b06000",
     "batchrenorm": "#d01884",
     "noisy_batchnorm": "#7cb342",
+    "weightnorm": "#f9ab00",
+    "spectralnorm": "#5f6368",
 }
 NORM_LABELS = {
     "none": "no norm",
@@ -40,6 +42,8 @@ NORM_LABELS = {
     "instancenorm": "InstanceNorm",
     "batchrenorm": "Batch Renorm",
     "noisy_batchnorm": "noisy BN",
+    "weightnorm": "Weight Norm",
+    "spectralnorm": "Spectral Norm",
 }
 LINESTYLES = ["-", "--", ":", "-."]
 LN10 = math.log(10)

@@ -119,3 +119,23 @@ def test_bias_before_norm_false_drops_only_the_biases_a_batch_norm_cancels(norm)
     if norm != "noisy_batchnorm":  # its noise is random per call: the same output only for the same draw
         x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
         assert torch.allclose(with_bias(x), without(x), atol=1e-10)
+
+
+def test_weight_norm_starts_from_the_same_function_and_spectral_norm_bounds_sigma_max():
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(name="lenet5", norm="none"), MNIST_LIKE)
+    torch.manual_seed(0)
+    wn = build_model(ModelConfig(name="lenet5", norm="weightnorm"), MNIST_LIKE)
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(plain(x), wn(x), atol=1e-5)  # g starts at ||v||: the same weights
+    assert len(list(wn.parameters())) == len(list(plain.parameters())) + 5  # one g per conv/fc layer
+    sn = build_model(ModelConfig(name="lenet5", norm="spectralnorm"), MNIST_LIKE).train()
+    for _ in range(30):  # each training forward runs one power iteration
+        sn(x)
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+              for m in sn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # fmt: skip
+    assert len(sigmas) == 5 and all(abs(s - 1) < 0.05 for s in sigmas), sigmas
+    # its power-iteration vectors are state: a model loaded from the state dict continues identically
+    again = build_model(ModelConfig(name="lenet5", norm="spectralnorm"), MNIST_LIKE).train()
+    again.load_state_dict(sn.state_dict())
+    assert torch.equal(again(x), sn(x))

@@ -25,6 +25,8 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
     - layernorm: all features of a sample; on conv maps that is GroupNorm(1, C) (per-channel affine).
     - instancenorm: each channel of each sample over its spatial positions; an fc feature has no spatial
       extent, so fc layers get no normalization (nn.Identity) under instancenorm.
+    - weightnorm, spectralnorm: no activation normalization (nn.Identity); `build_model` reparametrizes the
+      weights instead (`reparametrize_weights`).
     - none: nn.Identity.
     `norm_layers: conv` gives the fc layers nn.Identity whatever the norm.
     """
@@ -61,7 +63,7 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
                 )
             case "instancenorm":
                 return nn.GroupNorm(c, c, eps=eps, affine=affine) if spatial else nn.Identity()
-            case "none":
+            case "none" | "weightnorm" | "spectralnorm":
                 return nn.Identity()
         raise ValueError(f"unknown norm {cfg.norm!r}")
 

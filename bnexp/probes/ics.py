@@ -4,7 +4,8 @@ For layer i with weights W_i at a probe step t on the step's batch:
     G_i  = grad_{W_i} L(W_1, ..., W_k)                         (all layers at step t)
     G'_i = grad_{W_i} L(W'_1, ..., W'_{i-1}, W_i, ..., W_k)    (the layers before i after this step's update)
 where the update is the optimizer's own (the same step the run then takes). "Layers before i" are all
-parameters that come before W_i in the model (conv/fc weights and biases, norm parameters). Recorded per
+parameters that come before W_i in the model (conv/fc weights and biases, norm parameters). Under weight or
+spectral norm, W_i is the parameter the weight is computed from (`weight_leaves`). Recorded per
 layer: ||G_i - G'_i|| (the shift), and cos(G_i, G'_i). Runs inside `untouched`.
 """
 
@@ -24,6 +25,16 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def weight_leaves(layer: nn.Module) -> list[nn.Parameter]:
+    """The parameters a layer's weight is computed from: the weight itself, or under torch's parametrizations
+    their originals (spectral norm: W; weight norm: g, then the direction v). The last one is the weight whose
+    gradient the probe reports."""
+    if nn.utils.parametrize.is_parametrized(layer, "weight"):
+        originals = layer.parametrizations.weight
+        return [getattr(originals, n) for n in ("original0", "original1", "original") if hasattr(originals, n)]
+    return [layer.weight]
+
+
 class IcsProbe:
     name = "ics"
 
@@ -39,7 +50,8 @@ class IcsProbe:
         params = list(model.parameters())
         layers = weight_layers(model)
         index = {id(p): i for i, p in enumerate(params)}
-        weights = [m.weight for _, m in layers]
+        leaves = [weight_leaves(m) for _, m in layers]
+        weights = [ls[-1] for ls in leaves]
         original = [p.detach().clone() for p in params]
         with untouched(model, optimizer) as reset, torch.enable_grad():
             reset()
@@ -53,8 +65,8 @@ class IcsProbe:
             optimizer.step()
             updated = [p.detach().clone() for p in params]
             rows = []
-            for w, g in zip(weights, before, strict=True):
-                cut = index[id(w)]
+            for w, ls, g in zip(weights, leaves, before, strict=True):
+                cut = min(index[id(q)] for q in ls)  # the layer's own parameters are not "before" it
                 with torch.no_grad():
                     for j, p in enumerate(params):
                         p.copy_(updated[j] if j < cut else original[j])
