@@ -12,7 +12,7 @@ from pathlib import Path
 from bnexp.config import RunPlan, config_diff
 from bnexp.distributed import World
 from bnexp.errors import BnexpError
-from bnexp.lock import Busy, holder, run_lock
+from bnexp.lock import LOCK_FILE, Busy, alone, holder, run_lock
 from bnexp.store import CHECKPOINT, SUMMARY, CorruptFile, LinkRefused, RunDir, child_path, real_dir
 
 FINISHED = ("completed", "diverged")
@@ -61,7 +61,7 @@ def plan_actions(plans: list[RunPlan], out_dir: Path, restart: bool, restart_run
             actions[plan.name] = "start" if restart or plan.name in restart_runs else blocked
             continue
         if restart or plan.name in restart_runs:
-            done_since = since is not None and summary.get("status") in FINISHED and _mtime(run.path / SUMMARY) >= since
+            done_since = since is not None and summary.get("status") in FINISHED and mtime(run.path / SUMMARY) >= since
             actions[plan.name] = "skip (finished by another process)" if done_since else "start"
             continue
         diff = config_diff(recorded, plan.resolved())
@@ -112,21 +112,29 @@ def claimed(plan: RunPlan, claim: Claim, world: World = World()) -> Iterator[str
 
 def left_to_others(plans: list[RunPlan], out_dir: Path, statuses: dict[str, str]) -> list[str]:
     """Runs left to other processes (busy, or in another shard) that have not ended yet."""
-    waiting = []
-    for plan in plans:
-        if statuses.get(plan.name) not in ("busy", OTHER_SHARD):
-            continue
-        run = RunDir(out_dir / plan.name)
-        try:
-            status = (run.summary() or {}).get("status")
-        except CorruptFile:
-            status = None
-        if status not in (*FINISHED, "failed") or holder(run.path):
-            waiting.append(plan.name)
-    return waiting
+    return [plan.name for plan in plans if statuses.get(plan.name) in ("busy", OTHER_SHARD)
+            and (recorded_status(out_dir / plan.name) not in (*FINISHED, "failed") or holder(out_dir / plan.name))]
 
 
-def _mtime(path: Path) -> float:
+def recorded_status(run: Path) -> str | None:
+    """The status in a run's summary; None without one, or with one that does not parse."""
+    try:
+        return (RunDir(run).summary() or {}).get("status")
+    except CorruptFile:
+        return None
+
+
+def record_failure(run: RunDir, error: str, log: str) -> None:
+    """A failed summary (with `error`) and error.log for a run whose process died without writing them, unless
+    another process holds the run by now (a rank or worker that outlived its parent, or a new claim)."""
+    with alone(run.path, LOCK_FILE) as free:
+        if free:
+            run.write_error(log)
+            run.write_summary({"run": run.name, "status": "failed", "error": error})
+
+
+def mtime(path: Path) -> float:
+    """A file's modification time; 0 when it is missing."""
     try:
         return path.stat().st_mtime
     except OSError:

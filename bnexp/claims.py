@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp import stats
-from bnexp.config import CLAIM_QUANTITIES, ClaimConfig
+from bnexp.config import CLAIM_QUANTITIES, ClaimConfig, ProbeConfig
 from bnexp.report_sections import median  # NaN for no values: `measure` turns it into None
 from bnexp.results import Experiment, Run, curve_quantities, per_step, value_at
 
@@ -88,7 +88,7 @@ def _linear_region_share(run: Run, at: Any) -> float | None:
     outside the histogram's range included); per layer, or the mean over layers."""
     if not run.probes:
         return None
-    lo, hi = (run.config.get("probes") or {}).get("range") or (-6.0, 6.0)
+    lo, hi = (run.config.get("probes") or {}).get("range") or ProbeConfig().range
     last = max(p["step"] for p in run.probes)
     shares = []
     for p in sorted((p for p in run.probes if p["step"] == last), key=lambda p: p["layer"]):

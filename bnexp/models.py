@@ -71,17 +71,14 @@ def cancels_a_bias(norm: nn.Module) -> bool:
     return isinstance(norm, (BatchNorm, nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(norm, BatchRenorm)
 
 
-def drop_biases_before_batch_norms(model: nn.Module) -> list[nn.Module]:
+def drop_biases_before_batch_norms(model: nn.Module) -> None:
     """Remove the bias of every conv/fc layer whose output goes straight into a norm that cancels it (a3: the
-    bias before BN is redundant). Returns the layers changed."""
-    changed = []
+    bias before BN is redundant)."""
     for seq in model.modules():
         if isinstance(seq, nn.Sequential):
             for layer, after in zip(list(seq)[:-1], list(seq)[1:], strict=True):
                 if isinstance(layer, (nn.Conv2d, nn.Linear)) and cancels_a_bias(after):
                     layer.register_parameter("bias", None)
-                    changed.append(layer)
-    return changed
 
 
 def activation(name: str) -> nn.Module:

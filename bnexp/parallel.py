@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 
-from bnexp.claim import Claim, claimed, status_of, to_train
+from bnexp.claim import Claim, claimed, record_failure, status_of, to_train
 from bnexp.config import RunPlan
 from bnexp.data import DataCache
 from bnexp.lifetime import die_with_parent
-from bnexp.lock import LOCK_FILE, alone
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
 from bnexp.train import StopRequest, select_device, train_run
@@ -51,10 +50,9 @@ def _worker(cores: list[int], conn: Connection, parent_pid: int, claim: Claim, d
     torch.set_num_threads(len(cores))
     data = DataCache(data_root)
     while not stop:
-        task = conn.recv()
-        if task is None:
+        plan = conn.recv()
+        if plan is None:
             break
-        plan, _ = task
         with claimed(plan, claim) as action:
             if not to_train(action):  # another process finished or took it since the plan was made
                 conn.send(("skip", plan.name, action))
@@ -77,15 +75,14 @@ class _Slot:
         child.close()
         self.cores, self.current, self.busy = cores, None, False
 
-    def give(self, task: tuple[RunPlan, str] | None) -> None:
-        self.busy = task is not None
-        self.conn.send(task)
+    def give(self, plan: RunPlan | None) -> None:
+        self.busy = plan is not None
+        self.conn.send(plan)
 
 
 def run_parallel(
-    todo: list[tuple[RunPlan, str]],
+    todo: list[RunPlan],
     jobs: int,
-    out_dir: Path,
     data_root: Any,
     device_name: str | None,
     keep_checkpoints: bool,
@@ -93,8 +90,9 @@ def run_parallel(
     reporter: PlainReporter,
     claim: Claim,
 ) -> dict[str, str]:
-    """Run `todo` ((plan, action) pairs) on `jobs` worker processes; returns each run's final status.
-    `device_name` (--device) overrides every run's device; None: each run's own config says."""
+    """Run `todo` on `jobs` worker processes, each run claimed by its worker (`claim`); returns each run's final
+    status. `device_name` (--device) overrides every run's device; None: each run's own config says."""
+    out_dir = claim.out_dir
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     args = (claim, data_root, device_name, keep_checkpoints)
     pending = list(todo)
@@ -154,7 +152,7 @@ def run_parallel(
         raise
     finally:
         _end_workers(slots, grace)
-    for plan, _ in todo:
+    for plan in todo:
         statuses.setdefault(plan.name, "interrupted" if stop else "failed")
     return statuses
 
@@ -168,12 +166,8 @@ def _record_dead_worker(out_dir: Path, slot: _Slot, name: str, reporter: PlainRe
     if slot.current is None:
         return
     statuses[name] = "failed"
-    run = RunDir(out_dir / name)
     try:
-        with alone(run.path, LOCK_FILE) as free:  # the worker's lock died with it, unless someone took the run
-            if free:
-                run.write_error(error + "\n")
-                run.write_summary({"run": name, "status": "failed", "error": error})
+        record_failure(RunDir(out_dir / name), error, error + "\n")
     except OSError as e:
         reporter.message(f"{name}: cannot record the failure ({e})")
 

@@ -542,21 +542,23 @@ def init_scale(exp: Experiment) -> Figure:
     for (norm, activation), runs in by_norm.items():
         style = {"color": color(runs[0])}
         name = NORM_LABELS.get(norm, norm) + (" sigmoid" if activation == "sigmoid" else "")
-        scales = sorted({r.model["init_std"] for r in runs if r.model.get("init_std") is not None})
-        accs = {sd: [r.summary.get("final_test_acc") for r in runs if r.model.get("init_std") == sd] for sd in scales}
+        at_scale: dict[float | None, list[Run]] = {}
+        for run in runs:
+            at_scale.setdefault(run.model.get("init_std"), []).append(run)
+        accs = {sd: [a for a in (r.summary.get("final_test_acc") for r in rs) if a is not None]
+                for sd, rs in at_scale.items()}  # fmt: skip
+        default = accs.pop(None, [])
+        scales = sorted(accs)
         for sd in scales:
-            ys = [a for a in accs[sd] if a is not None]
-            ax.scatter([sd] * len(ys), ys, s=14, alpha=0.6, **style)
-            diverged = sum(r.status == "diverged" for r in runs if r.model.get("init_std") == sd)
+            ax.scatter([sd] * len(accs[sd]), accs[sd], s=14, alpha=0.6, **style)
+            diverged = sum(r.status == "diverged" for r in at_scale[sd])
             if diverged:  # no accuracy to draw: a cross on the chance line, with the count
                 ax.scatter([sd], [0.1], marker="x", s=40, **style)
                 ax.annotate(f"{diverged} diverged", (sd, 0.1), textcoords="offset points", xytext=(4, 4),
                             fontsize=7, **style)  # fmt: skip
-        medians = [float(np.median([a for a in accs[sd] if a is not None] or [np.nan])) for sd in scales]
-        ax.plot(scales, medians, marker="o", label=f"{name} (n={max(len(v) for v in accs.values())} per scale)",
-                **style)  # fmt: skip
-        default = [r.summary.get("final_test_acc") for r in runs if r.model.get("init_std") is None]
-        default = [a for a in default if a is not None]
+        medians = [float(np.median(accs[sd] or [np.nan])) for sd in scales]
+        n = max(len(at_scale[sd]) for sd in scales)
+        ax.plot(scales, medians, marker="o", label=f"{name} (n={n} per scale)", **style)
         if default:
             ax.axhline(float(np.median(default)), linestyle="--", linewidth=1,
                        label=f"{name}, torch's default init (median, n={len(default)})", **style)  # fmt: skip

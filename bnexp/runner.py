@@ -22,13 +22,25 @@ from typing import Any
 import yaml
 
 from bnexp.analyses import analyze_experiment, requested
-from bnexp.claim import FINISHED, OTHER_SHARD, Claim, claimed, left_to_others, plan_actions, status_of, to_train
+from bnexp.claim import (
+    FINISHED,
+    OTHER_SHARD,
+    Claim,
+    claimed,
+    left_to_others,
+    mtime,
+    plan_actions,
+    record_failure,
+    recorded_status,
+    status_of,
+    to_train,
+)
 from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
 from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
 from bnexp.estimate import estimate, wall_seconds
-from bnexp.lock import LOCK_FILE, alone, experiment_lock, holder
+from bnexp.lock import alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter, duration
 from bnexp.results import REFERENCES_FILE
@@ -237,8 +249,8 @@ def run_experiment(
         claim = (Claim(out_dir, restart, restart_runs, since) if not launched  # the launcher's starts are restarts
                  else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start")))
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
-            statuses |= run_parallel(todo, jobs, out_dir, data_root, device_name, keep_checkpoints, stop, reporter,
-                                     claim)  # fmt: skip
+            statuses |= run_parallel([p for p, _ in todo], jobs, data_root, device_name, keep_checkpoints, stop,
+                                     reporter, claim)  # fmt: skip
             todo = []
         for plan, _ in todo:
             if stop:
@@ -334,20 +346,12 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
             stop.request(signum)
         for name in list(todo):
             run = RunDir(out_dir / name)
-            try:
-                summary = run.summary() or {}
-            except CorruptFile:
-                summary = {}
-            fresh = _mtime(run.path / SUMMARY) >= started
-            if fresh and summary.get("status"):
-                statuses[name] = summary["status"]
+            status = recorded_status(run.path)
+            if status and mtime(run.path / SUMMARY) >= started:
+                statuses[name] = status
                 del todo[name]
-            elif code and _mtime(run.path / "config.yaml") >= started:  # it died without a word
-                with alone(run.path, LOCK_FILE) as free:  # not while a rank that outlived the launcher writes
-                    if free:
-                        run.write_error(message + "\n")
-                        run.write_summary({"run": name, "status": "failed",
-                                           "error": f"a process ended: {message[-500:]}"})  # fmt: skip
+            elif code and mtime(run.path / "config.yaml") >= started:  # it died without a word
+                record_failure(run, f"a process ended: {message[-500:]}", message + "\n")
                 statuses[name] = "failed"
                 del todo[name]
         if code == 0 or stop:
@@ -360,21 +364,7 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
                 for n, a in todo.items()}  # fmt: skip
     for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken, finished or blocked meanwhile
         declined = "blocked" if code == 0 else "failed"  # a launch that ended well left it on purpose (ranks said why)
+        recorded = recorded_status(out_dir / name)
         statuses.setdefault(name, "interrupted" if stop else "busy" if holder(out_dir / name) else
-                            _finished(out_dir / name) or declined)  # fmt: skip
+                            recorded if recorded in FINISHED else declined)  # fmt: skip
     return statuses
-
-
-def _finished(run: Path) -> str | None:
-    try:
-        status = (RunDir(run).summary() or {}).get("status")
-    except CorruptFile:
-        return None
-    return status if status in FINISHED else None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
