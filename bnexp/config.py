@@ -30,7 +30,7 @@ from bnexp.yamlio import YamlProblem, parse, parse_value
 
 NormName = Literal[
     "batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "none", "groupnorm",
-    "layernorm", "instancenorm", "weightnorm", "spectralnorm",
+    "layernorm", "instancenorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
 ]  # fmt: skip
 NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
@@ -46,9 +46,13 @@ NORM_TAGS = {
     "instancenorm": "in",
     "weightnorm": "wn",
     "spectralnorm": "sn",
+    "l1_batchnorm": "l1bn",
+    "linf_batchnorm": "linfbn",
 }
 WEIGHT_NORMS = ("weightnorm", "spectralnorm")  # reparametrize the weights of every conv/fc layer, not activations
-BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm")
+BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "l1_batchnorm",
+               "linf_batchnorm")
+LP_BATCH_NORMS = {"l1_batchnorm": 1.0, "linf_batchnorm": float("inf")}  # norm -> p of bnexp.nn.LpBatchNorm
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
 MAX_RUN_NAME = 160
 UINT32 = 2**32 - 1
@@ -911,8 +915,9 @@ def _check_processes(cfg: ExperimentConfig, where: Locate) -> None:
     if cfg.bn_sync == "sync" and not norms & set(BATCH_NORMS):
         fail("bn_sync", "sync synchronizes batch statistics, and no model here has a batch norm "
              f"({', '.join(sorted(norms))}); use bn_sync: local")  # fmt: skip
-    if cfg.bn_sync == "sync" and "naive_batchnorm" in norms:
-        fail("bn_sync", "sync is not available for naive_batchnorm; allowed with sync: batchnorm, batchrenorm, "
+    unsynced = sorted(norms & {"naive_batchnorm", *LP_BATCH_NORMS})
+    if cfg.bn_sync == "sync" and unsynced:
+        fail("bn_sync", f"sync is not available for {', '.join(unsynced)}; allowed with sync: batchnorm, batchrenorm, "
              "noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip
     if cfg.compile:
         fail("compile", "compile: true is for one process; set it to false with processes > 1")

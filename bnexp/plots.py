@@ -31,6 +31,8 @@ NORM_COLORS = {
     "noisy_batchnorm": "#7cb342",
     "weightnorm": "#f9ab00",
     "spectralnorm": "#5f6368",
+    "l1_batchnorm": "#8ab4f8",
+    "linf_batchnorm": "#0b3d91",
 }
 NORM_LABELS = {
     "none": "no norm",
@@ -44,6 +46,8 @@ NORM_LABELS = {
     "noisy_batchnorm": "noisy BN",
     "weightnorm": "Weight Norm",
     "spectralnorm": "Spectral Norm",
+    "l1_batchnorm": "ℓ1 BN",
+    "linf_batchnorm": "ℓ∞ BN",
 }
 LINESTYLES = ["-", "--", ":", "-."]
 LN10 = math.log(10)

@@ -147,7 +147,16 @@ IMPLEMENTATIONS = {
     "torch_batchnorm": "torch.nn.BatchNorm1d/2d",
     "batchrenorm": "bnexp.nn.BatchRenorm (BatchNorm with clipped r, d corrections)",
     "noisy_batchnorm": "bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
+    "l1_batchnorm": "bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
+    "linf_batchnorm": "bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
 }
+
+
+LP_CONVENTIONS = {
+    norm: {"train_variance": f"none: divides by sqrt(s^2 + eps), s = {scale} of the centred batch per channel",
+           "running_variance": "running_var is the running average of s^2 (no m / (m - 1) factor)"}
+    for norm, scale in (("l1_batchnorm", "mean absolute deviation"), ("linf_batchnorm", "largest absolute deviation"))
+}  # fmt: skip
 
 
 def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world: World = World()) -> dict[str, Any]:
@@ -168,6 +177,7 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
         "train_variance": "biased (divide by m)",
         "running_variance": "unbiased (m / (m - 1))",
         "running_var_init": 1.0,
+        **LP_CONVENTIONS.get(cfg.norm, {}),
         "placement": "after conv/fc, before the activation; not after the last layer",
     }
     if world.size > 1 and exp is not None:

@@ -310,6 +310,10 @@ def test_processes_rules(tmp_path):
     sync = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: naive_batchnorm}")
     e = error_of(tmp_path, sync + "processes: 2\nbn_sync: sync\n")
     assert e.key == "bn_sync" and "naive_batchnorm" in str(e)
+    for norm in ("l1_batchnorm", "linf_batchnorm"):
+        lp = TINY_CONFIG.replace("{name: lenet5, norm: none}", f"{{name: lenet5, norm: {norm}}}")
+        e = error_of(tmp_path, lp + "processes: 2\nbn_sync: sync\n")
+        assert e.key == "bn_sync" and f"not available for {norm}" in str(e)
     e = error_of(tmp_path, TINY_CONFIG + "processes: 2\nlandscape_probe: {every_steps: 5}\n")
     assert e.key == "landscape_probe"
     cfg = load_config(write(tmp_path, TINY_CONFIG + "processes: 2\n"))

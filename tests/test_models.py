@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from bnexp.config import NORMS, ModelConfig
+from bnexp.config import LP_BATCH_NORMS, NORMS, ModelConfig
 from bnexp.models import MODELS, InputSpec, build_model
-from bnexp.nn import BatchNorm, BatchRenorm, NaiveBatchNorm, NoisyBatchNorm
+from bnexp.nn import BatchNorm, BatchRenorm, LpBatchNorm, NaiveBatchNorm, NoisyBatchNorm
 
 MNIST_LIKE = InputSpec(1, 28, 28, 10)
 
@@ -76,9 +76,12 @@ def test_every_norm_builds_and_runs(norm):
         "instancenorm": nn.GroupNorm,
         "batchrenorm": BatchRenorm,
         "noisy_batchnorm": NoisyBatchNorm,
+        "l1_batchnorm": LpBatchNorm,
+        "linf_batchnorm": LpBatchNorm,
     }
     if norm in expected:
         assert any(type(m) is expected[norm] for m in model.modules())
+        assert all(m.p == LP_BATCH_NORMS[norm] for m in model.modules() if isinstance(m, LpBatchNorm))
     else:
         assert not any(isinstance(m, (nn.BatchNorm2d, BatchNorm, nn.GroupNorm)) for m in model.modules())
 

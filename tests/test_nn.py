@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import random
 
 import pytest
 import torch
 from torch import nn
 
-from bnexp.nn import BatchNorm, BatchRenorm, NaiveBatchNorm, NoisyBatchNorm, convert_momentum
+from bnexp.nn import BatchNorm, BatchRenorm, LpBatchNorm, NaiveBatchNorm, NoisyBatchNorm, convert_momentum
 from bnexp.nn.batchnorm import _BatchNormTrain
 
 TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -293,6 +294,89 @@ def test_batchrenorm_ramp_and_gradcheck():
     ((x_hat * m.weight[:, None] + m.bias[:, None]) * probe).sum().backward()
     for mine, reference in zip(grads, (x.grad, m.weight.grad, m.bias.grad), strict=True):
         assert torch.allclose(mine, reference, rtol=1e-10, atol=1e-12)
+
+
+# -- ℓp batch norm ------------------------------------------------------------------------------------------
+
+
+def lp_reference(x: torch.Tensor, p: float, eps: float = 1e-5) -> torch.Tensor:
+    """The definition, one channel at a time in float64: centre, divide by sqrt(s_p^2 + eps)."""
+    out = torch.empty_like(x, dtype=torch.float64)
+    for c in range(x.shape[1]):
+        v = x[:, c].double()
+        d = v - v.mean()
+        s = d.abs().max() if p == math.inf else d.abs().pow(p).mean().pow(1 / p)
+        out[:, c] = d / math.sqrt(s.item() ** 2 + eps)
+    return out
+
+
+@pytest.mark.parametrize("p", [1, 2, math.inf])
+@pytest.mark.parametrize("shape", [(16, 3), (5, 4, 3, 3)])
+def test_lp_batchnorm_matches_its_definition(p, shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 1
+    y = LpBatchNorm(shape[1], p=p)(x)
+    torch.testing.assert_close(y.double(), lp_reference(x, p), rtol=1e-5, atol=1e-5)
+
+
+def test_l2_batchnorm_is_batchnorm_in_training_eval_and_gradients():
+    torch.manual_seed(1)
+    lp, bn = LpBatchNorm(4, p=2).double(), BatchNorm(4).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    lp.load_state_dict(bn.state_dict())
+    for step in range(3):
+        x = (torch.randn(8, 4, 3, 3, dtype=torch.float64) * (step + 1)).requires_grad_()
+        x2 = x.detach().clone().requires_grad_()
+        y_lp, y_bn = lp(x), bn(x2)
+        torch.testing.assert_close(y_lp, y_bn, **TOL[torch.float64])
+        (y_lp * torch.arange(y_lp.numel(), dtype=torch.float64).view_as(y_lp).sin()).sum().backward()
+        (y_bn * torch.arange(y_bn.numel(), dtype=torch.float64).view_as(y_bn).sin()).sum().backward()
+        torch.testing.assert_close(x.grad, x2.grad, **TOL[torch.float64])
+    torch.testing.assert_close(lp.weight.grad, bn.weight.grad, **TOL[torch.float64])
+    for name, buf in bn.state_dict().items():
+        torch.testing.assert_close(lp.state_dict()[name], buf, **TOL[torch.float64])
+    x = torch.randn(8, 4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(lp.eval()(x), bn.eval()(x), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("p", [1, math.inf])
+@pytest.mark.parametrize("affine", [True, False])
+def test_lp_batchnorm_gradcheck(p, affine):
+    torch.manual_seed(2)
+    x = torch.randn(6, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    m = LpBatchNorm(3, p=p, affine=affine).double()
+    if affine:
+        with torch.no_grad():
+            m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+@pytest.mark.parametrize("p", [1, math.inf])
+def test_lp_batchnorm_running_statistics_and_eval_mode(p):
+    """momentum None: the running estimates are the plain averages of the batch means and of s_p^2 (no
+    m / (m - 1) factor), and eval mode divides by sqrt(running s_p^2 + eps)."""
+    torch.manual_seed(3)
+    m = LpBatchNorm(2, p=p, momentum=None).double()
+    batches = [torch.randn(10, 2, dtype=torch.float64) * (i + 1) + i for i in range(4)]
+    for x in batches:
+        m(x)
+    means = torch.stack([x.mean(0) for x in batches]).mean(0)
+    scales = [(x - x.mean(0)).abs() for x in batches]
+    squares = torch.stack([(s.amax(0) if p == math.inf else s.mean(0)) ** 2 for s in scales]).mean(0)
+    torch.testing.assert_close(m.running_mean, means, **TOL[torch.float64])
+    torch.testing.assert_close(m.running_var, squares, **TOL[torch.float64])
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(m.eval()(x), (x - means) / torch.sqrt(squares + 1e-5), **TOL[torch.float64])
+    assert not m.running_var.requires_grad and m.running_var.grad_fn is None
+
+
+def test_lp_batchnorm_state_dict_is_torchs_and_bad_p_is_refused():
+    assert set(LpBatchNorm(3, p=1).state_dict()) == set(nn.BatchNorm1d(3).state_dict())
+    with pytest.raises(ValueError, match="p must be 1, 2 or inf"):
+        LpBatchNorm(3, p=3)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        LpBatchNorm(3, p=1)(torch.randn(1, 3))
 
 
 # -- noisy BN and scale invariance ----------------------------------------------------------------------------

@@ -207,12 +207,16 @@ class BatchNorm(nn.Module):
         y = _BatchNormTrain.apply(x, self.weight, self.bias, mean, inv_std, m, self.process_group)
         return y, mean, var, m
 
+    def _running_var_sample(self, var: Tensor, m: int) -> Tensor:
+        """What one batch contributes to the running variance: the unbiased variance."""
+        return var * (m / (m - 1))
+
     def _update_running_stats(self, mean: Tensor, var: Tensor, m: int) -> None:
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-            self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+            self.running_var.lerp_(self._running_var_sample(var, m).to(self.running_var.dtype), factor)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
