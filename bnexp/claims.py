@@ -185,6 +185,7 @@ QUANTITIES: dict[str, Callable[[Run, Any], Any]] = {
     "running_var_gap": _running_var_gap,
     "scale_output_change": _scale("output_rel_error"),
     "scale_grad_ratio_error": _scale("grad_ratio"),
+    "step_time_ratio_to_bn": lambda run, at: run.analyses["step_cost"]["result"]["ratio_to_batchnorm"],
 }
 assert set(QUANTITIES) == set(CLAIM_QUANTITIES), "bnexp.config.CLAIM_QUANTITIES and QUANTITIES must agree"
 

@@ -31,6 +31,7 @@ from bnexp.yamlio import YamlProblem, parse, parse_value
 NormName = Literal[
     "batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "none", "groupnorm",
     "layernorm", "instancenorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
+    "decorrelated_batchnorm",
 ]  # fmt: skip
 NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
@@ -48,10 +49,11 @@ NORM_TAGS = {
     "spectralnorm": "sn",
     "l1_batchnorm": "l1bn",
     "linf_batchnorm": "linfbn",
+    "decorrelated_batchnorm": "dbn",
 }
 WEIGHT_NORMS = ("weightnorm", "spectralnorm")  # reparametrize the weights of every conv/fc layer, not activations
 BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "l1_batchnorm",
-               "linf_batchnorm")
+               "linf_batchnorm", "decorrelated_batchnorm")
 LP_BATCH_NORMS = {"l1_batchnorm": 1.0, "linf_batchnorm": float("inf")}  # norm -> p of bnexp.nn.LpBatchNorm
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
 MAX_RUN_NAME = 160
@@ -116,6 +118,8 @@ class ModelConfig:
     norm: NormName = "batchnorm"
     activation: Literal["relu", "sigmoid"] = "relu"
     groups: int = field(default=2, metadata=_range(1, 4096))  # groupnorm only
+    # decorrelated_batchnorm only: channels whitened together (null: 16, Huang et al. 2018's choice)
+    whitening_group: int | None = field(default=None, metadata=_range(1, 256))
     # torch's convention: running = (1 - m) * running + m * batch; null = cumulative average
     bn_momentum: float | None = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
     bn_eps: float = field(default=1e-5, metadata=_range(0.0, 1.0, lo_open=True))
@@ -211,6 +215,7 @@ class AnalysesConfig:
 
     eval_modes: EvalModesConfig | None = None
     scale_invariance: bool = False  # BN((aW)u) = BN(Wu) and the 1/a gradient on the trained model's layers
+    step_cost: bool = False  # time per training step / the same model's with BN, alternating reps, one thread
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ CLAIM_QUANTITIES: dict[str, str] = {
     "ics_shift": "value", "drift_of_mean": "value", "drift_of_sd": "value", "unit_percentile_drift": "value",
     "feature_sd_spread": "value", "linear_region_share": "value", "effective_step_shrink": "value",
     "weight_norm_growth": "value", "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
-    "scale_grad_ratio_error": "value",
+    "scale_grad_ratio_error": "value", "step_time_ratio_to_bn": "value",
 }  # fmt: skip
 # what `at` is for the quantities that need or take one (number: required; layer: optional 1-based layer)
 CLAIM_AT = {"test_acc_at_epoch": "number", "test_acc_at_step": "number", "steps_to_loss_below": "number",
@@ -879,6 +884,9 @@ def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) ->
             raise ConfigError(where(f"{p}.renorm"), f"{p}.renorm", "only for norm: batchrenorm")
         if m.noise is not None and m.norm != "noisy_batchnorm":
             raise ConfigError(where(f"{p}.noise"), f"{p}.noise", "only for norm: noisy_batchnorm")
+        if m.whitening_group is not None and m.norm != "decorrelated_batchnorm":
+            raise ConfigError(where(f"{p}.whitening_group"), f"{p}.whitening_group",
+                              "only for norm: decorrelated_batchnorm")  # fmt: skip
         if m.lr_multipliers and len(set(m.lr_multipliers)) != len(m.lr_multipliers):
             raise ConfigError(where(f"{p}.lr_multipliers"), f"{p}.lr_multipliers", f"duplicates in {m.lr_multipliers}")
         if m.seeds and len(set(m.seeds)) != len(m.seeds):
@@ -915,7 +923,7 @@ def _check_processes(cfg: ExperimentConfig, where: Locate) -> None:
     if cfg.bn_sync == "sync" and not norms & set(BATCH_NORMS):
         fail("bn_sync", "sync synchronizes batch statistics, and no model here has a batch norm "
              f"({', '.join(sorted(norms))}); use bn_sync: local")  # fmt: skip
-    unsynced = sorted(norms & {"naive_batchnorm", *LP_BATCH_NORMS})
+    unsynced = sorted(norms & {"naive_batchnorm", "decorrelated_batchnorm", *LP_BATCH_NORMS})
     if cfg.bn_sync == "sync" and unsynced:
         fail("bn_sync", f"sync is not available for {', '.join(unsynced)}; allowed with sync: batchnorm, batchrenorm, "
              "noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip

@@ -33,6 +33,7 @@ NORM_COLORS = {
     "spectralnorm": "#5f6368",
     "l1_batchnorm": "#8ab4f8",
     "linf_batchnorm": "#0b3d91",
+    "decorrelated_batchnorm": "#c5221f",
 }
 NORM_LABELS = {
     "none": "no norm",
@@ -48,6 +49,7 @@ NORM_LABELS = {
     "spectralnorm": "Spectral Norm",
     "l1_batchnorm": "ℓ1 BN",
     "linf_batchnorm": "ℓ∞ BN",
+    "decorrelated_batchnorm": "ZCA-whitened BN",
 }
 LINESTYLES = ["-", "--", ":", "-."]
 LN10 = math.log(10)
@@ -573,6 +575,34 @@ def init_scale(exp: Experiment) -> Figure:
     ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
     legend_below(ax, 8)
     return finish(fig, exp, f"{exp.name}: accuracy vs initial weight scale")
+
+
+@figure("step_cost", applies=lambda exp: any("step_cost" in r.analyses for r in exp.runs))
+def step_cost(exp: Experiment) -> Figure:
+    """Left: time per training step as a ratio to the same model with BN, measured side by side (each dot one
+    repetition of one run; a bar at the median of the runs' medians). Right: final accuracy, each dot a run."""
+    fig, (cost, acc) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    variants = list(exp.variants.items())
+    for i, (_, runs) in enumerate(variants):
+        style = {"color": color(runs[0])}
+        timed = [r.analyses["step_cost"]["result"] for r in runs if "step_cost" in r.analyses]
+        for j, t in enumerate(timed):
+            offsets = i + 0.08 * (j - (len(timed) - 1) / 2)
+            cost.scatter([offsets] * len(t["ratios"]), t["ratios"], s=10, alpha=0.5, **style)
+        if timed:
+            cost.hlines(float(np.median([t["ratio_to_batchnorm"] for t in timed])), i - 0.3, i + 0.3, **style)
+        accs = [r.summary["final_test_acc"] for r in runs if r.summary.get("final_test_acc") is not None]
+        acc.scatter([i] * len(accs), accs, s=14, **style)
+    names = [label(runs, with_lr=False) for _, runs in variants]
+    for ax in (cost, acc):
+        ax.set_xticks(range(len(variants)), names, rotation=15, ha="right", fontsize=8)
+    cost.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
+    cost.set_ylim(bottom=0)
+    cost.set_ylabel("time per training step / with BN")
+    cost.set_title("cost per step, side by side on one thread", fontsize=9)
+    acc.set_ylabel("final test accuracy (eval mode)")
+    acc.set_title("accuracy", fontsize=9)
+    return finish(fig, exp, f"{exp.name}: cost per training step and accuracy")
 
 
 @figure("eval_modes", applies=lambda exp: any("eval_modes" in r.analyses for r in exp.runs))

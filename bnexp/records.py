@@ -105,6 +105,9 @@ def check_summary(path: Path, summary: dict[str, Any]) -> None:
 def check_analysis(path: Path, name: str, record: Any) -> None:
     """An analysis file: {"result": {...}} with the rows its readers use."""
     check(record, {"result": "dict"}, str(path))
+    if name == "step_cost":
+        check(record["result"], {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"},
+              f"{path}: result")  # fmt: skip
     if name in ANALYSIS_ROWS:
         key, spec = ANALYSIS_ROWS[name]
         rows = record["result"].get(key)

@@ -149,13 +149,19 @@ IMPLEMENTATIONS = {
     "noisy_batchnorm": "bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
     "l1_batchnorm": "bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
     "linf_batchnorm": "bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
+    "decorrelated_batchnorm": "bnexp.nn.DecorrelatedBatchNorm (ZCA whitening per group of channels)",
 }
 
 
-LP_CONVENTIONS = {
+NON_STANDARD_CONVENTIONS = {
     norm: {"train_variance": f"none: divides by sqrt(s^2 + eps), s = {scale} of the centred batch per channel",
            "running_variance": "running_var is the running average of s^2 (no m / (m - 1) factor)"}
     for norm, scale in (("l1_batchnorm", "mean absolute deviation"), ("linf_batchnorm", "largest absolute deviation"))
+} | {
+    "decorrelated_batchnorm": {
+        "train_variance": "whitened: Sigma^(-1/2) (x - mean) per group, Sigma the biased batch covariance + eps I",
+        "running_variance": "running covariance per group, unbiased (m / (m - 1))",
+    }
 }  # fmt: skip
 
 
@@ -177,7 +183,7 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
         "train_variance": "biased (divide by m)",
         "running_variance": "unbiased (m / (m - 1))",
         "running_var_init": 1.0,
-        **LP_CONVENTIONS.get(cfg.norm, {}),
+        **NON_STANDARD_CONVENTIONS.get(cfg.norm, {}),
         "placement": "after conv/fc, before the activation; not after the last layer",
     }
     if world.size > 1 and exp is not None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from bnexp.analyses import eval_modes
+from bnexp.analyses import eval_modes, step_cost
 from bnexp.cli import app
-from bnexp.config import DatasetConfig, EvalModesConfig
+from bnexp.config import DatasetConfig, EvalModesConfig, ModelConfig
 from bnexp.data import load_data
+from bnexp.models import build_model
 from bnexp.nn import BatchNorm
 from bnexp.progress import PlainReporter
+from bnexp.records import check_analysis
 from bnexp.runner import run_experiment
+from bnexp.store import CorruptFile
 from bnexp.validate import load
 
 from .conftest import TINY_CONFIG
@@ -119,3 +123,20 @@ def test_crafted_weights_never_run_code(trained, tmp_path):
     torch.save({"x": Payload()}, exp_dir / "lenet5-bn_lr1x_s0" / "weights.pt")
     out = CliRunner().invoke(app, ["analyze", str(exp_dir), "--data-root", str(root), "--force"])
     assert out.exit_code == 1 and not marker.exists() and "not a plain tensor file" in out.output
+
+
+def test_step_cost_times_a_copy_against_the_bn_twin_and_restores_the_threads(tiny_root):
+    data = load_data(DatasetConfig(name="fashion_mnist", verify_checksums=False), torch.device("cpu"), tiny_root)
+    run = {"model": {"name": "lenet5", "norm": "decorrelated_batchnorm"}, "batch_size": 8}
+    model = build_model(ModelConfig(name="lenet5", norm="decorrelated_batchnorm"), data.inputs).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    threads = torch.get_num_threads()
+    r = step_cost.analyze(model, data, run)
+    assert torch.get_num_threads() == threads and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the timed steps ran on a copy
+    assert r["norm"] == "decorrelated_batchnorm" and len(r["ratios"]) == step_cost.REPS
+    assert all(x > 0 for x in r["ratios"]) and r["ratio_to_batchnorm"] == sorted(r["ratios"])[step_cost.REPS // 2]
+    assert set(r["ms_per_step"]) == {"this", "batchnorm"} and r["torch_threads"] == 1
+    check_analysis(Path("step_cost.json"), "step_cost", {"result": r})
+    with pytest.raises(CorruptFile, match="ratio_to_batchnorm"):
+        check_analysis(Path("step_cost.json"), "step_cost", {"result": {**r, "ratio_to_batchnorm": "fast"}})

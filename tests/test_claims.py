@@ -174,3 +174,13 @@ def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
     assert QUANTITIES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
     assert QUANTITIES["linear_region_share"](run, 2) == 0.0
     assert QUANTITIES["linear_region_share"](run, None) == pytest.approx((18 / 40 + 0) / 2)
+
+
+def test_step_time_ratio_reads_the_step_cost_analysis_and_is_none_without_it(tmp_path):
+    from bnexp.claims import measure
+    from bnexp.results import Run
+    from bnexp.store import RunDir
+
+    timed = Run(RunDir(tmp_path), {}, {}, [], [], [], {"step_cost": {"result": {"ratio_to_batchnorm": 1.6}}})
+    assert measure(timed, "step_time_ratio_to_bn", None) == 1.6
+    assert measure(Run(RunDir(tmp_path), {}, {}, [], [], []), "step_time_ratio_to_bn", None) is None

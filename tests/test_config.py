@@ -310,7 +310,7 @@ def test_processes_rules(tmp_path):
     sync = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: naive_batchnorm}")
     e = error_of(tmp_path, sync + "processes: 2\nbn_sync: sync\n")
     assert e.key == "bn_sync" and "naive_batchnorm" in str(e)
-    for norm in ("l1_batchnorm", "linf_batchnorm"):
+    for norm in ("l1_batchnorm", "linf_batchnorm", "decorrelated_batchnorm"):
         lp = TINY_CONFIG.replace("{name: lenet5, norm: none}", f"{{name: lenet5, norm: {norm}}}")
         e = error_of(tmp_path, lp + "processes: 2\nbn_sync: sync\n")
         assert e.key == "bn_sync" and f"not available for {norm}" in str(e)
@@ -383,3 +383,12 @@ def test_eval_modes_settings_are_bounded_by_the_data(tmp_path):
 def test_grids_and_sync_that_would_do_nothing_are_refused(tmp_path, overrides, words):
     """Issue 19, item 20."""
     assert words in error_of(tmp_path, TINY_CONFIG, overrides).message
+
+
+def test_whitening_group_belongs_to_decorrelated_batchnorm(tmp_path):
+    text = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: none, whitening_group: 8}")
+    e = error_of(tmp_path, text)
+    assert e.key == "models[0].whitening_group" and "decorrelated_batchnorm" in str(e) and e.where.endswith(":6")
+    dbn = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: decorrelated_batchnorm, "
+                              "whitening_group: 8}")  # fmt: skip
+    assert load_config(write(tmp_path, dbn)).models[0].whitening_group == 8

@@ -6,7 +6,7 @@ from torch import nn
 
 from bnexp.config import LP_BATCH_NORMS, NORMS, ModelConfig
 from bnexp.models import MODELS, InputSpec, build_model
-from bnexp.nn import BatchNorm, BatchRenorm, LpBatchNorm, NaiveBatchNorm, NoisyBatchNorm
+from bnexp.nn import BatchNorm, BatchRenorm, DecorrelatedBatchNorm, LpBatchNorm, NaiveBatchNorm, NoisyBatchNorm
 
 MNIST_LIKE = InputSpec(1, 28, 28, 10)
 
@@ -78,6 +78,7 @@ def test_every_norm_builds_and_runs(norm):
         "noisy_batchnorm": NoisyBatchNorm,
         "l1_batchnorm": LpBatchNorm,
         "linf_batchnorm": LpBatchNorm,
+        "decorrelated_batchnorm": DecorrelatedBatchNorm,
     }
     if norm in expected:
         assert any(type(m) is expected[norm] for m in model.modules())

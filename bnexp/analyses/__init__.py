@@ -2,7 +2,8 @@
 their results into the run directory (`<run>/analyses/<name>.json`), skip what is already done.
 
 eval_modes: accuracy under each way a normalized model can be evaluated (a2's pitfalls, re-estimated
-statistics); scale_invariance: BN's invariance to the scale of the preceding weights, measured.
+statistics); scale_invariance: BN's invariance to the scale of the preceding weights, measured; step_cost: the
+time of a training step as a ratio to the same model with BN, side by side.
 Run by `bnexp run` after training and on their own by `bnexp analyze RESULTS`.
 """
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 import bnexp
-from bnexp.analyses import eval_modes, scale_invariance
+from bnexp.analyses import eval_modes, scale_invariance, step_cost
 from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
 from bnexp.data import Data, load_data
 from bnexp.errors import BnexpError
@@ -45,6 +46,7 @@ ANALYSES: dict[str, Analysis] = {
         model, data, settings, run["batch_size"], run["seed"]
     ),
     "scale_invariance": lambda model, data, settings, run: scale_invariance.analyze(model, data),
+    "step_cost": lambda model, data, settings, run: step_cost.analyze(model, data, run),
 }
 
 
@@ -57,6 +59,8 @@ def requested(cfg: AnalysesConfig | None) -> dict[str, Any]:
         out["eval_modes"] = cfg.eval_modes
     if cfg.scale_invariance:
         out["scale_invariance"] = True
+    if cfg.step_cost:
+        out["step_cost"] = True
     return out
 
 

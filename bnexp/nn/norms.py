@@ -11,6 +11,7 @@ from bnexp.nn.batchnorm import BatchNorm, NaiveBatchNorm
 from bnexp.nn.batchrenorm import BatchRenorm
 from bnexp.nn.lpnorm import LpBatchNorm
 from bnexp.nn.noisy import NoisyBatchNorm
+from bnexp.nn.whitening import DecorrelatedBatchNorm
 
 # (num_features, spatial) -> layer; spatial=True for conv feature maps (N, C, H, W), False for (N, C).
 NormFactory = Callable[[int, bool], nn.Module]
@@ -22,7 +23,8 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
     - batchnorm: bnexp.nn.BatchNorm (own forward and analytic backward); torch_batchnorm: nn.BatchNorm1d/2d;
       naive_batchnorm: the article's formula through autograd; batchrenorm: Batch Renormalization (`renorm`);
       noisy_batchnorm: BN plus Santurkar et al.'s time-varying noise (`noise`); l1_batchnorm, linf_batchnorm:
-      BN dividing by the average ℓ1 / the ℓ∞ norm of the centred batch (bnexp.nn.LpBatchNorm).
+      BN dividing by the average ℓ1 / the ℓ∞ norm of the centred batch (bnexp.nn.LpBatchNorm);
+      decorrelated_batchnorm: ZCA whitening of groups of `whitening_group` channels (default 16).
     - groupnorm: `groups` groups of channels per sample (the channel count must be divisible by it).
     - layernorm: all features of a sample; on conv maps that is GroupNorm(1, C) (per-channel affine).
     - instancenorm: each channel of each sample over its spatial positions; an fc feature has no spatial
@@ -50,6 +52,9 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
                                       mult_std=n.mult_std, add_mean=n.add_mean, add_std=n.add_std)  # fmt: skip
             case "l1_batchnorm" | "linf_batchnorm":
                 return LpBatchNorm(c, p=LP_BATCH_NORMS[cfg.norm], eps=eps, momentum=cfg.bn_momentum, affine=affine)
+            case "decorrelated_batchnorm":
+                return DecorrelatedBatchNorm(c, group_size=cfg.whitening_group or 16, eps=eps,
+                                             momentum=cfg.bn_momentum, affine=affine)  # fmt: skip
             case "naive_batchnorm":
                 return NaiveBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
             case "torch_batchnorm":
