@@ -159,6 +159,11 @@ def _steps_to_test_acc(run: Run, at: Any) -> float | None:
     return hit["step"] if hit else None
 
 
+def _long_sequence_acc(run: Run, at: Any) -> float | None:
+    rows = run.analyses["long_sequences"]["result"]["rows"]
+    return next((r["test_acc"] for r in rows if r["stretch"] == at), None)
+
+
 QUANTITIES: dict[str, Callable[[Run, Any], Any]] = {
     "final_test_acc": lambda run, at: run.summary.get("final_test_acc"),
     "best_test_acc": lambda run, at: run.summary.get("best_test_acc"),
@@ -186,6 +191,7 @@ QUANTITIES: dict[str, Callable[[Run, Any], Any]] = {
     "scale_output_change": _scale("output_rel_error"),
     "scale_grad_ratio_error": _scale("grad_ratio"),
     "step_time_ratio_to_bn": lambda run, at: run.analyses["step_cost"]["result"]["ratio_to_batchnorm"],
+    "long_sequence_acc": _long_sequence_acc,
 }
 assert set(QUANTITIES) == set(CLAIM_QUANTITIES), "bnexp.config.CLAIM_QUANTITIES and QUANTITIES must agree"
 

@@ -210,12 +210,21 @@ class EvalModesConfig:
 
 
 @dataclass(frozen=True)
+class LongSequencesConfig:
+    """The long_sequences analysis: test accuracy with every image row repeated k times (sequences k times as
+    long as in training), for each k in `stretch` (1 = the ordinary test set)."""
+
+    stretch: list[int] = field(default_factory=lambda: [1, 2, 4], metadata={"nonempty": True, **_range(1, 16)})
+
+
+@dataclass(frozen=True)
 class AnalysesConfig:
     """Post-training analyses, run on each completed run's final weights (`bnexp analyze`)."""
 
     eval_modes: EvalModesConfig | None = None
     scale_invariance: bool = False  # BN((aW)u) = BN(Wu) and the 1/a gradient on the trained model's layers
     step_cost: bool = False  # time per training step / the same model's with BN, alternating reps, one thread
+    long_sequences: LongSequencesConfig | None = None  # accuracy on k-times-longer sequences (recurrent models)
 
 
 @dataclass(frozen=True)
@@ -253,13 +262,13 @@ CLAIM_QUANTITIES: dict[str, str] = {
     "ics_shift": "value", "drift_of_mean": "value", "drift_of_sd": "value", "unit_percentile_drift": "value",
     "feature_sd_spread": "value", "linear_region_share": "value", "effective_step_shrink": "value",
     "weight_norm_growth": "value", "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
-    "scale_grad_ratio_error": "value", "step_time_ratio_to_bn": "value",
+    "scale_grad_ratio_error": "value", "step_time_ratio_to_bn": "value", "long_sequence_acc": "value",
 }  # fmt: skip
 # what `at` is for the quantities that need or take one (number: required; layer: optional 1-based layer)
 CLAIM_AT = {"test_acc_at_epoch": "number", "test_acc_at_step": "number", "steps_to_loss_below": "number",
             "steps_to_test_acc": "number", "ics_shift": "layer", "drift_of_mean": "layer", "drift_of_sd": "layer",
             "effective_step_shrink": "layer", "weight_norm_growth": "layer", "running_var_gap": "layer",
-            "linear_region_share": "layer",
+            "linear_region_share": "layer", "long_sequence_acc": "number",
             "eval_mode_acc": "mode"}  # fmt: skip
 EVAL_MODES = ("a_eval", "b_batch_stats_shuffled", "c_batch_stats_homogeneous", "c_eval_homogeneous",
               "c_batch_stats_near_duplicates", "c_eval_near_duplicates", "d_lost_running_stats", "e_reestimated")

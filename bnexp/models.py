@@ -10,6 +10,7 @@ from torch import nn
 
 from bnexp.config import WEIGHT_NORMS, ModelConfig
 from bnexp.nn import BatchNorm, BatchRenorm, NormFactory, norm_factory
+from bnexp.nn.recurrent import NormLSTM
 
 
 @dataclass(frozen=True)
@@ -204,3 +205,31 @@ def alexnet(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
 def alexnet_small(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """AlexNet for native 32x32 input: the same depth and widths, first conv 3x3 stride 1."""
     return _alexnet(cfg, inputs, first_kernel=3, first_stride=1, first_pad=1)
+
+
+class RowLSTM(nn.Module):
+    """Reads an image as a sequence of its rows (H steps of C x W values), classifies from the last hidden state.
+    Images of another height are sequences of another length (the long-sequence analysis feeds taller ones)."""
+
+    def __init__(self, cfg: ModelConfig, inputs: InputSpec, hidden: int = 100):
+        super().__init__()
+        self.rnn = NormLSTM(inputs.channels * inputs.width, hidden, cfg.norm, max_steps=inputs.height,  # type: ignore[arg-type]
+                            eps=cfg.bn_eps, momentum=cfg.bn_momentum)  # fmt: skip
+        self.head = nn.Linear(hidden, inputs.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return self.head(self.rnn(x.permute(0, 2, 1, 3).reshape(n, h, c * w)))
+
+
+RECURRENT_NORMS = ("none", "batchnorm", "layernorm")
+
+
+@register("lstm")
+def lstm(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
+    """An LSTM of 100 units over the rows of the image (28 steps of 28 values on Fashion-MNIST), with recurrent
+    BN (statistics per time step, Cooijmans et al. 2016), LayerNorm (Ba et al. 2016) or no norm on its
+    input-to-hidden and hidden-to-hidden terms and its cell state (bnexp.nn.recurrent)."""
+    if cfg.norm not in RECURRENT_NORMS:
+        raise ValueError(f"lstm takes norm: {', '.join(RECURRENT_NORMS)}; got {cfg.norm!r}")
+    return RowLSTM(cfg, inputs)

@@ -577,6 +577,45 @@ def init_scale(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: accuracy vs initial weight scale")
 
 
+@figure("long_sequences", applies=lambda exp: any("long_sequences" in r.analyses for r in exp.runs))
+def long_sequences(exp: Experiment) -> Figure:
+    """Test accuracy vs sequence length (the test images with each row repeated k times), one line per variant
+    through the medians, each seed's run a dot; the trained length marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    trained = None
+    for runs in exp.variants.values():
+        style = {"color": color(runs[0])}
+        by_steps: dict[int, list[float]] = {}
+        for run in runs:
+            result = (run.analyses.get("long_sequences") or {}).get("result") or {}
+            for row in result.get("rows", []):
+                if row.get("test_acc") is not None:
+                    by_steps.setdefault(row["steps"], []).append(row["test_acc"])
+                if row.get("stretch") == 1:
+                    trained = row["steps"]
+        if not by_steps:
+            continue
+        steps = sorted(by_steps)
+        for s in steps:
+            ax.scatter([s] * len(by_steps[s]), by_steps[s], s=14, alpha=0.6, **style)
+        ax.plot(steps, [float(np.median(by_steps[s])) for s in steps], marker="o", label=label(runs, with_lr=False),
+                **style)  # fmt: skip
+    if trained:
+        ax.axvline(trained, color="black", linestyle="--", linewidth=0.8)
+        ax.annotate("trained length", (trained, 0.12), textcoords="offset points", xytext=(4, 0), fontsize=8)
+    ax.axhline(0.1, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    lengths = sorted({row["steps"] for r in exp.runs
+                      for row in ((r.analyses.get("long_sequences") or {}).get("result") or {}).get("rows", [])})
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("sequence length (rows read; each image row repeated k times)")
+    ax.set_ylabel("test accuracy (eval mode)")
+    ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
+    legend_below(ax, 8)
+    return finish(fig, exp, f"{exp.name}: accuracy on longer sequences than in training")
+
+
 @figure("step_cost", applies=lambda exp: any("step_cost" in r.analyses for r in exp.runs))
 def step_cost(exp: Experiment) -> Figure:
     """Left: time per training step as a ratio to the same model with BN, measured side by side (each dot one

@@ -37,6 +37,7 @@ SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test
 ANALYSIS_ROWS = {
     "eval_modes": ("rows", {"mode": "str", "test_acc": "num?", "batch_size": "int?", "batches": "int?"}),
     "scale_invariance": ("layers", {"without_eps": "list_any", "with_eps": "list_any"}),
+    "long_sequences": ("rows", {"stretch": "int", "steps": "int", "test_acc": "num?"}),
 }
 
 

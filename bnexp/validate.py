@@ -35,6 +35,12 @@ def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
             raise ConfigError(where(p), p, f"{value} images cannot hold one of each of the {classes} classes")
     train_size = cfg.dataset.subset or source.sizes[0]
     test_size = cfg.dataset.test_subset or source.sizes[1]
+    if cfg.analyses and cfg.analyses.long_sequences is not None:
+        other = sorted({m.name for m in cfg.models} - {"lstm"})
+        if other:
+            p = "analyses.long_sequences"
+            raise ConfigError(where(p), p, f"reads taller images as longer sequences, which only a recurrent model "
+                              f"can (models: lstm); not {', '.join(other)}")  # fmt: skip
     modes = cfg.analyses.eval_modes if cfg.analyses else None
     if modes is not None:  # every batch the analysis builds is drawn from the data, so the data bounds it
         p = "analyses.eval_modes"

@@ -184,3 +184,14 @@ def test_step_time_ratio_reads_the_step_cost_analysis_and_is_none_without_it(tmp
     timed = Run(RunDir(tmp_path), {}, {}, [], [], [], {"step_cost": {"result": {"ratio_to_batchnorm": 1.6}}})
     assert measure(timed, "step_time_ratio_to_bn", None) == 1.6
     assert measure(Run(RunDir(tmp_path), {}, {}, [], [], []), "step_time_ratio_to_bn", None) is None
+
+
+def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(tmp_path):
+    from bnexp.claims import measure
+    from bnexp.results import Run
+    from bnexp.store import RunDir
+
+    rows = [{"stretch": 1, "steps": 28, "test_acc": 0.8}, {"stretch": 2, "steps": 56, "test_acc": 0.6}]
+    run = Run(RunDir(tmp_path), {}, {}, [], [], [], {"long_sequences": {"result": {"rows": rows}}})
+    assert measure(run, "long_sequence_acc", 2.0) == 0.6 and measure(run, "long_sequence_acc", 1.0) == 0.8
+    assert measure(run, "long_sequence_acc", 4.0) is None

@@ -392,3 +392,13 @@ def test_whitening_group_belongs_to_decorrelated_batchnorm(tmp_path):
     dbn = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: decorrelated_batchnorm, "
                               "whitening_group: 8}")  # fmt: skip
     assert load_config(write(tmp_path, dbn)).models[0].whitening_group == 8
+
+
+def test_long_sequences_need_a_recurrent_model(tmp_path):
+    text = TINY_CONFIG + "keep_final_weights: true\nanalyses: {long_sequences: {stretch: [1, 2]}}\n"
+    with pytest.raises(ConfigError, match="only a recurrent model") as e:
+        load_config(write(tmp_path, text))
+    assert e.value.key == "analyses.long_sequences"
+    rnn = text.replace("{name: lenet5, norm: none}", "{name: lstm, norm: none}").replace(
+        "{name: lenet5, norm: batchnorm}", "{name: lstm, norm: layernorm}")
+    assert load_config(write(tmp_path, rnn)).analyses.long_sequences.stretch == [1, 2]

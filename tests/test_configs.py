@@ -18,7 +18,8 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"), key=lambda p: p.name)
 FIGURE_OF = {"smoothness": {"landscape", "ics"}, "noisy_bn": {"distribution_drift"}, "batch_size": {"batch_size"},
              "scale_invariance": {"scale_invariance"}, "eval_mode": {"eval_modes"}, "bn_distributed": {"data_parallel"},
              "learning_rate": {"learning_rate"}, "feature_distribution": {"feature_distribution"},
-             "init_scale": {"init_scale"}, "other_norms": {"landscape"}, "whitening": {"step_cost"}}
+             "init_scale": {"init_scale"}, "other_norms": {"landscape"}, "whitening": {"step_cost"},
+             "sequences": {"long_sequences"}}
 
 
 def data_args(config: Path, tmp_path: Path) -> list[str]:

@@ -3,7 +3,8 @@ their results into the run directory (`<run>/analyses/<name>.json`), skip what i
 
 eval_modes: accuracy under each way a normalized model can be evaluated (a2's pitfalls, re-estimated
 statistics); scale_invariance: BN's invariance to the scale of the preceding weights, measured; step_cost: the
-time of a training step as a ratio to the same model with BN, side by side.
+time of a training step as a ratio to the same model with BN, side by side; long_sequences: a recurrent
+model's accuracy on sequences k times as long as in training.
 Run by `bnexp run` after training and on their own by `bnexp analyze RESULTS`.
 """
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 import bnexp
-from bnexp.analyses import eval_modes, scale_invariance, step_cost
+from bnexp.analyses import eval_modes, long_sequences, scale_invariance, step_cost
 from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
 from bnexp.data import Data, load_data
 from bnexp.errors import BnexpError
@@ -47,6 +48,7 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "scale_invariance": lambda model, data, settings, run: scale_invariance.analyze(model, data),
     "step_cost": lambda model, data, settings, run: step_cost.analyze(model, data, run),
+    "long_sequences": lambda model, data, settings, run: long_sequences.analyze(model, data, settings),
 }
 
 
@@ -61,6 +63,8 @@ def requested(cfg: AnalysesConfig | None) -> dict[str, Any]:
         out["scale_invariance"] = True
     if cfg.step_cost:
         out["step_cost"] = True
+    if cfg.long_sequences is not None:
+        out["long_sequences"] = cfg.long_sequences
     return out
 
 
