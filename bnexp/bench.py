@@ -224,11 +224,12 @@ def synthetic(dataset: str, n: int, device: torch.device) -> Data:
 
 
 def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_name: str = "cpu",
-         time_to_accuracy: bool = True) -> None:  # fmt: skip
+         time_to_accuracy: bool = True, verify_checksums: bool = True,
+         batch_sizes: tuple[int, ...] = (64, 256)) -> None:  # fmt: skip
     device = torch.device(device_name)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, {reps} alternating reps\n")
     lenet = ModelConfig(name="lenet5", norm="batchnorm")
-    fmnist = DatasetConfig(name="fashion_mnist", normalize="unit")
+    fmnist = DatasetConfig(name="fashion_mnist", normalize="unit", verify_checksums=verify_checksums)
     data = load_data(fmnist, device, data_root)
     root, _ = locate(fmnist, data_root)
 
@@ -237,7 +238,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
 
     print("## LeNet5-BN on Fashion-MNIST, Adam: training images/s\n")
     trainer_speed = {}
-    for batch in (64, 256):
+    for batch in batch_sizes:
         plan = lenet_plan(batch)
         res = _measure({
             "1 articles' loop": lambda plan=plan: articles_loop(plan, root, device),
@@ -252,7 +253,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
               f"bnexp / bare loop: {trainer_speed[batch] / c:.2f}x\n")  # fmt: skip
 
     _host_syncs(lenet_plan(64), data, device)
-    _options(lenet_plan, data, device, reps)
+    _options(lenet_plan, data, device, reps, batch_sizes)
 
     print("## Evaluation (LeNet5-BN, 10,000 test images), images/s\n")
     model = build_model(lenet, data.inputs).to(device)
@@ -264,21 +265,25 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
            "bnexp evaluate, batch 500, compile": lambda: _timed_eval(compiled, data, 500),
            "articles' eval loop (DataLoader, batch 256)": lambda: articles_eval(model, root, SOURCES["fashion_mnist"],
                                                                                 device, 256)}, reps)  # fmt: skip
-    print("| evaluation | median img/s | min–max | vs bnexp training at batch 64 |\n|---|---:|---:|---:|")
+    first = batch_sizes[0]
+    print(f"| evaluation | median img/s | min–max | vs bnexp training at batch {first} |\n|---|---:|---:|---:|")
     for name, values in eval_res.items():
-        print(f"{_row(name, values)} {statistics.median(values) / trainer_speed[64]:.1f}x |")
+        print(f"{_row(name, values)} {statistics.median(values) / trainer_speed[first]:.1f}x |")
     print()
 
     print("## Other models: bnexp trainer vs bare loop, training images/s\n")
     print("| model | batch | bnexp | bare | bnexp / bare |\n|---|---:|---:|---:|---:|")
     others = [
         (ModelConfig(name="alexnet_small", norm="batchnorm"), "cifar100", 64, max(5, steps // 15)),
-        (ModelConfig(name="mlp", norm="batchnorm", activation="sigmoid", init_std=0.05), "mnist", 60, steps * 3),
+        (ModelConfig(name="mlp", norm="batchnorm", activation="sigmoid", init_std=0.05),
+         DatasetConfig(name="mnist", verify_checksums=verify_checksums), 60, steps * 3),
     ]
     for model_cfg, dataset, batch, n_steps in others:
         exp = experiment(model_cfg, dataset, batch, n_steps)
         plan = RunPlan("bench", model_cfg, 1.0, 0, exp)
-        d = synthetic(dataset, 5000, device) if dataset == "cifar100" else load_data(exp.dataset, device, data_root)
+        # as many random images as the steps use (at least 1,000): the end-of-run evaluation is not what is timed
+        d = (synthetic(dataset, max(1000, batch * n_steps), device) if dataset == "cifar100"
+             else load_data(exp.dataset, device, data_root))  # fmt: skip
         contenders = {
             "bnexp": lambda plan=plan, d=d: bnexp_trainer(plan, d, device),
             "bare": lambda plan=plan, d=d: bare_loop(plan, d, device),
@@ -321,7 +326,8 @@ def _host_syncs(plan: RunPlan, data: Data, device: torch.device) -> None:
     print()
 
 
-def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int) -> None:
+def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int,
+             batch_sizes: tuple[int, ...]) -> None:  # fmt: skip
     """Speed options, each against the default (fp32, eager, all threads), measured side by side.
 
     Every trainer contender first trains a warm-up interval (where torch.compile compiles); its images/s
@@ -332,7 +338,7 @@ def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.devic
     threads = torch.get_num_threads()
     print(f"## Options: LeNet5-BN training, relative to the default (fp32, eager, {threads} threads)\n")
     print("| option | batch | median img/s | vs default | first rep's warm-up extra s |\n|---|---:|---:|---:|---:|")
-    for batch in (64, 256):
+    for batch in batch_sizes:
         torch._dynamo.reset()  # each batch size compiles from scratch
         steps = lenet_plan(batch).experiment.steps
         options = {"default": {}, "precision: bf16": {"precision": "bf16"}, "compile: true": {"compile": True}}

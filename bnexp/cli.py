@@ -37,6 +37,17 @@ def _root(
     """Reproduce, measure and go beyond the classic Batch Normalization experiments."""
 
 
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """--batch-sizes 64,256 -> (64, 256); anything else is a usage error naming the form."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 2:
+        raise BnexpError(f"--batch-sizes {text!r}: give batch sizes of 2 or more, comma-separated, e.g. 64,256")
+    return sizes
+
+
 def _fail(e: BnexpError) -> None:
     typer.echo(f"error: {e}", err=True)
     raise typer.Exit(e.exit_code)
@@ -474,6 +485,13 @@ def bench(
     time_to_accuracy: Annotated[
         bool, typer.Option("--time-to-accuracy/--no-time-to-accuracy", help="Also time LeNet5-BN to 0.89.")
     ] = True,
+    batch_sizes: Annotated[
+        str, typer.Option(help="LeNet5 batch sizes for the loop and option comparisons, comma-separated.")
+    ] = "64,256",
+    verify_checksums: Annotated[
+        bool, typer.Option("--verify-checksums/--no-verify-checksums",
+                           help="Check the data files against torchvision's md5 list (off: your own files).")
+    ] = True,
 ) -> None:
     """Throughput: the articles' loop vs bnexp's trainer vs a bare loop, side by side (medians, ratios),
     then host syncs, speed options, evaluation, other models, --jobs and time to 0.89 accuracy (~14 min on 2 cores).
@@ -485,7 +503,8 @@ def bench(
 
     try:
         select_device(device)
-        run_bench(reps, steps, data_root, device, time_to_accuracy)
+        sizes = _batch_sizes(batch_sizes)
+        run_bench(reps, steps, data_root, device, time_to_accuracy, verify_checksums, sizes)
     except BnexpError as e:
         _fail(e)
 

@@ -14,7 +14,8 @@ from bnexp.models import InputSpec, build_model
 torch.set_num_threads(1)
 spec = InputSpec(1, 28, 28, 10)
 models = {n: build_model(ModelConfig(name="lenet5", norm=n), spec).train()
-          for n in ("none", "batchnorm", "weightnorm", "spectralnorm")}
+          for n in ("none", "batchnorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
+                    "decorrelated_batchnorm")}
 opts = {n: torch.optim.SGD(m.parameters(), lr=0.01) for n, m in models.items()}
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
 times = {n: [] for n in models}
