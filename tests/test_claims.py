@@ -195,3 +195,30 @@ def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(t
     run = Run(RunDir(tmp_path), {}, {}, [], [], [], {"long_sequences": {"result": {"rows": rows}}})
     assert measure(run, "long_sequence_acc", 2.0) == 0.6 and measure(run, "long_sequence_acc", 1.0) == 0.8
     assert measure(run, "long_sequence_acc", 4.0) is None
+
+
+def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contradicted(tmp_path):
+    from bnexp.claims import claims_excerpt
+
+    def row(exp, claim, verdict, effect=0.1):
+        return {"experiment": exp, "claim": claim, "verdict": verdict, "effect": effect, "interval": [-0.3, -0.1],
+                "n": 3}  # fmt: skip
+
+    rows = [row("a", "x", "supported"), row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
+            row("a", "z", "contradicted", -0.2), row("b", "w", "not measured")]  # fmt: skip
+    lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
+    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 1 | – | – | – | 1 |" in lines
+    assert [line for line in lines if line.startswith("- ")] == ["- a: z: -0.2000 [-0.3000, -0.1000], n = 3"]
+    assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
+
+
+def test_report_readme_needs_its_markers(tmp_path):
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    results = write_experiment(tmp_path / "results").parent
+    result = CliRunner().invoke(app, ["report", str(results), "--readme", str(readme)])
+    assert result.exit_code == 2 and "--readme" in result.stderr and readme.read_text() == "# no markers here\n"
