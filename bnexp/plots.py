@@ -669,7 +669,7 @@ def eval_modes(exp: Experiment) -> Figure:
     ax.axvline(0.1, color="black", linestyle=":", linewidth=0.8)
     ax.set_xlabel("test accuracy (chance 0.1 dotted)")
     ax.set_xlim(0, 1)
-    ax.legend(loc="best", fontsize=7)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)  # below the axes: hides no bar
     return finish(fig, exp, f"{exp.name}: each trained model, evaluated {len(modes)} ways")
 
 
