@@ -1,21 +1,26 @@
-"""Time per training step of LeNet5 with each weight or activation normalization, as a ratio to no norm:
-median of 7 alternating repetitions of 50 steps on one random batch of 64, one torch thread, in one process.
-Usage: python scripts/norm_step_cost.py"""
+"""Time per training step of a model with each normalization, as a ratio to no norm: median of 7 alternating
+repetitions of 50 steps on one random batch of 64, one torch thread, in one process.
+Usage: python scripts/norm_step_cost.py [lenet5 | lstm]"""
 
 import statistics
+import sys
 import time
 
 import torch
 from torch import nn
 
 from bnexp.config import ModelConfig
-from bnexp.models import InputSpec, build_model
+from bnexp.models import RECURRENT_NORMS, InputSpec, build_model
 
+NORMS = {
+    "lenet5": ("none", "batchnorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
+               "decorrelated_batchnorm"),
+    "lstm": RECURRENT_NORMS,
+}  # fmt: skip
+model_name = sys.argv[1] if len(sys.argv) > 1 else "lenet5"
 torch.set_num_threads(1)
 spec = InputSpec(1, 28, 28, 10)
-models = {n: build_model(ModelConfig(name="lenet5", norm=n), spec).train()
-          for n in ("none", "batchnorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
-                    "decorrelated_batchnorm")}
+models = {n: build_model(ModelConfig(name=model_name, norm=n), spec).train() for n in NORMS[model_name]}
 opts = {n: torch.optim.SGD(m.parameters(), lr=0.01) for n, m in models.items()}
 x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
 times = {n: [] for n in models}
@@ -29,4 +34,5 @@ for _ in range(7):
             opts[n].step()
         times[n].append(time.perf_counter() - t)
 base = statistics.median(times["none"])
-print({n: round(statistics.median(v) / base, 2) for n, v in times.items()}, "ms/step none:", round(base / 50 * 1000, 2))
+print(model_name, {n: round(statistics.median(v) / base, 2) for n, v in times.items()},
+      "ms/step none:", round(base / 50 * 1000, 2))
