@@ -140,3 +140,17 @@ def test_step_cost_times_a_copy_against_the_bn_twin_and_restores_the_threads(tin
     check_analysis(Path("step_cost.json"), "step_cost", {"result": r})
     with pytest.raises(CorruptFile, match="ratio_to_batchnorm"):
         check_analysis(Path("step_cost.json"), "step_cost", {"result": {**r, "ratio_to_batchnorm": "fast"}})
+
+
+@pytest.mark.parametrize("model", ["lenet5:decorrelated_batchnorm", "lenet5:l1_batchnorm", "lstm:batchnorm"])
+def test_every_evaluation_mode_runs_on_the_other_batch_norms(tiny_root, model):
+    """Whitening keeps covariances and lp-BN squared lp scales: both lose and re-estimate their running
+    statistics like BN, and neither is compared with a population variance it does not estimate."""
+    name, norm = model.split(":")
+    data = load_data(DatasetConfig(name="fashion_mnist", verify_checksums=False), torch.device("cpu"), tiny_root)
+    net = build_model(ModelConfig(name=name, norm=norm), data.inputs)
+    settings = EvalModesConfig(batch_sizes=[8], group_size=4, groups=2, reestimate_batches=[2])
+    r = eval_modes.analyze(net, data, settings, 16, 0)
+    assert r["has_running_stats"] and {row["mode"] for row in r["rows"]} >= {"a_eval", "d_lost_running_stats"}
+    per_step_bns = 3 * data.inputs.height  # recurrent BN: three norms, each with one BatchNorm per step
+    assert len(r["population_gap"]) == {"lstm:batchnorm": per_step_bns}.get(model, 0)

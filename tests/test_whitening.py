@@ -98,3 +98,12 @@ def test_bad_inputs_are_refused():
         DecorrelatedBatchNorm(3)(torch.randn(1, 3))
     with pytest.raises(ValueError, match="expects input"):
         DecorrelatedBatchNorm(3)(torch.randn(4, 5))
+
+
+def test_reset_running_stats_gives_mean_zero_and_identity_covariance():
+    layer = DecorrelatedBatchNorm(5, group_size=2)
+    layer(correlated(16, 5, seed=3).float())
+    layer.reset_running_stats()
+    assert layer.running_mean.abs().sum() == 0 and int(layer.num_batches_tracked) == 0
+    assert torch.equal(layer.running_cov, torch.eye(2).repeat(2, 1, 1))
+    assert torch.equal(layer.running_cov_rest, torch.eye(1))

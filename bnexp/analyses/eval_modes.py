@@ -116,9 +116,7 @@ def lose_running_stats(model: nn.Module) -> None:
     """What restoring a model without its non-trainable variables leaves: mean 0, variance 1."""
     with torch.no_grad():
         for m in batch_norms(model):
-            m.running_mean.zero_()
-            m.running_var.fill_(1.0)
-            m.num_batches_tracked.zero_()
+            m.reset_running_stats()
 
 
 def reestimate(model: nn.Module, data: Data, batches: int, batch_size: int, generator: torch.Generator) -> None:
@@ -142,8 +140,9 @@ def reestimate(model: nn.Module, data: Data, batches: int, batch_size: int, gene
 
 def population_gap(model: nn.Module, data: Data) -> list[dict[str, Any]]:
     """Per norm layer: its running statistics against the statistics of its input over the whole training
-    set with the model in eval mode (what the running averages are meant to estimate)."""
-    norms = batch_norms(model)
+    set with the model in eval mode (what the running averages are meant to estimate). Only layers whose
+    running_var estimates a per-channel variance: not whitening's covariances nor lp-BN's squared lp scales."""
+    norms = [m for m in batch_norms(model) if hasattr(m, "running_var") and getattr(m, "p", 2.0) == 2.0]
     sums: dict[int, list[Tensor]] = {}
 
     def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:

@@ -82,6 +82,14 @@ class DecorrelatedBatchNorm(nn.Module):
         self.register_buffer("running_cov_rest", torch.eye(rest))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
+    def reset_running_stats(self) -> None:
+        """Mean 0, identity covariance, no batch seen."""
+        with torch.no_grad():
+            self.running_mean.zero_()
+            self.running_cov.copy_(torch.eye(self.group_size).expand_as(self.running_cov))
+            self.running_cov_rest.copy_(torch.eye(self.running_cov_rest.shape[0]))
+            self.num_batches_tracked.zero_()
+
     def extra_repr(self) -> str:
         return (f"{self.num_features}, group_size={self.group_size}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}")  # fmt: skip
