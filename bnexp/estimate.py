@@ -135,6 +135,17 @@ def estimate(plans: list[RunPlan], actions: dict[str, str], out_dir: Path, jobs:
     return costs
 
 
+def busy_note() -> str | None:
+    """A warning when other work shares the cores: calibration then measures contention, and a run with several
+    torch threads slows far more than in proportion (one measured case: 13 h estimated with 2 threads on 2 busy
+    cores against 26 min with 1 thread per run)."""
+    load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    if load < 0.5 * cores:
+        return None
+    return (f"the machine is busy (load {load:.1f} on {cores} cores): calibrated times measure that contention "
+            "and can be many times too long, most with several threads per run (--jobs gives each run fewer)")
+
+
 def _steps_done(run_path: Path) -> int:
     """The last step a run's log records (its checkpoint is at or before it)."""
     try:

@@ -39,7 +39,7 @@ from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, lo
 from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
-from bnexp.estimate import estimate, wall_seconds
+from bnexp.estimate import busy_note, estimate, wall_seconds
 from bnexp.lock import alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter, duration
@@ -105,6 +105,9 @@ def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, res
         f"shape, {sources.count('calibrated')} calibrated here, without probes and multi-process collectives); "
         "nothing was written"
     )
+    note = busy_note() if "calibrated" in sources else None
+    if note:
+        reporter.message(f"note: {note}")
 
 
 @dataclasses.dataclass(frozen=True)

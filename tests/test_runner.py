@@ -223,3 +223,18 @@ def test_a_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tiny_confi
     assert "skip (completed)" in result.output and "measured" in result.output
     assert "2 to start, 0 to resume, 2 finished" in result.output
     assert files() == before and not list((tmp_path / "out" / "tiny").glob("*_s1"))
+
+
+def test_a_dry_run_on_a_busy_machine_says_its_calibration_is_inflated(tiny_config, tiny_root, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bnexp import estimate
+    from bnexp.cli import app
+
+    cores = len(os.sched_getaffinity(0))
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--dry-run"]
+    monkeypatch.setattr(estimate.os, "getloadavg", lambda: (2.0 * cores, 0.0, 0.0))
+    busy = CliRunner().invoke(app, args)
+    assert busy.exit_code == 0 and f"note: the machine is busy (load {2.0 * cores:.1f} on {cores} cores)" in busy.output
+    monkeypatch.setattr(estimate.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert "the machine is busy" not in CliRunner().invoke(app, args).output
