@@ -335,15 +335,34 @@ def _median_text(x: list[float]) -> str:
     return "never" if math.isinf(m) else _num(m)
 
 
+# accuracies: a run that diverged has none, and is worse than any run that trained
+ACCURACIES = ("final_test_acc", "best_test_acc", "test_acc_at_epoch", "test_acc_at_step", "eval_mode_acc",
+              "long_sequence_acc")
+
+
+def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
+    """An accuracy compared when every run of a group diverged (no accuracy to average): by the share of runs that
+    trained, the difference with Newcombe's interval."""
+    ka, kb = (sum(r.course["outcome"] == "trained" for r in runs) for runs in (a, b))
+    ci = stats.proportion_difference(ka, len(a), kb, len(b))
+    needed = stats.seeds_needed_proportions(ka / len(a), kb / len(b))
+    n = min(len(a), len(b))
+    return {"effect": ci.estimate, "interval": [ci.low, ci.high], "n": n,
+            "method": f"share of runs that trained ({ci.method}): a group without any accuracy diverged",
+            "measured": f"trained {ka}/{len(a)} vs {kb}/{len(b)}",
+            "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed)}  # fmt: skip
+
+
 def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str) -> list[str]:
     notes = []
     if len(outcomes) > 1:
         counts = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
         within = "; compared within the runs that trained" if quantity not in CENSORED else ""
         notes.append(f"{name}: mixed outcomes ({counts}){within}")
-    if missing:
-        fate = "ranked as slower than every run that did" if quantity in CENSORED else "left out"
-        notes.append(f"{name}: {missing} run(s) never reached it, {fate}")
+    if missing and quantity in CENSORED:
+        notes.append(f"{name}: {missing} run(s) never reached it, ranked as slower than every run that did")
+    elif missing:
+        notes.append(f"{name}: {missing} run(s) without a value (a run that diverged has none), left out")
     return notes
 
 
@@ -357,6 +376,8 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
         notes += _outcome_notes(claim.versus or claim.group, out_b, miss_b, claim.quantity) if claim.versus else []
         if claim.quantity in CENSORED and sign and (miss_a or miss_b):
             return {**_ranks(a, miss_a, b, miss_b, sign), "notes": notes}
+        if (len(a) < 1 or len(b) < 1) and sign and claim.quantity in ACCURACIES:
+            return {**_trained_shares(a_runs, b_runs, sign), "notes": notes}
         if len(a) < 1 or len(b) < 1:
             return {"effect": None, "n": 0, "verdict": "not measured", "notes": notes}
         common = sorted(set(a) & set(b))

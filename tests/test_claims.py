@@ -112,8 +112,15 @@ def test_equivalence_and_consistency_claims(experiment):
 def test_mixed_outcomes_are_counted_not_averaged(experiment):
     """lenet5_lr5x: seed 0 never left chance, seed 1 diverged: no mean over them."""
     row = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x"), experiment)
-    assert row["verdict"] == "not measured"
     assert any("mixed outcomes (1 never left chance, 1 diverged)" in n for n in row["notes"])
+    # no run of lr5x trained, so there is no accuracy to average: the share of runs that trained decides
+    assert row["measured"] == "trained 0/2 vs 2/2" and row["method"].startswith("share of runs that trained")
+    assert row["effect"] == -1.0 and row["verdict"] == "contradicted"  # Newcombe: [-1, -0.07], below 0
+    assert evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)["verdict"] == (
+        "supported")
+    # a quantity that is not an accuracy has no such order: still not measured
+    loss = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
+    assert loss["verdict"] == "not measured"
     share = evaluate(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
     assert share["measured"] == "1/2 vs 0/2" and share["method"].startswith("Newcombe")
     assert share["verdict"].startswith("undecided at n = 2")
