@@ -348,7 +348,7 @@ def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
     needed = stats.seeds_needed_proportions(ka / len(a), kb / len(b))
     n = min(len(a), len(b))
     return {"effect": ci.estimate, "interval": [ci.low, ci.high], "n": n,
-            "method": f"share of runs that trained ({ci.method}): a group without any accuracy diverged",
+            "method": f"share of runs that trained ({ci.method}): no run of one group trained to an accuracy",
             "measured": f"trained {ka}/{len(a)} vs {kb}/{len(b)}",
             "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed)}  # fmt: skip
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from bnexp.config import WEIGHT_NORMS, ModelConfig
 from bnexp.nn import BatchNorm, BatchRenorm, NormFactory, norm_factory
-from bnexp.nn.recurrent import NormLSTM
+from bnexp.nn.recurrent import RECURRENT_NORMS, NormLSTM
 
 
 @dataclass(frozen=True)
@@ -220,9 +220,6 @@ class RowLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         return self.head(self.rnn(x.permute(0, 2, 1, 3).reshape(n, h, c * w)))
-
-
-RECURRENT_NORMS = ("none", "batchnorm", "layernorm")
 
 
 @register("lstm")

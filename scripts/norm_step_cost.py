@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from bnexp.config import ModelConfig
-from bnexp.models import RECURRENT_NORMS, InputSpec, build_model
+from bnexp.models import InputSpec, build_model
+from bnexp.nn.recurrent import RECURRENT_NORMS
 
 NORMS = {
     "lenet5": ("none", "batchnorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",

@@ -12,7 +12,7 @@ sequences). LayerNorm normalizes each sample over its units and needs neither a 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bnexp.nn.batchnorm import BatchNorm
 
 RecurrentNorm = Literal["none", "batchnorm", "layernorm"]
+RECURRENT_NORMS: tuple[str, ...] = get_args(RecurrentNorm)
 
 
 class StepBatchNorm(nn.Module):
