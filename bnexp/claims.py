@@ -500,7 +500,8 @@ CLAIMS_RULE = (
     "lies outside); consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over "
     "several points); undecided claims give the seeds that would decide at 80 % power (normal approximation, the "
     "observed effect and spread). Groups whose runs ended differently are counted per outcome and compared within "
-    "the runs that trained"
+    "the runs that trained; where no run of a group trained (all diverged), accuracies are compared by the share "
+    "of runs that trained (Newcombe)"
 )
 
 
