@@ -434,12 +434,20 @@ def feature_distribution(exp: Experiment) -> Figure:
 def percentiles(exp: Experiment) -> Figure:
     """Test accuracy vs step, and the sigmoid-input percentiles over training per variant (BN paper Fig. 1)."""
     groups = [runs for runs in exp.variants.values() if runs[0].probes]
-    fig, axes = plt.subplots(1, 1 + len(groups), figsize=(4.2 * (1 + len(groups)), 4.0), layout="constrained")
+    panels = 1 + len(groups)
+    cols = min(panels, 4)  # more panels wrap onto further rows instead of one very wide strip
+    rows = math.ceil(panels / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.4 * rows), layout="constrained", squeeze=False)
+    axes = list(grid.flat)
+    for unused in axes[panels:]:
+        unused.set_visible(False)
+    axes = axes[:panels]
     ax_acc = axes[0]
-    for runs in exp.variants.values():
+    colors = variant_colors(exp)  # variants of one norm (noise levels, affine or not) get colours of their own
+    for variant, runs in exp.variants.items():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(ax_acc, xs, values, {"color": color(runs[0]), "linewidth": 1.4}, label(runs, with_lr=False),
+            band(ax_acc, xs, values, {"color": colors[variant], "linewidth": 1.4}, label(runs, with_lr=False),
                  per_seed=mixed_outcomes(runs))
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("test accuracy")
@@ -456,7 +464,7 @@ def percentiles(exp: Experiment) -> Figure:
             key = next(k for k in recs[0]["unit_percentiles"] if k.removesuffix(".0") == q)
             middle = j == len(qs) // 2
             unit_label = f"{'th, '.join(qs)}th pct of unit {recs[0]['unit']}" if middle else None
-            ax.plot(steps, [p["unit_percentiles"][key] for p in recs], color=color(run),
+            ax.plot(steps, [p["unit_percentiles"][key] for p in recs], color=colors[run.variant],
                     linewidth=1.8 if middle else 1.0, label=unit_label)  # fmt: skip
             ax.plot(steps, [p["percentiles"][key] for p in recs], color="gray", linewidth=0.8, linestyle="--",
                     label="same, over all units of the layer" if middle else None)  # fmt: skip
