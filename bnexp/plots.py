@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -540,6 +541,23 @@ def batch_size(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
 
 
+def dots_and_median_line(ax, by_x: dict[float, list[float]], style: dict[str, Any], name: str) -> None:
+    """Each run's value a dot at its x, and a line through the medians at each x (outcomes may differ between
+    seeds: none is averaged away)."""
+    xs = sorted(by_x)
+    for x in xs:
+        ax.scatter([x] * len(by_x[x]), by_x[x], s=14, alpha=0.6, **style)
+    ax.plot(xs, [float(np.median(by_x[x] or [np.nan])) for x in xs], marker="o", label=name, **style)
+
+
+def finish_accuracy_axes(ax, ylabel: str) -> None:
+    """The chance line, the y label, the dots-and-medians title, the legend below."""
+    ax.axhline(0.1, color="black", linestyle=":", linewidth=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
+    legend_below(ax, 8)
+
+
 def _init_scales(exp: Experiment) -> bool:
     return len({r.model.get("init_std") for r in exp.runs} - {None}) > 1
 
@@ -562,26 +580,20 @@ def init_scale(exp: Experiment) -> Figure:
         accs = {sd: [a for a in (r.summary.get("final_test_acc") for r in rs) if a is not None]
                 for sd, rs in at_scale.items()}  # fmt: skip
         default = accs.pop(None, [])
-        scales = sorted(accs)
-        for sd in scales:
-            ax.scatter([sd] * len(accs[sd]), accs[sd], s=14, alpha=0.6, **style)
+        for sd in accs:
             diverged = sum(r.status == "diverged" for r in at_scale[sd])
             if diverged:  # no accuracy to draw: a cross on the chance line, with the count
                 ax.scatter([sd], [0.1], marker="x", s=40, **style)
                 ax.annotate(f"{diverged} diverged", (sd, 0.1), textcoords="offset points", xytext=(4, 4),
                             fontsize=7, **style)  # fmt: skip
-        medians = [float(np.median(accs[sd] or [np.nan])) for sd in scales]
-        n = max(len(at_scale[sd]) for sd in scales)
-        ax.plot(scales, medians, marker="o", label=f"{name} (n={n} per scale)", **style)
+        n = max(len(at_scale[sd]) for sd in accs)
+        dots_and_median_line(ax, accs, style, f"{name} (n={n} per scale)")
         if default:
             ax.axhline(float(np.median(default)), linestyle="--", linewidth=1,
                        label=f"{name}, torch's default init (median, n={len(default)})", **style)  # fmt: skip
-    ax.axhline(0.1, color="black", linestyle=":", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("sd of the initial weights (every conv and fc layer; biases 0)")
-    ax.set_ylabel("final test accuracy (eval mode)")
-    ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
-    legend_below(ax, 8)
+    finish_accuracy_axes(ax, "final test accuracy (eval mode)")
     return finish(fig, exp, f"{exp.name}: accuracy vs initial weight scale")
 
 
@@ -590,37 +602,27 @@ def long_sequences(exp: Experiment) -> Figure:
     """Test accuracy vs sequence length (the test images with each row repeated k times), one line per variant
     through the medians, each seed's run a dot; the trained length marked."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
-    trained = None
+    trained, lengths = None, set()
     for runs in exp.variants.values():
-        style = {"color": color(runs[0])}
         by_steps: dict[int, list[float]] = {}
         for run in runs:
             result = (run.analyses.get("long_sequences") or {}).get("result") or {}
             for row in result.get("rows", []):
+                lengths.add(row["steps"])
                 if row.get("test_acc") is not None:
                     by_steps.setdefault(row["steps"], []).append(row["test_acc"])
                 if row.get("stretch") == 1:
                     trained = row["steps"]
-        if not by_steps:
-            continue
-        steps = sorted(by_steps)
-        for s in steps:
-            ax.scatter([s] * len(by_steps[s]), by_steps[s], s=14, alpha=0.6, **style)
-        ax.plot(steps, [float(np.median(by_steps[s])) for s in steps], marker="o", label=label(runs, with_lr=False),
-                **style)  # fmt: skip
+        if by_steps:
+            dots_and_median_line(ax, by_steps, {"color": color(runs[0])}, label(runs, with_lr=False))
     if trained:
         ax.axvline(trained, color="black", linestyle="--", linewidth=0.8)
         ax.annotate("trained length", (trained, 0.12), textcoords="offset points", xytext=(4, 0), fontsize=8)
-    ax.axhline(0.1, color="black", linestyle=":", linewidth=0.8)
     ax.set_xscale("log", base=2)
-    lengths = sorted({row["steps"] for r in exp.runs
-                      for row in ((r.analyses.get("long_sequences") or {}).get("result") or {}).get("rows", [])})
-    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.set_xticks(sorted(lengths), [str(n) for n in sorted(lengths)])
     ax.minorticks_off()
     ax.set_xlabel("sequence length (rows read; each image row repeated k times)")
-    ax.set_ylabel("test accuracy (eval mode)")
-    ax.set_title("each dot a seed's run; lines through the medians; dotted: chance")
-    legend_below(ax, 8)
+    finish_accuracy_axes(ax, "test accuracy (eval mode)")
     return finish(fig, exp, f"{exp.name}: accuracy on longer sequences than in training")
 
 

@@ -34,6 +34,8 @@ SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test
            "steps_per_epoch": "int?", "diverged_at_step": "int?", "final_dead_units": "num?",
            "time_to_threshold": "dict?", "num_classes": "int?", "model": "str?", "versions": "dict?",
            "device": "dict?", "segments": "list_any?"}  # fmt: skip
+# analyses whose result is one record (the others' results hold a list of rows, below)
+ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
 ANALYSIS_ROWS = {
     "eval_modes": ("rows", {"mode": "str", "test_acc": "num?", "batch_size": "int?", "batches": "int?"}),
     "scale_invariance": ("layers", {"without_eps": "list_any", "with_eps": "list_any"}),
@@ -106,9 +108,8 @@ def check_summary(path: Path, summary: dict[str, Any]) -> None:
 def check_analysis(path: Path, name: str, record: Any) -> None:
     """An analysis file: {"result": {...}} with the rows its readers use."""
     check(record, {"result": "dict"}, str(path))
-    if name == "step_cost":
-        check(record["result"], {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"},
-              f"{path}: result")  # fmt: skip
+    if name in ANALYSIS_FIELDS:
+        check(record["result"], ANALYSIS_FIELDS[name], f"{path}: result")
     if name in ANALYSIS_ROWS:
         key, spec = ANALYSIS_ROWS[name]
         rows = record["result"].get(key)

@@ -142,7 +142,7 @@ def population_gap(model: nn.Module, data: Data) -> list[dict[str, Any]]:
     """Per norm layer: its running statistics against the statistics of its input over the whole training
     set with the model in eval mode (what the running averages are meant to estimate). Only layers whose
     running_var estimates a per-channel variance: not whitening's covariances nor lp-BN's squared lp scales."""
-    norms = [m for m in batch_norms(model) if hasattr(m, "running_var") and getattr(m, "p", 2.0) == 2.0]
+    norms = [m for m in batch_norms(model) if hasattr(m, "running_var") and getattr(m, "running_var_is_variance", True)]
     sums: dict[int, list[Tensor]] = {}
 
     def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:

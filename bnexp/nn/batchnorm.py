@@ -90,6 +90,16 @@ def _group_moments(count: int, mean: Tensor, squares: Tensor, group: Any) -> tup
     return group_mean.to(mean.dtype), group_squares.to(squares.dtype), int(total.item())
 
 
+def register_affine(module: nn.Module, num_features: int, affine: bool) -> None:
+    """Per-channel gamma (ones) and beta (zeros) as `weight` and `bias`, or both None: torch's names."""
+    if affine:
+        module.weight = nn.Parameter(torch.ones(num_features))
+        module.bias = nn.Parameter(torch.zeros(num_features))
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """y = (x - mean) * inv_std * weight + bias with the full BN gradient (mean and inv_std depend on x).
 
@@ -143,6 +153,7 @@ class BatchNorm(nn.Module):
     """
 
     process_group: Any = None
+    running_var_is_variance = True  # what population statistics it can be compared with (eval_modes)
 
     def __init__(
         self,
@@ -155,12 +166,7 @@ class BatchNorm(nn.Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, num_features, affine)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features))
             self.register_buffer("running_var", torch.ones(num_features))

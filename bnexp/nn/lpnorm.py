@@ -41,6 +41,10 @@ class LpBatchNorm(BatchNorm):
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
         self.p = float(p)
 
+    @property
+    def running_var_is_variance(self) -> bool:  # type: ignore[override]
+        return self.p == 2
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, p={self.p}"
 

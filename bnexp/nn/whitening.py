@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bnexp.nn.batchnorm import _channel_shape
+from bnexp.nn.batchnorm import _channel_shape, register_affine
 
 
 class _InverseSqrt(torch.autograd.Function):
@@ -70,12 +70,7 @@ class DecorrelatedBatchNorm(nn.Module):
         self.group_size = min(group_size, num_features)
         full, rest = divmod(num_features, self.group_size)
         self.sizes = [self.group_size] * full + ([rest] if rest else [])
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features))
-            self.bias = nn.Parameter(torch.zeros(num_features))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        register_affine(self, num_features, affine)
         self.register_buffer("running_mean", torch.zeros(num_features))
         # full groups stacked (full, g, g); the remainder group (rest, rest), empty when there is none
         self.register_buffer("running_cov", torch.eye(self.group_size).repeat(full, 1, 1))
