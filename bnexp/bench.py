@@ -213,14 +213,16 @@ def _row(name: str, values: list[float]) -> str:
     return f"| {name} | {statistics.median(values):,.0f} | {min(values):,.0f}–{max(values):,.0f} |"
 
 
-def synthetic(dataset: str, n: int, device: torch.device) -> Data:
-    """Random uint8 images of a dataset's shape (for the CIFAR-shaped benchmark, where no real data is here)."""
+def synthetic(dataset: str, n: int, device: torch.device, n_test: int = 256) -> Data:
+    """Random uint8 images of a dataset's shape (for the CIFAR-shaped benchmark, where no real data is here): n to
+    train on, and the first n_test of them as the test split (the end-of-run evaluation is not what is timed)."""
     spec = SOURCES[dataset].inputs
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, spec.channels, spec.height, spec.width), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, spec.num_classes, (n,), generator=g)
-    split = Split(images.to(device), labels.to(device))
-    return Data(dataset, split, split, spec, [0.5] * spec.channels, [0.25] * spec.channels, "synthetic")
+    train = Split(images.to(device), labels.to(device))
+    test = Split(train.images[:n_test], train.labels[:n_test])
+    return Data(dataset, train, test, spec, [0.5] * spec.channels, [0.25] * spec.channels, "synthetic")
 
 
 def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_name: str = "cpu",
@@ -281,7 +283,7 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     for model_cfg, dataset, batch, n_steps in others:
         exp = experiment(model_cfg, dataset, batch, n_steps)
         plan = RunPlan("bench", model_cfg, 1.0, 0, exp)
-        # as many random images as the steps use (at least 1,000): the end-of-run evaluation is not what is timed
+        # as many random images as the steps use (at least 1,000)
         d = (synthetic(dataset, max(1000, batch * n_steps), device) if dataset == "cifar100"
              else load_data(exp.dataset, device, data_root))  # fmt: skip
         contenders = {

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +215,18 @@ def reference(tmp_path_factory) -> dict[str, bytes]:
     assert result.returncode == 0, result.stdout
     return run_files(base / "reference")
 
+
+
+@contextmanager
+def two_cores() -> Iterator[None]:
+    """This process and the processes it starts on two cores: `--jobs 2` then trains each run on one thread,
+    as an in-process run here does (the suite runs on one torch thread), on a machine with any core count."""
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(cores)[:2])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def in_process(config, root, out, overrides=(), **kwargs) -> int:

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from bnexp.claim import Claim, claimed, plan_actions
+from bnexp.cli import app
 from bnexp.config import expand_grid
 from bnexp.errors import BnexpError
 from bnexp.lock import Busy, experiment_lock, holder, run_lock
@@ -121,7 +123,7 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
     """Two shards at once, one SIGKILLed mid-run and started again: the folder ends as one process leaves it."""
     config, root = setup
     extra = ("--set", "seeds=[0, 1]", "--set", "epochs=2")
-    assert run_to_end(config, root, tmp_path / "reference", *extra).returncode == 0
+    assert in_process(config, root, tmp_path / "reference", ["seeds=[0, 1]", "epochs=2"]) == 0
     out = tmp_path / "sharded"
     shards = [bnexp_process(config, root, out, *extra, "--shard", f"{i}/2") for i in range(2)]
     first = out / "resume" / BN_RUN  # the plan's first run: shard 0's
@@ -143,8 +145,9 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
 @pytest.mark.parametrize("text", ["2/2", "a/2", "1/0", "-1/2", "1", "0/2/3"])
 def test_a_bad_shard_is_a_usage_error(setup, tmp_path, text):
     config, root = setup
-    result = run_to_end(config, root, tmp_path, "--shard", text, "--dry-run")
-    assert result.returncode == 2 and "--shard" in result.stdout and not (tmp_path / "resume").exists()
+    args = ["run", str(config), "--data-root", str(root), "--out", str(tmp_path), "--shard", text, "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--shard" in result.stderr and not (tmp_path / "resume").exists()
 
 
 def test_the_dry_run_shows_shards_and_busy_runs(setup, tmp_path, capsys):

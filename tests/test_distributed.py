@@ -14,7 +14,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from typer.testing import CliRunner
 
+from bnexp.cli import app
 from bnexp.nn import BatchNorm
 from bnexp.store import RunDir
 
@@ -138,17 +140,20 @@ def test_a_killed_two_process_run_resumes_identically(config, tiny_root, tmp_pat
 
 def test_a_different_process_count_is_refused_until_restart(config, tiny_root, tmp_path):
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=1"]
-    assert finish(bnexp(config, tiny_root, tmp_path, *args))[0] == 0
-    code, out = finish(bnexp(config, tiny_root, tmp_path, *args, "--nproc", "2"))
-    assert code == 2 and "processes: 1 -> 2" in out and "--restart" in out
+    run = ["run", str(config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet", *args]
+    assert CliRunner().invoke(app, run).exit_code == 0  # one process: in this one
+    result = CliRunner().invoke(app, [*run, "--nproc", "2"])  # refused before any rank starts
+    assert result.exit_code == 2 and "processes: 1 -> 2" in result.stderr and "--restart" in result.stderr
 
 
 def test_bad_inputs_exit_2(config, tiny_root, tmp_path):
-    code, out = finish(bnexp(config, tiny_root, tmp_path, "--nproc", "3"))
-    assert code == 2 and "not divisible by processes: 3" in out
-    code, out = finish(bnexp(config, tiny_root, tmp_path, "--nproc", "2", "--set", "bn_sync=sync", "--set",
-                             "models=[{name: lenet5, norm: torch_batchnorm}]"))  # fmt: skip
-    assert code == 2 and "needs CUDA" in out and "norm: batchnorm" in out
+    """Refused in the launching process, before any rank starts (so in-process here)."""
+    run = ["run", str(config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet"]
+    result = CliRunner().invoke(app, [*run, "--nproc", "3"])
+    assert result.exit_code == 2 and "not divisible by processes: 3" in result.stderr
+    result = CliRunner().invoke(app, [*run, "--nproc", "2", "--set", "bn_sync=sync", "--set",
+                                      "models=[{name: lenet5, norm: torch_batchnorm}]"])  # fmt: skip
+    assert result.exit_code == 2 and "needs CUDA" in result.stderr and "norm: batchnorm" in result.stderr
     assert not (tmp_path / "tiny").exists()
 
 

@@ -25,6 +25,7 @@ from .conftest import (
     in_process,
     run_files,
     run_to_end,
+    two_cores,
     wait_for_lines,
     write_tiny_dataset,
 )
@@ -135,18 +136,19 @@ def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
 
 def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, tmp_path):
     config, root = setup
-    reference, two_epochs = tmp_path / "reference", ("--set", "epochs=2")
-    assert run_to_end(config, root, reference, "--jobs", "2", *two_epochs).returncode == 0
-    proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
-    wait_for_lines(tmp_path / "killed" / "resume" / PLAIN_RUN / "metrics.jsonl", 5, proc)
-    workers = children(proc.pid)
-    assert workers
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert wait_gone(workers), "workers outlived their parent"
-    result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
+    two_epochs = ("--set", "epochs=2")
+    assert in_process(config, root, tmp_path / "reference", ["epochs=2"]) == 0
+    with two_cores():  # one thread per worker, as the reference
+        proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
+        wait_for_lines(tmp_path / "killed" / "resume" / PLAIN_RUN / "metrics.jsonl", 5, proc)
+        workers = children(proc.pid)
+        assert workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert wait_gone(workers), "workers outlived their parent"
+        result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
     assert result.returncode == 0, result.stdout
-    assert run_files(tmp_path / "killed") == run_files(reference)
+    assert run_files(tmp_path / "killed") == run_files(tmp_path / "reference")
 
 
 def test_double_ctrl_c_stops_the_workers_before_the_lock_is_released(setup, tmp_path):
@@ -191,8 +193,9 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
     again, so it equals the uninterrupted --jobs 2 run; the summary records every segment's count."""
     config, root = setup
     two_epochs = ("--set", "epochs=2")
-    assert run_to_end(config, root, tmp_path / "reference", "--jobs", "2", *two_epochs).returncode == 0
-    proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2", *two_epochs)
+    assert in_process(config, root, tmp_path / "reference", ["epochs=2"]) == 0  # one thread, as --jobs 2 below
+    with two_cores():
+        proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2", *two_epochs)
     wait_for_lines(tmp_path / "resumed" / "resume" / BN_RUN / "metrics.jsonl", 12, proc)
     # both runs past their first checkpoint: a run stopped before it has nothing to resume and starts over with
     # the threads it is then given (a different computation), which is not what this test is about
@@ -213,14 +216,14 @@ def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setu
     """Started alone with 2 threads, resumed by --jobs 2 on one pinned core each: it keeps its 2 threads (for
     bitwise reproducibility), and the user is told why it crawls and how to avoid it."""
     config, root = setup
-    # the resumed run crawls (2 threads on one core): keep it short, but past its first evaluation, where the
-    # logs are first flushed (the metrics lines this test waits for)
-    two_epochs = ("--set", "epochs=2")
-    proc = bnexp_process(config, root, tmp_path, *two_epochs, threads=2)
+    # the resumed run crawls (2 threads on one core): keep it short, but stop it past its first evaluation (step
+    # 16), where the logs are first flushed (the metrics lines this test waits for)
+    short = ("--set", "epochs=1", "--set", "eval_every=16")
+    proc = bnexp_process(config, root, tmp_path, *short, threads=2)
     wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path, "--jobs", "2", *two_epochs)
+    result = run_to_end(config, root, tmp_path, "--jobs", "2", *short)
     assert result.returncode == 0, result.stdout
     assert f"{BN_RUN}: resuming with the 2 torch threads" in result.stdout and "(--jobs 1)" in result.stdout
     segments = RunDir(tmp_path / "resume" / BN_RUN).summary()["segments"]

@@ -14,7 +14,7 @@ import yaml
 from bnexp import store
 from bnexp.store import RunDir
 
-from .conftest import bnexp_process, in_process, lock_is_free, run_files, run_to_end, wait_for_lines
+from .conftest import bnexp_process, in_process, lock_is_free, run_files, run_to_end, two_cores, wait_for_lines
 
 
 @pytest.mark.parametrize("kill_after_lines", [2, 17, 40, 75])
@@ -136,12 +136,8 @@ def test_disk_full_fails_that_run_keeps_its_checkpoint_and_the_others(setup, tmp
 def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path):
     config, root = setup
     overrides = ["epochs=1"]
-    cores = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, sorted(cores)[:2])  # 2 jobs x 1 thread, like the sequential runs here
-    try:
+    with two_cores():
         assert in_process(config, root, tmp_path / "parallel", overrides, jobs=2) == 0
-    finally:
-        os.sched_setaffinity(0, cores)
     assert in_process(config, root, tmp_path / "sequential", overrides) == 0
     for run in ("lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"):
         a, b = (RunDir(tmp_path / kind / "resume" / run) for kind in ("parallel", "sequential"))
@@ -152,7 +148,8 @@ def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path):
 def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path):
     config, root = setup
     proc = bnexp_process(config, root, tmp_path, "--jobs", "2")
-    wait_for_lines(tmp_path / "resume" / "lenet5_lr1x_s0" / "metrics.jsonl", 5, proc)
+    for run in ("lenet5_lr1x_s0", "lenet5-bn_lr1x_s0"):  # both under way, so both have a step to resume at
+        wait_for_lines(tmp_path / "resume" / run / "metrics.jsonl", 5, proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, output
