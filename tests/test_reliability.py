@@ -134,21 +134,19 @@ def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
 # -- 3, 4, 5: --jobs keeps every single-process promise ---------------------------------------------------------
 
 
-def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, tmp_path):
+def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, reference, tmp_path):
     config, root = setup
-    two_epochs = ("--set", "epochs=2")
-    assert in_process(config, root, tmp_path / "reference", ["epochs=2"]) == 0
     with two_cores():  # one thread per worker, as the reference
-        proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
+        proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2")
         wait_for_lines(tmp_path / "killed" / "resume" / PLAIN_RUN / "metrics.jsonl", 5, proc)
         workers = children(proc.pid)
         assert workers
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert wait_gone(workers), "workers outlived their parent"
-        result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2", *two_epochs)
+        result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2")
     assert result.returncode == 0, result.stdout
-    assert run_files(tmp_path / "killed") == run_files(tmp_path / "reference")
+    assert run_files(tmp_path / "killed") == reference
 
 
 def test_double_ctrl_c_stops_the_workers_before_the_lock_is_released(setup, tmp_path):
@@ -188,14 +186,12 @@ def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(set
     assert result.returncode == 0 and "resuming at step" in result.stdout
 
 
-def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
+def test_a_run_resumes_with_the_thread_count_it_started_with(setup, reference, tmp_path):
     """Started by --jobs 2 (1 thread each), resumed alone with 2 threads available: it computes with 1 thread
-    again, so it equals the uninterrupted --jobs 2 run; the summary records every segment's count."""
+    again, so it equals the uninterrupted run on one thread; the summary records every segment's count."""
     config, root = setup
-    two_epochs = ("--set", "epochs=2")
-    assert in_process(config, root, tmp_path / "reference", ["epochs=2"]) == 0  # one thread, as --jobs 2 below
     with two_cores():
-        proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2", *two_epochs)
+        proc = bnexp_process(config, root, tmp_path / "resumed", "--jobs", "2")
     wait_for_lines(tmp_path / "resumed" / "resume" / BN_RUN / "metrics.jsonl", 12, proc)
     # both runs past their first checkpoint: a run stopped before it has nothing to resume and starts over with
     # the threads it is then given (a different computation), which is not what this test is about
@@ -205,9 +201,9 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path / "resumed", *two_epochs, threads=2)
+    result = run_to_end(config, root, tmp_path / "resumed", threads=2)
     assert result.returncode == 0, result.stdout
-    assert run_files(tmp_path / "resumed") == run_files(tmp_path / "reference")
+    assert run_files(tmp_path / "resumed") == reference
     segments = RunDir(tmp_path / "resumed" / "resume" / BN_RUN).summary()["segments"]
     assert len(segments) == 2 and {s["torch_threads"] for s in segments} == {1}
 
