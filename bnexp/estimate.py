@@ -130,9 +130,14 @@ def estimate(plans: list[RunPlan], actions: dict[str, str], out_dir: Path, jobs:
             if key not in calibrated:
                 calibrated[key] = calibrate(plan, threads)
             per_step, source = calibrated[key], "calibrated"
-        done = _steps_done(out_dir / plan.name) if action.startswith("resume") else 0
-        costs[plan.name] = RunCost(per_step * max(0, total_steps(plan) - done), source)
+        costs[plan.name] = RunCost(per_step * steps_left(plan, action, out_dir), source)
     return costs
+
+
+def steps_left(plan: RunPlan, action: str, out_dir: Path) -> int:
+    """The steps a run to start or resume has left to train."""
+    done = _steps_done(out_dir / plan.name) if action.startswith("resume") else 0
+    return max(0, total_steps(plan) - done)
 
 
 def busy_note() -> str | None:

@@ -121,7 +121,7 @@ def run_parallel(
                         slot.current = message[1]
                     elif message[0] == "skip":
                         statuses[message[1]] = status_of(message[2])
-                        reporter.skip_run(f"{message[1]}: {message[2]}")
+                        reporter.skip_run(f"{message[1]}: {message[2]}", message[1])
                         slot.give(pending.pop(0) if pending and not stop else None)
                     else:
                         statuses[message[1]] = message[2]

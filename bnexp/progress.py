@@ -19,38 +19,55 @@ def duration(seconds: float) -> str:
 class PlainReporter:
     """One line per evaluation and per finished run, flushed: readable in CI logs and files. Each finished run's
     line ends with the experiment's progress: runs done of those this command trains, and the time left at the
-    pace so far."""
+    pace so far, paced by training steps (a resumed run has only its remaining steps to train, and runs of one
+    grid can differ a hundredfold in steps)."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
-        self.todo = self.done = 0
+        self.steps_left: dict[str, int] = {}
+        self.todo = self.done = self.steps_trained = 0
+        self.current: str | None = None
         self.started = time.monotonic()
 
     def message(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
-    def start_experiment(self, total_runs: int) -> None:
-        self.todo, self.done, self.started = total_runs, 0, time.monotonic()
+    def start_experiment(self, steps_left: dict[str, int]) -> None:
+        """`steps_left`: each run this command trains -> the steps it has left to train."""
+        self.steps_left = dict(steps_left)
+        self.todo, self.done, self.steps_trained, self.started = len(steps_left), 0, 0, time.monotonic()
 
-    def skip_run(self, line: str) -> None:
-        """A run this command does not train (finished, or blocked): not part of the progress."""
-        self.todo -= 1
+    def skip_run(self, line: str, name: str | None = None) -> None:
+        """A run this command does not train: one it never counted, or `name`, found finished or taken by
+        another process since the plan was made (no longer part of the progress)."""
+        if self.steps_left.pop(name, None) is not None:
+            self.todo -= 1
         self.message(line)
+
+    def _ended(self, name: str | None) -> None:
+        self.done += 1
+        self.steps_trained += self.steps_left.pop(name, 0)
 
     def run_finished(self, name: str, status: str) -> None:
         """A run that another process trained (--jobs) has ended."""
-        self.done += 1
+        self._ended(name)
         self.message(f"{name}: {status} {self.progress()}")
 
     def progress(self) -> str:
         if not self.todo:
             return ""
         elapsed = time.monotonic() - self.started
-        left = elapsed / self.done * (self.todo - self.done) if self.done else None
+        if self.steps_trained:
+            left = elapsed / self.steps_trained * sum(self.steps_left.values())
+        else:
+            left = elapsed / self.done * (self.todo - self.done) if self.done else None
         eta = f", about {duration(left)} left" if left is not None and self.done < self.todo else ""
         return f"[experiment: {self.done}/{self.todo} runs{eta}]"
 
     def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None:
+        self.current = name
+        if name in self.steps_left:  # the checkpoint says where it resumes (the plan read the log)
+            self.steps_left[name] = total_steps - done_steps
         resumed = f" (resuming at step {done_steps})" if done_steps else ""
         self.message(f"{name}: training for {total_steps} steps{resumed}")
 
@@ -61,7 +78,7 @@ class PlainReporter:
         self.message(line)
 
     def end_run(self, line: str) -> None:
-        self.done += 1
+        self._ended(self.current)
         self.message(f"{line} {self.progress()}".rstrip())
 
     def close(self) -> None:
@@ -80,12 +97,13 @@ class TqdmReporter(PlainReporter):
     def message(self, line: str) -> None:
         tqdm.write(line)
 
-    def start_experiment(self, total_runs: int) -> None:
-        self.runs = tqdm(total=total_runs, desc="runs", unit="run", position=0)
+    def start_experiment(self, steps_left: dict[str, int]) -> None:
+        super().start_experiment(steps_left)
+        self.runs = tqdm(total=len(steps_left), desc="runs", unit="run", position=0)
 
-    def skip_run(self, line: str) -> None:
-        if self.runs is not None:  # the bar counts, and times, only the runs this command trains
-            self.runs.total -= 1
+    def skip_run(self, line: str, name: str | None = None) -> None:
+        if self.steps_left.pop(name, None) is not None and self.runs is not None:
+            self.runs.total -= 1  # the bar counts, and times, only the runs this command trains
             self.runs.refresh()
         self.message(line)
 

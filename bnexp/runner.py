@@ -39,7 +39,7 @@ from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, lo
 from bnexp.data import DataCache, data_digest
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
-from bnexp.estimate import busy_note, estimate, wall_seconds
+from bnexp.estimate import busy_note, estimate, steps_left, wall_seconds
 from bnexp.lock import alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter, duration
@@ -228,7 +228,8 @@ def run_experiment(
                               for variant, refs in cfg.reference.series.items()}  # fmt: skip
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
         # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
-        reporter.start_experiment(sum(map(to_train, actions.values())) if launched else len(plans))
+        reporter.start_experiment({p.name: steps_left(p, actions[p.name], out_dir)
+                                   for p in plans if world.main and to_train(actions[p.name])})  # fmt: skip
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]
@@ -261,7 +262,7 @@ def run_experiment(
             with claimed(plan, claim, world) as action:
                 if not to_train(action):  # another process finished or took it since the plan was made
                     statuses[plan.name] = status_of(action)
-                    reporter.skip_run(f"{plan.name}: {action}")
+                    reporter.skip_run(f"{plan.name}: {action}", plan.name)
                     continue
                 cell_device = device if device_name or plan.experiment.device == cfg.device else select_device(
                     plan.experiment.device)  # a grid over device: the cell's own  # fmt: skip
