@@ -57,10 +57,7 @@ class PlainReporter:
         if not self.todo:
             return ""
         elapsed = time.monotonic() - self.started
-        if self.steps_trained:
-            left = elapsed / self.steps_trained * sum(self.steps_left.values())
-        else:
-            left = elapsed / self.done * (self.todo - self.done) if self.done else None
+        left = elapsed / self.steps_trained * sum(self.steps_left.values()) if self.steps_trained else None
         eta = f", about {duration(left)} left" if left is not None and self.done < self.todo else ""
         return f"[experiment: {self.done}/{self.todo} runs{eta}]"
 
