@@ -91,7 +91,7 @@ def test_a_name_can_never_resolve_outside_its_parent(tmp_path):
             child_path(tmp_path, bad)
 
 
-def test_a_crafted_checkpoint_cannot_run_code(setup, tmp_path):
+def test_a_crafted_checkpoint_cannot_run_code(setup, tmp_path, capsys):
     """The checkpoint of a results folder from someone else is loaded with weights_only=True: the payload
     never runs, that run fails with what to do, and the other run completes."""
     config, root = setup
@@ -105,13 +105,13 @@ def test_a_crafted_checkpoint_cannot_run_code(setup, tmp_path):
 
     torch.save({"run": BN_RUN, "model": Payload()}, run / "checkpoint.pt")
     (run / "summary.json").unlink()  # so that the next `bnexp run` resumes from it
-    result = run_to_end(config, root, tmp_path, "--set", "epochs=1")
-    assert result.returncode == 1 and not marker.exists()
+    capsys.readouterr()
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 1 and not marker.exists()
     summary = RunDir(run).summary()
     assert summary["status"] == "failed" and "not a plain tensor file" in summary["error"]
-    assert f"--restart-run {BN_RUN}" in result.stdout
-    fixed = run_to_end(config, root, tmp_path, "--set", "epochs=1", "--restart-run", BN_RUN)
-    assert fixed.returncode == 0 and RunDir(run).summary()["status"] == "completed"
+    assert f"--restart-run {BN_RUN}" in capsys.readouterr().out
+    assert in_process(config, root, tmp_path, ["epochs=1"], restart_runs=(BN_RUN,)) == 0
+    assert RunDir(run).summary()["status"] == "completed"
 
 
 def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
@@ -261,9 +261,6 @@ def test_a_full_disk_while_checkpointing_says_so(setup, tmp_path, monkeypatch):
     assert summary["status"] == "failed" and "No space left on device" in summary["error"]
 
 
-TWO_EPOCHS = ("--set", "epochs=2")
-
-
 @pytest.fixture(scope="module")
 def killed_mid_run(tmp_path_factory):
     """A run killed by SIGKILL past its first checkpoint (a checkpoint, no summary), made once per module: each
@@ -272,7 +269,7 @@ def killed_mid_run(tmp_path_factory):
     root = write_tiny_dataset(base / "data", n_train=1500, n_test=200)
     config = base / "resume.yaml"
     config.write_text(RESUME_CONFIG)
-    proc = bnexp_process(config, root, base / "out", *TWO_EPOCHS)
+    proc = bnexp_process(config, root, base / "out", "--set", "epochs=2")
     wait_for_lines(base / "out" / "resume" / BN_RUN / "metrics.jsonl", 20, proc)  # past step 47's checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -290,7 +287,7 @@ def killed_mid_run(tmp_path_factory):
         ("deleted_metrics", "is missing, the checkpoint expects"),
     ],
 )
-def test_a_damaged_run_is_named_and_the_others_go_on(killed_mid_run, tmp_path, damage, expect):
+def test_a_damaged_run_is_named_and_the_others_go_on(killed_mid_run, tmp_path, capsys, damage, expect):
     config, root, killed = killed_mid_run
     shutil.copytree(killed, tmp_path / "resume")
     run = tmp_path / "resume" / BN_RUN
@@ -305,12 +302,13 @@ def test_a_damaged_run_is_named_and_the_others_go_on(killed_mid_run, tmp_path, d
         (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text()[:100])
     else:
         (run / "metrics.jsonl").unlink()
-    result = run_to_end(config, root, tmp_path, *TWO_EPOCHS)
-    assert result.returncode == 1, result.stdout
-    assert expect in result.stdout and f"--restart-run {BN_RUN}" in result.stdout
+    # in this process: what is tested is how bnexp reads the files, which the killed process left behind
+    code, output = in_process(config, root, tmp_path, ["epochs=2"]), capsys.readouterr().out
+    assert code == 1, output
+    assert expect in output and f"--restart-run {BN_RUN}" in output
     assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "completed"
-    again = run_to_end(config, root, tmp_path, *TWO_EPOCHS, "--restart-run", BN_RUN)
-    assert again.returncode == 0 and RunDir(run).summary()["status"] == "completed"
+    assert in_process(config, root, tmp_path, ["epochs=2"], restart_runs=(BN_RUN,)) == 0
+    assert RunDir(run).summary()["status"] == "completed"
 
 
 def test_temp_files_of_interrupted_writes_are_cleaned_up(setup, tmp_path):
