@@ -24,8 +24,8 @@ class PlainReporter:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
-        self.steps_left: dict[str, int] = {}
-        self.todo = self.done = self.steps_trained = 0
+        self.steps_left: dict[str, int] = {}  # the runs still to end -> their steps left
+        self.done = self.steps_trained = 0
         self.current: str | None = None
         self.started = time.monotonic()
 
@@ -35,13 +35,12 @@ class PlainReporter:
     def start_experiment(self, steps_left: dict[str, int]) -> None:
         """`steps_left`: each run this command trains -> the steps it has left to train."""
         self.steps_left = dict(steps_left)
-        self.todo, self.done, self.steps_trained, self.started = len(steps_left), 0, 0, time.monotonic()
+        self.done, self.steps_trained, self.started = 0, 0, time.monotonic()
 
     def skip_run(self, line: str, name: str | None = None) -> None:
         """A run this command does not train: one it never counted, or `name`, found finished or taken by
         another process since the plan was made (no longer part of the progress)."""
-        if self.steps_left.pop(name, None) is not None:
-            self.todo -= 1
+        self.steps_left.pop(name, None)
         self.message(line)
 
     def _ended(self, name: str | None) -> None:
@@ -54,12 +53,14 @@ class PlainReporter:
         self.message(f"{name}: {status} {self.progress()}")
 
     def progress(self) -> str:
-        if not self.todo:
+        todo = self.done + len(self.steps_left)
+        if not todo:
             return ""
-        elapsed = time.monotonic() - self.started
-        left = elapsed / self.steps_trained * sum(self.steps_left.values()) if self.steps_trained else None
-        eta = f", about {duration(left)} left" if left is not None and self.done < self.todo else ""
-        return f"[experiment: {self.done}/{self.todo} runs{eta}]"
+        eta = ""
+        if self.steps_trained and self.steps_left:
+            left = (time.monotonic() - self.started) / self.steps_trained * sum(self.steps_left.values())
+            eta = f", about {duration(left)} left"
+        return f"[experiment: {self.done}/{todo} runs{eta}]"
 
     def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None:
         self.current = name
@@ -99,10 +100,10 @@ class TqdmReporter(PlainReporter):
         self.runs = tqdm(total=len(steps_left), desc="runs", unit="run", position=0)
 
     def skip_run(self, line: str, name: str | None = None) -> None:
-        if self.steps_left.pop(name, None) is not None and self.runs is not None:
+        if name in self.steps_left and self.runs is not None:
             self.runs.total -= 1  # the bar counts, and times, only the runs this command trains
             self.runs.refresh()
-        self.message(line)
+        super().skip_run(line, name)
 
     def run_finished(self, name: str, status: str) -> None:
         if self.runs is not None:

@@ -228,8 +228,8 @@ def run_experiment(
                               for variant, refs in cfg.reference.series.items()}  # fmt: skip
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
         # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
-        reporter.start_experiment({p.name: steps_left(p, actions[p.name], out_dir)
-                                   for p in plans if world.main and to_train(actions[p.name])})  # fmt: skip
+        reporter.start_experiment({p.name: steps_left(p, actions[p.name], out_dir) for p in plans
+                                   if to_train(actions[p.name])} if world.main else {})  # fmt: skip
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]

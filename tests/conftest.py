@@ -156,11 +156,19 @@ def setup(tmp_path):
     return config, root
 
 
-def bnexp_process(config: Path, root: Path, out: Path, *extra: str, threads: int = 1) -> subprocess.Popen:
-    """`python -m bnexp run` of this checkout in its own process, output captured."""
+def run_args(config: Path, root: Path, out: Path) -> list[str]:
+    """`bnexp run CONFIG` on generated data into `out`, quietly: for CliRunner, or after `python -m bnexp`."""
+    return ["run", str(config), "--data-root", str(root), "--out", str(out), "--quiet"]
+
+
+def bnexp_process(config: Path, root: Path, out: Path, *extra: str, threads: int = 1,
+                  start_new_session: bool = False) -> subprocess.Popen:  # fmt: skip
+    """`python -m bnexp run` of this checkout in its own process, output captured; in a session of its own if
+    asked (so that a test can kill it with every process it started)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "bnexp", "run", str(config), "--data-root", str(root), "--out", str(out), "--quiet"]
-    return subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [sys.executable, "-m", "bnexp", *run_args(config, root, out), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=start_new_session)  # fmt: skip
 
 
 def run_to_end(config: Path, root: Path, out: Path, *extra: str, threads: int = 1) -> subprocess.CompletedProcess:

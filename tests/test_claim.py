@@ -22,7 +22,7 @@ from bnexp.runner import Shard, dry_run, run_experiment
 from bnexp.store import RunDir
 from bnexp.validate import load as load_config
 
-from .conftest import TINY_CONFIG, bnexp_process, in_process, run_files, run_to_end, wait_for_lines
+from .conftest import TINY_CONFIG, bnexp_process, in_process, run_args, run_files, run_to_end, wait_for_lines
 
 BN_RUN, PLAIN_RUN = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
 
@@ -145,8 +145,7 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
 @pytest.mark.parametrize("text", ["2/2", "a/2", "1/0", "-1/2", "1", "0/2/3"])
 def test_a_bad_shard_is_a_usage_error(setup, tmp_path, text):
     config, root = setup
-    args = ["run", str(config), "--data-root", str(root), "--out", str(tmp_path), "--shard", text, "--dry-run"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, [*run_args(config, root, tmp_path), "--shard", text, "--dry-run"])
     assert result.exit_code == 2 and "--shard" in result.stderr and not (tmp_path / "resume").exists()
 
 

@@ -20,7 +20,7 @@ from bnexp.cli import app
 from bnexp.nn import BatchNorm
 from bnexp.store import RunDir
 
-from .conftest import REPO, TINY_CONFIG, wait_for_lines
+from .conftest import REPO, TINY_CONFIG, bnexp_process, run_args, wait_for_lines
 
 B, C = 6, 5  # per process batch, channels
 
@@ -78,13 +78,6 @@ def test_synchronized_bn_on_two_processes_equals_one_process_on_the_whole_batch(
 DIST_CONFIG = TINY_CONFIG.replace("epochs: 2", "epochs: 2\ncheckpoint_every: 3").replace("log_every: 4", "log_every: 2")
 
 
-def bnexp(config: Path, root: Path, out: Path, *extra: str, start_new_session: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "bnexp", "run", str(config), "--data-root", str(root), "--out", str(out), "--quiet"]
-    return subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=start_new_session)  # fmt: skip
-
-
 def finish(p: subprocess.Popen) -> tuple[int, str]:
     output, _ = p.communicate(timeout=600)
     return p.returncode, output
@@ -101,10 +94,10 @@ def test_two_processes_with_sync_bn_follow_one_process_with_the_global_batch(con
     """Same global batches, gradients averaged, BN statistics of the global batch: the same training up to float
     rounding (stated tolerance: training losses within 1e-4 relative, test accuracy within 0.01)."""
     models = "models=[{name: lenet5, norm: batchnorm}]"
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "one", "--set", models))
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "one", "--set", models))
     assert code == 0, out
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "two", "--set", models, "--set", "bn_sync=sync",
-                             "--nproc", "2"))  # fmt: skip
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "two", "--set", models, "--set", "bn_sync=sync",
+                                     "--nproc", "2"))  # fmt: skip
     assert code == 0, out
     one = RunDir(tmp_path / "one" / "tiny" / "lenet5-bn_lr1x_s0")
     two = RunDir(tmp_path / "two" / "tiny" / "lenet5-bn_lr1x_s0")
@@ -122,13 +115,13 @@ def test_two_processes_with_sync_bn_follow_one_process_with_the_global_batch(con
 
 def test_a_killed_two_process_run_resumes_identically(config, tiny_root, tmp_path):
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--nproc", "2"]
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "reference", *args))
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "reference", *args))
     assert code == 0, out
-    proc = bnexp(config, tiny_root, tmp_path / "killed", *args, start_new_session=True)
+    proc = bnexp_process(config, tiny_root, tmp_path / "killed", *args, start_new_session=True)
     wait_for_lines(tmp_path / "killed" / "tiny" / "lenet5-bn_lr1x_s0" / "metrics.jsonl", 6, proc, timeout=300)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both processes at once
     proc.wait()
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "killed", *args))
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "killed", *args))
     assert code == 0 and "resume" in out, out
     for name in ("metrics.jsonl", "probes.jsonl"):
         assert (tmp_path / "killed" / "tiny" / "lenet5-bn_lr1x_s0" / name).read_bytes() == (
@@ -140,7 +133,7 @@ def test_a_killed_two_process_run_resumes_identically(config, tiny_root, tmp_pat
 
 def test_a_different_process_count_is_refused_until_restart(config, tiny_root, tmp_path):
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=1"]
-    run = ["run", str(config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet", *args]
+    run = [*run_args(config, tiny_root, tmp_path), *args]
     assert CliRunner().invoke(app, run).exit_code == 0  # one process: in this one
     result = CliRunner().invoke(app, [*run, "--nproc", "2"])  # refused before any rank starts
     assert result.exit_code == 2 and "processes: 1 -> 2" in result.stderr and "--restart" in result.stderr
@@ -148,7 +141,7 @@ def test_a_different_process_count_is_refused_until_restart(config, tiny_root, t
 
 def test_bad_inputs_exit_2(config, tiny_root, tmp_path):
     """Refused in the launching process, before any rank starts (so in-process here)."""
-    run = ["run", str(config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--quiet"]
+    run = run_args(config, tiny_root, tmp_path)
     result = CliRunner().invoke(app, [*run, "--nproc", "3"])
     assert result.exit_code == 2 and "not divisible by processes: 3" in result.stderr
     result = CliRunner().invoke(app, [*run, "--nproc", "2", "--set", "bn_sync=sync", "--set",
@@ -165,7 +158,7 @@ def _children(pid: int) -> list[int]:
 def test_a_process_that_dies_fails_its_run_and_the_others_go_on(config, tiny_root, tmp_path):
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "seeds=[0, 1]", "--set", "epochs=3",
             "--nproc", "2"]  # fmt: skip
-    proc = bnexp(config, tiny_root, tmp_path, *args)
+    proc = bnexp_process(config, tiny_root, tmp_path, *args)
     wait_for_lines(tmp_path / "tiny" / "lenet5-bn_lr1x_s0" / "metrics.jsonl", 3, proc, timeout=300)
     deadline = time.time() + 30
     while len(workers := _children(proc.pid)) < 2 and time.time() < deadline:
@@ -184,7 +177,8 @@ def test_a_signal_after_a_multi_process_run_still_stops_the_experiment(config, t
     """torch's launcher installs its own signal handlers; once its runs are done, ours must be back, so that
     SIGTERM during a later one-process run stops it with a checkpoint (exit 143), not fails it."""
     grid = 'grid={"processes,epochs": [[2, 1], [1, 400]]}'
-    proc = bnexp(config, tiny_root, tmp_path, "--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", grid)
+    models = "models=[{name: lenet5, norm: batchnorm}]"
+    proc = bnexp_process(config, tiny_root, tmp_path, "--set", models, "--set", grid)
     deadline = time.time() + 300
     while not list(tmp_path.glob("*/*_p1_*/metrics.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
@@ -204,15 +198,15 @@ def test_a_reduce_run_stopped_by_sigterm_resumes_identically(config, tiny_root, 
     uninterrupted run does not."""
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "bn_running_stats=reduce", "--set",
             "epochs=3", "--nproc", "2"]  # fmt: skip
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "reference", *args))
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "reference", *args))
     assert code == 0, out
-    proc = bnexp(config, tiny_root, tmp_path / "stopped", *args)
+    proc = bnexp_process(config, tiny_root, tmp_path / "stopped", *args)
     wait_for_lines(tmp_path / "stopped" / "tiny" / RUN / "metrics.jsonl", 5, proc, timeout=300)
     proc.send_signal(signal.SIGTERM)
     code, out = finish(proc)
     assert code == 143, out
     assert RunDir(tmp_path / "stopped" / "tiny" / RUN).summary()["status"] == "interrupted"
-    code, out = finish(bnexp(config, tiny_root, tmp_path / "stopped", *args))
+    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "stopped", *args))
     assert code == 0 and "resum" in out, out
     assert (tmp_path / "stopped" / "tiny" / RUN / "metrics.jsonl").read_bytes() == (
         tmp_path / "reference" / "tiny" / RUN / "metrics.jsonl").read_bytes()
@@ -221,7 +215,7 @@ def test_a_reduce_run_stopped_by_sigterm_resumes_identically(config, tiny_root, 
 def test_sigterm_stops_a_multi_process_run_within_seconds(config, tiny_root, tmp_path):
     """Issue 19, item 13: checkpointed, exit 143, and no rank killed by the launcher's grace timeout."""
     args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=200", "--nproc", "2"]
-    proc = bnexp(config, tiny_root, tmp_path, *args)
+    proc = bnexp_process(config, tiny_root, tmp_path, *args)
     wait_for_lines(tmp_path / "tiny" / RUN / "metrics.jsonl", 4, proc, timeout=300)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
