@@ -213,14 +213,13 @@ def run_files(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> dict[str, bytes]:
-    """The uninterrupted run of RESUME_CONFIG, made once per test process: its files name no path, and the
-    generated data are the same bytes as `setup`'s."""
+    """The uninterrupted run of RESUME_CONFIG, made once per test process and in it (one thread, as the
+    processes the tests start): its files name no path, and the generated data are the same bytes as `setup`'s."""
     base = tmp_path_factory.mktemp("reference")
     root = write_tiny_dataset(base / "data", n_train=1500, n_test=200)
     config = base / "resume.yaml"
     config.write_text(RESUME_CONFIG)
-    result = run_to_end(config, root, base / "reference")
-    assert result.returncode == 0, result.stdout
+    assert in_process(config, root, base / "reference") == 0
     return run_files(base / "reference")
 
 

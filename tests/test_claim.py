@@ -22,7 +22,7 @@ from bnexp.runner import Shard, dry_run, run_experiment
 from bnexp.store import RunDir
 from bnexp.validate import load as load_config
 
-from .conftest import TINY_CONFIG, bnexp_process, in_process, run_args, run_files, run_to_end, wait_for_lines
+from .conftest import TINY_CONFIG, bnexp_process, in_process, run_args, run_files, wait_for_lines
 
 BN_RUN, PLAIN_RUN = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
 
@@ -101,26 +101,29 @@ def test_a_run_is_decided_again_under_its_lock(setup, tmp_path):
         assert action == "start"
 
 
-def test_a_second_process_leaves_the_busy_run_to_the_first_and_trains_the_rest(setup, tmp_path):
+def test_a_second_process_leaves_the_busy_run_to_the_first_and_trains_the_rest(setup, tmp_path, capsys):
+    """The second bnexp is this test's own process."""
     config, root = setup
     first = bnexp_process(config, root, tmp_path, "--set", "epochs=15")
     try:
         wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, first)
         with pytest.raises(BnexpError, match="being written by another bnexp process with a different config"):
             in_process(config, root, tmp_path, ["epochs=15", "models[1].dropout=0.5"])
-        second = run_to_end(config, root, tmp_path, "--set", "epochs=15")
-        assert second.returncode == 0, second.stdout
+        capsys.readouterr()
+        assert in_process(config, root, tmp_path, ["epochs=15"]) == 0
+        second = capsys.readouterr().out
         busy = f"{BN_RUN}: busy: being written by another bnexp process (pid {first.pid} on"
-        assert busy in second.stdout and "busy runs: lenet5-bn_lr1x_s0" in second.stdout, second.stdout
+        assert busy in second and "busy runs: lenet5-bn_lr1x_s0" in second, second
         assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "completed"
-        assert f"{BN_RUN}: training" not in second.stdout  # left to the first
+        assert f"{BN_RUN}: training" not in second  # left to the first
     finally:
         first.kill()
         first.wait()
 
 
-def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setup, tmp_path):
-    """Two shards at once, one SIGKILLed mid-run and started again: the folder ends as one process leaves it."""
+def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setup, tmp_path, capsys):
+    """Two shards at once, one SIGKILLed mid-run and started again (here, as the last pass over the whole plan):
+    the folder ends as one process leaves it."""
     config, root = setup
     extra = ("--set", "seeds=[0, 1]", "--set", "epochs=2")
     assert in_process(config, root, tmp_path / "reference", ["seeds=[0, 1]", "epochs=2"]) == 0
@@ -135,10 +138,12 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
     output, _ = shards[1].communicate(timeout=300)
     assert shards[1].returncode == 0, output
     assert f"{BN_RUN}: training" not in output and output.count(": training for") == 2  # its own two runs
-    again = run_to_end(config, root, out, *extra, "--shard", "0/2")
-    assert again.returncode == 0 and "resuming at step" in again.stdout, again.stdout
-    whole = run_to_end(config, root, out, *extra)
-    assert whole.returncode == 0 and "resume: 4 completed ->" in whole.stdout, whole.stdout
+    capsys.readouterr()
+    overrides = ["seeds=[0, 1]", "epochs=2"]
+    assert in_process(config, root, out, overrides, shard=Shard(0, 2)) == 0
+    assert "resuming at step" in capsys.readouterr().out
+    assert in_process(config, root, out, overrides) == 0
+    assert "resume: 4 completed ->" in capsys.readouterr().out
     assert run_files(out) == run_files(tmp_path / "reference")
 
 

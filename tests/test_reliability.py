@@ -135,6 +135,7 @@ def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
 
 
 def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, reference, tmp_path):
+    """...and what they leave resumes bitwise (the resume runs here: what it checks is the files)."""
     config, root = setup
     with two_cores():  # one thread per worker, as the reference
         proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2")
@@ -144,8 +145,7 @@ def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, reference, tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert wait_gone(workers), "workers outlived their parent"
-        result = run_to_end(config, root, tmp_path / "killed", "--jobs", "2")
-    assert result.returncode == 0, result.stdout
+        assert in_process(config, root, tmp_path / "killed", jobs=2) == 0
     assert run_files(tmp_path / "killed") == reference
 
 
@@ -171,9 +171,9 @@ def test_sigterm_to_one_worker_interrupts_its_run_and_exits_143(setup, tmp_path)
     assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "interrupted"
 
 
-def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path):
+def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path, capfd):
     config, root = setup
-    proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
+    proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]", "--set", "epochs=2")
     signal_the_worker_of(proc, tmp_path / "resume" / PLAIN_RUN, signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output
@@ -182,8 +182,9 @@ def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(set
     assert [r.name for r in failed] == [PLAIN_RUN] and "killed by signal 9" in failed[0].summary()["error"]
     assert (failed[0].path / "error.log").is_file()
     assert sum(r.summary()["status"] == "completed" for r in runs.values()) == 3  # a replacement took the rest
-    result = run_to_end(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]")
-    assert result.returncode == 0 and "resuming at step" in result.stdout
+    capfd.readouterr()
+    assert in_process(config, root, tmp_path, ["seeds=[0, 1]", "epochs=2"], jobs=2) == 0
+    assert "resuming at step" in capfd.readouterr().out  # from its worker
 
 
 def test_a_run_resumes_with_the_thread_count_it_started_with(setup, reference, tmp_path):
@@ -208,20 +209,21 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, reference, t
     assert len(segments) == 2 and {s["torch_threads"] for s in segments} == {1}
 
 
-def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setup, tmp_path):
+def test_a_run_resumed_on_fewer_cores_than_its_threads_says_it_will_be_slow(setup, tmp_path, capfd):
     """Started alone with 2 threads, resumed by --jobs 2 on one pinned core each: it keeps its 2 threads (for
     bitwise reproducibility), and the user is told why it crawls and how to avoid it."""
     config, root = setup
     # the resumed run crawls (2 threads on one core): keep it short, but stop it past its first evaluation (step
     # 16), where the logs are first flushed (the metrics lines this test waits for)
-    short = ("--set", "epochs=1", "--set", "eval_every=16")
-    proc = bnexp_process(config, root, tmp_path, *short, threads=2)
+    short = ("epochs=1", "eval_every=16")
+    proc = bnexp_process(config, root, tmp_path, *(f"--set={s}" for s in short), threads=2)
     wait_for_lines(tmp_path / "resume" / BN_RUN / "metrics.jsonl", 3, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    result = run_to_end(config, root, tmp_path, "--jobs", "2", *short)
-    assert result.returncode == 0, result.stdout
-    assert f"{BN_RUN}: resuming with the 2 torch threads" in result.stdout and "(--jobs 1)" in result.stdout
+    capfd.readouterr()
+    assert in_process(config, root, tmp_path, short, jobs=2) == 0
+    output = capfd.readouterr().out
+    assert f"{BN_RUN}: resuming with the 2 torch threads" in output and "(--jobs 1)" in output
     segments = RunDir(tmp_path / "resume" / BN_RUN).summary()["segments"]
     assert [s["torch_threads"] for s in segments] == [2, 2]
 

@@ -14,29 +14,32 @@ import yaml
 from bnexp import store
 from bnexp.store import RunDir
 
-from .conftest import bnexp_process, in_process, lock_is_free, run_files, run_to_end, two_cores, wait_for_lines
+from .conftest import bnexp_process, in_process, lock_is_free, run_files, two_cores, wait_for_lines
 
 
-@pytest.mark.parametrize("kill_after_lines", [2, 17, 40, 75])
-def test_sigkill_and_resume_is_bitwise_identical(setup, reference, tmp_path, kill_after_lines):
+def test_runs_stopped_again_and_again_resume_bitwise_identical(setup, reference, tmp_path, capsys):
+    """Each process resumes from what the one before left: SIGKILL 2 and 17 log lines into the BN run (of its
+    68), SIGTERM at 40 (a clean stop: exit 143, the run interrupted), SIGKILL 25 lines into the second run (past
+    its first checkpoint). The last resume runs in this process: what it checks is the files, not the process."""
     config, root = setup
-    out = tmp_path / "killed"
-    metrics = out / "resume" / "lenet5-bn_lr1x_s0" / "metrics.jsonl"
-    if kill_after_lines > 68:  # past the first run (68 lines): kill during the second one
-        metrics = out / "resume" / "lenet5_lr1x_s0" / "metrics.jsonl"
-        kill_after_lines -= 68
-    proc = bnexp_process(config, root, out)
-    wait_for_lines(metrics, kill_after_lines, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert lock_is_free(out / "resume")  # the kernel released the killed process's lock
-    result = run_to_end(config, root, out)
-    assert result.returncode == 0, result.stdout
-    assert "resume" in result.stdout or "start" in result.stdout
+    out = tmp_path / "stopped"
+    bn, plain = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
+    for run, lines, sig in ((bn, 2, signal.SIGKILL), (bn, 17, signal.SIGKILL), (bn, 40, signal.SIGTERM),
+                            (plain, 25, signal.SIGKILL)):  # fmt: skip
+        proc = bnexp_process(config, root, out)
+        wait_for_lines(out / "resume" / run / "metrics.jsonl", lines, proc)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL), output
+        if sig == signal.SIGTERM:
+            assert RunDir(out / "resume" / run).summary()["status"] == "interrupted"
+        assert lock_is_free(out / "resume")  # released by the process, or by the kernel for a killed one
+    assert in_process(config, root, out) == 0
+    assert "resuming at step" in capsys.readouterr().out
     assert run_files(out) == reference
 
 
-def test_sigint_stops_with_checkpoint_and_resumes_identically(setup, reference, tmp_path):
+def test_sigint_stops_with_checkpoint_and_resumes_identically(setup, reference, tmp_path, capsys):
     config, root = setup
     out = tmp_path / "interrupted"
     proc = bnexp_process(config, root, out)
@@ -48,18 +51,9 @@ def test_sigint_stops_with_checkpoint_and_resumes_identically(setup, reference, 
     assert run.summary()["status"] == "interrupted" and (run.path / "checkpoint.pt").is_file()
     assert not (out / "resume" / "lenet5_lr1x_s0").exists()  # the next run did not start
     assert lock_is_free(out / "resume")
-    result = run_to_end(config, root, out)
-    assert result.returncode == 0 and "resuming at step" in result.stdout
+    assert in_process(config, root, out) == 0
+    assert "resuming at step" in capsys.readouterr().out
     assert run_files(out) == reference
-
-
-def test_sigterm_exit_code(setup, tmp_path):
-    config, root = setup
-    proc = bnexp_process(config, root, tmp_path)
-    wait_for_lines(tmp_path / "resume" / "lenet5-bn_lr1x_s0" / "metrics.jsonl", 5, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 143
 
 
 def test_finished_runs_are_skipped(setup, tmp_path, capsys):
@@ -145,7 +139,7 @@ def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path):
         assert (a.path / "metrics.jsonl").read_bytes() == (b.path / "metrics.jsonl").read_bytes()
 
 
-def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path):
+def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path, capfd):
     config, root = setup
     proc = bnexp_process(config, root, tmp_path, "--jobs", "2")
     for run in ("lenet5_lr1x_s0", "lenet5-bn_lr1x_s0"):  # both under way, so both have a step to resume at
@@ -155,8 +149,9 @@ def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path):
     assert proc.returncode == 143, output
     statuses = {RunDir(p).summary()["status"] for p in (tmp_path / "resume").iterdir() if p.is_dir()}
     assert statuses == {"interrupted"}
-    result = run_to_end(config, root, tmp_path, "--jobs", "2")
-    assert result.returncode == 0 and result.stdout.count("resuming at step") == 2, result.stdout
+    with two_cores():
+        assert in_process(config, root, tmp_path, jobs=2) == 0
+    assert capfd.readouterr().out.count("resuming at step") == 2  # from the two workers
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
