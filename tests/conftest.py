@@ -171,12 +171,6 @@ def bnexp_process(config: Path, root: Path, out: Path, *extra: str, threads: int
                             start_new_session=start_new_session)  # fmt: skip
 
 
-def run_to_end(config: Path, root: Path, out: Path, *extra: str, threads: int = 1) -> subprocess.CompletedProcess:
-    p = bnexp_process(config, root, out, *extra, threads=threads)
-    output, _ = p.communicate(timeout=300)
-    return subprocess.CompletedProcess(p.args, p.returncode, output)
-
-
 def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

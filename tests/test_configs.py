@@ -43,8 +43,16 @@ def test_every_config_has_a_smoke_profile_and_a_reference_or_is_the_smoke_test()
         assert cfg.reference is not None or config.stem == "smoke", config.name
 
 
+@pytest.fixture(scope="session")
+def decoded_cache(tmp_path_factory) -> Path:
+    """One bnexp cache for every smoke run of a test process: the real files are decoded once, not per config
+    (decoding and the cache are tested in test_data and test_reliability)."""
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_config_runs_at_smoke_size(config, tmp_path):
+def test_config_runs_at_smoke_size(config, tmp_path, decoded_cache, monkeypatch):
+    monkeypatch.setenv("BNEXP_CACHE", str(decoded_cache))
     out = tmp_path / "out"
     args = ["run", str(config), "--smoke", "--out", str(out), "--quiet", *data_args(config, tmp_path)]
     result = CliRunner().invoke(app, args)
