@@ -134,7 +134,8 @@ def test_unverified_cifar_pickles_are_refused_unless_trusted(tmp_path):
 
 
 def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, reference, tmp_path):
-    """...and what they leave resumes bitwise (the resume runs here: what it checks is the files)."""
+    """...and what they leave resumes bitwise (the resume runs here, on this process's one thread: what it
+    checks is the files)."""
     config, root = setup
     with two_cores():  # one thread per worker, as the reference
         proc = bnexp_process(config, root, tmp_path / "killed", "--jobs", "2")
@@ -144,7 +145,7 @@ def test_kill_9_of_the_parent_takes_the_workers_with_it(setup, reference, tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert wait_gone(workers), "workers outlived their parent"
-        assert in_process(config, root, tmp_path / "killed", jobs=2) == 0
+    assert in_process(config, root, tmp_path / "killed") == 0
     assert run_files(tmp_path / "killed") == reference
 
 
@@ -170,7 +171,7 @@ def test_sigterm_to_one_worker_interrupts_its_run_and_exits_143(setup, tmp_path)
     assert RunDir(tmp_path / "resume" / PLAIN_RUN).summary()["status"] == "interrupted"
 
 
-def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path, capfd):
+def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(setup, tmp_path, capsys):
     config, root = setup
     proc = bnexp_process(config, root, tmp_path, "--jobs", "2", "--set", "seeds=[0, 1]", "--set", "epochs=2")
     signal_the_worker_of(proc, tmp_path / "resume" / PLAIN_RUN, signal.SIGKILL)
@@ -181,9 +182,8 @@ def test_sigkill_of_a_worker_fails_its_run_with_a_summary_and_the_rest_go_on(set
     assert [r.name for r in failed] == [PLAIN_RUN] and "killed by signal 9" in failed[0].summary()["error"]
     assert (failed[0].path / "error.log").is_file()
     assert sum(r.summary()["status"] == "completed" for r in runs.values()) == 3  # a replacement took the rest
-    capfd.readouterr()
-    assert in_process(config, root, tmp_path, ["seeds=[0, 1]", "epochs=2"], jobs=2) == 0
-    assert "resuming at step" in capfd.readouterr().out  # from its worker
+    assert in_process(config, root, tmp_path, ["seeds=[0, 1]", "epochs=2"]) == 0  # resumed in this process
+    assert "resuming at step" in capsys.readouterr().out
 
 
 def test_a_run_resumes_with_the_thread_count_it_started_with(setup, reference, tmp_path):
