@@ -182,6 +182,24 @@ def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: floa
     raise AssertionError("timed out")
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs: a zombie waits for its parent's wait() and runs nothing."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:  # gone
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def lock_is_free(experiment_dir: Path) -> bool:
     fd = os.open(experiment_dir / LOCK_FILE, os.O_RDWR)
     try:
@@ -215,7 +233,6 @@ def reference(tmp_path_factory) -> dict[str, bytes]:
     config.write_text(RESUME_CONFIG)
     assert in_process(config, root, base / "reference") == 0
     return run_files(base / "reference")
-
 
 
 @contextmanager

@@ -125,8 +125,9 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
     """Two shards at once, one SIGKILLed mid-run and started again (here, as the last pass over the whole plan):
     the folder ends as one process leaves it."""
     config, root = setup
-    extra = ("--set", "seeds=[0, 1]", "--set", "epochs=2")
-    assert in_process(config, root, tmp_path / "reference", ["seeds=[0, 1]", "epochs=2"]) == 0
+    overrides = ["seeds=[0, 1]", "epochs=2"]
+    extra = [f"--set={o}" for o in overrides]
+    assert in_process(config, root, tmp_path / "reference", overrides) == 0
     out = tmp_path / "sharded"
     shards = [bnexp_process(config, root, out, *extra, "--shard", f"{i}/2") for i in range(2)]
     first = out / "resume" / BN_RUN  # the plan's first run: shard 0's
@@ -139,7 +140,6 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
     assert shards[1].returncode == 0, output
     assert f"{BN_RUN}: training" not in output and output.count(": training for") == 2  # its own two runs
     capsys.readouterr()
-    overrides = ["seeds=[0, 1]", "epochs=2"]
     assert in_process(config, root, out, overrides, shard=Shard(0, 2)) == 0
     assert "resuming at step" in capsys.readouterr().out
     assert in_process(config, root, out, overrides) == 0

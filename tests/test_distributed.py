@@ -20,7 +20,7 @@ from bnexp.cli import app
 from bnexp.nn import BatchNorm
 from bnexp.store import RunDir
 
-from .conftest import REPO, TINY_CONFIG, bnexp_process, run_args, wait_for_lines
+from .conftest import REPO, TINY_CONFIG, bnexp_process, run_args, wait_for_lines, wait_gone
 
 B, C = 6, 5  # per process batch, channels
 
@@ -222,14 +222,6 @@ def _torchrun(config: Path, root: Path, out: Path, port: int) -> subprocess.Pope
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_second_torchrun_leaves_the_busy_run_and_the_ranks_die_with_a_killed_torchrun(config, tiny_root, tmp_path):
     """Issue 19, item 19, with per-run locks (issue 21): rank 0 of a second torchrun on the same folder finds the
     run taken and every rank leaves it; no rank dies on a collective that rank 0 left. Then item 14: kill -9 of
@@ -247,8 +239,5 @@ def test_a_second_torchrun_leaves_the_busy_run_and_the_ranks_die_with_a_killed_t
     finally:
         first.kill()
         first.communicate(timeout=120)
-    deadline = time.time() + 15
-    while any(_alive(r) for r in ranks) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not any(_alive(r) for r in ranks)
+    assert wait_gone(ranks), "ranks outlived their torchrun"
     assert RunDir(tmp_path / "tiny" / RUN).summary() is None  # nobody finished the run behind the user's back

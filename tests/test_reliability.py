@@ -21,11 +21,13 @@ from bnexp.store import RunDir, child_path
 
 from .conftest import (
     RESUME_CONFIG,
+    alive,
     bnexp_process,
     in_process,
     run_files,
     two_cores,
     wait_for_lines,
+    wait_gone,
     write_tiny_dataset,
 )
 
@@ -60,24 +62,6 @@ def signal_the_worker_of(proc: subprocess.Popen, run: Path, sig: signal.Signals)
                     continue
         time.sleep(0.05)
     raise AssertionError(f"no worker was training {run.name} with a checkpoint written")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie waits for its parent's wait(); it runs nothing
-        return f.read().split(") ")[1][0] != "Z"
-
-
-def wait_gone(pids: list[int], timeout: float = 15) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not any(alive(p) for p in pids):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- 1, 2: paths and code from files ------------------------------------------------------------------------
