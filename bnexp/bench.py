@@ -31,7 +31,7 @@ from bnexp.config import DatasetConfig, ExperimentConfig, ModelConfig, Optimizer
 from bnexp.data import SOURCES, Data, Split, load_data, locate
 from bnexp.models import build_model
 from bnexp.store import RunDir
-from bnexp.train import Trainer, evaluate, make_optimizer, seed_everything
+from bnexp.train import Trainer, evaluate, make_optimizer, seed_everything, torch_threads
 
 CPU = torch.device("cpu")
 PACKAGE_DIR = str(Path(bnexp.__file__).parent)
@@ -368,12 +368,8 @@ def _bare_and_no_warmup(plan: RunPlan, data: Data, device: torch.device, channel
 
 def _steady_and_warmup(plan: RunPlan, data: Data, device: torch.device, threads: int | None = None):
     """(images/s of plan's last interval, seconds its first interval took beyond it: compilation, warm-up)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads or saved)
-    try:
+    with torch_threads(threads or torch.get_num_threads()):
         timings = trainer_timings(plan, data, device)
-    finally:
-        torch.set_num_threads(saved)
     return timings[-1]["images_per_s"], timings[0]["train_time_s"] - timings[-1]["train_time_s"]
 
 

@@ -25,7 +25,7 @@ from bnexp.config import RunPlan
 from bnexp.data import SOURCES
 from bnexp.models import build_model
 from bnexp.store import CorruptFile, RunDir
-from bnexp.train import make_optimizer, steps_per_epoch
+from bnexp.train import make_optimizer, steps_per_epoch, torch_threads
 
 CALIBRATION_STEPS = 8
 
@@ -82,9 +82,7 @@ def calibrate(plan: RunPlan, threads: int) -> float:
     side = exp.dataset.resize
     size = (side or inputs.height, side or inputs.width)
     batch = exp.batch_size // exp.processes
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model = build_model(plan.model, inputs)
         optimizer = make_optimizer(exp.optimizer, model.parameters(), plan.lr)
         x = torch.rand(batch, inputs.channels, *size)
@@ -103,8 +101,6 @@ def calibrate(plan: RunPlan, threads: int) -> float:
             t = time.perf_counter()
             model(xe)
             per_image = (time.perf_counter() - t) / len(xe)
-    finally:
-        torch.set_num_threads(saved)
     test_size = exp.dataset.test_subset or SOURCES[exp.dataset.name].sizes[1]
     eval_images = test_size + (exp.eval_train_subset or 0)
     steps = total_steps(plan)

@@ -11,7 +11,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -103,6 +103,17 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Compute with `count` torch threads inside, with the count there was before afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def make_optimizer(cfg: OptimizerConfig, params: Iterator[nn.Parameter], lr: float) -> torch.optim.Optimizer:

@@ -18,6 +18,7 @@ import torch
 from bnexp import store
 from bnexp.errors import BnexpError
 from bnexp.store import RunDir, child_path
+from bnexp.train import torch_threads
 
 from .conftest import (
     RESUME_CONFIG,
@@ -185,11 +186,8 @@ def test_a_run_resumes_with_the_thread_count_it_started_with(setup, reference, t
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    torch.set_num_threads(2)  # resumed in this process, where a new run would now take 2 threads
-    try:
+    with torch_threads(2):  # resumed in this process, where a new run would now take 2 threads
         assert in_process(config, root, tmp_path / "resumed") == 0
-    finally:
-        torch.set_num_threads(1)
     assert run_files(tmp_path / "resumed") == reference
     segments = RunDir(tmp_path / "resumed" / "resume" / BN_RUN).summary()["segments"]
     assert len(segments) == 2 and {s["torch_threads"] for s in segments} == {1}

@@ -13,6 +13,7 @@ import yaml
 
 from bnexp import store
 from bnexp.store import RunDir
+from bnexp.train import torch_threads
 
 from .conftest import bnexp_process, in_process, lock_is_free, run_files, two_cores, wait_for_lines
 
@@ -166,13 +167,9 @@ def test_a_grid_over_dataset_keys_trains_each_cell_on_its_own_data(tiny_config, 
     # the control: the unit cell trains exactly as a plain run with unit inputs, at the same thread count (each of
     # 2 workers computes with 1 thread)
     same = tmp_path / "same"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads if jobs == 1 else 1)
     plain = [overrides[0], "epochs=1", "seeds=[0]", "dataset.normalize=unit"]
-    try:
+    with torch_threads(torch.get_num_threads() if jobs == 1 else 1):
         assert in_process(tiny_config, tiny_root, same, plain) == 0
-    finally:
-        torch.set_num_threads(threads)
     control = same / "tiny" / "lenet5_lr1x_s0" / "metrics.jsonl"
     assert control.read_bytes() == (unit.path / "metrics.jsonl").read_bytes()
 

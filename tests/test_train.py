@@ -204,3 +204,12 @@ def test_checkpoint_fields_are_checked_before_they_are_used(tiny_config, tiny_ro
     assert torch.get_num_threads() == threads
     summary = run.summary()
     assert summary["status"] == "failed" and words in summary["error"] and "--restart-run" in summary["error"]
+
+
+def test_torch_threads_sets_the_count_inside_and_restores_it_even_after_an_error():
+    before = torch.get_num_threads()
+    with train.torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    with pytest.raises(RuntimeError), train.torch_threads(before + 2):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

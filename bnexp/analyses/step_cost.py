@@ -20,6 +20,7 @@ from torch import nn
 from bnexp.config import ModelConfig, from_dict
 from bnexp.data import Data
 from bnexp.models import build_model
+from bnexp.train import torch_threads
 
 REPS, STEPS, WARMUP = 7, 10, 3
 
@@ -45,9 +46,7 @@ def analyze(model: nn.Module, data: Data, run: dict[str, Any]) -> dict[str, Any]
     spec = data.inputs
     x = torch.randn(run["batch_size"], spec.channels, spec.height, spec.width, generator=g).to(device)
     y = torch.randint(0, spec.num_classes, (run["batch_size"],), generator=g).to(device)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for m in contenders.values():
             m.to(device).train()
             _timed_steps(m, x, y, WARMUP)
@@ -56,8 +55,6 @@ def analyze(model: nn.Module, data: Data, run: dict[str, Any]) -> dict[str, Any]
             order = list(contenders) if rep % 2 == 0 else list(reversed(contenders))
             for name in order:
                 times[name].append(_timed_steps(contenders[name], x, y, STEPS))
-    finally:
-        torch.set_num_threads(threads)
     ratios = [a / b for a, b in zip(times["this"], times["batchnorm"], strict=True)]
     return {
         "norm": cfg.norm,
