@@ -17,7 +17,7 @@ import socket
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -197,6 +197,12 @@ SOURCES: dict[str, Source] = {
     "mnist": IdxSource(datasets.MNIST),
     "cifar100": CifarSource(),
 }
+
+
+def model_inputs(cfg: DatasetConfig) -> InputSpec:
+    """What a model of this dataset sees, known before any file is read: the source's images, resized if asked."""
+    inputs = SOURCES[cfg.name].inputs
+    return replace(inputs, height=cfg.resize, width=cfg.resize) if cfg.resize else inputs
 
 
 @dataclass

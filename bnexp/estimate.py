@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bnexp.config import RunPlan
-from bnexp.data import SOURCES
+from bnexp.data import SOURCES, model_inputs
 from bnexp.models import build_model
 from bnexp.store import CorruptFile, RunDir
 from bnexp.train import make_optimizer, steps_per_epoch, torch_threads
@@ -78,9 +78,8 @@ def calibrate(plan: RunPlan, threads: int) -> float:
     """Seconds per training step of `plan`'s model and batch on random data, plus its evaluations spread over
     the steps, with `threads` torch threads."""
     exp = plan.experiment
-    inputs = SOURCES[exp.dataset.name].inputs
-    side = exp.dataset.resize
-    size = (side or inputs.height, side or inputs.width)
+    inputs = model_inputs(exp.dataset)
+    size = (inputs.height, inputs.width)
     batch = exp.batch_size // exp.processes
     with torch_threads(threads):
         model = build_model(plan.model, inputs)

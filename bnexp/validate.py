@@ -3,14 +3,13 @@ before anything is written, with the same file:line message as the schema's own 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from bnexp.config import BATCH_NORMS, MAX_RUNS, ConfigError, ExperimentConfig, Locate, load_config
-from bnexp.data import SOURCES
+from bnexp.data import SOURCES, model_inputs
 from bnexp.models import MODELS, build_model
 from bnexp.probes.distributions import probe_points
 
@@ -23,8 +22,7 @@ def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, m
 
 def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
     source = SOURCES[cfg.dataset.name]
-    size = cfg.dataset.resize
-    inputs = dataclasses.replace(source.inputs, height=size, width=size) if size else source.inputs
+    inputs = model_inputs(cfg.dataset)
     classes = inputs.num_classes
     for key, limit in zip(("subset", "test_subset"), source.sizes, strict=True):
         value = getattr(cfg.dataset, key)
@@ -102,9 +100,8 @@ def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Lo
 def _activation_widths(model: torch.nn.Module, modules: list[torch.nn.Module], cfg: ExperimentConfig) -> list[int]:
     widths: list[int] = []
     handles = [m.register_forward_pre_hook(lambda mod, args: widths.append(args[0].shape[1])) for m in modules]
-    source = SOURCES[cfg.dataset.name]
-    side = cfg.dataset.resize
-    shape = (2, source.inputs.channels, side or source.inputs.height, side or source.inputs.width)
+    inputs = model_inputs(cfg.dataset)
+    shape = (2, inputs.channels, inputs.height, inputs.width)
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(shape))
