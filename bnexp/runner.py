@@ -42,7 +42,7 @@ from bnexp.errors import BnexpError
 from bnexp.estimate import busy_note, estimate, steps_left, wall_seconds
 from bnexp.lock import alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
-from bnexp.progress import PlainReporter, duration
+from bnexp.progress import PlainReporter, RunLeft, duration
 from bnexp.results import REFERENCES_FILE
 from bnexp.store import (
     CHECKPOINT,
@@ -228,8 +228,8 @@ def run_experiment(
                               for variant, refs in cfg.reference.series.items()}  # fmt: skip
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
         # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
-        reporter.start_experiment({p.name: steps_left(p, actions[p.name], out_dir) for p in plans
-                                   if to_train(actions[p.name])} if world.main else {})  # fmt: skip
+        reporter.start_experiment({p.name: RunLeft(steps_left(p, actions[p.name], out_dir), p.experiment.batch_size)
+                                   for p in plans if to_train(actions[p.name])} if world.main else {})  # fmt: skip
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 
 import pytest
@@ -185,6 +186,16 @@ def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_p
                  "eval_every=2", "seeds=[0]"]  # fmt: skip
     assert in_process(tiny_config, tiny_root, tmp_path, overrides) == 0
     assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2
+
+
+def test_the_time_left_counts_each_runs_batch(tiny_config, tiny_root, tmp_path, capsys):
+    """The runner tells the progress line each run's batch: after the batch-4 run (150 steps), the batch-100 run
+    left (fewer steps of as many images) is a range, from the step pace to the image pace. (Runs not yet started
+    are counted at the dataset's official size, 60,000 images here for 300 on disk.)"""
+    overrides = ["models=[{name: lenet5, norm: none}]", "grid.batch_size=[4, 100]", "seeds=[0]"]
+    assert in_process(tiny_config, tiny_root, tmp_path, overrides) == 0
+    finished = [line for line in capsys.readouterr().out.splitlines() if "[experiment: 1/2 runs" in line]
+    assert len(finished) == 1 and re.search(r"runs, \d.* to \d.* left\]$", finished[0]), finished
 
 
 def test_a_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tiny_config, tiny_root, tmp_path):
