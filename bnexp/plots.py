@@ -515,26 +515,48 @@ def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
 
 @figure("batch_size", applies=lambda exp: len({r.grid["batch_size"] for r in exp.runs if "batch_size" in r.grid}) > 1)
 def batch_size(exp: Experiment) -> Figure:
-    """Test error vs batch size (log 2 axis), a line per norm, mean +- 1 sd over seeds (GroupNorm paper Fig. 1)."""
+    """Test error vs batch size (log 2 axis), a line per norm through the means over seeds (GroupNorm paper Fig.
+    1); a batch size whose seeds ended differently has no mean: each seed is a dot, ringed if it never left
+    chance or fell back."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
     colors = tag_colors(exp)
-    most = 0
+    most, any_mixed = 0, False
     for runs in _model_groups(exp).values():
-        sizes = sorted({r.grid["batch_size"] for r in runs})
-        stats = [mean_sd([r.summary.get("final_test_acc") for r in runs if r.grid["batch_size"] == b]) for b in sizes]
+        by_size: dict[int, list[Run]] = {}
+        for r in runs:
+            by_size.setdefault(r.grid["batch_size"], []).append(r)
+        sizes, stats = [], []
+        style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
+        for size, cell in sorted(by_size.items()):
+            if not mixed_outcomes(cell):
+                sizes.append(size)
+                stats.append(mean_sd([r.summary.get("final_test_acc") for r in cell]))
+                continue
+            any_mixed = True
+            for r in cell:
+                acc = r.summary.get("final_test_acc")
+                ringed = r.course["outcome"] in ("never_left_chance", "fell_back")
+                for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
+                    ax.plot(size, y, "o", markersize=4, color=style["color"], alpha=0.8)
+                    if ringed:
+                        ax.plot(size, y, "o", mfc="none", color="black", markersize=9)
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
-        most = max(most, *(n for _, _, n in stats))
-        style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
+        most = max(most, *(n for _, _, n in stats), 0)
         name = label(runs, with_lr=False, with_n=False, with_grid=False).removeprefix(runs[0].model["name"] + " ")
         ax_err.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name, **style)
         ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
+    if any_mixed:
+        ax_err.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
+        ax_err.plot([], [], "o", mfc="none", color="black", label="a seed that never left chance or fell back")
     for ax in (ax_err, ax_acc):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (images per step; lr scaled linearly)")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
-    ax_err.set_title("test error after the last epoch (eval mode), " + ("mean ± 1 sd" if most > 1 else "one run"))
+    spread = "mean ± 1 sd over seeds" if most > 1 else "one run"
+    ax_err.set_title(f"test error after the last epoch (eval mode), {spread}"
+                     + ("\nwhere every seed had the same outcome" if any_mixed else ""))  # fmt: skip
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("the same as accuracy")
     legend_below(ax_err, 8)

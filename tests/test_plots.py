@@ -65,3 +65,27 @@ def test_plot_cli_reads_a_results_folder(tmp_path):
     assert len(pngs) == 6 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "nothing")]).exit_code == 2
     assert CliRunner().invoke(app, ["plot", str(tmp_path), "--format", "gif"]).exit_code == 2
+
+
+def test_batch_size_draws_no_mean_over_seeds_that_ended_differently(tmp_path):
+    """A batch size whose seeds had different outcomes (one trained, one never left chance) is drawn seed by
+    seed, the one that did not train ringed; the line and its error bars pass only through the other sizes."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    plain = [r for r in exp.runs if r.config["model"]["norm"] == "none"]  # lr x1 trains, lr x5 never leaves chance
+    for r in exp.runs:
+        r.config["grid"] = {"batch_size": 4}
+    for r in plain:  # batch 2: one of each outcome; batch 8 and 16: one outcome each
+        stuck, seed = r.config["lr_multiplier"] == 5.0, r.config["seed"]
+        r.config["grid"] = {"batch_size": 2 if seed == 0 else 16 if stuck else 8}
+    kind = next(k for k in FIGURES if k.name == "batch_size")
+    assert kind.applies(exp)
+    fig = kind.draw(exp)
+    err = fig.axes[0]
+    colour = NORM_COLORS["none"]
+    line = next(ln for ln in err.get_lines() if ln.get_color() == colour and len(ln.get_xdata()) > 1)
+    assert list(line.get_xdata()) == [8, 16]
+    dots = [ln for ln in err.get_lines() if len(ln.get_xdata()) == 1 and list(ln.get_xdata()) == [2]]
+    assert sum(ln.get_color() == colour for ln in dots) == 2  # each seed at batch 2
+    assert sum(ln.get_markerfacecolor() == "none" for ln in dots) == 1  # the one that never left chance, ringed
+    assert "where every seed had the same outcome" in err.get_title()
+    plt.close(fig)
