@@ -6,8 +6,8 @@ Verdicts: **supported** (the interval lies on the expected side, or the article'
 prediction interval), **contradicted** (the interval lies on the other side, or outside it), **undecided at
 n = N** with the seeds that a power estimate says would decide, or **not measured** (no finished runs).
 Runs with different training outcomes in one group (trained / fell back / never left chance / diverged) are
-never pooled into one mean: the counts are reported and a continuous quantity is compared within the runs
-that trained.
+never pooled into one mean: the counts are reported, and two groups are compared run by run by rank (for
+greater / less) or within the runs that trained (for equivalent, or against a value).
 """
 
 from __future__ import annotations
@@ -309,30 +309,50 @@ def _side(ci: stats.Interval, sign: int, reference: float) -> bool | None:
 CENSORED = ("steps_to_loss_below", "steps_to_test_acc", "left_chance_step")
 
 
-def _ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
-    """Steps-until compared when some runs never got there: a rank test (Mann-Whitney U, exact permutation
-    distribution) with those runs counted as slower than every run that did (runs of one experiment have the
-    same length)."""
-    xa = list(a.values()) + [math.inf] * miss_a
-    xb = list(b.values()) + [math.inf] * miss_b
-    if min(len(xa), len(xb)) < 2:
-        return {"effect": None, "n": min(len(xa), len(xb)), "measured": f"{_median_text(xa)} vs {_median_text(xb)}",
-                "verdict": _verdict(None, min(len(xa), len(xb)), None)}  # fmt: skip
+def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: str) -> dict[str, Any]:
+    """Two groups compared by a rank test (Mann-Whitney U, exact permutation distribution): it needs no mean, so
+    it holds where runs never got somewhere (their values given as +-inf) or ended differently."""
+    n = min(len(xa), len(xb))
+    if n < 2:
+        return {"effect": None, "n": n, "measured": measured, "verdict": _verdict(None, n, None)}
     test = stats.rank_test(xa, xb, "greater" if sign > 0 else "less")
     other = stats.rank_test(xa, xb, "less" if sign > 0 else "greater")
     alpha = (1 - stats.LEVEL) / 2
     decided = True if test.p_value < alpha else False if other.p_value < alpha else None
-    n = min(len(xa), len(xb))
     needed = stats.separation_seeds(alpha) if decided is None and other.p_value >= test.p_value else None
+    why = "the ranks point the other way" if other.p_value < test.p_value else "the ranks do not separate the groups"
+    return {"effect": None, "n": n, "p_value": test.p_value, "method": f"{test.method}; {method}",
+            "measured": measured, "verdict": _verdict(decided, n, needed, why)}  # fmt: skip
+
+
+def _censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
+    """Steps-until compared when some runs never got there: those runs count as slower than every run that did
+    (runs of one experiment have the same length)."""
+    xa = list(a.values()) + [math.inf] * miss_a
+    xb = list(b.values()) + [math.inf] * miss_b
     reached = f"{len(a)}/{len(xa)} vs {len(b)}/{len(xb)} reached it"
-    return {"effect": None, "n": n, "p_value": test.p_value, "method": f"{test.method}; runs that never reached it "
-            "rank as slowest", "measured": f"{_median_text(xa)} vs {_median_text(xb)} (medians; {reached})",
-            "verdict": _verdict(decided, n, needed, "the ranks do not separate the groups")}  # fmt: skip
+    return _ranks(xa, xb, sign, "runs that never reached it rank as slowest",
+                  f"{_median_text(xa)} vs {_median_text(xb)} (medians; {reached})")
+
+
+def _outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_b: Any, sign: int) -> dict[str, Any]:
+    """A quantity compared when a group's runs ended differently (trained / fell back / ...): every run by rank,
+    none averaged; an accuracy's run without one (diverged) ranks below every run."""
+    def values(runs: list[Run], at: Any) -> list[float]:
+        got = [measure(r, claim.quantity, at) for r in runs]
+        worst = [-math.inf] * sum(v is None for v in got) if claim.quantity in ACCURACIES else []
+        return [v for v in got if v is not None] + worst
+
+    xa, xb = values(a_runs, claim.at), values(b_runs, at_b)
+    outcomes = " vs ".join(", ".join(f"{n} {o.replace('_', ' ')}" for o, n in _outcomes(runs).items())
+                           for runs in (a_runs, b_runs))  # fmt: skip
+    return _ranks(xa, xb, sign, "every run ranked, whatever its outcome",
+                  f"{_median_text(xa)} vs {_median_text(xb)} (medians; {outcomes})")
 
 
 def _median_text(x: list[float]) -> str:
     m = statistics.median(x)
-    return "never" if math.isinf(m) else _num(m)
+    return "never" if m == math.inf else "none" if m == -math.inf else _num(m)
 
 
 # accuracies: a run that diverged has none, and is worse than any run that trained
@@ -353,12 +373,14 @@ def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
             "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed)}  # fmt: skip
 
 
-def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str) -> list[str]:
+def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str, ranked: bool = False
+                   ) -> list[str]:  # fmt: skip
     notes = []
     if len(outcomes) > 1:
         counts = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
-        within = "; compared within the runs that trained" if quantity not in CENSORED else ""
-        notes.append(f"{name}: mixed outcomes ({counts}){within}")
+        how = ("" if quantity in CENSORED else "; every run ranked" if ranked
+               else "; compared within the runs that trained")  # fmt: skip
+        notes.append(f"{name}: mixed outcomes ({counts}){how}")
     if missing and quantity in CENSORED:
         notes.append(f"{name}: {missing} run(s) never reached it, ranked as slower than every run that did")
     elif missing:
@@ -368,18 +390,23 @@ def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: 
 
 def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[str, Any]:
     a, out_a, miss_a = _values(a_runs, claim.quantity, claim.at)
-    notes = _outcome_notes(claim.group, out_a, miss_a, claim.quantity)
     sign = {"greater": 1, "less": -1, "equivalent": 0}[claim.expect]
     if claim.versus or claim.versus_at is not None:
         at_b = claim.versus_at if claim.versus_at is not None else claim.at
         b, out_b, miss_b = _values(b_runs, claim.quantity, at_b)
-        notes += _outcome_notes(claim.versus or claim.group, out_b, miss_b, claim.quantity) if claim.versus else []
-        if claim.quantity in CENSORED and sign and (miss_a or miss_b):
-            return {**_ranks(a, miss_a, b, miss_b, sign), "notes": notes}
+        censored = claim.quantity in CENSORED and (miss_a or miss_b)
+        # groups whose runs ended differently, both with runs that trained: "greater" / "less" by every run's rank
+        ranked = bool(sign and claim.versus and a and b and not censored and (len(out_a) > 1 or len(out_b) > 1))
+        notes = _outcome_notes(claim.group, out_a, miss_a, claim.quantity, ranked)
+        notes += _outcome_notes(claim.versus, out_b, miss_b, claim.quantity, ranked) if claim.versus else []
+        if censored and sign:
+            return {**_censored_ranks(a, miss_a, b, miss_b, sign), "notes": notes}
         if (len(a) < 1 or len(b) < 1) and sign and claim.quantity in ACCURACIES:
             return {**_trained_shares(a_runs, b_runs, sign), "notes": notes}
         if len(a) < 1 or len(b) < 1:
             return {"effect": None, "n": 0, "verdict": "not measured", "notes": notes}
+        if ranked:
+            return {**_outcome_ranks(a_runs, b_runs, claim, at_b, sign), "notes": notes}
         common = sorted(set(a) & set(b))
         paired = len(common) >= 2 and set(a) == set(b)
         xa, xb = ([a[s] for s in common], [b[s] for s in common]) if paired else (list(a.values()), list(b.values()))
@@ -388,6 +415,7 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
               math.sqrt((_var(xa) + _var(xb)) / 2))  # fmt: skip
         measured = f"{_mean(xa)} vs {_mean(xb)}"
     else:
+        notes = _outcome_notes(claim.group, out_a, miss_a, claim.quantity)
         xa = list(a.values())
         if not xa:
             return {"effect": None, "n": 0, "verdict": "not measured", "notes": notes}
@@ -499,9 +527,10 @@ CLAIMS_RULE = (
     "value); equivalent: two one-sided tests, the 90 % interval inside ±margin (contradicted when the 95 % interval "
     "lies outside); consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over "
     "several points); undecided claims give the seeds that would decide at 80 % power (normal approximation, the "
-    "observed effect and spread). Groups whose runs ended differently are counted per outcome and compared within "
-    "the runs that trained; where no run of a group trained (all diverged), accuracies are compared by the share "
-    "of runs that trained (Newcombe)"
+    "observed effect and spread). Groups whose runs ended differently are counted per outcome, never averaged: "
+    "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest), for "
+    "equivalent and against a value they are compared within the runs that trained; where no run of a group "
+    "trained, accuracies are compared by the share of runs that trained (Newcombe)"
 )
 
 

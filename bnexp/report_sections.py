@@ -44,8 +44,30 @@ def model_tag(run: Run) -> str:
 
 
 def pm(values: list[float | None], digits: int = 4) -> str:
+    """mean ± sd; one value has no sd (n=1 says so)."""
     mean, sd, n = mean_sd(values)
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}" + (f" (n={n})" if n != 1 else "") if n else "–"
+    if not n:
+        return "–"
+    return f"{mean:.{digits}f} (n=1)" if n == 1 else f"{mean:.{digits}f} ± {sd:.{digits}f} (n={n})"
+
+
+def by_outcome(runs: list[Run], key: str) -> dict[str, tuple[float, float, int]] | None:
+    """Runs that ended differently (trained / fell back / never left chance / diverged): mean, sd and n of `key`
+    per outcome, for a cell that no single mean describes; None where all ended alike."""
+    outcomes = sorted({r.course["outcome"] for r in runs})
+    if len(outcomes) < 2:
+        return None
+    return {o: mean_sd([r.summary.get(key) for r in runs if r.course["outcome"] == o]) for o in outcomes}
+
+
+def pm_runs(runs: list[Run], key: str, digits: int = 4) -> str:
+    """`pm` of the runs' `key`, or per outcome where they ended differently."""
+    split = by_outcome(runs, key)
+    if split is None:
+        return pm([r.summary.get(key) for r in runs], digits)
+    return "; ".join(f"{o.replace('_', ' ')}: " + (f"{m:.{digits}f} (n=1)" if n == 1 else
+                                                   f"{m:.{digits}f} ± {sd:.{digits}f} (n={n})")
+                     for o, (m, sd, n) in split.items())  # fmt: skip
 
 
 def table(header: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
@@ -113,16 +135,17 @@ def _grid_key(exp: Experiment, key: str) -> bool:
 @section("batch_size", applies=lambda exp: _grid_key(exp, "batch_size"))
 def batch_size(exp: Experiment) -> dict[str, Any]:
     sizes = sorted({r.grid["batch_size"] for r in exp.runs})
-    data = {}
+    data, rows = {}, []
     for tag, runs in by_model(exp).items():
-        data[tag] = {b: {"acc": mean_sd([r.summary.get("final_test_acc") for r in runs if r.grid["batch_size"] == b]),
-                         "lr": next((r.config["lr"] for r in runs if r.grid["batch_size"] == b), None)}
-                     for b in sizes}  # fmt: skip
-    rows = [[tag, *(f"{v[b]['acc'][0]:.4f} ± {v[b]['acc'][1]:.4f}" if v[b]["acc"][2] else "–" for b in sizes)]
-            for tag, v in data.items()]  # fmt: skip
+        cells = {b: [r for r in runs if r.grid["batch_size"] == b] for b in sizes}
+        split = {b: by_outcome(cell, "final_test_acc") for b, cell in cells.items()}
+        data[tag] = {b: {"acc": mean_sd([r.summary.get("final_test_acc") for r in cell]) if split[b] is None else None,
+                         "by_outcome": split[b], "lr": next((r.config["lr"] for r in cell), None)}
+                     for b, cell in cells.items()}  # fmt: skip
+        rows.append([tag, *(pm_runs(cell, "final_test_acc") for cell in cells.values())])
     lrs = next(iter(data.values()))
-    md = ["**Final test accuracy (eval mode) by batch size** (mean ± sd over seeds; lr " +
-          ", ".join(f"{lrs[b]['lr']:g} at {b}" for b in sizes) + "):", "",
+    md = ["**Final test accuracy (eval mode) by batch size** (mean ± sd over seeds; per outcome where the seeds "
+          "ended differently; lr " + ", ".join(f"{lrs[b]['lr']:g} at {b}" for b in sizes) + "):", "",
           *table(["model", *(f"batch {b}" for b in sizes)], rows)]  # fmt: skip
     return {"data": {t: {str(b): v for b, v in d.items()} for t, d in data.items()}, "markdown": md}
 

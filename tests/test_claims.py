@@ -151,6 +151,24 @@ def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
     assert "claims are left out" in capsys.readouterr().err
 
 
+def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
+    """A group of 2 runs that trained (0.88, 0.90), 1 that never left chance and 1 that diverged (no accuracy,
+    ranked below every run) against lenet5-bn_lr1x (0.91, 0.93): no mean over the mixed group; the rank test
+    sees a complete separation, p = 1 / C(6, 2) = 1/15, not below 0.025 at 2 runs against 4."""
+    experiment.variants["mixed"] = experiment.variants["lenet5_lr1x"] + experiment.variants["lenet5_lr5x"]
+    row = evaluate(claim(versus="mixed"), experiment)
+    assert row["method"].startswith("Mann-Whitney") and "every run ranked" in row["method"]
+    assert row["p_value"] == pytest.approx(1 / 15) and row["effect"] is None
+    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
+    assert "2 trained, 1 never left chance, 1 diverged" in row["measured"]
+    assert any(n.startswith("mixed: mixed outcomes (") and n.endswith("; every run ranked") for n in row["notes"])
+    other_way = evaluate(claim(versus="mixed", expect="less"), experiment)
+    assert other_way["verdict"] == "undecided at n = 2 (the ranks point the other way)"
+    # "about as well as" has no rank form: compared within the runs that trained, as before
+    equivalent = evaluate(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
+    assert any(n.endswith("compared within the runs that trained") for n in equivalent["notes"])
+
+
 def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
     """lenet5_lr5x never reaches 0.9 test accuracy; lenet5-bn_lr1x does in both seeds (step 20)."""
     row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)

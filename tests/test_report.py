@@ -125,3 +125,23 @@ def test_report_out_where_nothing_can_be_written_exits_2(tmp_path):
     write_experiment(tmp_path / "results")
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results"), "--out", "/proc/bnexp-test/r.md"])
     assert result.exit_code == 2 and "cannot create" in result.output and "Traceback" not in result.output
+
+
+def test_the_batch_size_table_counts_mixed_cells_per_outcome_and_gives_no_sd_for_one_run(tmp_path):
+    """Batch 2 holds one run that trained and one that never left chance: no mean over them, each outcome on its
+    own; batch 8 holds one run: its accuracy without a '± 0.0000'."""
+    from bnexp.report_sections import SECTIONS
+
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    plain = [r for r in exp.runs if r.config["model"]["norm"] == "none"]  # lr x1 trains, lr x5 never leaves chance
+    for r in exp.runs:
+        r.config["grid"] = {"batch_size": 8}
+    for r in plain:
+        r.config["grid"] = {"batch_size": 2 if r.config["seed"] == 0 else 8 if r.config["lr_multiplier"] == 1 else 16}
+    section = next(s for s in SECTIONS if s.name == "batch_size").build(exp)
+    row = next(line for line in section["markdown"] if line.startswith("| lenet5 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "never left chance: 0.8700 (n=1); trained: 0.8800 (n=1)"  # rundata's accuracies, epoch 3
+    assert cells[2] == "0.9000 (n=1)" and "±" not in cells[2]
+    assert section["data"]["lenet5"]["2"]["acc"] is None and set(section["data"]["lenet5"]["2"]["by_outcome"]) == {
+        "never_left_chance", "trained"}
