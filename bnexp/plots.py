@@ -422,9 +422,10 @@ def feature_distribution(exp: Experiment) -> Figure:
             if outside > 0.001:
                 ax.text(0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6,
                         va="top")  # fmt: skip
-            ax.set_title(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}, layer {layer + 1}")
+            ax.set_title(f"layer {layer + 1}", fontsize=10)
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
-        row[0].set_ylabel("density")
+        # the variant names its row (as a title on every panel it ran into the next one)
+        row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("pre-activation value (after the norm)")
