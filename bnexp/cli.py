@@ -414,7 +414,7 @@ def list_runs(
 
     Example: bnexp list results
     """
-    from bnexp.results import find_experiments
+    from bnexp.results import NEAR_CHANCE, find_experiments
     from bnexp.store import strict_json
 
     try:
@@ -443,7 +443,7 @@ def list_runs(
         mark = {"never_left_chance": "*", "fell_back": "**"}.get(row["outcome"], "")
         typer.echo(f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {row['seed']!s:>4} "
                    f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
-    if any(row["outcome"] in ("never_left_chance", "fell_back") for row in rows):
+    if any(row["outcome"] in NEAR_CHANCE for row in rows):
         typer.echo("* never left chance (no logged training loss below 0.9 ln C); ** left chance, then fell back to it")
 
 

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnexp.results import Experiment, Run, aligned, mean_sd
+from bnexp.results import NEAR_CHANCE, Experiment, Run, aligned, mean_sd
 from bnexp.store import atomic_file, real_dir
 
 # One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
@@ -536,7 +536,7 @@ def batch_size(exp: Experiment) -> Figure:
             any_mixed = True
             for r in cell:
                 acc = r.summary.get("final_test_acc")
-                ringed = r.course["outcome"] in ("never_left_chance", "fell_back")
+                ringed = r.course["outcome"] in NEAR_CHANCE
                 for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
                     ax.plot(size, y, "o", markersize=4, color=style["color"], alpha=0.8)
                     if ringed:

@@ -14,9 +14,10 @@ from typing import Any
 import bnexp
 from bnexp import stats
 from bnexp.claims import claim_rows, claims_markdown
-from bnexp.report_sections import SECTIONS
+from bnexp.report_sections import SECTIONS, outcome_stats, stat_text
 from bnexp.results import (
     CHANCE_MARGIN,
+    NEAR_CHANCE,
     SMOOTH_STEPS,
     Experiment,
     Run,
@@ -139,15 +140,9 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
     for variant, runs in exp.variants.items():
         row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs),
                                "outcomes": dict(Counter(r.course["outcome"] for r in runs))}  # fmt: skip
-        by_outcome = {o: [r for r in runs if r.course["outcome"] == o] for o in row["outcomes"]}
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
-            # a cell whose runs ended differently is described per outcome, never by one mean
-            cells = {o: mean_sd([r.summary.get(key) for r in rs]) for o, rs in by_outcome.items()}
-            cells = {o: {"mean": m, "sd": sd, "n": n} for o, (m, sd, n) in cells.items() if n}
-            if len(cells) == 1:
-                row[key] = next(iter(cells.values()))
-            elif cells:
-                row[key] = {"by_outcome": cells}
+            if (stat := outcome_stats(runs, key)) is not None:
+                row[key] = stat
         left = [r.course["left_chance_step"] for r in runs]
         if any(v is not None for v in left):
             mean, sd, n = mean_sd(left)
@@ -169,7 +164,7 @@ def problem_runs(exp: Experiment) -> list[dict[str, Any]]:
     out = []
     for r in exp.runs:
         course = r.course
-        if r.status != "completed" or course["outcome"] in ("never_left_chance", "fell_back"):
+        if r.status != "completed" or course["outcome"] in NEAR_CHANCE:
             reason = r.summary.get("error") or (
                 f"diverged at step {r.summary.get('diverged_at_step')}" if r.status == "diverged" else ""
             )
@@ -221,17 +216,6 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
     }
 
 
-def _pm(stat: dict[str, Any] | None, digits: int = 4) -> str:
-    """mean ± sd (n=N); one run has no sd; a cell of mixed outcomes is given per outcome."""
-    if not stat:
-        return "–"
-    if "by_outcome" in stat:
-        return "; ".join(f"{o.replace('_', ' ')}: {_pm(s, digits)}" for o, s in stat["by_outcome"].items())
-    if stat["n"] == 1:
-        return f"{stat['mean']:.{digits}f} (n=1)"
-    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f} (n={stat['n']})"
-
-
 def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
     """Markdown with figure links relative to `out_dir` (where the report is written)."""
     lines = [
@@ -265,7 +249,7 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
                 "|---|---|---|---:|---:|---:|---|",
             ]
             for c in e["comparisons"]:
-                measured = _pm({"mean": c["mean"], "sd": c["sd"], "n": c["n"]}) if c["n"] else "–"
+                measured = stat_text({"mean": c["mean"], "sd": c["sd"], "n": c["n"]}) if c["n"] else "–"
                 diff = f"{c['difference']:+.4f}" if c["difference"] is not None else "–"
                 p = f" (p = {c['p_value']:.2g})" if c.get("p_value") is not None else ""
                 lines.append(f"| {c['variant']} | {c['quantity']} | {c['at']} | {c['reference']:.4f} | {measured} | "
@@ -334,11 +318,12 @@ def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
             f"{t}: {s['mean_step']:.0f} ({s['reached']}/{v['n']})" if s["reached"] else f"{t}: never"
             for t, s in (v.get("steps_to_threshold") or {}).items()
         )
-        gap = f" {_pm(v.get('final_train_acc'))} | {_pm(v.get('final_generalization_gap'))} |" if has_gap else ""
+        gap = (f" {stat_text(v.get('final_train_acc'))} | {stat_text(v.get('final_generalization_gap'))} |"
+               if has_gap else "")  # fmt: skip
         speed = f"{v['images_per_s_median']:.0f}" if v["images_per_s_median"] else "–"
         left = v.get("left_chance_step")
         left_text = (f"{left['mean']:.0f}" + (f" ± {left['sd']:.0f}" if left["n"] > 1 else "") + f" (n={left['n']})"
                      if left else "never")  # fmt: skip
-        lines.append(f"| {v['variant']} | {status} | {_pm(v.get('final_test_acc'))} | "
-                     f"{_pm(v.get('best_test_acc'))} |{gap} {left_text} | {thresholds or '–'} | {speed} |")  # fmt: skip
+        accuracies = f"{stat_text(v.get('final_test_acc'))} | {stat_text(v.get('best_test_acc'))}"
+        lines.append(f"| {v['variant']} | {status} | {accuracies} |{gap} {left_text} | {thresholds or '–'} | {speed} |")
     return [*lines, ""]

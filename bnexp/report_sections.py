@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnexp import stats
-from bnexp.results import Experiment, Run, mean_sd
+from bnexp.results import NEAR_CHANCE, Experiment, Run, mean_sd
 
 
 @dataclass(frozen=True)
@@ -43,31 +43,35 @@ def model_tag(run: Run) -> str:
     return run.summary.get("model") or run.tag
 
 
-def pm(values: list[float | None], digits: int = 4) -> str:
-    """mean ± sd; one value has no sd (n=1 says so)."""
-    mean, sd, n = mean_sd(values)
-    if not n:
+def outcome_stats(runs: list[Run], key: str) -> dict[str, Any] | None:
+    """Mean, sd and n of the runs' `key`; where the runs that have a value ended differently (trained / fell back
+    / never left chance / diverged), per outcome instead ({"by_outcome": ...}): no single mean describes them.
+    None where no run has a value."""
+    cells = {}
+    for outcome in dict.fromkeys(r.course["outcome"] for r in runs):  # in the runs' order
+        mean, sd, n = mean_sd([r.summary.get(key) for r in runs if r.course["outcome"] == outcome])
+        if n:
+            cells[outcome] = {"mean": mean, "sd": sd, "n": n}
+    if len(cells) > 1:
+        return {"by_outcome": cells}
+    return next(iter(cells.values()), None)
+
+
+def stat_text(stat: dict[str, Any] | None, digits: int = 4) -> str:
+    """mean ± sd (n=N); one run has no sd; a cell of mixed outcomes is given per outcome."""
+    if not stat:
         return "–"
-    return f"{mean:.{digits}f} (n=1)" if n == 1 else f"{mean:.{digits}f} ± {sd:.{digits}f} (n={n})"
+    if "by_outcome" in stat:
+        return "; ".join(f"{o.replace('_', ' ')}: {stat_text(s, digits)}" for o, s in stat["by_outcome"].items())
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f} (n=1)"
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f} (n={stat['n']})"
 
 
-def by_outcome(runs: list[Run], key: str) -> dict[str, tuple[float, float, int]] | None:
-    """Runs that ended differently (trained / fell back / never left chance / diverged): mean, sd and n of `key`
-    per outcome, for a cell that no single mean describes; None where all ended alike."""
-    outcomes = sorted({r.course["outcome"] for r in runs})
-    if len(outcomes) < 2:
-        return None
-    return {o: mean_sd([r.summary.get(key) for r in runs if r.course["outcome"] == o]) for o in outcomes}
-
-
-def pm_runs(runs: list[Run], key: str, digits: int = 4) -> str:
-    """`pm` of the runs' `key`, or per outcome where they ended differently."""
-    split = by_outcome(runs, key)
-    if split is None:
-        return pm([r.summary.get(key) for r in runs], digits)
-    return "; ".join(f"{o.replace('_', ' ')}: " + (f"{m:.{digits}f} (n=1)" if n == 1 else
-                                                   f"{m:.{digits}f} ± {sd:.{digits}f} (n={n})")
-                     for o, (m, sd, n) in split.items())  # fmt: skip
+def pm(values: list[float | None], digits: int = 4) -> str:
+    """`stat_text` of plain values."""
+    mean, sd, n = mean_sd(values)
+    return stat_text({"mean": mean, "sd": sd, "n": n} if n else None, digits)
 
 
 def table(header: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
@@ -105,7 +109,7 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
             if not at:
                 continue
             outcomes = [r.course["outcome"] for r in at]
-            k = sum(o in ("never_left_chance", "fell_back") for o in outcomes)
+            k = sum(o in NEAR_CHANCE for o in outcomes)
             ci = stats.wilson(k, len(at))
             lo, hi = ci.low, ci.high
             data.append({"model": tag, "lr": lr, "n": len(at), "near_chance_at_end": k,
@@ -138,11 +142,10 @@ def batch_size(exp: Experiment) -> dict[str, Any]:
     data, rows = {}, []
     for tag, runs in by_model(exp).items():
         cells = {b: [r for r in runs if r.grid["batch_size"] == b] for b in sizes}
-        split = {b: by_outcome(cell, "final_test_acc") for b, cell in cells.items()}
-        data[tag] = {b: {"acc": mean_sd([r.summary.get("final_test_acc") for r in cell]) if split[b] is None else None,
-                         "by_outcome": split[b], "lr": next((r.config["lr"] for r in cell), None)}
+        stat = {b: outcome_stats(cell, "final_test_acc") for b, cell in cells.items()}
+        data[tag] = {b: {"acc": stat[b], "lr": next((r.config["lr"] for r in cell), None)}
                      for b, cell in cells.items()}  # fmt: skip
-        rows.append([tag, *(pm_runs(cell, "final_test_acc") for cell in cells.values())])
+        rows.append([tag, *(stat_text(s) for s in stat.values())])
     lrs = next(iter(data.values()))
     md = ["**Final test accuracy (eval mode) by batch size** (mean ± sd over seeds; per outcome where the seeds "
           "ended differently; lr " + ", ".join(f"{lrs[b]['lr']:g} at {b}" for b in sizes) + "):", "",

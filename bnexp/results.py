@@ -36,6 +36,7 @@ from bnexp.store import (
 
 REFERENCES_FILE = "references.json"  # the series a config's reference names, copied by `bnexp run`
 CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is below 0.9 x ln(classes)
+NEAR_CHANCE = ("never_left_chance", "fell_back")  # the outcomes of runs that end near chance
 DATASET_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar100": 100}
 Warn = Callable[[str], None]
 
