@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnexp.results import NEAR_CHANCE, Experiment, Run, aligned, mean_sd
+from bnexp.results import Experiment, Run, aligned, mean_sd
 from bnexp.store import atomic_file, real_dir
 
 # One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
@@ -199,6 +199,31 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
         ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.18, linewidth=0)
 
 
+OUTCOME_MARKS = {  # how a seed's run that did not simply train is marked over its value, and its legend entry
+    "diverged": ({"marker": "x", "color": "red", "markersize": 8}, "diverged run (accuracy 0 where it has none)"),
+    "never_left_chance": ({"marker": "o", "mfc": "none", "color": "black", "markersize": 9},
+                          "never left chance (a seed)"),
+    "fell_back": ({"marker": "v", "mfc": "none", "color": "black", "markersize": 9}, "left chance, fell back (a seed)"),
+}
+
+
+def mark_outcome(ax, x: float, y: float, run: Run) -> str | None:
+    """Marks at (x, y) a run that diverged, never left chance or fell back; returns the outcome it marked, None
+    for a run that trained."""
+    outcome = "diverged" if run.status == "diverged" else run.course["outcome"]
+    if outcome not in OUTCOME_MARKS:
+        return None
+    ax.plot(x, y, linestyle="none", **OUTCOME_MARKS[outcome][0])
+    return outcome
+
+
+def outcome_legend(ax, marked: set[str | None]) -> None:
+    """Legend entries for the outcomes `mark_outcome` marked on the figure, and only those."""
+    for outcome, (style, text) in OUTCOME_MARKS.items():
+        if outcome in marked:
+            ax.plot([], [], linestyle="none", label=text, **style)
+
+
 def legend_below(ax, fontsize: int = 7) -> None:
     """The legend under the axes (below the x label), where it can hide no data."""
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=fontsize, frameon=False)
@@ -345,11 +370,14 @@ def learning_rate(exp: Experiment) -> Figure:
     for ax in axes[:-1]:
         ax.set_ylim(0, min(max(top, 0.5), 3.0))
     summary_ax = axes[-1]
+    marked: set[str | None] = set()
+    any_mixed = False
     for tag in tags:
         groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
         lrs, means, sds = [], [], []
         for runs in groups:
             mixed = mixed_outcomes(runs)
+            any_mixed |= mixed
             if not mixed:
                 m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
                 lrs.append(runs[0].config["lr"])
@@ -358,27 +386,20 @@ def learning_rate(exp: Experiment) -> Figure:
             # every seed of a cell whose runs ended differently is a point (no mean over them), side by side, with
             # the seeds that did not train marked
             for i, r in enumerate(runs):
-                acc = r.summary.get("final_test_acc")
-                outcome = r.course["outcome"]
+                acc = r.summary.get("final_test_acc") or 0.0  # a diverged run may have none
                 x = r.config["lr"] * 1.05 ** (i - (len(runs) - 1) / 2)
                 if mixed:
                     summary_ax.plot(x, acc, "o", markersize=4, color=color(groups[0][0]), alpha=0.8)
-                if r.status == "diverged":
-                    summary_ax.plot(x, acc if acc is not None else 0.0, "x", color="red", markersize=8)
-                elif outcome == "never_left_chance":
-                    summary_ax.plot(x, acc, "o", mfc="none", color="black", markersize=9)
-                elif outcome == "fell_back":
-                    summary_ax.plot(x, acc, "v", mfc="none", color="black", markersize=9)
+                marked.add(mark_outcome(summary_ax, x, acc, r))
         summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
                             label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
-    summary_ax.plot([], [], "x", color="red", label="diverged run")
-    summary_ax.plot([], [], "o", mfc="none", color="black", label="never left chance (a seed)")
-    summary_ax.plot([], [], "v", mfc="none", color="black", label="left chance, fell back (a seed)")
+    if any_mixed:
+        summary_ax.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
+    outcome_legend(summary_ax, marked)
     summary_ax.set_xscale("log")
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
-    summary_ax.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
-    summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd over seeds where all seeds trained)")
+    summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd where all seeds ended alike)")
     summary_ax.set_ylim(0, 1.02)
     legend_below(summary_ax, 8)
     return finish(fig, exp, f"{exp.name}: learning rates")
@@ -517,11 +538,11 @@ def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
 @figure("batch_size", applies=lambda exp: len({r.grid["batch_size"] for r in exp.runs if "batch_size" in r.grid}) > 1)
 def batch_size(exp: Experiment) -> Figure:
     """Test error vs batch size (log 2 axis), a line per norm through the means over seeds (GroupNorm paper Fig.
-    1); a batch size whose seeds ended differently has no mean: each seed is a dot, ringed if it never left
-    chance or fell back."""
+    1); a batch size whose seeds ended differently has no mean: each seed is a dot, marked by how it ended."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
     colors = tag_colors(exp)
     most, any_mixed = 0, False
+    marked: set[str | None] = set()
     for runs in _model_groups(exp).values():
         by_size: dict[int, list[Run]] = {}
         for r in runs:
@@ -535,12 +556,10 @@ def batch_size(exp: Experiment) -> Figure:
                 continue
             any_mixed = True
             for r in cell:
-                acc = r.summary.get("final_test_acc")
-                ringed = r.course["outcome"] in NEAR_CHANCE
+                acc = r.summary.get("final_test_acc") or 0.0  # a diverged run may have none
                 for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
                     ax.plot(size, y, "o", markersize=4, color=style["color"], alpha=0.8)
-                    if ringed:
-                        ax.plot(size, y, "o", mfc="none", color="black", markersize=9)
+                    marked.add(mark_outcome(ax, size, y, r))
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
         most = max(most, *(n for _, _, n in stats), 0)
@@ -549,7 +568,7 @@ def batch_size(exp: Experiment) -> Figure:
         ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
     if any_mixed:
         ax_err.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
-        ax_err.plot([], [], "o", mfc="none", color="black", label="a seed that never left chance or fell back")
+    outcome_legend(ax_err, marked)
     for ax in (ax_err, ax_acc):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (images per step; lr scaled linearly)")

@@ -89,3 +89,36 @@ def test_batch_size_draws_no_mean_over_seeds_that_ended_differently(tmp_path):
     assert sum(ln.get_markerfacecolor() == "none" for ln in dots) == 1  # the one that never left chance, ringed
     assert "where every seed had the same outcome" in err.get_title()
     plt.close(fig)
+
+
+def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen_outcomes_are_in_the_legend(tmp_path):
+    """batch_size and learning_rate mark a seed the same way (diverged: a red x, at accuracy 0 where it has no
+    value; never left chance: a ring); neither legend names an outcome no run had (no run here fell back)."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    for r in exp.runs:
+        r.config["grid"] = {"batch_size": 4}
+    for r in exp.runs:
+        if (r.config["model"]["norm"] == "none" and r.config["seed"] == 0) or r.status == "diverged":
+            r.config["grid"] = {"batch_size": 2}  # trained, never left chance, diverged
+        if r.status == "diverged":
+            r.summary.pop("final_test_acc")
+    for name in ("batch_size", "learning_rate"):
+        fig = next(k for k in FIGURES if k.name == name).draw(exp)
+        ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
+        crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "x" and len(ln.get_xdata()) == 1]
+        assert len(crosses) == 1 and crosses[0].get_color() == "red", name
+        assert crosses[0].get_ydata()[0] == (100.0 if name == "batch_size" else 0.0), name  # no accuracy: 0
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(t.startswith("diverged") for t in legend) and any("never left chance" in t for t in legend), name
+        assert not any("fell back" in t for t in legend), name
+        plt.close(fig)
+    for r in exp.runs:  # every cell of one outcome: no seed is drawn alone, and the legend says nothing of it
+        stuck = r.config["model"]["norm"] == "none" and r.config["lr_multiplier"] == 5.0
+        r.config["grid"] = {"batch_size": 16 if stuck else 2 if r.config["seed"] == 0 else 8}
+        if r.status == "diverged":  # now a run that never left chance, like the other seed of its cell
+            r.summary.update(status="completed", final_test_acc=0.1)
+    for name in ("batch_size", "learning_rate"):
+        fig = next(k for k in FIGURES if k.name == name).draw(exp)
+        ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
+        assert not any("each seed" in t.get_text() for t in ax.get_legend().get_texts()), name
+        plt.close(fig)
