@@ -81,13 +81,16 @@ def calibrate(plan: RunPlan, threads: int) -> float:
     inputs = model_inputs(exp.dataset)
     size = (inputs.height, inputs.width)
     batch = exp.batch_size // exp.processes
+    steps = total_steps(plan)
+    test_size = exp.dataset.test_subset or SOURCES[exp.dataset.name].sizes[1]
+    eval_images = test_size + (exp.eval_train_subset or 0)
     with torch_threads(threads):
         model = build_model(plan.model, inputs)
         optimizer = make_optimizer(exp.optimizer, model.parameters(), plan.lr)
         x = torch.rand(batch, inputs.channels, *size)
         y = torch.randint(0, inputs.num_classes, (batch,))
         times = []
-        for i in range(CALIBRATION_STEPS + 2):
+        for i in range(min(CALIBRATION_STEPS, steps) + 2):  # no more steps than the run has (a smoke run: 2)
             t = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
@@ -95,14 +98,11 @@ def calibrate(plan: RunPlan, threads: int) -> float:
             if i >= 2:  # the first steps allocate
                 times.append(time.perf_counter() - t)
         model.eval()
-        xe = torch.rand(min(exp.eval_batch_size, 1000), inputs.channels, *size)
+        xe = torch.rand(min(exp.eval_batch_size, eval_images, 1000), inputs.channels, *size)
         with torch.no_grad():
             t = time.perf_counter()
             model(xe)
             per_image = (time.perf_counter() - t) / len(xe)
-    test_size = exp.dataset.test_subset or SOURCES[exp.dataset.name].sizes[1]
-    eval_images = test_size + (exp.eval_train_subset or 0)
-    steps = total_steps(plan)
     evals = math.ceil(steps / (exp.eval_every or per_epoch(plan)))
     return statistics.median(times) + evals * eval_images * per_image / steps
 
