@@ -538,6 +538,8 @@ def _effect_text(row: dict[str, Any]) -> str:
         return "–"
     low, high = row.get("interval", [math.nan, math.nan])
     ci = f" [{_signed(low)}, {_signed(high)}]" if not math.isnan(low) else ""
+    if "interval90" in row and not math.isnan(row["interval90"][0]):  # the interval an equivalence is decided by
+        ci += f"; 90 %: [{_signed(row['interval90'][0])}, {_signed(row['interval90'][1])}]"
     return _signed(row["effect"]) + ci
 
 
