@@ -320,8 +320,9 @@ def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: s
     decided = True if test.p_value < alpha else False if other.p_value < alpha else None
     needed = stats.separation_seeds(alpha) if decided is None and other.p_value >= test.p_value else None
     why = "the ranks point the other way" if other.p_value < test.p_value else "the ranks do not separate the groups"
-    return {"effect": None, "n": n, "p_value": test.p_value, "method": f"{test.method}; {method}",
-            "measured": measured, "verdict": _verdict(decided, n, needed, why)}  # fmt: skip
+    return {"effect": None, "n": n, "p_value": test.p_value, "p_opposite": other.p_value,
+            "method": f"{test.method}; {method}", "measured": measured,
+            "verdict": _verdict(decided, n, needed, why)}  # fmt: skip
 
 
 def _censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
@@ -543,6 +544,14 @@ def _effect_text(row: dict[str, Any]) -> str:
     return _signed(row["effect"]) + ci
 
 
+def _p_text(row: dict[str, Any]) -> str:
+    """The p-value of the test that decided: a contradicted rank comparison is decided by the opposite
+    direction's test (the claim's own p is then near 1)."""
+    if row["verdict"].startswith("contradicted") and row.get("p_opposite") is not None:
+        return f" (p = {row['p_opposite']:.2g}, the opposite direction)"
+    return f" (p = {row['p_value']:.2g})" if row.get("p_value") is not None else ""
+
+
 def _cell(text: str) -> str:
     """Text for a Markdown table cell: a '|' of its own (a norm, ‖x‖ written as ||x||) would split the row."""
     return str(text).replace("|", "\\|")
@@ -567,7 +576,7 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         compared = f"{r['quantity']}: {r['compared']}"
         fig = figures.get((r["experiment"], r["figure"] or ""))
         link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
-        p = f" (p = {r['p_value']:.2g})" if r.get("p_value") is not None else ""
+        p = _p_text(r)
         lines.append(f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
                      f"{_cell(r.get('measured', '–'))} | {_effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
                      f"{link} |")  # fmt: skip
@@ -607,5 +616,7 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
     contradicted = [r for r in rows if r["verdict"].startswith("contradicted")]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
-        lines += [f"- {r['experiment']}: {r['claim']}: {_effect_text(r)}, n = {r['n']}" for r in contradicted]
+        lines += [f"- {r['experiment']}: {r['claim']}: "
+                  f"{_effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
+                  f"n = {r['n']}" for r in contradicted]  # fmt: skip
     return lines

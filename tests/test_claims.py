@@ -167,6 +167,7 @@ def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     assert any(n.startswith("mixed: mixed outcomes (") and n.endswith("; every run ranked") for n in row["notes"])
     other_way = evaluate(claim(versus="mixed", expect="less"), experiment)
     assert other_way["verdict"] == "undecided at n = 2 (the ranks point the other way)"
+    assert other_way["p_value"] == pytest.approx(1.0) and other_way["p_opposite"] == pytest.approx(1 / 15)
     # "about as well as" has no rank form: compared within the runs that trained, as before
     equivalent = evaluate(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
     assert any(n.endswith("compared within the runs that trained") for n in equivalent["notes"])
@@ -232,11 +233,15 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
         return {"experiment": exp, "claim": claim, "verdict": verdict, "effect": effect, "interval": [-0.3, -0.1],
                 "n": 3}  # fmt: skip
 
+    ranked = {**row("b", "v", "contradicted", None), "measured": "2.07 vs 0.3026 (medians)", "p_value": 0.99,
+              "p_opposite": 0.014}  # a rank comparison has no effect: what was measured, and the deciding p
     rows = [row("a", "x", "supported"), row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
-            row("a", "z", "contradicted", -0.2), row("b", "w", "not measured")]  # fmt: skip
+            row("a", "z", "contradicted", -0.2), row("b", "w", "not measured"), ranked]  # fmt: skip
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
-    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 1 | – | – | – | 1 |" in lines
-    assert [line for line in lines if line.startswith("- ")] == ["- a: z: -0.2000 [-0.3000, -0.1000], n = 3"]
+    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
+    assert [line for line in lines if line.startswith("- ")] == [
+        "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
+        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3"]
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
 
