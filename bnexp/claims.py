@@ -344,8 +344,7 @@ def _outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_
         return [v for v in got if v is not None] + worst
 
     xa, xb = values(a_runs, claim.at), values(b_runs, at_b)
-    outcomes = " vs ".join(", ".join(f"{n} {o.replace('_', ' ')}" for o, n in _outcomes(runs).items())
-                           for runs in (a_runs, b_runs))  # fmt: skip
+    outcomes = " vs ".join(_counts_text(_outcomes(runs)) for runs in (a_runs, b_runs))
     return _ranks(xa, xb, sign, "every run ranked, whatever its outcome",
                   f"{_median_text(xa)} vs {_median_text(xb)} (medians; {outcomes})")
 
@@ -373,11 +372,16 @@ def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
             "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed)}  # fmt: skip
 
 
+def _counts_text(outcomes: dict[str, int]) -> str:
+    """'2 fell back, 2 trained': a group's outcome counts."""
+    return ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
+
+
 def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str, ranked: bool = False
                    ) -> list[str]:  # fmt: skip
     notes = []
     if len(outcomes) > 1:
-        counts = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
+        counts = _counts_text(outcomes)
         how = ("" if quantity in CENSORED else "; every run ranked" if ranked
                else "; compared within the runs that trained")  # fmt: skip
         notes.append(f"{name}: mixed outcomes ({counts}){how}")

@@ -30,7 +30,8 @@ for path in sorted(p for p in args.experiment.iterdir() if p.is_dir()):
 since = args.since or min(r[0] for r in runs)
 runs = sorted((r for r in runs if r[0] >= since and (args.until is None or r[0] < args.until)), key=lambda r: r[1])
 if not runs:
-    raise SystemExit(f"no run of {args.experiment} started at or after {since}")
+    raise SystemExit(f"no run of {args.experiment} started at or after {since}"
+                     + (f" and before {args.until}" if args.until else ""))
 end = runs[-1][1]
 now = 0.0
 out = io.StringIO()
