@@ -385,6 +385,10 @@ def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: 
         how = ("" if quantity in CENSORED else "; every run ranked" if ranked
                else "; compared within the runs that trained")  # fmt: skip
         notes.append(f"{name}: mixed outcomes ({counts}){how}")
+    elif outcomes and "trained" not in outcomes:  # e.g. a feature spread measured on a net that never trained
+        (outcome, n), = outcomes.items()
+        runs = {1: "the run", 2: "both runs"}.get(n, f"all {n} runs")
+        notes.append(f"{name}: {runs} {outcome.replace('_', ' ')}")
     if missing and quantity in CENSORED:
         notes.append(f"{name}: {missing} run(s) never reached it, ranked as slower than every run that did")
     elif missing:
@@ -587,7 +591,21 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
     notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
-    return [*lines, ""]
+    return [*lines, *_looks_paragraph(experiments), ""]
+
+
+def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
+    """Which experiments' seeds were added after their claims were looked at, and what that costs."""
+    looked = [(e["name"], e["interim_looks"]) for e in experiments if e.get("interim_looks")]
+    if not looked:
+        return []
+    each = "; ".join(f"{name}: {', '.join(map(str, x['looks']))}, then {x['seeds']} ({100 * x['error']:.1f} %)"
+                     for name, x in looked)  # fmt: skip
+    return ["", "Seeds added after a look. These experiments' claims were looked at with fewer seeds, and seeds were "
+            "added because some were undecided (the number fixed from the power estimate before they ran). The "
+            "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
+            "at every look would call it supported or contradicted with the chance in brackets (a normal statistic, "
+            f"Armitage, McPherson & Rowe 1969). Seeds at each look: {each}."]
 
 
 VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")

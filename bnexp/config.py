@@ -343,6 +343,9 @@ class ExperimentConfig:
     description: str = ""
     reference: ReferenceConfig | None = None
     claims: list[ClaimConfig] = field(default_factory=list, metadata={"max_len": 200})
+    # the seed counts at which the claims were looked at before more seeds were added (the report says what
+    # those earlier looks cost; a number of seeds fixed in advance needs none)
+    interim_looks: list[int] = field(default_factory=list, metadata={"max_len": 20, **_range(1, UINT32)})
     smoke: dict[str, Any] = field(default_factory=dict)  # `--smoke` applies these key-path overrides
 
 
@@ -387,7 +390,7 @@ class RunPlan:
 
 # keys that do not change what a run computes: editing them never invalidates a started run
 # (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
-NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses", "claims")
+NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses", "claims", "interim_looks")
 # the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
 NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")
 _MISSING = object()
@@ -763,7 +766,8 @@ def load_config(
             raise ConfigError(src.where(p), p, "at most 1000 values")
         keys = [k.strip() for k in key.split(",")]
         for k in keys:
-            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description", "claims"):
+            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description",
+                                              "claims", "interim_looks"):
                 raise ConfigError(src.where(p), p, f"{k!r} cannot be a grid key (use seeds: for seeds)")
             if k in seen_keys:
                 raise ConfigError(src.where(p), p, f"{k!r} is varied twice in the grid; give each key once")
@@ -787,7 +791,17 @@ def load_config(
                                   f"{e.message}") from None  # fmt: skip
     _check_run_names(cfg, src.where)
     check_claims(written if written is not None else cfg, src.where)
+    check_interim_looks(written if written is not None else cfg, src.where)
     return cfg
+
+
+def check_interim_looks(cfg: ExperimentConfig, where: Locate) -> None:
+    """Earlier looks came before the seeds as written: increasing, each below their number."""
+    looks, n = cfg.interim_looks, len(cfg.seeds)
+    if looks and (looks != sorted(set(looks)) or looks[-1] >= n):
+        raise ConfigError(where("interim_looks"), "interim_looks",
+                          f"{looks}: the numbers of seeds at the earlier looks, increasing and each below the "
+                          f"{n} seeds of seeds:")  # fmt: skip
 
 
 def check_claims(cfg: ExperimentConfig, where: Locate) -> None:

@@ -182,6 +182,15 @@ def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a else b
 
 
+def _interim_looks(e: Experiment) -> dict[str, Any] | None:
+    """Seeds added after the claims were looked at: the looks, the final number of seeds, and the chance of a
+    wrong verdict on a true null that those uncorrected looks allow (5 % with one look)."""
+    if not (looks := e.interim_looks):
+        return None
+    final = len(e.config["seeds"])
+    return {"looks": looks, "seeds": final, "error": stats.repeated_looks_error([*looks, final])}
+
+
 def build(experiments: list[Experiment]) -> dict[str, Any]:
     """The whole report as plain data (what --json prints)."""
     runs = [r for e in experiments for r in e.runs]
@@ -208,6 +217,7 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
                 "variants": variant_rows(e),
                 "problem_runs": problem_runs(e),
                 "left_out": e.left_out,
+                "interim_looks": _interim_looks(e),
                 "sections": {s.name: s.build(e) for s in SECTIONS if s.applies(e)},
                 "figures": sorted(str(p) for p in (e.dir / "figures").glob("*.png") if p.is_file()),
             }

@@ -148,6 +148,22 @@ class Experiment:
             warn_stderr(f"{e}; its claims are left out of the report")
             return []
 
+    @property
+    def interim_looks(self) -> list[int]:
+        """The seed counts at which the claims were looked at before more seeds ran (schema-checked; none, with a
+        warning, if they do not parse)."""
+        try:
+            looks = from_dict(list[int], self.config.get("interim_looks") or [], f"{self.dir / EXPERIMENT_FILE}: "
+                              "interim_looks")  # fmt: skip
+        except BnexpError as e:
+            warn_stderr(f"{e}; the report leaves them out")
+            return []
+        if looks and (looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] >= len(self.config.get("seeds") or [])):
+            warn_stderr(f"{self.dir / EXPERIMENT_FILE}: interim_looks {looks} are not increasing seed counts below "
+                        "the seeds'; the report leaves them out")  # fmt: skip
+            return []
+        return looks
+
     def reference_series(self) -> dict[str, list[dict[str, Any]]]:
         """variant -> the author's curves ({key, quantity, values, source, ...}), from references.json."""
         path = self.dir / REFERENCES_FILE

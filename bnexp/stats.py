@@ -175,3 +175,13 @@ def seeds_needed_proportions(p1: float, p2: float) -> int | None:
     z = stats.norm.ppf(0.5 + LEVEL / 2) + stats.norm.ppf(POWER)
     var = max(p1 * (1 - p1) + p2 * (1 - p2), 0.05)  # a floor: 0/n against 1/n would otherwise ask for nothing
     return max(2, math.ceil(z**2 * var / (p1 - p2) ** 2))
+
+
+def repeated_looks_error(looks: list[int], level: float = LEVEL) -> float:
+    """The chance that a true null is rejected at any of several looks, each a two-sided test at `level`, at
+    `looks` observations (increasing; the last is the final analysis): Armitage, McPherson & Rowe (1969), for a
+    normal statistic whose looks correlate as √(n_i / n_j). One look is 1 − level; two equally spaced, 0.083."""
+    c = stats.norm.ppf(0.5 + level / 2)
+    corr = [[math.sqrt(min(a, b) / max(a, b)) for b in looks] for a in looks]
+    inside = stats.multivariate_normal(cov=corr, seed=0).cdf([c] * len(looks), lower_limit=[-c] * len(looks))
+    return float(1 - inside)

@@ -173,6 +173,16 @@ def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     assert any(n.endswith("compared within the runs that trained") for n in equivalent["notes"])
 
 
+def test_a_group_whose_runs_all_failed_alike_says_so(experiment):
+    """Not mixed, so no rank test, but a spread or accuracy measured on runs that never trained is worth a note."""
+    experiment.variants["stuck"] = experiment.variants["lenet5_lr5x"][:1]  # seed 0: never left chance
+    row = evaluate(claim(versus="stuck"), experiment)
+    assert "stuck: the run never left chance" in row["notes"]
+    experiment.variants["stuck"] = experiment.variants["lenet5_lr5x"][:1] * 2
+    assert "stuck: both runs never left chance" in evaluate(claim(versus="stuck"), experiment)["notes"]
+    assert not evaluate(claim(versus="lenet5_lr1x"), experiment)["notes"]  # runs that trained: nothing to say
+
+
 def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
     """lenet5_lr5x never reaches 0.9 test accuracy; lenet5-bn_lr1x does in both seeds (step 20)."""
     row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)

@@ -267,6 +267,9 @@ def test_a_model_may_add_seeds_and_lrs_to_its_variant(tmp_path):
         (("device: cpu", "device: cpu\nlr_multipliers: [1, 1.0000001]"), "lr_multipliers/grid", "share the name"),
         (("device: cpu", "device: cpu\nprocesses: 3"), "batch_size", "not divisible"),
         (("device: cpu", "device: cpu\nprocesses: 32"), "batch_size", "at least 2"),
+        (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [3]"), "interim_looks", "below the 3 seeds"),
+        (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [2, 1]"), "interim_looks", "increasing"),
+        (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [0]"), "interim_looks[0]", ">= 1"),
     ],
 )
 def test_validated_up_front(tmp_path, edit, key, fragment):
@@ -402,3 +405,14 @@ def test_long_sequences_need_a_recurrent_model(tmp_path):
     rnn = text.replace("{name: lenet5, norm: none}", "{name: lstm, norm: none}").replace(
         "{name: lenet5, norm: batchnorm}", "{name: lstm, norm: layernorm}")
     assert load_config(write(tmp_path, rnn)).analyses.long_sequences.stretch == [1, 2]
+
+
+def test_interim_looks_change_no_run(tmp_path):
+    """Recording an earlier look is about the verdicts, not the runs: no finished run is invalidated."""
+    from bnexp.config import config_diff
+
+    two = TINY_CONFIG.replace("seeds: [0]", "seeds: [0, 1]")
+    before = expand_grid(load_config(write(tmp_path, two)))
+    after = expand_grid(load_config(write(tmp_path, two + "interim_looks: [1]\n")))
+    assert after[0].experiment.interim_looks == [1]
+    assert all(not config_diff(a.resolved(), b.resolved()) for a, b in zip(before, after, strict=True))

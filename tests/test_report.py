@@ -146,3 +146,27 @@ def test_the_batch_size_table_counts_mixed_cells_per_outcome_and_gives_no_sd_for
     assert cells[2] == "0.9000 (n=1)" and "±" not in cells[2]
     mixed = section["data"]["lenet5"]["2"]["acc"]
     assert "mean" not in mixed and set(mixed["by_outcome"]) == {"never_left_chance", "trained"}
+
+
+def test_seeds_added_after_a_look_are_listed_with_what_the_looks_cost(tmp_path, capsys):
+    """An experiment recorded with interim_looks [1] and 2 seeds: one look halfway, 8.3 % instead of 5 %."""
+    import yaml
+
+    from bnexp.report import to_markdown
+    from bnexp.store import EXPERIMENT_FILE
+
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    claim = {"id": "c", "claim": "BN is better", "source": "s", "quantity": "final_test_acc",
+             "group": "lenet5-bn_lr1x", "expect": "greater", "versus": "lenet5_lr1x"}  # fmt: skip
+    meta["config"].update(seeds=[0, 1], interim_looks=[1], claims=[claim])
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    report = build(find_experiments(tmp_path))
+    assert report["experiments"][0]["interim_looks"] == {"looks": [1], "seeds": 2, "error": pytest.approx(0.0831,
+                                                                                                      abs=1e-4)}
+    assert "Seeds at each look: synthetic: 1, then 2 (8.3 %)." in to_markdown(report, tmp_path)
+    # a record whose looks do not fit its seeds is left out, with a warning, never trusted
+    meta["config"]["interim_looks"] = [2]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert build(find_experiments(tmp_path))["experiments"][0]["interim_looks"] is None
+    assert "interim_looks [2]" in capsys.readouterr().err

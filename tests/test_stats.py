@@ -93,3 +93,13 @@ def test_rank_test_exact_p_by_counting_splits():
     # one overlap (3 > 2.5): U counts a's values above b's; 2 of 20 splits have U <= 1
     assert stats.rank_test([1.0, 2.0, 3.0], [2.5, 4.0, 5.0], "less").p_value == pytest.approx(2 / 20)
     assert stats.separation_seeds(0.025) == 4
+
+
+def test_repeated_looks_error_matches_armitage_mcpherson_rowe():
+    """Equally spaced looks each at the two-sided 5 % level reject a true null with chance 0.083, 0.107, 0.126,
+    0.142 for 2-5 looks (Armitage, McPherson & Rowe 1969; Pocock 1977, Table 1); one look is the test's own 5 %."""
+    assert stats.repeated_looks_error([5]) == pytest.approx(0.05)
+    for k, published in [(2, 0.083), (3, 0.107), (4, 0.126), (5, 0.142)]:
+        assert stats.repeated_looks_error(list(range(1, k + 1))) == pytest.approx(published, abs=5e-4)
+    # a look late in the trial costs less than one halfway: 3 of 4 seeds vs 3 of 6
+    assert 0.05 < stats.repeated_looks_error([3, 4]) < stats.repeated_looks_error([3, 6])
