@@ -239,7 +239,9 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
         "## Per-experiment tables",
         "",
         f"Article values against ours: {report['verdict_rule']}. Curves against the author's published series: "
-        f"{SERIES_RULE}.",
+        f"{SERIES_RULE}. img/s is each run's own training throughput, with whatever else ran on the machine beside "
+        "it (other runs, builds): a record, not a benchmark; costs are compared side by side by `bnexp bench` and "
+        "the cost analyses.",
         "",
     ]
     for e in report["experiments"]:
@@ -320,7 +322,7 @@ def _series_table(rows: list[dict[str, Any]]) -> list[str]:
 def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
     has_gap = any("final_generalization_gap" in v for v in variants)
     header = "| variant | runs | final test acc | best test acc |" + (" train acc | gap |" if has_gap else "")
-    lines = [header + " left chance (step) | steps to thresholds (mean) | img/s (median) |",
+    lines = [header + " left chance (step) | steps to thresholds (mean) | img/s as trained (median) |",
              "|---|---|---:|---:|" + ("---:|---:|" if has_gap else "") + "---:|---|---:|"]  # fmt: skip
     for v in variants:
         status = ", ".join(f"{n} {s}" for s, n in v["status"].items())

@@ -325,5 +325,5 @@ def data_parallel(exp: Experiment) -> dict[str, Any]:
     md = ["**Data-parallel BN**: final test accuracy, and the running statistics' distance from the population "
           "statistics (mean over layers of |Δmean|/sd / |log var ratio|), and training images/s (median):", "",
           *table(["variant", "processes", "bn_sync", "running stats", "final test acc", "running-stats gap",
-                  "img/s"], rows)]  # fmt: skip
+                  "img/s as trained"], rows)]  # fmt: skip
     return {"data": data, "markdown": md}
