@@ -445,8 +445,11 @@ def feature_distribution(exp: Experiment) -> Figure:
                         va="top")  # fmt: skip
             ax.set_title(f"layer {layer + 1}", fontsize=10)
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
-        # the variant names its row (as a title on every panel it ran into the next one)
-        row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}\ndensity")
+        # the variant names its row (as a title on every panel it ran into the next one), and says so when the
+        # run never trained: its maps are then those of a net that did not learn
+        outcome = "diverged" if run.status == "diverged" else run.course["outcome"]
+        failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
+        row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("pre-activation value (after the norm)")

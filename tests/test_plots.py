@@ -41,6 +41,17 @@ def test_convergence_uses_the_variant_colours_and_marks_the_reference(tmp_path):
     plt.close(fig)
 
 
+def test_feature_distribution_rows_say_when_the_run_never_trained(tmp_path):
+    """Maps of a net that never left chance are those of a net that did not learn: its row says so."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    fig = next(k for k in FIGURES if k.name == "feature_distribution").draw(exp)
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert sum("(never left chance)" in r for r in rows) == 1  # lenet5_lr5x's seed 0; the others trained
+    assert sum("(" not in r for r in rows) == len(rows) - 1
+    fig.savefig(tmp_path / "f.png")
+    plt.close(fig)
+
+
 def test_only_fitting_figures(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
     exp.config["probes"] = None
