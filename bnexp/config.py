@@ -795,10 +795,15 @@ def load_config(
     return cfg
 
 
+def interim_looks_fit(looks: list[int], seeds: int) -> bool:
+    """Earlier looks come before the last: increasing seed counts, each at least 1 and below `seeds`."""
+    return looks == sorted(set(looks)) and all(1 <= n < seeds for n in looks)
+
+
 def check_interim_looks(cfg: ExperimentConfig, where: Locate) -> None:
-    """Earlier looks came before the seeds as written: increasing, each below their number."""
+    """The looks fit the seeds as written."""
     looks, n = cfg.interim_looks, len(cfg.seeds)
-    if looks and (looks != sorted(set(looks)) or looks[-1] >= n):
+    if not interim_looks_fit(looks, n):
         raise ConfigError(where("interim_looks"), "interim_looks",
                           f"{looks}: the numbers of seeds at the earlier looks, increasing and each below the "
                           f"{n} seeds of seeds:")  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bnexp import records
-from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict
+from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict, interim_looks_fit
 from bnexp.errors import BnexpError
 from bnexp.store import (
     ANALYSES_DIR,
@@ -158,7 +158,7 @@ class Experiment:
         except BnexpError as e:
             warn_stderr(f"{e}; the report leaves them out")
             return []
-        if looks and (looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] >= len(self.config.get("seeds") or [])):
+        if not interim_looks_fit(looks, len(self.config.get("seeds") or [])):
             warn_stderr(f"{self.dir / EXPERIMENT_FILE}: interim_looks {looks} are not increasing seed counts below "
                         "the seeds'; the report leaves them out")  # fmt: skip
             return []
