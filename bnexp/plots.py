@@ -207,10 +207,15 @@ OUTCOME_MARKS = {  # how a seed's run that did not simply train is marked over i
 }
 
 
+def run_outcome(run: Run) -> str:
+    """How a run ended: diverged, never_left_chance, fell_back or trained."""
+    return "diverged" if run.status == "diverged" else run.course["outcome"]
+
+
 def mark_outcome(ax, x: float, y: float, run: Run) -> str | None:
     """Marks at (x, y) a run that diverged, never left chance or fell back; returns the outcome it marked, None
     for a run that trained."""
-    outcome = "diverged" if run.status == "diverged" else run.course["outcome"]
+    outcome = run_outcome(run)
     if outcome not in OUTCOME_MARKS:
         return None
     ax.plot(x, y, linestyle="none", **OUTCOME_MARKS[outcome][0])
@@ -447,7 +452,7 @@ def feature_distribution(exp: Experiment) -> Figure:
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
         # run never trained: its maps are then those of a net that did not learn
-        outcome = "diverged" if run.status == "diverged" else run.course["outcome"]
+        outcome = run_outcome(run)
         failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
         row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
