@@ -219,9 +219,12 @@ def _outcomes(runs: list[Run]) -> Counter:
 
 def _values(runs: list[Run], quantity: str, at: Any) -> tuple[dict[int, float], dict[str, int], int]:
     """seed -> value for a continuous quantity, the outcome counts, and how many runs had no value (e.g. never
-    reached a threshold). A group of mixed outcomes keeps only its runs that trained."""
+    reached a threshold). A group of mixed outcomes keeps only its runs that trained. Where none trained, an
+    accuracy keeps none (the share of runs that trained decides) and any other quantity keeps them all: no run is
+    the group's better kind (E3 at batch 1: one net never left chance, the other fell back)."""
     outcomes = _outcomes(runs)
-    if len(outcomes) > 1 and quantity not in CENSORED:  # a run that failed never got there: it stays, censored
+    keep_all = quantity in CENSORED or ("trained" not in outcomes and quantity not in ACCURACIES)
+    if len(outcomes) > 1 and not keep_all:  # censored: a run that failed never got there, and stays as such
         runs = [r for r in runs if r.course["outcome"] == "trained"]
     values = {r.config.get("seed", i): measure(r, quantity, at) for i, r in enumerate(runs)}
     kept = {s: v for s, v in values.items() if v is not None}
@@ -383,7 +386,7 @@ def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: 
     if len(outcomes) > 1:
         counts = _counts_text(outcomes)
         how = ("" if quantity in CENSORED else "; every run ranked" if ranked
-               else "; compared within the runs that trained")  # fmt: skip
+               else "; compared within the runs that trained" if "trained" in outcomes else "")  # fmt: skip
         notes.append(f"{name}: mixed outcomes ({counts}){how}")
     elif outcomes and "trained" not in outcomes:  # e.g. a feature spread measured on a net that never trained
         (outcome, n), = outcomes.items()
@@ -538,7 +541,7 @@ CLAIMS_RULE = (
     "observed effect and spread). Groups whose runs ended differently are counted per outcome, never averaged: "
     "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest), for "
     "equivalent and against a value they are compared within the runs that trained; where no run of a group "
-    "trained, accuracies are compared by the share of runs that trained (Newcombe)"
+    "trained, accuracies are compared by the share of runs that trained (Newcombe), other quantities over every run"
 )
 
 

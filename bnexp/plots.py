@@ -579,7 +579,7 @@ def batch_size(exp: Experiment) -> Figure:
     outcome_legend(ax_err, marked)
     for ax in (ax_err, ax_acc):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size (images per step; lr scaled linearly)")
+        ax.set_xlabel(f"batch size (images per step; {_lr_over_batch_sizes(exp)})")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
     spread = "mean ± 1 sd over seeds" if most > 1 else "one run"
@@ -589,6 +589,18 @@ def batch_size(exp: Experiment) -> Figure:
     ax_acc.set_title("the same as accuracy")
     legend_below(ax_err, 8)
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
+
+
+def _lr_over_batch_sizes(exp: Experiment) -> str:
+    """How the runs' learning rate went with their batch size: E3 keeps the script's 0.1 at batch 1 and 512, the
+    GroupNorm sweep scales it linearly."""
+    lrs = {(r.grid["batch_size"], r.config.get("lr")) for r in exp.runs}
+    if len({lr for _, lr in lrs}) == 1:
+        return f"lr {next(iter(lrs))[1]:g} at every size"
+    per_image = [lr / size for size, lr in lrs if lr is not None]
+    if len(per_image) == len(lrs) and all(math.isclose(x, per_image[0]) for x in per_image):
+        return "lr scaled linearly"
+    return "lr as configured per size"
 
 
 def dots_and_median_line(ax, by_x: dict[float, list[float]], style: dict[str, Any], name: str) -> None:

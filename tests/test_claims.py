@@ -121,9 +121,9 @@ def test_mixed_outcomes_are_counted_not_averaged(experiment):
     assert row["effect"] == -1.0 and row["verdict"] == "contradicted"  # Newcombe: [-1, -0.07], below 0
     assert evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)["verdict"] == (
         "supported")
-    # a quantity that is not an accuracy has no such order: still not measured
+    # a quantity that is not an accuracy has no such order: every run of the group is kept, and ranked
     loss = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
-    assert loss["verdict"] == "not measured"
+    assert loss["method"].startswith("Mann-Whitney") and loss["p_value"] == pytest.approx(1 / 6)
     share = evaluate(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
     assert share["measured"] == "1/2 vs 0/2" and share["method"].startswith("Newcombe")
     assert share["verdict"].startswith("undecided at n = 2")
@@ -171,6 +171,19 @@ def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     # "about as well as" has no rank form: compared within the runs that trained, as before
     equivalent = evaluate(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
     assert any(n.endswith("compared within the runs that trained") for n in equivalent["notes"])
+
+
+def test_a_mixed_group_without_a_run_that_trained_keeps_every_run_for_other_quantities(experiment):
+    """E3 at batch 1: one net never left chance, the other fell back; their feature maps are still measured.
+    lenet5_lr5x (never left chance, diverged) has spread ratio 2 in both runs, lenet5-bn_lr1x 1: a complete
+    separation of 2 runs against 2, p = 1/6, which cannot decide at 0.025."""
+    row = evaluate(claim(quantity="feature_sd_spread", expect="less", versus="lenet5_lr5x"), experiment)
+    assert row["measured"].startswith("1.00 vs 2.00 (medians;") and row["p_value"] == pytest.approx(1 / 6)
+    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
+    assert "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged); every run ranked" in row["notes"]
+    # without a second group there is no rank test, and no "within the runs that trained" to claim
+    alone = evaluate(claim(group="lenet5_lr5x", quantity="feature_sd_spread", value=1.0), experiment)
+    assert alone["n"] == 2 and "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged)" in alone["notes"]
 
 
 def test_a_group_whose_runs_all_failed_alike_says_so(experiment):

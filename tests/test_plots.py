@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pytest
 from typer.testing import CliRunner
 
 from bnexp.cli import app
@@ -99,6 +100,21 @@ def test_batch_size_draws_no_mean_over_seeds_that_ended_differently(tmp_path):
     assert sum(ln.get_color() == colour for ln in dots) == 2  # each seed at batch 2
     assert sum(ln.get_markerfacecolor() == "none" for ln in dots) == 1  # the one that never left chance, ringed
     assert "where every seed had the same outcome" in err.get_title()
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(("lr_at", "words"), [
+    (lambda size: 0.1, "lr 0.1 at every size"),  # E3: the script's 0.1 at batch 1 and 512
+    (lambda size: 0.05 * size / 32, "lr scaled linearly"),  # the GroupNorm sweep
+    (lambda size: 0.1 if size < 4 else 0.2, "lr as configured per size"),
+])  # fmt: skip
+def test_batch_size_axis_says_how_the_lr_went_with_the_batch(tmp_path, lr_at, words):
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    for i, r in enumerate(exp.runs):
+        size = (2, 8, 32)[i % 3]
+        r.config["grid"], r.config["lr"] = {"batch_size": size}, lr_at(size)
+    fig = next(k for k in FIGURES if k.name == "batch_size").draw(exp)
+    assert fig.axes[0].get_xlabel() == f"batch size (images per step; {words})"
     plt.close(fig)
 
 
