@@ -546,28 +546,34 @@ def _model_groups(exp: Experiment) -> dict[str, list[Run]]:
 @figure("batch_size", applies=lambda exp: len({r.grid["batch_size"] for r in exp.runs if "batch_size" in r.grid}) > 1)
 def batch_size(exp: Experiment) -> Figure:
     """Test error vs batch size (log 2 axis), a line per norm through the means over seeds (GroupNorm paper Fig.
-    1); a batch size whose seeds ended differently has no mean: each seed is a dot, marked by how it ended."""
+    1); a batch size whose seeds ended differently has no mean: each seed is a dot, marked by how it ended, beside
+    the size it ran at."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
     colors = tag_colors(exp)
     most, any_mixed = 0, False
     marked: set[str | None] = set()
-    for runs in _model_groups(exp).values():
+    groups = _model_groups(exp)
+    for g, runs in enumerate(groups.values()):
         by_size: dict[int, list[Run]] = {}
         for r in runs:
             by_size.setdefault(r.grid["batch_size"], []).append(r)
         sizes, stats = [], []
         style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
         for size, cell in sorted(by_size.items()):
-            if not mixed_outcomes(cell):
+            mixed = mixed_outcomes(cell)
+            if not mixed:
                 sizes.append(size)
                 stats.append(mean_sd([r.summary.get("final_test_acc") for r in cell]))
-                continue
-            any_mixed = True
-            for r in cell:
+            any_mixed |= mixed
+            # each seed that did not train is marked, also where all ended alike (E3's batch-1 nets fell back);
+            # seeds sit side by side, and each norm's beside the next, so that runs with one accuracy stay apart
+            for i, r in enumerate(cell):
                 acc = r.summary.get("final_test_acc") or 0.0  # a diverged run may have none
+                x = size * 2 ** (0.06 * (g - (len(groups) - 1) / 2) + 0.03 * (i - (len(cell) - 1) / 2))
                 for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
-                    ax.plot(size, y, "o", markersize=4, color=style["color"], alpha=0.8)
-                    marked.add(mark_outcome(ax, size, y, r))
+                    if mixed:
+                        ax.plot(x, y, "o", markersize=4, color=style["color"], alpha=0.8)
+                    marked.add(mark_outcome(ax, x, y, r))
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
         most = max(most, *(n for _, _, n in stats), 0)

@@ -96,10 +96,26 @@ def test_batch_size_draws_no_mean_over_seeds_that_ended_differently(tmp_path):
     colour = NORM_COLORS["none"]
     line = next(ln for ln in err.get_lines() if ln.get_color() == colour and len(ln.get_xdata()) > 1)
     assert list(line.get_xdata()) == [8, 16]
-    dots = [ln for ln in err.get_lines() if len(ln.get_xdata()) == 1 and list(ln.get_xdata()) == [2]]
+    dots = [ln for ln in err.get_lines() if len(ln.get_xdata()) == 1 and 1.8 < ln.get_xdata()[0] < 2.2]
     assert sum(ln.get_color() == colour for ln in dots) == 2  # each seed at batch 2
     assert sum(ln.get_markerfacecolor() == "none" for ln in dots) == 1  # the one that never left chance, ringed
     assert "where every seed had the same outcome" in err.get_title()
+    plt.close(fig)
+
+
+def test_batch_size_marks_seeds_that_did_not_train_where_all_ended_alike(tmp_path):
+    """E3 at batch 1: both BN nets fell back, so their cell has a mean, but a plain dot there would hide that
+    neither trained: each seed is marked, as learning_rate marks it."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    for r in exp.runs:  # lenet5 at lr x5 never leaves chance (seed 0) or diverges (seed 1): batch 2
+        r.config["grid"] = {"batch_size": 2 if r.config["lr_multiplier"] == 5.0 else 8}
+    stuck = [r for r in exp.runs if r.config["lr_multiplier"] == 5.0]
+    exp.runs = [r for r in exp.runs if r not in stuck] + [stuck[0]] * 2  # two seeds that never left chance
+    fig = next(k for k in FIGURES if k.name == "batch_size").draw(exp)
+    rings = [ln for ln in fig.axes[0].get_lines() if ln.get_markerfacecolor() == "none" and len(ln.get_xdata())]
+    xs = [ln.get_xdata()[0] for ln in rings]
+    assert len(xs) == 2 and all(1.8 < x < 2.2 for x in xs) and xs[0] != xs[1]  # at batch 2, side by side
+    assert "where every seed had the same outcome" not in fig.axes[0].get_title()  # no cell is mixed
     plt.close(fig)
 
 
