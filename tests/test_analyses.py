@@ -106,9 +106,15 @@ def test_analyze_skips_what_is_done_and_redoes_with_force(trained):
     again = CliRunner().invoke(app, ["analyze", str(exp_dir), "--data-root", str(root), "--force"])
     assert again.exit_code == 0 and again.output.count("eval_modes ->") == 2
     (exp_dir / "lenet5-bn_lr1x_s0" / "weights.pt").unlink()
+    # committed results keep analyses but no weights: what is recorded stands, and nothing fails
+    kept = CliRunner().invoke(app, ["analyze", str(exp_dir), "--data-root", str(root)])
+    assert kept.exit_code == 0 and kept.output.count("(its weights are not kept here)") == 2
     missing = CliRunner().invoke(app, ["analyze", str(exp_dir), "--data-root", str(root), "--force"])
     assert missing.exit_code == 1 and "weights.pt is missing" in missing.output
     assert "--restart-run lenet5-bn_lr1x_s0" in missing.output
+    (exp_dir / "lenet5-bn_lr1x_s0" / "analyses" / "eval_modes.json").unlink()  # a record to make, without weights
+    lost = CliRunner().invoke(app, ["analyze", str(exp_dir), "--data-root", str(root)])
+    assert lost.exit_code == 1 and "weights.pt is missing" in lost.output
 
 
 def test_crafted_weights_never_run_code(trained, tmp_path):

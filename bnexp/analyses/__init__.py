@@ -93,21 +93,22 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
                 say(f"{name}: not finished; no analysis")
                 continue
             weights = run.path / WEIGHTS
-            if not weights.is_file():
-                raise CorruptFile(f"{weights} is missing: set keep_final_weights: true and start the run over with "
-                                  f"--restart-run {name}")  # fmt: skip
-            config = run.config()
-            digest = _digest(weights)
+            # committed results keep analyses but not weights: a record with these settings then stands as written
+            digest = _digest(weights) if weights.is_file() else None
             todo = {}
             for analysis, settings in wanted.items():
                 record = _settings(settings)
                 target = run.path / ANALYSES_DIR / f"{analysis}.json"
                 if not force and _done(target, record, digest):
-                    say(f"{name}: {analysis} already done")
+                    say(f"{name}: {analysis} already done" + ("" if digest else " (its weights are not kept here)"))
                     continue
                 todo[analysis] = (settings, record, target)
             if not todo:
                 continue
+            if digest is None:
+                raise CorruptFile(f"{weights} is missing: set keep_final_weights: true and start the run over with "
+                                  f"--restart-run {name}")  # fmt: skip
+            config = run.config()
             if data is None:
                 data = load_data(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"),
                                  device, data_root)  # fmt: skip
@@ -137,9 +138,11 @@ def _settings(settings: Any) -> Any:
     return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
 
 
-def _done(target: Path, settings: Any, digest: str) -> bool:
+def _done(target: Path, settings: Any, digest: str | None) -> bool:
+    """The analysis is recorded with these settings, on these weights (on any, where they are not kept)."""
     try:
         old = json.loads(read_regular(target))
     except (OSError, ValueError, CorruptFile):
         return False
-    return isinstance(old, dict) and old.get("settings") == settings and old.get("weights_sha256") == digest
+    return (isinstance(old, dict) and old.get("settings") == settings
+            and (digest is None or old.get("weights_sha256") == digest))  # fmt: skip
