@@ -601,7 +601,7 @@ def _lr_over_batch_sizes(exp: Experiment) -> str:
     """How the runs' learning rate went with their batch size: E3 keeps the script's 0.1 at batch 1 and 512, the
     GroupNorm sweep scales it linearly."""
     lrs = {(r.grid["batch_size"], r.config.get("lr")) for r in exp.runs}
-    if len({lr for _, lr in lrs}) == 1:
+    if len({lr for _, lr in lrs}) == 1 and next(iter(lrs))[1] is not None:
         return f"lr {next(iter(lrs))[1]:g} at every size"
     per_image = [lr / size for size, lr in lrs if lr is not None]
     if len(per_image) == len(lrs) and all(math.isclose(x, per_image[0]) for x in per_image):
