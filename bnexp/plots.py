@@ -207,15 +207,10 @@ OUTCOME_MARKS = {  # how a seed's run that did not simply train is marked over i
 }
 
 
-def run_outcome(run: Run) -> str:
-    """How a run ended: diverged, never_left_chance, fell_back or trained."""
-    return "diverged" if run.status == "diverged" else run.course["outcome"]
-
-
 def mark_outcome(ax, x: float, y: float, run: Run) -> str | None:
     """Marks at (x, y) a run that diverged, never left chance or fell back; returns the outcome it marked, None
     for a run that trained."""
-    outcome = run_outcome(run)
+    outcome = run.course["outcome"]
     if outcome not in OUTCOME_MARKS:
         return None
     ax.plot(x, y, linestyle="none", **OUTCOME_MARKS[outcome][0])
@@ -452,7 +447,7 @@ def feature_distribution(exp: Experiment) -> Figure:
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
         # run never trained: its maps are then those of a net that did not learn
-        outcome = run_outcome(run)
+        outcome = run.course["outcome"]
         failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
         row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
@@ -600,11 +595,14 @@ def batch_size(exp: Experiment) -> Figure:
 def _lr_over_batch_sizes(exp: Experiment) -> str:
     """How the runs' learning rate went with their batch size: E3 keeps the script's 0.1 at batch 1 and 512, the
     GroupNorm sweep scales it linearly."""
-    lrs = {(r.grid["batch_size"], r.config.get("lr")) for r in exp.runs}
-    if len({lr for _, lr in lrs}) == 1 and next(iter(lrs))[1] is not None:
-        return f"lr {next(iter(lrs))[1]:g} at every size"
-    per_image = [lr / size for size, lr in lrs if lr is not None]
-    if len(per_image) == len(lrs) and all(math.isclose(x, per_image[0]) for x in per_image):
+    pairs = {(r.grid["batch_size"], r.config.get("lr")) for r in exp.runs}
+    lrs = {lr for _, lr in pairs}
+    if None in lrs:
+        return "lr as configured per size"
+    if len(lrs) == 1:
+        return f"lr {lrs.pop():g} at every size"
+    per_image = [lr / size for size, lr in pairs]
+    if all(math.isclose(x, per_image[0]) for x in per_image):
         return "lr scaled linearly"
     return "lr as configured per size"
 

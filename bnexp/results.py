@@ -45,7 +45,7 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def training_course(train: list[dict[str, Any]], classes: int, diverged_step: int | None) -> dict[str, Any]:
+def training_course(train: list[dict[str, Any]], classes: int, diverged: bool) -> dict[str, Any]:
     """What happened to a run, from its logged training losses (means over `log_every` steps):
 
     left_chance_step: the first logged step whose loss is below 0.9 ln(classes), or None;
@@ -56,7 +56,7 @@ def training_course(train: list[dict[str, Any]], classes: int, diverged_step: in
     line = CHANCE_MARGIN * math.log(classes)
     left = next((r["step"] for r in train if r.get("loss") is not None and r["loss"] < line), None)
     final = train[-1].get("loss") if train else None
-    if diverged_step is not None:
+    if diverged:
         outcome = "diverged"
     elif left is None:
         outcome = "never_left_chance"
@@ -117,8 +117,7 @@ class Run:
         """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs)."""
         dataset = (self.config.get("dataset") or {}).get("name")
         classes = self.summary.get("num_classes") or DATASET_CLASSES.get(dataset, 10)
-        diverged = self.summary.get("diverged_at_step")
-        return training_course(self.train, classes, diverged if self.status == "diverged" else None)
+        return training_course(self.train, classes, self.status == "diverged")  # its step may not be recorded
 
 
 @dataclass

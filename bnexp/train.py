@@ -462,7 +462,7 @@ class Trainer:
         best = max(evals, key=lambda r: r["test_acc"], default=None)
         speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
         classes = self.data.inputs.num_classes
-        course = training_course(train, classes, diverged[0]["step"] if diverged else None)
+        course = training_course(train, classes, bool(diverged))
         summary: dict[str, Any] = {
             "run": self.plan.name,
             "status": status,

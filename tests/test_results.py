@@ -23,11 +23,11 @@ def records(losses, every=5):
 @pytest.mark.parametrize(
     ("losses", "diverged", "outcome", "left"),
     [
-        ([2.31, 2.30, 2.29, 2.30], None, "never_left_chance", None),
-        ([2.3, 1.5, 0.8, 0.5], None, "trained", 10),
-        ([2.3, 1.5, 2.30, 2.31], None, "fell_back", 10),  # the author's lr 0.5 run: trained, then died
-        ([2.3, 1.5, None], 12, "diverged", 10),
-        ([2.3, 2.25, 2.2, 1.9], None, "trained", 20),  # 0.9 ln 10 = 2.07: a slow start is not "not training"
+        ([2.31, 2.30, 2.29, 2.30], False, "never_left_chance", None),
+        ([2.3, 1.5, 0.8, 0.5], False, "trained", 10),
+        ([2.3, 1.5, 2.30, 2.31], False, "fell_back", 10),  # the author's lr 0.5 run: trained, then died
+        ([2.3, 1.5, None], True, "diverged", 10),
+        ([2.3, 2.25, 2.2, 1.9], False, "trained", 20),  # 0.9 ln 10 = 2.07: a slow start is not "not training"
     ],
 )
 def test_training_course(losses, diverged, outcome, left):
@@ -39,7 +39,7 @@ def test_training_course(losses, diverged, outcome, left):
 def test_the_bn_paper_mlp_without_bn_is_stalled_not_untrained():
     """At chance for 20,000 steps, then learning: it left chance, so it is not flagged 'not training'."""
     losses = [2.30] * 400 + [1.9, 1.2, 0.6]
-    course = training_course(records(losses, every=50), 10, None)
+    course = training_course(records(losses, every=50), 10, False)
     assert course["outcome"] == "trained" and course["left_chance_step"] == 401 * 50
 
 
@@ -144,3 +144,12 @@ def test_an_interrupted_runs_accuracies_are_not_pooled(tmp_path):
     run.write_summary({"run": "r", "status": "interrupted", "final_test_acc": 0.5, "best_test_acc": 0.6})
     loaded = load_run(run)
     assert loaded.status == "interrupted" and "final_test_acc" not in loaded.summary
+
+
+def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_path):
+    """The schema allows diverged_at_step to be null; claims, report and figures all read the outcome from
+    Run.course, so the status alone must make it diverged there."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    run = next(r for r in exp.runs if r.status == "diverged")
+    run.summary["diverged_at_step"] = None
+    assert run.course["outcome"] == "diverged" and not run.course["not_training"]
