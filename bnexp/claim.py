@@ -13,9 +13,8 @@ from bnexp.config import RunPlan, config_diff
 from bnexp.distributed import World
 from bnexp.errors import BnexpError
 from bnexp.lock import LOCK_FILE, Busy, alone, holder, run_lock
-from bnexp.store import CHECKPOINT, SUMMARY, CorruptFile, LinkRefused, RunDir, child_path, real_dir
+from bnexp.store import CHECKPOINT, FINISHED, SUMMARY, CorruptFile, LinkRefused, RunDir, child_path, real_dir
 
-FINISHED = ("completed", "diverged")
 OTHER_SHARD = "in another shard"
 
 

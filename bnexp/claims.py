@@ -21,9 +21,7 @@ from typing import Any
 from bnexp import stats
 from bnexp.config import CLAIM_QUANTITIES, ClaimConfig, ProbeConfig
 from bnexp.report_sections import median  # NaN for no values: `measure` turns it into None
-from bnexp.results import NEAR_CHANCE, Experiment, Run, curve_quantities, per_step, value_at
-
-FINISHED = ("completed", "diverged")
+from bnexp.results import FINISHED, NEAR_CHANCE, Experiment, Run, curve_quantities, per_step, value_at
 
 # -- quantities: run -> number (or True/False for the proportion kind), None when the run has none ------------
 

@@ -64,9 +64,10 @@ def run(
             "E.g. --set epochs=5 --set models[1].norm=torch_batchnorm --set seeds=[0,1]",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Results folder; runs go to OUT/<experiment name>/<run>/.")] = Path(
-        "results"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Working folder for the runs: OUT/<experiment name>/<run>/ (never the committed "
+                           "results/ unless --write-committed).")
+    ] = Path("runs"),
     data_root: Annotated[
         Path | None,
         typer.Option(
@@ -106,6 +107,10 @@ def run(
     ] = 10_000,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what each run would do and an estimated wall time; write nothing.")
+    ] = False,
+    write_committed: Annotated[
+        bool, typer.Option("--write-committed", help="Allow adding runs to a folder of committed results (one that "
+                           "carries .bnexp-committed, like this repository's results/); --restart stays refused there.")
     ] = False,
     shard: Annotated[
         str | None,
@@ -169,8 +174,10 @@ def run(
         if dry_run:
             from bnexp.runner import dry_run as show_plan
 
-            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split)
+            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split, data_root,
+                      device)  # fmt: skip
             raise typer.Exit(0)
+        _check_committed(out, restart or bool(restart_run), write_committed)
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
@@ -183,6 +190,7 @@ def run(
                        *([f"--data-root={data_root}"] if data_root else []),
                        *([f"--device={device}"] if device else []), *(["--smoke"] if smoke else []),
                        *(["--keep-checkpoints"] if keep_checkpoints else []),
+                       *(["--write-committed"] if write_committed else []),
                        *([f"--nproc={nproc}"] if nproc else [])]  # fmt: skip
         code = run_experiment(
             cfg,
@@ -216,6 +224,25 @@ def run(
         if world is not None:
             shutdown(world)
     raise typer.Exit(code)
+
+
+def _check_committed(out: Path, restart: bool, allowed: bool) -> None:
+    """Committed results are added to on purpose only, and never deleted by a restart (exit 2 otherwise)."""
+    from bnexp.store import COMMITTED_MARK, committed_folder
+
+    folder = committed_folder(out)
+    if folder is None:
+        return
+    if restart:
+        raise BnexpError(
+            f"--out {out}: {folder} holds committed results (it carries {COMMITTED_MARK}); --restart and "
+            "--restart-run would delete them: train into a working folder (--out runs, the default) instead"
+        )
+    if not allowed:
+        raise BnexpError(
+            f"--out {out}: {folder} holds committed results (it carries {COMMITTED_MARK}); bnexp run writes into "
+            "runs/ by default: leave out --out, or add --write-committed to add runs there"
+        )
 
 
 def rank_main(argv: list[str], threads: int) -> None:
@@ -358,7 +385,7 @@ def _replace_block(path: Path, lines: list[str]) -> None:
     from bnexp.store import write_atomic
 
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BnexpError(f"--readme: cannot read {path} ({e.strerror or e})") from None
     if text.count(CLAIMS_BEGIN) != 1 or text.count(CLAIMS_END) != 1 or text.index(CLAIMS_BEGIN) > text.index(
@@ -387,12 +414,14 @@ def export(
 
       bnexp export results --tensorboard /tmp/tb && tensorboard --logdir /tmp/tb
     """
-    from bnexp.export import to_csv, to_tensorboard
+    from bnexp.export import require_tensorboard, to_csv, to_tensorboard
     from bnexp.results import find_experiments
 
     if csv_ is None and tensorboard is None:
         _fail(BnexpError("export: give --csv DIR, --tensorboard DIR or both"))
     try:
+        if tensorboard is not None:
+            require_tensorboard()
         experiments = find_experiments(results)
         for folder, write in ((csv_, to_csv), (tensorboard, to_tensorboard)):
             if folder is not None:
@@ -410,11 +439,12 @@ def list_runs(
     results: Annotated[Path, typer.Argument(help="A results folder (all experiments) or one experiment's folder.")],
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
 ) -> None:
-    """One line per run: status, seed, final and best test accuracy, training time.
+    """One line per run of each experiment's plan: status (running while a process trains it, interrupted, not
+    started, ...), seed, final and best test accuracy, training time. Reads only: takes no lock, writes nothing.
 
     Example: bnexp list results
     """
-    from bnexp.results import NEAR_CHANCE, find_experiments
+    from bnexp.results import NEAR_CHANCE, find_experiments, run_states
     from bnexp.store import strict_json
 
     try:
@@ -423,12 +453,13 @@ def list_runs(
         _fail(e)
     rows = [
         {
-            "experiment": e.name, "run": r.name, "status": r.status, "seed": r.config.get("seed"),
-            "final_test_acc": r.summary.get("final_test_acc"), "best_test_acc": r.summary.get("best_test_acc"),
-            "train_time_s": r.summary.get("train_time_s"), "outcome": r.course["outcome"],
+            "experiment": e.name, "run": name, "status": state, "seed": r.config.get("seed") if r else None,
+            "final_test_acc": r.summary.get("final_test_acc") if r else None,
+            "best_test_acc": r.summary.get("best_test_acc") if r else None,
+            "train_time_s": r.summary.get("train_time_s") if r else None, "outcome": r.course["outcome"] if r else None,
         }
         for e in experiments
-        for r in e.runs
+        for name, r, state in run_states(e)
     ]  # fmt: skip
     if json_:
         for row in rows:
@@ -441,7 +472,8 @@ def list_runs(
         acc = lambda v: f"{v:.4f}" if v is not None else "–"  # noqa: E731
         t = f"{row['train_time_s']:.0f}s" if row["train_time_s"] is not None else "–"
         mark = {"never_left_chance": "*", "fell_back": "**"}.get(row["outcome"], "")
-        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {row['seed']!s:>4} "
+        seed = "–" if row["seed"] is None else row["seed"]
+        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {seed!s:>4} "
                    f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
     if any(row["outcome"] in NEAR_CHANCE for row in rows):
         typer.echo("* never left chance (no logged training loss below 0.9 ln C); ** left chance, then fell back to it")

@@ -57,6 +57,12 @@ BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm",
 LP_BATCH_NORMS = {"l1_batchnorm": 1.0, "linf_batchnorm": float("inf")}  # norm -> p of bnexp.nn.LpBatchNorm
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
 MAX_RUN_NAME = 160
+# earlier looks at the claims an experiment may record: their error rate is a multivariate normal integral whose
+# cost grows with the looks (0.26 s for 5 and the final one; 20 took 21 s), and nobody looks more often than this
+MAX_LOOKS = 5
+# text that goes into a Markdown table cell and between README's markers: one line, no cell or comment delimiters
+ONE_LINE = {"pattern": r"[^\x00-\x1f|<>`]{1,400}", "pattern_help": "one line of at most 400 characters without "
+            "'|', '<', '>' or '`' (they would break the report's table)"}
 UINT32 = 2**32 - 1
 
 
@@ -286,8 +292,8 @@ class ClaimConfig:
     evaluation modes."""
 
     id: str = field(metadata={"pattern": SAFE_NAME})
-    claim: str
-    source: str  # article file and passage, or paper and figure
+    claim: str = field(metadata=ONE_LINE)
+    source: str = field(metadata=ONE_LINE)  # article file and passage, or paper and figure
     quantity: Literal[tuple(CLAIM_QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
@@ -345,7 +351,7 @@ class ExperimentConfig:
     claims: list[ClaimConfig] = field(default_factory=list, metadata={"max_len": 200})
     # the seed counts at which the claims were looked at before more seeds were added (the report says what
     # those earlier looks cost; a number of seeds fixed in advance needs none)
-    interim_looks: list[int] = field(default_factory=list, metadata={"max_len": 20, **_range(1, UINT32)})
+    interim_looks: list[int] = field(default_factory=list, metadata={"max_len": MAX_LOOKS, **_range(1, UINT32)})
     smoke: dict[str, Any] = field(default_factory=dict)  # `--smoke` applies these key-path overrides
 
 
@@ -718,7 +724,7 @@ def load_config(
     (see `bnexp.validate.load` for the checks against models and data)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), "", "config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -789,15 +795,39 @@ def load_config(
             except ConfigError as e:
                 raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}"
                                   f"{e.message}") from None  # fmt: skip
+    if len(cfg.grid) > 1:  # each value passed alone above; rules that tie keys together must hold in every cell
+        _check_combinations(cfg, data, src, path.parent, checks)
     _check_run_names(cfg, src.where)
     check_claims(written if written is not None else cfg, src.where)
     check_interim_looks(written if written is not None else cfg, src.where)
     return cfg
 
 
+def _check_combinations(cfg: ExperimentConfig, data: dict, src: _Source, config_dir: Path,
+                        checks: Sequence[Check]) -> None:  # fmt: skip
+    """Every cell of a grid of several keys, checked as it will run (e.g. batch_size 2 with processes: 4)."""
+    for combo in itertools.product(*cfg.grid.values()):
+        assignments = [pair for key, v in zip(cfg.grid, combo, strict=True) for pair in _grid_assignments(key, v)]
+        cell_text = ", ".join(f"{k}={v!r}" for k, v in assignments)
+        cell_src = _Source(src.file, {}, {"": f"{src.where('grid')} (grid cell {cell_text})"})
+        cell = copy.deepcopy(data)
+        cell["grid"] = {}
+        try:
+            for k, v in assignments:
+                _set_path(cell, k, copy.deepcopy(v), cell_src.where(""))
+            cell_cfg = _build(ExperimentConfig, cell, "", cell_src)
+            _check_experiment(cell_cfg, cell_src.where, config_dir)
+            for check in checks:
+                check(cell_cfg, cell_src.where)
+        except ConfigError as e:
+            raise ConfigError(src.where("grid"), "grid", f"the cell {cell_text}: {e.key + ': ' if e.key else ''}"
+                              f"{e.message}") from None  # fmt: skip
+
+
 def interim_looks_fit(looks: list[int], seeds: int) -> bool:
-    """Earlier looks come before the last: increasing seed counts, each at least 1 and below `seeds`."""
-    return looks == sorted(set(looks)) and all(1 <= n < seeds for n in looks)
+    """Earlier looks come before the last: at most MAX_LOOKS increasing seed counts, each at least 1 and below
+    `seeds`."""
+    return len(looks) <= MAX_LOOKS and looks == sorted(set(looks)) and all(1 <= n < seeds for n in looks)
 
 
 def check_interim_looks(cfg: ExperimentConfig, where: Locate) -> None:

@@ -90,6 +90,11 @@ class Source:
     sizes: tuple[int, int]  # official train and test sizes
     inputs: InputSpec
 
+    def present(self, root: Path) -> bool:
+        """Whether `root` holds the files, looked at without reading them (the dry run's check, and the first step
+        of readable_root's); files that are there in part are an error (BnexpError)."""
+        raise NotImplementedError
+
     def readable_root(self, root: Path, verify: bool) -> Path | None:
         """A folder torchvision can read without downloading, or None if `root` has no files for it."""
         raise NotImplementedError
@@ -109,17 +114,27 @@ class IdxSource(Source):
         self.cls = cls
         self.layout = f"{cls.__name__}/raw/ with the four official .gz files"
 
+    def _decoded(self, raw: Path) -> bool:
+        return all((raw / n.removesuffix(".gz")).is_file() for n, _ in self.cls.resources)
+
+    def present(self, root: Path) -> bool:
+        raw = root / self.cls.__name__ / "raw"
+        if self._decoded(raw):
+            return True
+        names = [n for n, _ in self.cls.resources]
+        present = [n for n in names if (raw / n).is_file()]
+        if present and len(present) < len(names):
+            missing = ", ".join(sorted(set(names) - set(present)))
+            raise BnexpError(f"{raw}: incomplete files, missing {missing}; {FIX_HINT.format(layout=self.layout)}")
+        return bool(present)
+
     def readable_root(self, root: Path, verify: bool) -> Path | None:
         raw = root / self.cls.__name__ / "raw"
         names = [n for n, _ in self.cls.resources]
-        if all((raw / n.removesuffix(".gz")).is_file() for n in names):
-            return root  # already decoded (e.g. a torchvision download folder): read in place
-        present = [n for n in names if (raw / n).is_file()]
-        if not present:
+        if not self.present(root):
             return None
-        if len(present) < len(names):
-            missing = ", ".join(sorted(set(names) - set(present)))
-            raise BnexpError(f"{raw}: incomplete files, missing {missing}; {FIX_HINT.format(layout=self.layout)}")
+        if self._decoded(raw):
+            return root  # already decoded (e.g. a torchvision download folder): read in place
         digests = [_check_md5(raw / name, md5, verify) for name, md5 in self.cls.resources]
         # decoded copies are keyed by the sources' md5s, so a changed source is never served stale
         decoded = cache_dir() / "decoded" / hashlib.md5("".join(digests).encode()).hexdigest()
@@ -158,11 +173,17 @@ class CifarSource(Source):
     sizes = (50000, 10000)
     inputs = InputSpec(3, 32, 32, 100)
 
+    def _unpacked(self, root: Path) -> bool:
+        return all((root / self.cls.base_folder / name).is_file() for name in ("train", "test", "meta"))
+
+    def present(self, root: Path) -> bool:
+        return self._unpacked(root) or (root / self.cls.filename).is_file()
+
     def readable_root(self, root: Path, verify: bool) -> Path | None:
-        folder, archive = root / self.cls.base_folder, root / self.cls.filename
-        if all((folder / name).is_file() for name in ("train", "test", "meta")):
+        archive = root / self.cls.filename
+        if self._unpacked(root):
             return root  # torchvision's own reader checks each file's md5 when verifying
-        if not archive.is_file():
+        if not self.present(root):
             return None
         digest = _check_md5(archive, self.cls.tgz_md5, verify)
         decoded = cache_dir() / "decoded" / digest
@@ -239,10 +260,16 @@ class Data:
         return x
 
 
+def _no_download() -> str | None:
+    """Why no download would be tried, or None."""
+    return "downloads are off (BNEXP_OFFLINE is set)" if os.environ.get("BNEXP_OFFLINE") else None
+
+
 def _download(source: Source, root: Path) -> str | None:
     """Try torchvision's download into bnexp's own folder; returns why it failed, or None."""
-    if os.environ.get("BNEXP_OFFLINE"):
-        return "downloads are off (BNEXP_OFFLINE is set)"
+    refused = _no_download()
+    if refused:
+        return refused
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
     try:
@@ -254,25 +281,54 @@ def _download(source: Source, root: Path) -> str | None:
         socket.setdefaulttimeout(previous)
 
 
+def _candidates(cli_root: str | Path | None) -> dict[Path, str]:
+    """The folders where a dataset's files are looked for, in order, each as messages name it."""
+    root, origin = data_root(cli_root)
+    folders = {root: f"{root} ({origin})"}
+    folders.setdefault(cache_dir() / "data", str(cache_dir() / "data"))
+    return folders
+
+
+def _not_found(cfg: DatasetConfig, cli_root: str | Path | None, failure: str) -> BnexpError:
+    layout = SOURCES[cfg.name].layout
+    return BnexpError(f"{cfg.name} not found; looked for {layout} in {'; '.join(_candidates(cli_root).values())}; "
+                      f"{failure}. Fix: {FIX_HINT.format(layout=layout)}")  # fmt: skip
+
+
 def locate(cfg: DatasetConfig, cli_root: str | Path | None = None) -> tuple[Path, Path]:
     """The folder to read `cfg.name` from (preparing decoded copies or downloading if needed), and the
     folder where its files were found (for messages and provenance)."""
     source = SOURCES[cfg.name]
-    root, origin = data_root(cli_root)
-    own = cache_dir() / "data"
-    looked = []
-    for candidate in dict.fromkeys([root, own]):
-        looked.append(f"{candidate}" + (f" ({origin})" if candidate == root else ""))
+    for candidate in _candidates(cli_root):
         found = source.readable_root(candidate, cfg.verify_checksums)
         if found is not None:
             return found, candidate
+    own = download_folder()
     failure = _download(source, own)
     if failure is None:
         return own, own
-    raise BnexpError(
-        f"{cfg.name} not found; looked for {source.layout} in {'; '.join(looked)}; {failure}. "
-        f"Fix: {FIX_HINT.format(layout=source.layout)}"
-    )
+    raise _not_found(cfg, cli_root, failure)
+
+
+def check_present(cfg: DatasetConfig, cli_root: str | Path | None = None) -> Path | None:
+    """What load_data would refuse before reading (with its messages), checked without reading, hashing,
+    unpacking, downloading or writing anything (the dry run): the folder holding `cfg.name`'s files, or None
+    where they are not there and the run would download them (into `download_folder()`). Files that are there
+    but damaged are found only by the run."""
+    _refuse_unverified_pickles(cfg)
+    source = SOURCES[cfg.name]
+    for candidate in _candidates(cli_root):
+        if source.present(candidate):
+            return candidate
+    refused = _no_download()
+    if refused:
+        raise _not_found(cfg, cli_root, refused)
+    return None
+
+
+def download_folder() -> Path:
+    """Where a run downloads a dataset that is nowhere else."""
+    return cache_dir() / "data"
 
 
 def balanced_subset(labels: Tensor, size: int, num_classes: int) -> Tensor:
@@ -303,10 +359,16 @@ def _read_split(
             f"{shown}: {split} images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match "
             "(expected N uint8 images and N labels)"
         )
+    classes = source.inputs.num_classes
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        raise BnexpError(
+            f"{shown}: {split} labels range from {int(labels.min())} to {int(labels.max())}, outside the {classes} "
+            f"classes of {source.layout.split(' ')[0]} (0 to {classes - 1}); replace them with the official files"
+        )
     if subset is not None:
         if subset > len(labels):
             raise BnexpError(f"{split} subset of {subset} is larger than the {len(labels)} {split} images")
-        idx = balanced_subset(labels, subset, int(labels.max()) + 1)
+        idx = balanced_subset(labels, subset, classes)
         images, labels = images[idx], labels[idx]
     return images, labels
 
@@ -328,13 +390,17 @@ def pixel_statistics(images: Tensor) -> tuple[list[float], list[float]]:
     return mean, [v**0.5 for v in var]
 
 
+def _refuse_unverified_pickles(cfg: DatasetConfig) -> None:
+    if cfg.name == "cifar100" and not cfg.verify_checksums and not cfg.trust_unverified_pickles:
+        raise BnexpError("dataset.verify_checksums: false for cifar100 would unpickle files nobody checked, and "
+                         "unpickling can run code: set dataset.trust_unverified_pickles: true if you trust them")
+
+
 def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | None = None) -> Data:
     """Load both splits of `cfg.name` as uint8 tensors on `device`. A decoded copy in bnexp's cache that does
     not read back (a damaged cache) is deleted and decoded again from the sources, once."""
     source = SOURCES[cfg.name]
-    if cfg.name == "cifar100" and not cfg.verify_checksums and not cfg.trust_unverified_pickles:
-        raise BnexpError("dataset.verify_checksums: false for cifar100 would unpickle files nobody checked, and "
-                         "unpickling can run code: set dataset.trust_unverified_pickles: true if you trust them")
+    _refuse_unverified_pickles(cfg)
     root, shown = locate(cfg, cli_root)
     try:
         train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)

@@ -55,6 +55,22 @@ def metric_rows(run: Run) -> Iterator[tuple[int, float | None, str, float]]:
                         yield record["step"], record.get("epoch"), f"{name}[{i}]", v
 
 
+def spreadsheet_safe(row: list[Any]) -> list[Any]:
+    """Text that a spreadsheet would run as a formula (=, +, -, @, tab, CR first; numbers aside) is quoted with
+    a leading "'": run and experiment names come from a results folder that may be someone else's."""
+
+    def formula(v: Any) -> bool:
+        if not isinstance(v, str) or v[:1] not in ("=", "+", "-", "@", "\t", "\r"):
+            return False
+        try:
+            float(v)
+        except ValueError:
+            return True
+        return False
+
+    return [f"'{v}" if formula(v) else v for v in row]
+
+
 def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
     real_dir(out.parent, out)
     metrics, runs = out / "metrics.csv", out / "runs.csv"
@@ -65,7 +81,7 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
             for run in exp.runs:
                 keys = list(variant_keys(exp, run).values())
                 for step, epoch, metric, value in metric_rows(run):
-                    writer.writerow([*keys, step, epoch, metric, repr(float(value))])
+                    writer.writerow(spreadsheet_safe([*keys, step, epoch, metric, repr(float(value))]))
     with atomic_file(runs) as f:
         writer = csv.writer(f)
         writer.writerow([*KEYS, *SUMMARY_NUMBERS])
@@ -73,17 +89,28 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
             for run in exp.runs:
                 summary = {**run.summary, "outcome": run.course["outcome"],
                            "left_chance_step": run.course["left_chance_step"]}  # fmt: skip
-                writer.writerow([*variant_keys(exp, run).values(), *(summary.get(k) for k in SUMMARY_NUMBERS)])
+                row = [*variant_keys(exp, run).values(), *(summary.get(k) for k in SUMMARY_NUMBERS)]
+                writer.writerow(spreadsheet_safe(row))
     return [metrics, runs]
 
 
-def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
+def require_tensorboard() -> None:
+    """TensorBoard is optional: say how to add it (exit 2) before anything is written."""
     try:
-        import numpy as np
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise BnexpError("--tensorboard needs TensorBoard: pip install 'bnexp[tensorboard]' (or pip install "
-                         "tensorboard)") from None  # fmt: skip
+        raise BnexpError(
+            "--tensorboard needs TensorBoard, which is optional: pip install tensorboard (into bnexp's environment, "
+            "e.g. .venv/bin/pip install tensorboard; from a checkout, pip install -e '.[tensorboard]' also does)"
+        ) from None
+
+
+def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
+    import numpy as np
+
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
     real_dir(out.parent, out)
     written = []
     for exp in experiments:

@@ -59,10 +59,21 @@ def _worker(cores: list[int], conn: Connection, parent_pid: int, claim: Claim, d
                 continue
             conn.send(("start", plan.name))
             device = select_device(device_name or plan.experiment.device)  # the cell's, unless --device says
+            reporter = WorkerReporter()
             summary = train_run(plan, action, RunDir(claim.out_dir / plan.name), data.get(plan.experiment.dataset,
-                                device), device, PlainReporter(), stop, keep_checkpoints)  # fmt: skip
-        conn.send(("done", plan.name, summary["status"]))
+                                device), device, reporter, stop, keep_checkpoints)  # fmt: skip
+        conn.send(("done", plan.name, summary["status"], reporter.last_line))
     conn.close()
+
+
+class WorkerReporter(PlainReporter):
+    """A worker's evaluation lines as they come; its run's last line goes to the parent, which prints it once
+    with the experiment's progress."""
+
+    last_line: str | None = None
+
+    def end_run(self, line: str) -> None:
+        self.last_line = line
 
 
 class _Slot:
@@ -96,7 +107,8 @@ def run_parallel(
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     args = (claim, data_root, device_name, keep_checkpoints)
     pending = list(todo)
-    slots = [_Slot(ctx, cores, args) for cores in core_slices(min(jobs, len(todo)))]
+    # cores/jobs threads per run also when fewer runs are left: a run's threads decide its numbers bitwise
+    slots = [_Slot(ctx, cores, args) for cores in core_slices(jobs)[: len(todo)]]
     statuses: dict[str, str] = {}
     forwarded, grace = False, KILL_GRACE_S
     try:
@@ -125,7 +137,7 @@ def run_parallel(
                         slot.give(pending.pop(0) if pending and not stop else None)
                     else:
                         statuses[message[1]] = message[2]
-                        reporter.run_finished(message[1], message[2])
+                        reporter.run_finished(message[1], message[2], message[3])
                         slot.current, slot.busy = None, False
                         if message[2] != "interrupted" and slot.process.is_alive():
                             slot.give(pending.pop(0) if pending and not stop else None)

@@ -1,11 +1,13 @@
 """Figures from the run store. A small registry maps what an experiment recorded to the figures it gets;
-a new kind of experiment adds a function with `@figure(...)`, never a per-config script."""
+a new kind of experiment adds a function with `@figure(...)`, never a per-config script. Figures draw finished
+runs only (completed or diverged): an interrupted or running run is left out of every figure, which says so."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnexp.results import Experiment, Run, aligned, mean_sd
+from bnexp.results import FINISHED, Experiment, Run, aligned, mean_sd
 from bnexp.store import atomic_file, real_dir
+from bnexp.wording import plural
 
 # One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
 NORM_COLORS = {
@@ -71,9 +74,35 @@ class FigureKind:
 FIGURES: list[FigureKind] = []
 
 
+@dataclass
+class Drawn(Experiment):
+    """An experiment as its figures show it: its finished runs only; `unfinished` names the runs left out."""
+
+    unfinished: list[str] = field(default_factory=list)
+
+
+def finished_only(exp: Experiment) -> Experiment:
+    """`exp` without its unfinished runs (interrupted, failed, running): a part of a run is no result, and would
+    set a panel's smoothing window and the run counts. `exp` itself where every run finished."""
+    if isinstance(exp, Drawn):
+        return exp
+    every = [*exp.runs, *(r for runs in exp.variants.values() for r in runs)]
+    unfinished = list(dict.fromkeys(r.name for r in every if r.status not in FINISHED))
+    if not unfinished:
+        return exp
+    fields = {f.name: getattr(exp, f.name) for f in dataclasses.fields(exp)}
+    fields["runs"] = [r for r in exp.runs if r.status in FINISHED]
+    fields["variants"] = {v: done for v, runs in exp.variants.items() if (done := [r for r in runs
+                                                                                  if r.status in FINISHED])}
+    return Drawn(**fields, unfinished=unfinished)
+
+
 def figure(name: str, applies: Callable[[Experiment], bool]):
+    """Registers a figure; it applies to, and draws, the experiment's finished runs (none: no figure)."""
+
     def register(draw: Callable[[Experiment], Figure]) -> Callable[[Experiment], Figure]:
-        FIGURES.append(FigureKind(name, applies, draw))
+        FIGURES.append(FigureKind(name, lambda exp: bool(finished_only(exp).runs) and applies(finished_only(exp)),
+                                  lambda exp: draw(finished_only(exp))))  # fmt: skip
         return draw
 
     return register
@@ -230,8 +259,17 @@ def legend_below(ax, fontsize: int = 7) -> None:
 
 
 def finish(fig: Figure, exp: Experiment, title: str) -> Figure:
-    fig.suptitle(f"{title}\n{ran(exp)}", fontsize=11)
+    fig.suptitle(f"{title}\n{ran(exp)}{not_drawn(exp)}", fontsize=11)
     return fig
+
+
+def not_drawn(exp: Experiment) -> str:
+    """A line naming the unfinished runs the figure leaves out ('' where there are none)."""
+    names = exp.unfinished if isinstance(exp, Drawn) else []
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    return f"\n{plural(len(names), 'unfinished run')} not drawn ({shown}): see bnexp list"
 
 
 def ran(exp: Experiment) -> str:
@@ -244,7 +282,8 @@ def ran(exp: Experiment) -> str:
     cells = "; ".join(f"{k} {', '.join(sorted(v, key=lambda x: (len(x), x)))}" for k, v in grid.items())
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(
         range(seeds[0], seeds[-1] + 1)) else f"seeds {', '.join(map(str, seeds))}"  # fmt: skip
-    return f"{len(exp.runs)} runs, {len(exp.variants)} variants" + (f"; {cells}" if cells else "") + f"; {seed_text}"
+    return (f"{plural(len(exp.runs), 'run')}, {plural(len(exp.variants), 'variant')}" + (f"; {cells}" if cells else "")
+            + f"; {seed_text}")
 
 
 def steps_per_epoch(exp: Experiment) -> int | None:
@@ -307,7 +346,7 @@ def convergence(exp: Experiment) -> Figure:
             draw_reference_loss(ax_loss, values, k * log_every(exp), style(exp.variants[variant][0]),
                                 "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
-    ax_loss.set_title(f"training loss (moving average of {k} records = {k * log_every(exp)} steps)")
+    ax_loss.set_title(f"training loss (moving average of {plural(k, 'record')} = {plural(k * log_every(exp), 'step')})")
     legend_below(ax_loss, 8)
     per_epoch = steps_per_epoch(exp)
     by_epoch = exp.config.get("epochs") is not None
@@ -364,7 +403,7 @@ def learning_rate(exp: Experiment) -> Figure:
                                     None if drawn else "article's runs (dashed)")  # fmt: skip
                 drawn = True
         ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
-                     f"(moving average of {k * log_every(exp)} steps)")  # fmt: skip
+                     f"(moving average of {plural(k * log_every(exp), 'step')})")  # fmt: skip
         legend_below(ax, 8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
     for ax in axes[:-1]:

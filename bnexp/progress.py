@@ -67,10 +67,10 @@ class PlainReporter:
             self.steps_trained += run.steps
             self.images_trained += run.images
 
-    def run_finished(self, name: str, status: str) -> None:
-        """A run that another process trained (--jobs) has ended."""
+    def run_finished(self, name: str, status: str, line: str | None = None) -> None:
+        """A run that another process trained (--jobs) has ended; `line`: that process's last line for it."""
         self._ended(name)
-        self.message(f"{name}: {status} {self.progress()}")
+        self.message(f"{line or f'{name}: {status}'} {self.progress()}")
 
     def progress(self) -> str:
         todo = self.done + len(self.left)
@@ -128,10 +128,10 @@ class TqdmReporter(PlainReporter):
             self.runs.refresh()
         super().skip_run(line, name)
 
-    def run_finished(self, name: str, status: str) -> None:
+    def run_finished(self, name: str, status: str, line: str | None = None) -> None:
         if self.runs is not None:
             self.runs.update(1)
-        self.message(f"{name}: {status}")
+        self.message(line or f"{name}: {status}")
 
     def start_run(self, name: str, total_steps: int, done_steps: int = 0) -> None:
         self.test_acc = None

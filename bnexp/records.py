@@ -34,6 +34,10 @@ SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test
            "steps_per_epoch": "int?", "diverged_at_step": "int?", "final_dead_units": "num?",
            "time_to_threshold": "dict?", "num_classes": "int?", "model": "str?", "versions": "dict?",
            "device": "dict?", "segments": "list_any?"}  # fmt: skip
+# what a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability
+DEVICE = {"type": "str", "name": "str", "torch_threads": "int?", "cpu": "str?", "cpu_capability": "str?",
+          "cuda": "str?", "cudnn": "int?"}  # fmt: skip
+VERSIONS = {"torch": "str"}
 # analyses whose result is one record (the others' results hold a list of rows, below)
 ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
 ANALYSIS_ROWS = {
@@ -100,6 +104,10 @@ def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
 
 def check_summary(path: Path, summary: dict[str, Any]) -> None:
     check(summary, SUMMARY, str(path))
+    if summary.get("device") is not None:
+        check(summary["device"], DEVICE, f"{path}: device")
+    if summary.get("versions") is not None:
+        check(summary["versions"], VERSIONS, f"{path}: versions")
     for key, hit in (summary.get("time_to_threshold") or {}).items():
         if hit is not None:
             check(hit, {"step": "int"}, f"{path}: time_to_threshold[{key!r}]")

@@ -17,6 +17,7 @@ from bnexp.claims import claim_rows, claims_markdown
 from bnexp.report_sections import SECTIONS, outcome_stats, stat_text
 from bnexp.results import (
     CHANCE_MARGIN,
+    FINISHED,
     NEAR_CHANCE,
     SMOOTH_STEPS,
     Experiment,
@@ -27,6 +28,7 @@ from bnexp.results import (
     status_counts,
     value_at,
 )  # fmt: skip
+from bnexp.wording import plural
 
 VERDICT_RULE = (
     "an article's single run is one sample: it is consistent with ours when it lies inside the 95 % prediction "
@@ -55,22 +57,27 @@ def _compare(variant: str, runs: list[Run], key: str, at: str, ref: float, value
     }  # fmt: skip
 
 
+def finished(exp: Experiment, variant: str) -> list[Run]:
+    """A variant's runs that are results (completed or diverged): a part of a run is measured by nothing."""
+    return [r for r in exp.variants.get(variant, []) if r.status in FINISHED]
+
+
 def comparisons(exp: Experiment) -> list[dict[str, Any]]:
     """One row per reference value of the experiment's config."""
     ref = exp.reference or {}
     rows = []
     for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
-        runs = exp.variants.get(variant, [])
+        runs = finished(exp, variant)
         for epoch, value in sorted(points.items()):
             vals = [value_at(r, "test_acc", epoch=epoch) for r in runs]
             rows.append(_compare(variant, runs, "test_acc", f"epoch {epoch}", value, vals))
     for variant, points in (ref.get("test_acc_at_step") or {}).items():
-        runs = exp.variants.get(variant, [])
+        runs = finished(exp, variant)
         for step, value in sorted(points.items()):
             vals = [value_at(r, "test_acc", step=step) for r in runs]
             rows.append(_compare(variant, runs, "test_acc", f"step {step}", value, vals))
     for variant, quantities in (ref.get("final") or {}).items():
-        runs = exp.variants.get(variant, [])
+        runs = finished(exp, variant)
         for key, value in quantities.items():
             rows.append(_compare(variant, runs, key, "end of run", value, [r.summary.get(key) for r in runs]))
     return rows
@@ -83,7 +90,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
     """Our runs against the author's published curves, on the same smoothing (`results.curve_quantities`)."""
     rows = []
     for variant, refs in exp.reference_series().items():
-        runs = exp.variants.get(variant, [])
+        runs = finished(exp, variant)
         for ref in refs:
             if ref.get("quantity") != "train_loss_per_step":
                 rows += _accuracy_series_rows(variant, runs, ref)
@@ -138,20 +145,22 @@ def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) ->
 def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
     rows = []
     for variant, runs in exp.variants.items():
+        done = [r for r in runs if r.status in FINISHED]  # an unfinished run counts in its status only
         row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs),
-                               "outcomes": dict(Counter(r.course["outcome"] for r in runs))}  # fmt: skip
+                               "outcomes": dict(Counter(r.course["outcome"] for r in done))}  # fmt: skip
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
-            if (stat := outcome_stats(runs, key)) is not None:
+            if (stat := outcome_stats(done, key)) is not None:
                 row[key] = stat
-        left = [r.course["left_chance_step"] for r in runs]
+        left = [r.course["left_chance_step"] for r in done]
         if any(v is not None for v in left):
             mean, sd, n = mean_sd(left)
             row["left_chance_step"] = {"mean": mean, "sd": sd, "n": n}
         thresholds: dict[str, Any] = {}
         for t in exp.config.get("thresholds") or []:
-            hits = [(r.summary.get("time_to_threshold") or {}).get(f"{t:g}") for r in runs]
+            hits = [(r.summary.get("time_to_threshold") or {}).get(f"{t:g}") for r in done]
             mean, sd, n = mean_sd([h["step"] if h else None for h in hits])
-            thresholds[f"{t:g}"] = {"mean_step": mean if n else None, "sd": sd if n else None, "reached": n}
+            thresholds[f"{t:g}"] = {"mean_step": mean if n else None, "sd": sd if n else None, "reached": n,
+                                    "of": len(done)}  # fmt: skip
         if thresholds:
             row["steps_to_threshold"] = thresholds
         speeds = [r.summary.get("images_per_s") for r in runs if r.summary.get("images_per_s")]
@@ -191,6 +200,52 @@ def _interim_looks(e: Experiment) -> dict[str, Any] | None:
     return {"looks": looks, "seeds": final, "error": stats.repeated_looks_error([*looks, final])}
 
 
+def conditions(e: Experiment) -> list[dict[str, Any]]:
+    """The runs grouped by what bitwise reproduction needs to match (bnexp.train.provenance): torch version, torch
+    threads (of every segment), device, and the CPU and its kernels (unknown for runs recorded before they were)."""
+    groups: dict[tuple, list[Any]] = {}
+    for run in e.runs:
+        device = run.summary.get("device") or {}
+        threads = sorted({s.get("torch_threads") for s in run.summary.get("segments") or [] if isinstance(s, dict)}
+                         - {None}) or [device.get("torch_threads")]  # fmt: skip
+        key = ((run.summary.get("versions") or {}).get("torch"), "/".join(str(t) for t in threads),
+               device.get("type"), device.get("cuda") and device.get("name"), device.get("cpu"),
+               device.get("cpu_capability"))  # fmt: skip
+        groups.setdefault(key, []).append(run.config.get("seed"))
+    fields = ("torch", "threads", "device", "gpu", "cpu", "cpu_capability")
+    return [{**dict(zip(fields, key, strict=True)), "runs": len(seeds),
+             "seeds": sorted({s for s in seeds if isinstance(s, int)})} for key, seeds in groups.items()]  # fmt: skip
+
+
+def _seed_ranges(seeds: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0–2, 5'."""
+    spans: list[list[int]] = []
+    for seed in seeds:
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    return ", ".join(f"{a}" if a == b else f"{a}, {b}" if b == a + 1 else f"{a}–{b}" for a, b in spans)
+
+
+def conditions_text(groups: list[dict[str, Any]]) -> str:
+    """One sentence: under which conditions the runs were made (bitwise reproducible only within one)."""
+
+    def one(g: dict[str, Any]) -> str:
+        threads = ("torch threads not recorded" if g["threads"] == "None" else
+                   f"{g['threads']} torch thread{'s' if g['threads'] != '1' else ''}")  # fmt: skip
+        cpu = ", ".join(x for x in (g["cpu_capability"], g["cpu"]) if x) or "not recorded"
+        where = f"on {g['device']} ({g['gpu']})" if g["gpu"] else f"on CPU ({cpu})"
+        seeds = f" (seed{'s' if len(g['seeds']) != 1 else ''} {_seed_ranges(g['seeds'])})" if g["seeds"] else ""
+        return f"torch {g['torch']}, {threads}, {where}: {plural(g['runs'], 'run')}{seeds}"
+
+    if not groups:
+        return ""
+    head = ("Made under one set of conditions: " if len(groups) == 1 else
+            f"Made under {len(groups)} sets of conditions (a run repeats bitwise only under its own): ")  # fmt: skip
+    return head + "; ".join(one(g) for g in groups) + "."
+
+
 def build(experiments: list[Experiment]) -> dict[str, Any]:
     """The whole report as plain data (what --json prints)."""
     runs = [r for e in experiments for r in e.runs]
@@ -217,6 +272,7 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
                 "variants": variant_rows(e),
                 "problem_runs": problem_runs(e),
                 "left_out": e.left_out,
+                "conditions": conditions(e),
                 "interim_looks": _interim_looks(e),
                 "sections": {s.name: s.build(e) for s in SECTIONS if s.applies(e)},
                 "figures": sorted(str(p) for p in (e.dir / "figures").glob("*.png") if p.is_file()),
@@ -251,6 +307,8 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
             digest = f" (sha256 of images and labels {d['sha256'][:16]}…)" if d.get("sha256") else ""
             lines += [f"Data: {d.get('train_images')} train / {d.get('test_images')} test images of "
                       f"{d.get('dataset')}{digest}.", ""]  # fmt: skip
+        if e["conditions"]:
+            lines += [conditions_text(e["conditions"]), ""]
         if e["reference_source"]:
             lines += [f"Reference: {e['reference_source']}.", ""]
         if e["reference_note"]:
@@ -327,7 +385,7 @@ def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
     for v in variants:
         status = ", ".join(f"{n} {s}" for s, n in v["status"].items())
         thresholds = "; ".join(
-            f"{t}: {s['mean_step']:.0f} ({s['reached']}/{v['n']})" if s["reached"] else f"{t}: never"
+            f"{t}: {s['mean_step']:.0f} ({s['reached']}/{s.get('of', v['n'])})" if s["reached"] else f"{t}: never"
             for t, s in (v.get("steps_to_threshold") or {}).items()
         )
         gap = (f" {stat_text(v.get('final_train_acc'))} | {stat_text(v.get('final_generalization_gap'))} |"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnexp import stats
-from bnexp.results import NEAR_CHANCE, Experiment, Run, mean_sd
+from bnexp.results import FINISHED, NEAR_CHANCE, Experiment, Run, mean_sd
+from bnexp.wording import plural
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
     models = by_model(exp)
     for tag, runs in models.items():
         for lr in _lrs(exp):
-            at = [r for r in runs if r.config["lr"] == lr]
+            at = [r for r in runs if r.config["lr"] == lr and r.status in FINISHED]  # no rate counts a part of a run
             if not at:
                 continue
             outcomes = [r.course["outcome"] for r in at]
@@ -166,8 +167,12 @@ MODE_LABELS = {
 
 
 def mode_key(row: dict[str, Any]) -> str:
-    extra = f", {row['batches']} batches" if "batches" in row else f", batch {row['batch_size']}" if row.get(
-        "batch_size") and row["mode"].startswith("b_") else ""  # fmt: skip
+    if "batches" in row:
+        extra = f", {plural(row['batches'], 'batch', 'batches')}"
+    elif row.get("batch_size") and row["mode"].startswith("b_"):
+        extra = f", batch {row['batch_size']}"
+    else:
+        extra = ""
     return MODE_LABELS.get(row["mode"], row["mode"]) + extra
 
 

@@ -22,9 +22,11 @@ from typing import Any
 from bnexp import records
 from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict, interim_looks_fit
 from bnexp.errors import BnexpError
+from bnexp.lock import holder
 from bnexp.store import (
     ANALYSES_DIR,
     EXPERIMENT_FILE,
+    FINISHED,
     METRICS,
     PROBES,
     SUMMARY,
@@ -37,6 +39,7 @@ from bnexp.store import (
 REFERENCES_FILE = "references.json"  # the series a config's reference names, copied by `bnexp run`
 CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is below 0.9 x ln(classes)
 NEAR_CHANCE = ("never_left_chance", "fell_back")  # the outcomes of runs that end near chance
+RUNNING, NOT_STARTED = "running", "not started"  # what `bnexp list` shows beside the recorded statuses
 DATASET_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar100": 100}
 Warn = Callable[[str], None]
 
@@ -45,18 +48,23 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def training_course(train: list[dict[str, Any]], classes: int, diverged: bool) -> dict[str, Any]:
+def training_course(train: list[dict[str, Any]], classes: int, diverged: bool, status: str = "completed"
+                    ) -> dict[str, Any]:  # fmt: skip
     """What happened to a run, from its logged training losses (means over `log_every` steps):
 
     left_chance_step: the first logged step whose loss is below 0.9 ln(classes), or None;
     outcome: diverged | never_left_chance | fell_back (left chance, and the last logged loss is above that
-    line again: the net trained, then died) | trained;
+    line again: the net trained, then died) | trained; for a run that has not finished (`status` neither
+    completed nor diverged) interrupted (status interrupted) or unfinished (failed, running, no summary yet):
+    a part of a run is no result, whatever its losses so far;
     not_training: never left chance (and did not diverge).
     """
     line = CHANCE_MARGIN * math.log(classes)
     left = next((r["step"] for r in train if r.get("loss") is not None and r["loss"] < line), None)
     final = train[-1].get("loss") if train else None
-    if diverged:
+    if status not in FINISHED and not diverged:
+        outcome = "interrupted" if status == "interrupted" else "unfinished"
+    elif diverged:
         outcome = "diverged"
     elif left is None:
         outcome = "never_left_chance"
@@ -114,10 +122,12 @@ class Run:
 
     @property
     def course(self) -> dict[str, Any]:
-        """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs)."""
+        """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs); an unfinished
+        run's outcome is interrupted or unfinished."""
         dataset = (self.config.get("dataset") or {}).get("name")
         classes = self.summary.get("num_classes") or DATASET_CLASSES.get(dataset, 10)
-        return training_course(self.train, classes, self.status == "diverged")  # its step may not be recorded
+        # diverged by its status: its step may not be recorded
+        return training_course(self.train, classes, self.status == "diverged", self.status)
 
 
 @dataclass
@@ -128,6 +138,7 @@ class Experiment:
     runs: list[Run]  # the current plan's runs that agree with it, in plan order
     variants: dict[str, list[Run]] = field(default_factory=dict)  # in plan order
     left_out: list[str] = field(default_factory=list)  # "<run>: why"
+    not_started: list[str] = field(default_factory=list)  # the plan's runs with no run folder yet, in plan order
 
     @property
     def config(self) -> dict[str, Any]:
@@ -196,7 +207,7 @@ def load_run(run_dir: RunDir) -> Run:
     summary = run_dir.summary() or {}
     if summary:
         records.check_summary(run_dir.path / SUMMARY, summary)
-    if summary.get("status") not in ("completed", "diverged"):  # an unfinished run's accuracies are not results
+    if summary.get("status") not in FINISHED:  # an unfinished run's accuracies are not results
         summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
     return Run(
         dir=run_dir,
@@ -222,20 +233,25 @@ def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
     meta = read_experiment_meta(path)
     plan = list(meta.get("runs") or [])
     expected = _expected_configs(meta, str(path / EXPERIMENT_FILE))
-    runs, left_out = [], []
+    runs, left_out, recorded = [], [], set()
     for child in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("figures",)):
         if child.is_symlink():  # nothing read from a results folder leaves it
             left_out.append(f"{child.name}: a link, not a run folder (not read)")
+            recorded.add(child.name)
             continue
         run_dir = RunDir(child)
         if not (child / "config.yaml").is_file():
             continue
+        recorded.add(child.name)
         if child.name not in plan:
             left_out.append(f"{child.name}: not in the experiment's current plan (seeds or settings since changed)")
             continue
         try:
             run = load_run(run_dir)
         except CorruptFile as e:
+            if being_trained(child):  # a log's last line half written: nothing is damaged
+                left_out.append(f"{child.name}: being trained (its files are being written)")
+                continue
             warn(f"{e}; left out (start it over with bnexp run CONFIG --restart-run {child.name})")
             left_out.append(f"{child.name}: damaged files")
             continue
@@ -246,10 +262,47 @@ def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
         runs.append(run)
     order = {name: i for i, name in enumerate(plan)}
     runs.sort(key=lambda r: order[r.name])
-    exp = Experiment(name=meta["config"]["name"], dir=path, meta=meta, runs=runs, left_out=left_out)
+    not_started = [n for n in plan if _plain_name(n) and n not in recorded]
+    exp = Experiment(name=meta["config"]["name"], dir=path, meta=meta, runs=runs, left_out=left_out,
+                     not_started=not_started)  # fmt: skip
     for run in runs:
         exp.variants.setdefault(run.variant, []).append(run)
     return exp
+
+
+def _plain_name(name: Any) -> bool:
+    """A plan's run name that names a folder inside the experiment's (experiment.yaml may come from anyone)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def being_trained(folder: Path) -> bool:
+    """Whether a process holds this run folder's lock now (bnexp.lock.holder: opens the lock file read-only if
+    there is one, creates and writes nothing, follows no link)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return holder(folder) is not None
+    except OSError:  # a lock file that is no file: nobody's lock
+        return False
+
+
+def run_states(exp: Experiment) -> list[tuple[str, Run | None, str]]:
+    """Each run of the experiment's plan, in plan order, as `bnexp list` shows it: (name, its Run or None, state).
+    The state is the recorded status (completed, diverged, interrupted, failed, unfinished), `running` while a
+    process trains it (holds its lock), `not started` where the plan's run has no folder yet. Runs left out of
+    the experiment (damaged, recorded with other settings, links) are not listed, unless they are being trained."""
+    by_name = {r.name: r for r in exp.runs}
+    out = []
+    for name in exp.meta.get("runs") or []:
+        if not _plain_name(name):
+            continue
+        run = by_name.get(name)
+        state = run.status if run else NOT_STARTED if name in exp.not_started else None
+        if state not in FINISHED and being_trained(exp.dir / name):
+            state = RUNNING
+        if state is not None:
+            out.append((name, run, state))
+    return out
 
 
 def experiment_dirs(path: str | Path) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from contextlib import ExitStack
@@ -36,10 +37,10 @@ from bnexp.claim import (
     to_train,
 )
 from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
-from bnexp.data import DataCache, data_digest
+from bnexp.data import DataCache, check_present, data_digest, download_folder
 from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
 from bnexp.errors import BnexpError
-from bnexp.estimate import busy_note, estimate, steps_left, wall_seconds
+from bnexp.estimate import RunCost, busy_note, estimate, steps_left, wall_seconds
 from bnexp.lock import alone, experiment_lock, holder
 from bnexp.parallel import run_parallel
 from bnexp.progress import PlainReporter, RunLeft, duration
@@ -58,6 +59,7 @@ from bnexp.store import (
     write_atomic,
 )  # fmt: skip
 from bnexp.train import Silent, StopRequest, provenance, select_device, train_run
+from bnexp.wording import plural
 
 EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
 
@@ -65,9 +67,9 @@ EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
 def format_plan(
     cfg: ExperimentConfig, plans: list[RunPlan], actions: dict[str, str], out_dir: Path, device: str
 ) -> str:
-    length = f"{cfg.epochs} epochs" if cfg.epochs else f"{cfg.steps} steps"
+    length = plural(cfg.epochs, "epoch") if cfg.epochs else plural(cfg.steps, "step")
     lines = [
-        f"experiment {cfg.name}: {len(plans)} runs on {cfg.dataset.name}, {length}, batch {cfg.batch_size}, "
+        f"experiment {cfg.name}: {plural(len(plans), 'run')} on {cfg.dataset.name}, {length}, batch {cfg.batch_size}, "
         f"{cfg.optimizer.name}, device {device} -> {out_dir}",
         f"  {'run':<36} {'model':<10} {'norm':<16} {'act':<8} {'lr':>10} {'seed':>5}  action",
     ]
@@ -80,18 +82,31 @@ def format_plan(
 
 
 def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, restart: bool = False,
-            restart_runs: tuple[str, ...] = (), jobs: int = 1, shard: Shard | None = None) -> None:  # fmt: skip
+            restart_runs: tuple[str, ...] = (), jobs: int = 1, shard: Shard | None = None,
+            data_root: str | Path | None = None, device_name: str | None = None) -> None:  # fmt: skip
     """The plan: what each run would do (start, resume, skip, busy, blocked, another shard's) and how long, and
-    the wall time. Reads the results folder; writes nothing, anywhere."""
+    the wall time, calibrated on the device the runs would train on. First refuses, as run_experiment would and
+    with its messages (BnexpError, exit 2), a device that is not here and a dataset whose files are not under the
+    data root or the cache (present, not read: damaged files are found by the run). Reads the results folder;
+    writes nothing, anywhere."""
+    device = select_device(device_name or cfg.device)
+    check_torch_sync(cfg, device.type)
+    to_download = {cfg.dataset.name} if check_present(cfg.dataset, data_root) is None else set()
     plans = expand_grid(cfg)
+    check_restarts_in_shard(plans, restart_runs, shard)
     out_dir = Path(out) / cfg.name
     actions = (plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir()
                else {p.name: "start" for p in plans})  # fmt: skip
     actions = split(plans, actions, shard)
-    costs = estimate(plans, actions, out_dir, jobs)
-    shown = {name: f"{a} (~{duration(costs[name].seconds)}, {costs[name].source})" if name in costs else a
-             for name, a in actions.items()}  # fmt: skip
-    reporter.message(format_plan(cfg, plans, shown, out_dir, cfg.device))
+    devices = {}
+    for plan in plans:  # each grid cell the run would train: its device and its data
+        if to_train(actions[plan.name]):
+            devices[plan.name] = cell_device(plan, cfg, device, device_name)
+            if check_present(plan.experiment.dataset, data_root) is None:
+                to_download.add(plan.experiment.dataset.name)
+    costs = estimate(plans, actions, out_dir, jobs, devices, reporter.message)
+    shown = {name: f"{a} ({_cost(costs[name])})" if name in costs else a for name, a in actions.items()}
+    reporter.message(format_plan(cfg, plans, shown, out_dir, str(device)))
     kinds = [status_of(a) for a in actions.values()]
     count = {k: kinds.count(k) for k in ("start", "resume", "busy", "blocked", OTHER_SHARD)}
     sources = [c.source for c in costs.values()]
@@ -102,12 +117,31 @@ def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, res
         f"dry run: {count['start']} to start, {count['resume']} to resume, "
         f"{len(kinds) - sum(count.values())} finished, {elsewhere}{count['blocked']} blocked; estimated wall time "
         f"{wall} with --jobs {jobs} (per-run times: {sources.count('measured')} from finished runs of the same "
-        f"shape, {sources.count('calibrated')} calibrated here, without probes and multi-process collectives); "
-        "nothing was written"
-    )
-    note = busy_note() if "calibrated" in sources else None
+        f"shape, {sources.count('calibrated')} calibrated here, "
+        + (f"{sources.count('extrapolated')} too large to calibrate here, extrapolated from a sub-batch, "
+           if "extrapolated" in sources else "")
+        + "without probes and multi-process collectives); nothing was written"
+    )  # fmt: skip
+    if to_download:  # a dry run downloads nothing; the run will, first
+        reporter.message(f"note: {', '.join(sorted(to_download))} not found here: the run downloads it first, into "
+                         f"{download_folder()}")  # fmt: skip
+    note = busy_note() if {"calibrated", "extrapolated"} & set(sources) else None
     if note:
         reporter.message(f"note: {note}")
+
+
+def _cost(cost: RunCost) -> str:
+    """A run's estimate as the plan shows it: `~12 min, calibrated`; a shape too large to calibrate says so."""
+    if cost.extrapolated_from is None:
+        return f"~{duration(cost.seconds)}, {cost.source}"
+    per_step = f"{cost.per_step:.3g} s" if cost.per_step < 60 else duration(cost.per_step)
+    return (f"~{duration(cost.seconds)}: too large to calibrate here, ~{per_step} per step, extrapolated from a "
+            f"batch of {cost.extrapolated_from}")  # fmt: skip
+
+
+def cell_device(plan: RunPlan, cfg: ExperimentConfig, device: Any, device_name: str | None) -> Any:
+    """The device a grid cell trains on: --device's, else the cell's own `device` where a grid sets it."""
+    return device if device_name or plan.experiment.device == cfg.device else select_device(plan.experiment.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +154,8 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> Shard:
         index, _, count = text.partition("/")
-        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        digits = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit also takes '²'
+        if not (digits.fullmatch(index) and digits.fullmatch(count) and int(index) < int(count)):
             raise BnexpError(f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 "
                              "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")  # fmt: skip
         return cls(int(index), int(count))
@@ -133,6 +168,15 @@ def split(plans: list[RunPlan], actions: dict[str, str], shard: Shard | None) ->
     theirs = {p.name for i, p in enumerate(plans) if i % shard.count != shard.index}
     return {name: OTHER_SHARD if name in theirs and not a.startswith(("skip", "busy")) else a
             for name, a in actions.items()}
+
+
+def check_restarts_in_shard(plans: list[RunPlan], restart_runs: tuple[str, ...], shard: Shard | None) -> None:
+    """A run to restart that another shard trains is a usage error (exit 2): this shard would not restart it."""
+    position = {p.name: i for i, p in enumerate(plans)}
+    for name in restart_runs if shard else ():
+        if name in position and position[name] % shard.count != shard.index:
+            raise BnexpError(f"--restart-run {name}: that run is shard {position[name] % shard.count}/{shard.count}'s"
+                             f", not this one's ({shard.index}/{shard.count}); restart it there")  # fmt: skip
 
 
 def _check_writable(out: Path, out_dir: Path) -> None:
@@ -189,6 +233,7 @@ def run_experiment(
     if jobs > 1 and world.size > 1:
         raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
     plans = expand_grid(cfg)
+    check_restarts_in_shard(plans, restart_runs, shard)
     launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
     cache = DataCache(data_root)  # each grid cell's own dataset settings, shared where they agree
     data = cache.get(cfg.dataset, device)
@@ -264,10 +309,9 @@ def run_experiment(
                     statuses[plan.name] = status_of(action)
                     reporter.skip_run(f"{plan.name}: {action}", plan.name)
                     continue
-                cell_device = device if device_name or plan.experiment.device == cfg.device else select_device(
-                    plan.experiment.device)  # a grid over device: the cell's own  # fmt: skip
-                summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset,
-                                    cell_device), cell_device, reporter, stop, keep_checkpoints, world)  # fmt: skip
+                on = cell_device(plan, cfg, device, device_name)  # a grid over device: the cell's own
+                summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset, on),
+                                    on, reporter, stop, keep_checkpoints, world)  # fmt: skip
             statuses[plan.name] = summary["status"]
         reporter.close()
         analysis_problems = 0

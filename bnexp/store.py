@@ -38,6 +38,15 @@ METRICS, TIMING, PROBES = "metrics.jsonl", "timing.jsonl", "probes.jsonl"
 WEIGHTS = "weights.pt"  # final weights (keep_final_weights), for post-training analyses; never committed
 ANALYSES_DIR = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analyze`
 LOGS = (METRICS, TIMING, PROBES)
+FINISHED = ("completed", "diverged")  # a summary's statuses of runs that are results; the others are parts of runs
+KEPT_CHECKPOINT = re.compile(r"checkpoint-step\d{8,}\.pt")  # --keep-checkpoints: checkpoint-step00001000.pt
+COMMITTED_MARK = ".bnexp-committed"  # carried by a results folder whose runs are committed (this repo's results/)
+
+
+def committed_folder(out: Path) -> Path | None:
+    """The folder at or above `out` that carries COMMITTED_MARK (its runs are someone's committed results)."""
+    here = Path(os.path.abspath(out))
+    return next((p for p in (here, *here.parents) if (p / COMMITTED_MARK).is_file()), None)
 
 
 class CorruptFile(BnexpError):
@@ -110,7 +119,7 @@ def open_append(path: Path) -> IO[str]:
         os.close(fd)
         raise LinkRefused(f"{path} is not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "a")
+    return os.fdopen(fd, "a", encoding="utf-8")  # never the locale's: records are UTF-8 everywhere
 
 
 def read_regular(path: Path, binary: bool = False) -> Any:
@@ -125,7 +134,7 @@ def read_regular(path: Path, binary: bool = False) -> Any:
             data = f.read()
     finally:
         os.close(fd)
-    return data if binary else data.decode()
+    return data if binary else data.decode("utf-8")
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:
@@ -142,7 +151,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}")
     try:
         os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; run files get the same mode as the logs
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -237,7 +246,8 @@ class RunDir:
             for name in (*LOGS, CHECKPOINT, WEIGHTS):
                 (self.path / name).unlink(missing_ok=True)
             for old in self.path.glob("checkpoint-step*.pt"):
-                old.unlink()
+                if KEPT_CHECKPOINT.fullmatch(old.name):  # bnexp's own names only: a file of yours stays
+                    old.unlink()
         # opening in "a" creates missing logs: remember which were missing for check_offsets
         self._missing = {name for name in LOGS if not (self.path / name).is_file()}
         self._files = {name: open_append(self.path / name) for name in LOGS}

@@ -211,10 +211,32 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
     return out
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    with suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    """What a run's numbers depend on beyond its config. Results are bitwise reproducible only where all of it
+    matches: torch version, torch threads, and torch's CPU kernels (chosen by the instruction set,
+    `cpu_capability`: AVX2 and AVX-512 builds of one op round differently); on a GPU its model and CUDA/cuDNN."""
+    on_gpu = device.type == "cuda"
+    info: dict[str, Any] = {
+        "type": device.type,
+        "name": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    if on_gpu:
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
     return {
-        "device": {"type": device.type, "name": name, "torch_threads": torch.get_num_threads()},
+        "device": info,
         "versions": {
             "bnexp": bnexp.__version__,
             "torch": str(torch.__version__),
@@ -401,15 +423,28 @@ class Trainer:
             record["dead_units_per_layer"] = [d / u for d, u in zip(dead, units, strict=True)]
         eval_time = time.perf_counter() - t0
         self.run.log(record)
-        speed = self.images_since_eval / train_time if train_time > 0 else None
-        self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
-                             "images_per_s": speed, "probe_time_s": self.probes.seconds})  # fmt: skip
-        self.images_since_eval, self.probes.seconds = 0, 0.0
+        speed = self._log_timing(train_time, eval_time)
         self.reporter.evaluated(
             f"{self.plan.name} epoch {record['epoch']:.2f} (step {self.step}): test_acc {record['test_acc']:.4f}, "
             f"test_loss {record['test_loss']:.4f}" + (f", {speed:.0f} img/s" if speed else ""),
             record["test_acc"],
         )
+
+    def _log_timing(self, train_time: float, eval_time: float = 0.0) -> float | None:
+        """A timing.jsonl record for the interval since the last one (at an evaluation, or where the run stops);
+        returns its images/s."""
+        speed = self.images_since_eval / train_time if train_time > 0 else None
+        self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
+                             "images_per_s": speed, "probe_time_s": self.probes.seconds})  # fmt: skip
+        self.images_since_eval, self.probes.seconds = 0, 0.0
+        return speed
+
+    def _time_stop(self, t_interval: float) -> None:
+        """Time the steps trained since the last evaluation when the run stops before its next one, so that
+        train_time_s counts them (and a run stopped before its first evaluation does not say 0 s)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._log_timing(time.perf_counter() - t_interval)
 
     def fit(self) -> str:
         """Train until done; returns the status: completed, diverged or interrupted."""
@@ -433,6 +468,7 @@ class Trainer:
             if window_due:
                 diverged, agreed_stop = self._flush_window()
                 if diverged:
+                    self._time_stop(t_interval)
                     return "diverged"
                 stop = stop or agreed_stop
             self.probes.weights_after(self.step, before)
@@ -440,6 +476,8 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 self._evaluate(time.perf_counter() - t_interval)
+            elif stop:  # before the checkpoint, which records the logs' lengths: a resumed run keeps this record
+                self._time_stop(t_interval)
             if checkpoint_due or stop:
                 self.save_checkpoint()
             if eval_due:  # the next interval times training only, not this evaluation or checkpoint
@@ -462,7 +500,7 @@ class Trainer:
         best = max(evals, key=lambda r: r["test_acc"], default=None)
         speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
         classes = self.data.inputs.num_classes
-        course = training_course(train, classes, bool(diverged))
+        course = training_course(train, classes, bool(diverged), status)
         summary: dict[str, Any] = {
             "run": self.plan.name,
             "status": status,
@@ -521,7 +559,7 @@ class Silent:
     def evaluated(self, line: str, test_acc: float) -> None: ...
     def end_run(self, line: str) -> None: ...
     def skip_run(self, line: str, name: str | None = None) -> None: ...
-    def run_finished(self, name: str, status: str) -> None: ...
+    def run_finished(self, name: str, status: str, line: str | None = None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -571,7 +609,9 @@ def train_run(
             if not world.main:
                 return {"run": plan.name, "status": status}
             summary = trainer.summary(status, started)
-            reporter.end_run(f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}")
+            reporter.end_run(f"{plan.name}: interrupted at step {trainer.step} of {trainer.total_steps} (run the "
+                             "same command again to resume)" if status == "interrupted" else
+                             f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}")  # fmt: skip
         except KeyboardInterrupt:
             run.close()
             with suppress(OSError):

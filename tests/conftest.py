@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from bnexp import estimate
 from bnexp.lock import LOCK_FILE
 from bnexp.progress import PlainReporter
 from bnexp.runner import run_experiment
@@ -97,6 +98,13 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BNEXP_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("BNEXP_OFFLINE", "1")
     monkeypatch.delenv("BNEXP_DATA", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def short_calibration(monkeypatch):
+    """A dry run calibrates each shape for 0.2 s here, not its 2.5 s: the tests check what it does, not its timing
+    (tests of the budget itself set it back and use a clock of their own)."""
+    monkeypatch.setattr(estimate, "CALIBRATION_BUDGET_S", 0.2)
 
 
 @pytest.fixture

@@ -147,21 +147,31 @@ def test_shards_fill_one_folder_together_and_a_killed_shard_resumes_bitwise(setu
     assert run_files(out) == run_files(tmp_path / "reference")
 
 
-@pytest.mark.parametrize("text", ["2/2", "a/2", "1/0", "-1/2", "1", "0/2/3"])
+@pytest.mark.parametrize("text", ["2/2", "a/2", "1/0", "-1/2", "1", "0/2/3", "²/3", "1/٣"])  # issue 37: not ASCII
 def test_a_bad_shard_is_a_usage_error(setup, tmp_path, text):
     config, root = setup
     result = CliRunner().invoke(app, [*run_args(config, root, tmp_path), "--shard", text, "--dry-run"])
     assert result.exit_code == 2 and "--shard" in result.stderr and not (tmp_path / "resume").exists()
 
 
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_restarting_a_run_of_another_shard_is_a_usage_error(setup, tmp_path, dry):
+    """Issue 37, item 22: the restart would be dropped silently; it is refused, naming the shard that owns it."""
+    config, root = setup
+    args = [*run_args(config, root, tmp_path), "--shard", "0/2", "--restart-run", PLAIN_RUN, *dry]  # plan index 1
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and f"--restart-run {PLAIN_RUN}: that run is shard 1/2's" in result.stderr
+    assert not (tmp_path / "resume").exists()
+
+
 def test_the_dry_run_shows_shards_and_busy_runs(setup, tmp_path, capsys):
-    config, _ = setup
+    config, root = setup
     cfg = load_config(config, ["seeds=[0, 1, 2]"])
     names = [p.name for p in expand_grid(cfg)]
     assert len(names) == 6 and names.index(PLAIN_RUN) % 2 == 1  # shard 1's own
     (tmp_path / "resume" / PLAIN_RUN).mkdir(parents=True)
     with run_lock(tmp_path / "resume" / PLAIN_RUN):
-        dry_run(cfg, tmp_path, PlainReporter(), shard=Shard(1, 2))
+        dry_run(cfg, tmp_path, PlainReporter(), shard=Shard(1, 2), data_root=root)
     out = capsys.readouterr().out
     assert "dry run: 2 to start, 0 to resume, 0 finished, 1 busy in another process, 3 in another shard" in out
     assert "busy: being written by another bnexp process" in out

@@ -157,3 +157,74 @@ def test_a_grid_key_with_a_space_still_meets_the_nproc_guard(tiny_config, tiny_r
     result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path),
                                       "--set", grid, "--nproc", "2"])  # fmt: skip
     assert result.exit_code == 2 and "grid varies processes" in result.output
+
+
+def test_run_writes_into_runs_by_default(tiny_config, tiny_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", str(tiny_config), "--data-root", str(tiny_root), "--set", "seeds=[0]", "--set",
+                    "models=[{name: lenet5, norm: none}]", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "tiny" / "lenet5_lr1x_s0" / "summary.json").is_file()
+
+
+def test_committed_results_are_written_only_on_purpose_and_never_restarted(tiny_config, tiny_root, tmp_path):
+    from bnexp.store import COMMITTED_MARK
+
+    committed = tmp_path / "results"
+    committed.mkdir()
+    (committed / COMMITTED_MARK).write_text("committed\n")
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--set", "seeds=[0]", "--quiet"]
+    for out in (committed, committed / "sub"):  # the mark also covers the folders below it
+        result = invoke(*args, "--out", str(out))
+        assert result.exit_code == 2 and "holds committed results" in result.stderr
+        assert "--write-committed" in result.stderr
+    for restart in (["--restart", "--yes"], ["--restart-run", "lenet5_lr1x_s0"]):
+        result = invoke(*args, "--out", str(committed), "--write-committed", *restart)
+        assert result.exit_code == 2 and "would delete them" in result.stderr
+    assert sorted(p.name for p in committed.iterdir()) == [COMMITTED_MARK]  # nothing written
+    assert invoke(*args, "--out", str(committed), "--dry-run").exit_code == 0  # a dry run writes nothing anyway
+    result = invoke(*args, "--out", str(committed), "--write-committed")
+    assert result.exit_code == 0, result.output
+    assert (committed / "tiny" / "lenet5_lr1x_s0" / "summary.json").is_file()
+
+
+def test_list_shows_running_interrupted_and_not_started_runs_and_writes_nothing(tmp_path):
+    """Issue 38, item 5: a run a process trains now (holds its lock) is running, an interrupted one interrupted
+    (no outcome of a finished run), and the plan's runs with no folder yet are not started, in plan order, in
+    both outputs; list takes no lock and writes nothing."""
+    import shutil
+
+    from bnexp.lock import run_lock
+    from bnexp.store import RunDir
+
+    from .rundata import write_experiment
+
+    exp = write_experiment(tmp_path)
+    stopped, running, absent = "lenet5-bn_lr1x_s0", "lenet5-bn_lr1x_s1", "lenet5-bn_lr5x_s1"
+    RunDir(exp / stopped).write_summary({**RunDir(exp / stopped).summary(), "status": "interrupted"})
+    (exp / running / "summary.json").unlink()
+    shutil.rmtree(exp / absent)
+    with run_lock(exp / running):
+        before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")}
+        text = invoke("list", str(tmp_path))
+        js = invoke("list", str(tmp_path), "--json")
+        assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")} == before
+    assert text.exit_code == 0 and js.exit_code == 0, text.output
+    rows = [json.loads(line) for line in js.stdout.splitlines()]
+    by_run = {r["run"]: r for r in rows}
+    assert len(rows) == 8 and [r["run"] for r in rows][4:] == [stopped, running, "lenet5-bn_lr5x_s0", absent]
+    assert by_run[stopped]["status"] == by_run[stopped]["outcome"] == "interrupted"
+    assert by_run[running]["status"] == "running" and by_run[running]["outcome"] == "unfinished"
+    assert by_run[absent] == {"experiment": "synthetic", "run": absent, "status": "not started", "seed": None,
+                              "final_test_acc": None, "best_test_acc": None, "train_time_s": None, "outcome": None}
+    lines = {line.split()[1]: line for line in text.stdout.splitlines()[1:] if len(line.split()) > 1}
+    assert "interrupted" in lines[stopped] and "running" in lines[running]
+    assert "not started" in lines[absent] and "None" not in lines[absent]
+    assert "running" not in invoke("list", str(tmp_path)).stdout  # the lock released: no longer running
+    with (exp / running / "metrics.jsonl").open("a") as f:
+        f.write('{"event": "train", "st')  # a line being written
+    with run_lock(exp / running):
+        result = invoke("list", str(tmp_path), "--json")
+    assert result.exit_code == 0 and "warning" not in result.output  # not "damaged": being trained
+    assert {json.loads(line)["run"]: json.loads(line)["status"] for line in result.stdout.splitlines()}[running] == \
+        "running"

@@ -216,6 +216,28 @@ def test_grid_values_are_validated_with_their_line(tmp_path):
     assert "cannot be a grid key" in str(e)
 
 
+def test_every_cell_of_a_grid_is_checked_not_only_each_value(tmp_path):
+    """Issue 32: batch 4 and processes 4 each pass alone; their cell leaves batch statistics one image."""
+    e = error_of(tmp_path, TINY_CONFIG + "grid:\n  batch_size: [4, 8]\n  processes: [1, 4]\n")
+    assert e.key == "grid" and "the cell batch_size=4, processes=4: batch_size: 4 over 4 processes" in str(e)
+    e = error_of(tmp_path, TINY_CONFIG + "grid:\n  batch_size: [2, 8]\n  processes: [1, 4]\n")
+    assert "the cell batch_size=2, processes=4: batch_size: 2 (the global batch) is not divisible" in str(e)
+    fine = TINY_CONFIG + "grid:\n  batch_size: [8, 16]\n  processes: [1, 4]\n"
+    assert len(expand_grid(load_config(write(tmp_path, fine)))) == 4 * 2
+
+
+def test_a_grid_whose_cell_breaks_a_rule_exits_2_and_writes_nothing(tiny_config, tiny_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    tiny_config.write_text(tiny_config.read_text() + "grid:\n  batch_size: [2, 8]\n  processes: [1, 4]\n")
+    result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out",
+                                      str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 2 and "the cell batch_size=2, processes=4" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_linear_lr_scaling(tmp_path):
     text = TINY_CONFIG + "lr_scaling: linear\nlr_base_batch: 32\ngrid:\n  batch_size: [8, 64]\n"
     plans = expand_grid(load_config(write(tmp_path, text)))
@@ -270,6 +292,7 @@ def test_a_model_may_add_seeds_and_lrs_to_its_variant(tmp_path):
         (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [3]"), "interim_looks", "below the 3 seeds"),
         (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [2, 1]"), "interim_looks", "increasing"),
         (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [0]"), "interim_looks[0]", ">= 1"),
+        (("seeds: [0]", "seeds: [0, 1, 2]\ninterim_looks: [1, 2, 3, 4, 5, 6]"), "interim_looks", "at most 5"),
     ],
 )
 def test_validated_up_front(tmp_path, edit, key, fragment):

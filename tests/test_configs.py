@@ -75,3 +75,16 @@ def test_config_runs_at_smoke_size(config, tmp_path, decoded_cache, monkeypatch)
     assert FIGURE_OF.get(config.stem, set()) <= drawn and drawn, drawn
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and (out / "REPORT.md").is_file(), report.output
+
+
+def test_the_seed_counts_in_the_configs_readme_are_the_configs():
+    """Issue 38, item 7: a count written in prose goes stale; the experiments table's are checked against the files."""
+    import re
+
+    rows = re.findall(r"(?m)^\| `(\w+)\.yaml` \|(.*)$", (REPO / "configs" / "README.md").read_text())
+    checked = 0
+    for name, rest in rows:
+        for count in re.findall(r"(\d+) seeds?\b", rest):
+            assert int(count) == len(load_config(REPO / "configs" / f"{name}.yaml").seeds), f"{name}: {count} seeds"
+            checked += 1
+    assert checked >= 1

@@ -91,6 +91,19 @@ def test_bad_idx_payload(tiny_root):
         load_data(TINY, CPU, tiny_root)
 
 
+def test_labels_outside_the_datasets_classes_are_refused(tiny_root):
+    """Issue 37, item 12: a label of 200 would train a 201-class model recorded as fashion_mnist."""
+    import numpy as np
+
+    from .conftest import write_idx
+
+    labels = np.arange(300) % 10
+    labels[7] = 200
+    write_idx(tiny_root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(BnexpError, match="train labels range from 0 to 200, outside the 10 classes"):
+        load_data(TINY, CPU, tiny_root)
+
+
 def test_balanced_subset_is_deterministic_and_balanced(tiny_root):
     data = load_data(
         DatasetConfig(name="fashion_mnist", verify_checksums=False, subset=55, test_subset=20), CPU, tiny_root

@@ -70,5 +70,29 @@ def test_without_tensorboard_the_message_says_what_to_install(tmp_path, monkeypa
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     result = CliRunner().invoke(app, ["export", str(tmp_path / "results"), "--tensorboard", str(tmp_path / "tb")])
-    assert result.exit_code == 2 and "pip install 'bnexp[tensorboard]'" in result.output
+    assert result.exit_code == 2 and "pip install tensorboard" in result.output
+    assert not (tmp_path / "tb").exists()  # a usage error writes nothing
     assert CliRunner().invoke(app, ["export", str(tmp_path / "results")]).exit_code == 2  # nothing asked
+
+
+def test_runs_csv_says_an_unfinished_run_did_not_finish(tmp_path):
+    """Issue 38, item 5: an interrupted run (its summary written at the stop) and a run with no summary yet are
+    no 'trained' rows; the interrupted one's training time is what it trained."""
+    exp = write_experiment(tmp_path / "results")
+    path = exp / "lenet5-bn_lr1x_s0" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "interrupted"}))
+    (exp / "lenet5-bn_lr1x_s1" / "summary.json").unlink()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "results"), "--csv", str(tmp_path / "csv")])
+    assert result.exit_code == 0, result.output
+    runs = {r["run"]: r for r in csv.DictReader((tmp_path / "csv" / "runs.csv").open())}
+    assert runs["lenet5-bn_lr1x_s0"]["outcome"] == "interrupted" and runs["lenet5-bn_lr1x_s0"]["train_time_s"] == "3.0"
+    assert runs["lenet5-bn_lr1x_s1"]["outcome"] == "unfinished" and runs["lenet5-bn_lr5x_s0"]["outcome"] == "trained"
+
+
+def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_numbers_are_not():
+    """Issue 37, item 6: a run or experiment name from someone else's folder never becomes a spreadsheet formula."""
+    from bnexp.export import spreadsheet_safe
+
+    row = ["=HYPERLINK(\"http://x\")", "+1+2", "@SUM(A1)", "-0.5", "-1e-05", "lenet5", 3, -2.0, None]
+    assert spreadsheet_safe(row) == ["'=HYPERLINK(\"http://x\")", "'+1+2", "'@SUM(A1)", "-0.5", "-1e-05", "lenet5", 3,
+                                     -2.0, None]  # fmt: skip

@@ -165,3 +165,51 @@ def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen
         ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
         assert not any("each seed" in t.get_text() for t in ax.get_legend().get_texts()), name
         plt.close(fig)
+
+
+def _suptitle(fig) -> str:
+    return fig._suptitle.get_text()
+
+
+def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
+    """Issue 38, item 5: a run interrupted after 5 of 200 logged windows is drawn nowhere: it changes no panel's
+    smoothing window, no curve's n and no run count in a title, and every figure names it as not drawn."""
+    import json
+
+    from bnexp.store import RunDir
+
+    exp_dir = write_experiment(tmp_path, epochs=40)  # 200 logged windows per run: smoothed over 3
+    run = RunDir(exp_dir / "lenet5-bn_lr1x_s0")
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    (run.path / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
+    run.write_summary({**run.summary(), "status": "interrupted"})
+    exp = find_experiments(exp_dir)[0]
+    kinds = [k for k in FIGURES if k.applies(exp)]
+    assert len(kinds) == 6
+    for kind in kinds:
+        fig = kind.draw(exp)
+        title = _suptitle(fig)
+        assert "7 runs" in title and "1 unfinished run not drawn (lenet5-bn_lr1x_s0)" in title, kind.name
+        if kind.name == "convergence":
+            labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+            assert fig.axes[0].get_title() == "training loss (moving average of 3 records = 6 steps)"
+            assert "lenet5 BN, lr 0.01 (n=1)" in labels and "lenet5 BN, lr 0.01 (n=2)" not in labels
+        plt.close(fig)
+    for r in exp.runs:  # none finished: no figure at all
+        r.summary["status"] = "interrupted"
+    assert not [k for k in FIGURES if k.applies(exp)]
+    assert json.loads((run.path / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_figure_words_have_their_plural_forms(tmp_path):
+    """One logged window of smoothing is '1 record', and a title counts '1 run, 1 variant'."""
+    exp = find_experiments(write_experiment(tmp_path))[0]  # 15 logged windows: no smoothing
+    fig = next(k for k in FIGURES if k.name == "convergence").draw(exp)
+    assert fig.axes[0].get_title() == "training loss (moving average of 1 record = 2 steps)"
+    assert "8 runs, 4 variants" in _suptitle(fig)
+    plt.close(fig)
+    exp.runs = exp.runs[:1]
+    exp.variants = {exp.runs[0].variant: exp.runs[:1]}
+    fig = next(k for k in FIGURES if k.name == "convergence").draw(exp)
+    assert "1 run, 1 variant;" in _suptitle(fig)
+    plt.close(fig)

@@ -4,8 +4,13 @@ drift from the data."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+import pytest
+
+from .conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
@@ -52,3 +57,60 @@ def test_committed_results_hold_no_locks_checkpoints_or_weights():
     stray = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*")
              if p.name.startswith(".lock") or p.suffix in (".pt", ".pth") or ".bnexp-tmp-" in p.name]  # fmt: skip
     assert not stray, f"lock, checkpoint or temp files in results/: {stray[:10]}"
+
+
+# -- the README's everyday commands work as printed (issue 38) ------------------------------------------------------
+
+
+def everyday_commands() -> list[list[str]]:
+    """The `bnexp ...` commands of README's 'Everyday commands' block, comments dropped, `a; b` split."""
+    section = re.split(r"(?m)^## ", (REPO / "README.md").read_text())
+    block = next(p for p in section if p.startswith("Everyday commands")).split("```")[1]
+    commands = []
+    for line in block.splitlines():
+        for part in line.split("#")[0].split(";"):
+            words = part.split()
+            if words[:1] == ["bnexp"]:
+                commands.append(words[1:])
+    return commands
+
+
+@pytest.mark.skipif(
+    not SHARED_DATA.is_dir() and not os.environ.get("BNEXP_REQUIRE_REAL_DATA"),
+    reason="the commands read the official files beside this checkout (CI sets BNEXP_REQUIRE_REAL_DATA)",
+)
+def test_the_readme_everyday_commands_run_as_printed(tmp_path, monkeypatch):
+    """Each command, in a folder laid out as a checkout (configs/, results/, README.md): a `run` that trains for
+    seconds (--smoke) runs, the other runs are dry runs, the readers run on what those wrote or on the committed
+    results, and commands that take minutes (bench) are parsed only. Nothing is written into this checkout."""
+    import shutil
+
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    shutil.copytree(REPO / "results", tmp_path / "results", ignore=shutil.ignore_patterns("*.png", "figures"))
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BNEXP_DATA", str(SHARED_DATA))  # as the README's first command sets it
+    commands = everyday_commands()
+    assert {c[0] for c in commands} >= {"run", "plot", "report", "list", "export", "analyze", "bench"}
+    group = get_command(app)
+    for words in commands:
+        if words[:1] == ["bench"]:  # minutes of benchmarks: its options must parse
+            group.commands["bench"].make_context("bench", words[1:])
+            continue
+        if words[:1] == ["run"] and "--smoke" not in words and "--help" not in words:
+            words = [*words, "--dry-run"]
+        result = CliRunner().invoke(app, words)
+        assert result.exit_code == 0, f"bnexp {' '.join(words)}: {result.output}"
+        assert "Traceback" not in result.output
+
+
+def test_the_readme_counts_the_committed_runs_it_measured():
+    """A count written by hand goes stale: the export cost row names the committed results' run count."""
+    (count,) = re.findall(r"committed results folder \((\d+) runs\)", (REPO / "README.md").read_text())
+    runs = [p for p in (REPO / "results").glob("*/*/summary.json")]
+    assert int(count) == len(runs), "re-measure the export cost row for the committed results as they are now"

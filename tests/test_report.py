@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bnexp.cli import app
-from bnexp.report import build, verdict
+from bnexp.report import build, to_markdown, verdict
 from bnexp.results import find_experiments
 
 from .rundata import write_experiment
@@ -170,3 +170,75 @@ def test_seeds_added_after_a_look_are_listed_with_what_the_looks_cost(tmp_path, 
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert build(find_experiments(tmp_path))["experiments"][0]["interim_looks"] is None
     assert "interim_looks [2]" in capsys.readouterr().err
+    # issue 37, item 19: a foreign record's looks are bounded, so what they cost to compute is too
+    meta["config"].update(seeds=list(range(60)), interim_looks=list(range(1, 51)))
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert build(find_experiments(tmp_path))["experiments"][0]["interim_looks"] is None
+
+
+def test_runs_made_under_other_conditions_are_told_apart(tmp_path):
+    """Issue 38, item 2: bitwise reproduction needs the same torch, threads and CPU kernels; the report groups the
+    runs by them, and says when an experiment's runs were made under more than one set."""
+    from bnexp.report import conditions_text
+    from bnexp.store import RunDir
+
+    exp_dir = write_experiment(tmp_path)
+    report = build(find_experiments(exp_dir))
+    (groups,) = [e["conditions"] for e in report["experiments"]]
+    assert groups == [{"torch": "2.x", "threads": "None", "device": "cpu", "gpu": None, "cpu": None,
+                       "cpu_capability": None, "runs": 8, "seeds": [0, 1]}]  # fmt: skip
+    assert conditions_text(groups) == "Made under one set of conditions: torch 2.x, torch threads not recorded, on " \
+        "CPU (not recorded): 8 runs (seeds 0, 1)."
+    for run in ("lenet5_lr1x_s1", "lenet5-bn_lr1x_s1"):  # seed 1 again, elsewhere
+        summary = RunDir(exp_dir / run).summary()
+        summary["device"] |= {"torch_threads": 1, "cpu_capability": "AVX512", "cpu": "AMD EPYC"}
+        summary["segments"] = [{"from_step": 0, "torch_threads": 1, "processes": 1}]
+        RunDir(exp_dir / run).write_summary(summary)
+    text = conditions_text(build(find_experiments(exp_dir))["experiments"][0]["conditions"])
+    assert text.startswith("Made under 2 sets of conditions (a run repeats bitwise only under its own)")
+    assert "torch 2.x, 1 torch thread, on CPU (AVX512, AMD EPYC): 2 runs (seed 1)" in text
+    assert "6 runs (seeds 0, 1)" in text
+    markdown = (tmp_path / "REPORT.md")
+    assert CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(markdown)]).exit_code == 0
+    assert "Made under 2 sets of conditions" in markdown.read_text()
+
+
+def test_files_are_utf8_whatever_the_locale(tmp_path):
+    """Issue 37, item 21: under LC_ALL=C without UTF-8 mode, reading and writing records must not depend on the
+    locale's encoding (the committed results hold '±' and the articles' Chinese)."""
+    import os
+    import subprocess
+    import sys
+
+    write_experiment(tmp_path / "results")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    out = tmp_path / "REPORT.md"
+    done = subprocess.run([sys.executable, "-m", "bnexp", "report", str(tmp_path / "results"), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "±" in out.read_text(encoding="utf-8")
+
+
+def test_an_unfinished_run_counts_in_its_status_only(tmp_path):
+    """Issue 38, item 5: an interrupted run is shown as such ('1 interrupted'), but counts in no outcome, no
+    'left chance (step)', no threshold count and no rate of runs that end near chance."""
+    from bnexp.store import RunDir
+
+    exp_dir = write_experiment(tmp_path)
+    for name in ("lenet5-bn_lr1x_s0", "lenet5_lr5x_s0"):  # one that trained, one that never left chance
+        run = RunDir(exp_dir / name)
+        run.write_summary({**run.summary(), "status": "interrupted"})
+    report = build(find_experiments(exp_dir))
+    variants = {v["variant"]: v for v in report["experiments"][0]["variants"]}
+    bn = variants["lenet5-bn_lr1x"]
+    assert bn["status"] == {"interrupted": 1, "completed": 1} and bn["outcomes"] == {"trained": 1}
+    assert bn["left_chance_step"]["n"] == 1 and bn["steps_to_threshold"]["0.9"] == {
+        "mean_step": 20, "sd": 0.0, "reached": 1, "of": 1}  # fmt: skip
+    stuck = variants["lenet5_lr5x"]
+    assert stuck["status"] == {"interrupted": 1, "diverged": 1} and stuck["outcomes"] == {"diverged": 1}
+    rates = {(d["model"], d["lr"]): d for d in report["experiments"][0]["sections"]["outcomes_by_lr"]["data"]}
+    assert rates[("lenet5", 0.05)]["n"] == 1 and rates[("lenet5", 0.05)]["near_chance_at_end"] == 0
+    assert rows_by(report, "comparisons")[("lenet5-bn_lr1x", "epoch 1")]["n"] == 1  # the article's values too
+    lines = to_markdown(report, tmp_path).splitlines()
+    row = next(line for line in lines if line.startswith("| lenet5-bn_lr1x | 1 interrupted, 1 completed |"))
+    assert "(n=1)" in row and "0.9: 20 (1/1)" in row

@@ -153,3 +153,24 @@ def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_p
     run = next(r for r in exp.runs if r.status == "diverged")
     run.summary["diverged_at_step"] = None
     assert run.course["outcome"] == "diverged" and not run.course["not_training"]
+
+
+@pytest.mark.parametrize(("status", "outcome"), [("interrupted", "interrupted"), ("failed", "unfinished"),
+                                                 (None, "unfinished")])  # fmt: skip
+def test_an_unfinished_run_has_no_training_outcome(tmp_path, status, outcome):
+    """Issue 38, item 5: a part of a run (interrupted, failed, or running: no summary yet) is no result, whatever
+    its losses so far: its outcome says it did not finish, never trained, fell back or never left chance."""
+    exp_dir = write_experiment(tmp_path)
+    names = ("lenet5-bn_lr1x_s0", "lenet5_lr5x_s0")  # its losses: trained; never left chance
+    for name in names:
+        path = exp_dir / name / "summary.json"
+        if status is None:
+            path.unlink()
+        else:
+            path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
+    runs = {r.name: r for r in find_experiments(tmp_path)[0].runs}
+    for name in names:
+        assert runs[name].course["outcome"] == outcome and not runs[name].course["not_training"], name
+    losses = records([2.3, 1.5, 0.8])
+    assert training_course(losses, 10, False, "interrupted")["outcome"] == "interrupted"
+    assert training_course(losses, 10, False, "completed")["outcome"] == "trained"

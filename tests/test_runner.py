@@ -129,16 +129,30 @@ def test_disk_full_fails_that_run_keeps_its_checkpoint_and_the_others(setup, tmp
     assert RunDir(tmp_path / "resume" / "lenet5_lr1x_s0").summary()["status"] == "completed"
 
 
-def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path):
+def test_jobs_run_concurrently_and_match_sequential_runs(setup, tmp_path, capfd):
     config, root = setup
     overrides = ["epochs=1"]
     with two_cores():
         assert in_process(config, root, tmp_path / "parallel", overrides, jobs=2) == 0
+    output = capfd.readouterr().out
+    for run in ("lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"):  # one line per finished run, with its accuracy and progress
+        ended = [line for line in output.splitlines() if line.startswith(f"{run}: completed")]
+        assert len(ended) == 1 and "final test_acc" in ended[0] and "[experiment: " in ended[0], output
     assert in_process(config, root, tmp_path / "sequential", overrides) == 0
     for run in ("lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"):
         a, b = (RunDir(tmp_path / kind / "resume" / run) for kind in ("parallel", "sequential"))
         assert a.summary()["status"] == "completed" and a.summary()["device"]["torch_threads"] == 1
         assert (a.path / "metrics.jsonl").read_bytes() == (b.path / "metrics.jsonl").read_bytes()
+
+
+def test_jobs_gives_a_lone_run_its_share_of_the_cores_too(setup, tmp_path):
+    """--jobs 2 on 2 cores is 1 thread per run, also when one run is left: the threads decide its numbers."""
+    config, root = setup
+    overrides = ["epochs=1", "models=[{name: lenet5, norm: none}]"]
+    with two_cores():
+        assert in_process(config, root, tmp_path / "parallel", overrides, jobs=2) == 0
+    summary = RunDir(tmp_path / "parallel" / "resume" / "lenet5_lr1x_s0").summary()
+    assert summary["segments"][0]["torch_threads"] == 1 and summary["device"]["torch_threads"] == 1
 
 
 def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path, capsys):

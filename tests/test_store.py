@@ -174,3 +174,16 @@ def test_a_fifo_as_a_reference_series_is_a_config_error(tmp_path):
             load_config(tmp_path / "c.yaml")
     finally:
         signal.alarm(0)
+
+
+def test_a_fresh_start_removes_only_bnexps_own_kept_checkpoints(tmp_path):
+    """Issue 37, item 3: --restart-run clears checkpoint-stepNNNNNNNN.pt, never a file of yours named alike."""
+    run = RunDir(tmp_path / "run")
+    run.start({"run": "run"})
+    run.close()
+    for name in ("checkpoint-step00001000.pt", "checkpoint-step-mine.pt", "checkpoint-step12.pt.bak"):
+        (run.path / name).write_text("x")
+    run.start({"run": "run"}, fresh=True)
+    run.close()
+    assert sorted(p.name for p in run.path.glob("checkpoint-step*")) == ["checkpoint-step-mine.pt",
+                                                                          "checkpoint-step12.pt.bak"]

@@ -51,6 +51,13 @@ def test_runs_are_deterministic_on_cpu(tiny_config, tiny_root, tmp_path):
     a, b = (RunDir(tmp_path / o / "tiny" / "lenet5-bn_lr1x_s0") for o in ("a", "b"))
     strip = lambda rs: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in rs]  # noqa: E731
     assert strip(a.metrics()) == strip(b.metrics())
+    assert (a.path / "metrics.jsonl").read_bytes() == (b.path / "metrics.jsonl").read_bytes()
+    # the promise holds under the same recorded conditions, which both runs record alike (issue 38, item 2)
+    conditions = [(s["versions"]["torch"], s["device"]) for s in (a.summary(), b.summary())]
+    assert conditions[0] == conditions[1]
+    device = conditions[0][1]
+    assert device["torch_threads"] == torch.get_num_threads() and device["cpu"] == train.cpu_model()
+    assert device["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     wa, wb = (torch.load(r.path / "checkpoint.pt", weights_only=False)["model"] for r in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -213,3 +220,34 @@ def test_torch_threads_sets_the_count_inside_and_restores_it_even_after_an_error
     with pytest.raises(RuntimeError), train.torch_threads(before + 2):
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_a_run_stopped_before_its_first_evaluation_counts_its_training_time_and_says_where_it_stopped(
+        tiny_config, tiny_root, tmp_path):  # fmt: skip
+    """Issue 38, item 5: a run stopped at step 5 (its first evaluation at 10) records the time it trained, in a
+    timing record written before its checkpoint, which its resumed run keeps; its summary's outcome is
+    interrupted, and its end line says where it stopped. The metrics stay those of an uninterrupted run."""
+    import io
+
+    class StopAfterFirstWindow(PlainReporter):
+        def advance(self, steps, loss):
+            stop.request(15)  # as SIGTERM does: the run stops at the next step
+
+    overrides = ["models=[{name: lenet5}]"]
+    name = "lenet5-bn_lr1x_s0"
+    assert run(tiny_config, tmp_path / "whole", tiny_root, overrides) == 0
+    stop, out = train.StopRequest(), io.StringIO()
+    cfg = load_config(tiny_config, overrides)
+    assert run_experiment(cfg, tmp_path / "parts", StopAfterFirstWindow(out), tiny_root, stop=stop) == 143
+    part = RunDir(tmp_path / "parts" / "tiny" / name)
+    summary = part.summary()
+    assert summary["status"] == "interrupted" and summary["outcome"] == "interrupted" and summary["steps"] == 5
+    assert [t["step"] for t in part.timings()] == [5] and summary["train_time_s"] > 0
+    assert f"{name}: interrupted at step 5 of 20 (run the same command again to resume)" in out.getvalue()
+    assert "final test_acc" not in out.getvalue()
+    assert run(tiny_config, tmp_path / "parts", tiny_root, overrides) == 0  # resumed
+    whole = RunDir(tmp_path / "whole" / "tiny" / name)
+    assert (part.path / "metrics.jsonl").read_bytes() == (whole.path / "metrics.jsonl").read_bytes()
+    timings, summary = part.timings(), part.summary()
+    assert [t["step"] for t in timings] == [5, 10, 20] and summary["outcome"] == "trained"
+    assert summary["train_time_s"] == pytest.approx(sum(t["train_time_s"] for t in timings))
