@@ -860,29 +860,35 @@ def check_claims(cfg: ExperimentConfig, where: Locate) -> None:
                 fail(key, f"{name!r} is not a variant of this experiment; "
                      + (f"did you mean {', '.join(map(repr, close))}? " if close else "")
                      + f"its variants: {', '.join(variants[:12])}" + (" ..." if len(variants) > 12 else ""))
-        kind = CLAIM_QUANTITIES[c.quantity]
-        if c.versus_at is not None and (c.expect not in ("greater", "less", "equivalent") or c.value is not None):
-            fail("versus_at", "versus_at compares two values of the runs: expect greater, less or equivalent, no value")
-        compares = c.versus is not None or c.versus_at is not None
-        if c.expect == "equivalent" and c.versus is None and c.versus_at is not None and c.margin is not None:
-            pass
-        elif c.expect == "equivalent" and (not compares or c.margin is None):
-            fail("margin" if compares else "versus", "expect: equivalent needs versus: VARIANT (or versus_at) and "
-                 "margin: M")
-        if c.expect in ("greater", "less") and compares == (c.value is not None):
-            fail("value" if c.value is not None else "versus",
-                 f"expect: {c.expect} compares with exactly one of versus: VARIANT (or versus_at) or value: NUMBER")
-        if c.expect == "consistent" and (c.value is None or c.versus is not None):
-            fail("value", "expect: consistent needs the article's value: NUMBER (or {at: value, ...}) and no versus")
-        if c.margin is not None and c.expect != "equivalent":
-            fail("margin", f"a margin is for expect: equivalent (this claim expects {c.expect}; compare with versus)")
-        if isinstance(c.value, dict) and c.expect != "consistent":
-            fail("value", "a mapping of values (one per `at`) is for expect: consistent only")
-        if kind == "proportion" and c.expect not in ("greater", "less"):
-            fail("expect", f"{c.quantity} is a proportion: expect greater or less")
-        if kind == "proportion" and c.value is not None and not 0 <= c.value <= 1:
-            fail("value", f"{c.quantity} is a proportion: value must be in [0, 1]")
-        _check_claim_at(c, fail)
+        check_claim(c, fail)
+
+
+def check_claim(c: ClaimConfig, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """One claim's keys fit its relation and quantity (for a config, and for a claim recorded in a results folder);
+    `fail(key, message)` raises."""
+    kind = CLAIM_QUANTITIES[c.quantity]
+    if c.versus_at is not None and (c.expect not in ("greater", "less", "equivalent") or c.value is not None):
+        fail("versus_at", "versus_at compares two values of the runs: expect greater, less or equivalent, no value")
+    compares = c.versus is not None or c.versus_at is not None
+    if c.expect == "equivalent" and c.versus is None and c.versus_at is not None and c.margin is not None:
+        pass
+    elif c.expect == "equivalent" and (not compares or c.margin is None):
+        fail("margin" if compares else "versus", "expect: equivalent needs versus: VARIANT (or versus_at) and "
+             "margin: M")
+    if c.expect in ("greater", "less") and compares == (c.value is not None):
+        fail("value" if c.value is not None else "versus",
+             f"expect: {c.expect} compares with exactly one of versus: VARIANT (or versus_at) or value: NUMBER")
+    if c.expect == "consistent" and (c.value is None or c.versus is not None):
+        fail("value", "expect: consistent needs the article's value: NUMBER (or {at: value, ...}) and no versus")
+    if c.margin is not None and c.expect != "equivalent":
+        fail("margin", f"a margin is for expect: equivalent (this claim expects {c.expect}; compare with versus)")
+    if isinstance(c.value, dict) and c.expect != "consistent":
+        fail("value", "a mapping of values (one per `at`) is for expect: consistent only")
+    if kind == "proportion" and c.expect not in ("greater", "less"):
+        fail("expect", f"{c.quantity} is a proportion: expect greater or less")
+    if kind == "proportion" and c.value is not None and not 0 <= c.value <= 1:
+        fail("value", f"{c.quantity} is a proportion: value must be in [0, 1]")
+    _check_claim_at(c, fail)
 
 
 def _check_claim_at(c: ClaimConfig, fail: Callable[[str, str], typing.NoReturn]) -> None:

@@ -17,10 +17,18 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bnexp import records
-from bnexp.config import ClaimConfig, ExperimentConfig, config_diff, expand_grid, from_dict, interim_looks_fit
+from bnexp.config import (
+    ClaimConfig,
+    ExperimentConfig,
+    check_claim,
+    config_diff,
+    expand_grid,
+    from_dict,
+    interim_looks_fit,
+)
 from bnexp.errors import BnexpError
 from bnexp.lock import holder
 from bnexp.store import (
@@ -42,6 +50,10 @@ NEAR_CHANCE = ("never_left_chance", "fell_back")  # the outcomes of runs that en
 RUNNING, NOT_STARTED = "running", "not started"  # what `bnexp list` shows beside the recorded statuses
 DATASET_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar100": 100}
 Warn = Callable[[str], None]
+
+
+def _refuse(message: str) -> NoReturn:
+    raise BnexpError(message)
 
 
 def warn_stderr(message: str) -> None:
@@ -150,10 +162,14 @@ class Experiment:
 
     @property
     def claims(self) -> list[ClaimConfig]:
-        """The claims recorded in experiment.yaml, schema-checked (none, with a warning, if they do not parse)."""
+        """The claims recorded in experiment.yaml, checked by the rules a config's claims obey (none, with a
+        warning, if they break one: a claim without what it compares with would fail deep inside the report)."""
+        where = f"{self.dir / EXPERIMENT_FILE}: claims"
         try:
-            where = f"{self.dir / EXPERIMENT_FILE}: claims"
-            return from_dict(list[ClaimConfig], self.config.get("claims") or [], where)
+            claims = from_dict(list[ClaimConfig], self.config.get("claims") or [], where)
+            for i, claim in enumerate(claims):
+                check_claim(claim, lambda key, message, i=i: _refuse(f"{where}[{i}].{key}: {message}"))
+            return claims
         except BnexpError as e:
             warn_stderr(f"{e}; its claims are left out of the report")
             return []

@@ -157,6 +157,20 @@ def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
     assert "claims are left out" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("broken", [{"expect": "greater"}, {"expect": "equivalent", "versus": "lenet5_lr1x"}])
+def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(tmp_path, capsys, broken):
+    """Issue 37, item 16: greater with neither versus nor value, or an equivalence without a margin, from someone
+    else's experiment.yaml: the claims are left out with a warning, and the report is written."""
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"]["claims"] = [{"id": "x", "claim": "c", "source": "s", "quantity": "final_test_acc",
+                                 "group": "lenet5-bn_lr1x", **broken}]  # fmt: skip
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].claims == []
+    assert "claims are left out" in capsys.readouterr().err
+    assert CliRunner().invoke(app, ["report", str(tmp_path)]).exit_code == 0
+
+
 def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     """A group of 2 runs that trained (0.88, 0.90), 1 that never left chance and 1 that diverged (no accuracy,
     ranked below every run) against lenet5-bn_lr1x (0.91, 0.93): no mean over the mixed group; the rank test
