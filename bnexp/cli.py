@@ -305,7 +305,7 @@ def plot(
         root = out if out else results  # the folders below it are checked: no link is written through
         _writable_folder(root, "--out" if out else "the results folder")
         for exp in find_experiments(results):
-            target = (out / exp.name) if out else exp.dir / "figures"
+            target = (out / exp.dir.name) if out else exp.dir / "figures"  # by folder: names may collide
             for path in render(exp, target, fmt, root):
                 typer.echo(str(path))
     except BnexpError as e:

@@ -115,7 +115,11 @@ def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
     written = []
     for exp in experiments:
         for run in exp.runs:
-            folder = real_dir(out, out / exp.name / run.name)
+            # by folder, not by recorded name: a name may hold '/' or be another experiment's too
+            folder = real_dir(out, out / exp.dir.name / run.dir.name)
+            for old in folder.glob("events.out.tfevents.*"):  # an export replaces its own earlier files
+                if old.is_file() and not old.is_symlink():
+                    old.unlink()
             with SummaryWriter(log_dir=str(folder)) as writer:
                 for step, _, metric, value in metric_rows(run):
                     writer.add_scalar(metric, float(value), step)

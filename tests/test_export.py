@@ -51,6 +51,29 @@ def test_tensorboard_events_read_back_with_tensorboards_reader(tmp_path):
     assert config["seed"] == 0
 
 
+def test_tensorboard_export_is_keyed_by_folder_and_replaces_its_own_files(tmp_path):
+    """Issue 37, items 6 and 10: a recorded name with '/' nests no folders, two experiments recorded under one name
+    stay apart, and exporting twice into one folder does not duplicate a scalar."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bnexp.store import EXPERIMENT_FILE
+
+    for folder in ("a", "b"):
+        exp = write_experiment(tmp_path / "results", name=folder)
+        meta = yaml.safe_load((exp / EXPERIMENT_FILE).read_text())
+        meta["config"]["name"] = "../same/name"
+        (exp / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    args = ["export", str(tmp_path / "results"), "--tensorboard", str(tmp_path / "tb")]
+    for _ in range(2):
+        assert CliRunner().invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["a", "b"]
+    events = EventAccumulator(str(tmp_path / "tb" / "a" / "lenet5-bn_lr1x_s0"), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == sorted(set(steps))  # each step once
+
+
 def test_export_skips_a_damaged_run_with_a_warning(tmp_path):
     exp = write_experiment(tmp_path / "results")
     (exp / "lenet5-bn_lr1x_s0" / "summary.json").write_text('{"status": "completed", "final_test_acc": "x"}')
