@@ -225,6 +225,9 @@ def load_run(run_dir: RunDir) -> Run:
         records.check_summary(run_dir.path / SUMMARY, summary)
     if summary.get("status") not in FINISHED:  # an unfinished run's accuracies are not results
         summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
+    if summary.get("status") == "completed" and not any(r.get("event") == "train" for r in metrics):
+        # no outcome can be read from no log: the run is damaged, not one that never left chance
+        raise CorruptFile(f"{run_dir.path / METRICS}: a completed run without its training log")
     return Run(
         dir=run_dir,
         config=run_dir.config(),

@@ -83,6 +83,7 @@ def test_only_runs_of_the_current_plan_with_matching_settings_are_grouped(tmp_pa
         if plan.name == "lenet5_lr1x_s1":
             resolved["lr"] = 0.05  # recorded with another learning rate
         run.start(resolved)
+        run.log({"event": "train", "step": 1, "steps": 1, "epoch": 1.0, "loss": 1.0})  # a completed run has its log
         run.log({"event": "eval", "step": 1, "epoch": 1.0, "test_loss": 1.0, "test_acc": 0.5})
         run.close()
         run.write_summary({"run": plan.name, "status": "completed", "final_test_acc": 0.5})
@@ -174,3 +175,15 @@ def test_an_unfinished_run_has_no_training_outcome(tmp_path, status, outcome):
     losses = records([2.3, 1.5, 0.8])
     assert training_course(losses, 10, False, "interrupted")["outcome"] == "interrupted"
     assert training_course(losses, 10, False, "completed")["outcome"] == "trained"
+
+
+@pytest.mark.parametrize("log", [None, ""])
+def test_a_completed_run_without_its_training_log_is_damaged_not_an_outcome(tmp_path, capsys, log):
+    """Issue 37, item 9: a missing or empty metrics.jsonl read as 'never left chance' and changed the counts."""
+    exp = write_experiment(tmp_path)
+    metrics = exp / "lenet5-bn_lr1x_s0" / "metrics.jsonl"
+    metrics.unlink() if log is None else metrics.write_text(log)
+    loaded = find_experiments(tmp_path)[0]
+    assert "lenet5-bn_lr1x_s0" not in [r.name for r in loaded.runs]
+    assert "lenet5-bn_lr1x_s0: damaged files" in loaded.left_out
+    assert "a completed run without its training log" in capsys.readouterr().err
