@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from bnexp.errors import BnexpError
-from bnexp.store import read_regular
+from bnexp.store import parse_json, read_regular
 from bnexp.yamlio import YamlProblem, parse, parse_value
 
 NormName = Literal[
@@ -1010,7 +1010,7 @@ def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = ""
     if ".." in Path(ref.file).parts or not target.is_relative_to(root):
         fail(f"{ref.file!r} must be a path inside {root}")
     try:
-        content = json.loads(read_regular(target))
+        content = parse_json(read_regular(target))
     except FileNotFoundError:
         fail(f"series file {target} not found")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, BnexpError) as e:

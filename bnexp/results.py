@@ -8,7 +8,6 @@ grouped; the others are listed in `left_out` with the reason.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -40,6 +39,7 @@ from bnexp.store import (
     SUMMARY,
     CorruptFile,
     RunDir,
+    parse_json,
     read_experiment_meta,
     read_regular,
 )
@@ -196,7 +196,7 @@ class Experiment:
         if not path.is_file():
             return {}
         try:
-            return records.check_series(path, json.loads(read_regular(path)))
+            return records.check_series(path, parse_json(read_regular(path)))
         except (OSError, ValueError, CorruptFile) as e:
             warn_stderr(f"{path}: unreadable ({e}); no reference series")
             return {}
@@ -212,7 +212,7 @@ def load_run(run_dir: RunDir) -> Run:
     folder = run_dir.path / ANALYSES_DIR
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            analyses[p.stem] = json.loads(read_regular(p))
+            analyses[p.stem] = parse_json(read_regular(p))
             records.check_analysis(p, p.stem, analyses[p.stem])
         except (OSError, ValueError, CorruptFile) as e:
             raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None

@@ -312,7 +312,7 @@ class RunDir:
 
     # reading -------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        data = _parse(self.path / CONFIG, lambda text: yaml.safe_load(text))
+        data = _parse(self.path / CONFIG, parse_yaml)
         if not isinstance(data, dict) or "run" not in data:
             raise CorruptFile(f"{self.path / CONFIG}: not a run config (no `run:` key)")
         return data
@@ -321,7 +321,7 @@ class RunDir:
         p = self.path / SUMMARY
         if not p.is_file():
             return None
-        data = _parse(p, json.loads)
+        data = _parse(p, parse_json)
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise CorruptFile(f"{p}: not a run summary (no status)")
         return data
@@ -336,7 +336,7 @@ class RunDir:
         for i, line in enumerate(_text(p).splitlines(), 1):
             if line.strip():
                 try:
-                    record = json.loads(line)
+                    record = parse_json(line)
                 except json.JSONDecodeError as e:
                     raise CorruptFile(f"{p}:{i}: not a JSON record ({e.msg}); the file was cut or edited") from None
                 if not isinstance(record, dict):
@@ -384,6 +384,22 @@ class NullRunDir(RunDir):
         pass
 
 
+def parse_json(text: str) -> Any:
+    """json.loads, where nesting past Python's recursion limit ('[' x 100,000) is bad JSON like any other."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text[:100], 0) from None
+
+
+def parse_yaml(text: str) -> Any:
+    """yaml.safe_load, where nesting past Python's recursion limit is bad YAML like any other."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def _text(path: Path) -> str:
     try:
         return read_regular(path)
@@ -401,7 +417,7 @@ def _parse(path: Path, parse: Any) -> Any:
 def read_experiment_meta(experiment_dir: Path) -> dict[str, Any]:
     """experiment.yaml, checked to be what `bnexp run` writes."""
     p = experiment_dir / EXPERIMENT_FILE
-    data = _parse(p, lambda text: yaml.safe_load(text))
+    data = _parse(p, parse_yaml)
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or "name" not in data["config"]:
         raise CorruptFile(f"{p}: not an experiment record (no config.name)")
     return data

@@ -187,3 +187,23 @@ def test_a_completed_run_without_its_training_log_is_damaged_not_an_outcome(tmp_
     assert "lenet5-bn_lr1x_s0" not in [r.name for r in loaded.runs]
     assert "lenet5-bn_lr1x_s0: damaged files" in loaded.left_out
     assert "a completed run without its training log" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file", ["metrics.jsonl", "summary.json", "config.yaml", "analyses/x.json",
+                                  "../experiment.yaml"])
+def test_nesting_past_the_recursion_limit_is_a_damaged_file_not_a_crash(tmp_path, capsys, file):
+    """Issue 37, item 14: '[' x 100,000 in any run file or experiment.yaml: the run (or experiment) is left out with
+    a warning; list, report and plot go on."""
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    exp = write_experiment(tmp_path / "results")
+    path = exp / "lenet5-bn_lr1x_s0" / file
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("[" * 100_000 + "\n")
+    for command in ("list", "report"):
+        result = CliRunner().invoke(app, [command, str(tmp_path / "results")])
+        assert "RecursionError" not in result.output and "Traceback" not in result.output
+        assert result.exit_code in (0, 2), result.output
+    assert "nested too deeply" in capsys.readouterr().err + result.output

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from bnexp.store import (
     RunDir,
     child_path,
     load_tensors,
+    parse_json,
     read_experiment_meta,
     read_regular,
     real_dir,
@@ -141,7 +141,7 @@ def _settings(settings: Any) -> Any:
 def _done(target: Path, settings: Any, digest: str | None) -> bool:
     """The analysis is recorded with these settings, on these weights (on any, where they are not kept)."""
     try:
-        old = json.loads(read_regular(target))
+        old = parse_json(read_regular(target))
     except (OSError, ValueError, CorruptFile):
         return False
     return (isinstance(old, dict) and old.get("settings") == settings
