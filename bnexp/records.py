@@ -2,8 +2,9 @@
 folder may come from someone else, and a record with a wrong type or a missing field must skip its run with a
 warning naming the file and line, never raise a traceback deep inside a plot or a report.
 
-A spec maps a field to its kind: "int", "num" (int or float), "str", "list" (of numbers), "dict", "bool"; a
-trailing "?" allows null (or absence). Fields not named are not checked (readers do not use them).
+A spec maps a field to its kind: "int", "num" (int or float), "str", "list" (of numbers), "counts" (a histogram:
+a non-empty list of non-negative numbers with a finite sum), "dict", "bool"; a trailing "?" allows null (or
+absence). Fields not named are not checked (readers do not use them).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ EVAL = {"step": "int", "epoch": "num", "test_acc": "num?", "test_loss": "num?", 
         "dead_units": "num?"}  # fmt: skip
 PROBES = {
     "distribution": {"step": "int", "epoch": "num", "layer": "int", "n": "int", "mean": "num", "std": "num",
-                     "hist": "list", "percentiles": "dict", "below_range": "int", "above_range": "int",
-                     "unit_percentiles": "dict?"},
+                     "hist": "counts", "percentiles": "dict", "below_range": "int", "above_range": "int",
+                     "unit_percentiles": "dict?", "min": "num?", "max": "num?"},
     "landscape": {"step": "int", "etas": "list", "loss_min": "num", "loss_max": "num", "grad_predictiveness": "num",
                   "beta_smoothness": "num"},
     "ics": {"step": "int", "layers": "list_any", "shift": "list", "cosine": "list"},
@@ -60,6 +61,9 @@ def _ok(value: Any, kind: str) -> bool:
         return isinstance(value, list) and all(v is None or _ok(v, "num") for v in value)
     if kind == "list_any":
         return isinstance(value, list)
+    if kind == "counts":  # a histogram: counts that sum to a finite number of values (figures and export divide by it)
+        return (isinstance(value, list) and bool(value) and all(_ok(v, "num") and v >= 0 for v in value)
+                and math.isfinite(sum(value)))  # fmt: skip
     return isinstance(value, {"str": str, "dict": dict, "bool": bool}[kind])
 
 

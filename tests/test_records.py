@@ -90,6 +90,22 @@ def test_a_probe_record_missing_a_field_skips_the_run(tmp_path):
     assert result.exit_code == 0 and "probes.jsonl:" in result.output and "missing field" in result.output
 
 
+@pytest.mark.parametrize(("change", "words"), [
+    ({"hist": [1.0, None]}, "field 'hist'"), ({"hist": []}, "field 'hist'"), ({"hist": [1e308, 1e308]}, "field 'hist'"),
+    ({"hist": [-1.0, 2.0]}, "field 'hist'"), ({"min": "low"}, "field 'min'"),
+])  # fmt: skip
+def test_a_distribution_probe_that_figures_and_export_cannot_use_skips_the_run(tmp_path, change, words):
+    """Issue 37, item 17: these passed the schema and then broke export and plot."""
+    exp = write_experiment(tmp_path / "results")
+    path = exp / RUN / "probes.jsonl"
+    _edit_line(path, 0, lambda record: record.update(change))
+    for command in (["export", str(tmp_path / "results"), "--csv", str(tmp_path / "csv")],
+                    ["list", str(tmp_path / "results")]):  # fmt: skip
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert "probes.jsonl:1" in result.output and words in result.output and "Traceback" not in result.output
+
+
 def test_a_reference_series_whose_values_are_a_string_is_ignored_with_a_warning(tmp_path):
     exp = write_experiment(tmp_path / "results")
     (exp / "references.json").write_text(json.dumps({"lenet5_lr1x": [
