@@ -21,7 +21,7 @@ from typing import Any
 from bnexp import stats
 from bnexp.config import CLAIM_QUANTITIES, ClaimConfig, ProbeConfig
 from bnexp.report_sections import median  # NaN for no values: `measure` turns it into None
-from bnexp.results import FINISHED, NEAR_CHANCE, Experiment, Run, curve_quantities, per_step, value_at
+from bnexp.results import NEAR_CHANCE, Experiment, Run, curve_quantities, per_step, value_at
 
 # -- quantities: run -> number (or True/False for the proportion kind), None when the run has none ------------
 
@@ -207,10 +207,6 @@ def measure(run: Run, quantity: str, at: Any) -> Any:
 # -- evaluation ------------------------------------------------------------------------------------------------
 
 
-def _finished(exp: Experiment, variant: str | None) -> list[Run]:
-    return [r for r in exp.variants.get(variant or "", []) if r.status in FINISHED]
-
-
 def _outcomes(runs: list[Run]) -> Counter:
     return Counter(r.course["outcome"] for r in runs)
 
@@ -247,8 +243,8 @@ def evaluate(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
                                                          f" at {claim.at}" if claim.at is not None else ""),
                            "expect": claim.expect, "group": claim.group, "versus": claim.versus,
                            "figure": claim.figure, "notes": [], "compared": _compared_text(claim)}  # fmt: skip
-    a = _finished(exp, claim.group)
-    b = _finished(exp, claim.versus or claim.group) if claim.versus or claim.versus_at is not None else []
+    a = exp.finished(claim.group)
+    b = exp.finished(claim.versus or claim.group) if claim.versus or claim.versus_at is not None else []
     if claim.versus_at is not None:
         row["quantity"] = claim.quantity  # the two `at`s are in the compared text
     if not a or ((claim.versus or claim.versus_at is not None) and not b):

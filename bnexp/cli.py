@@ -171,13 +171,13 @@ def run(
         if processes and any("processes" in (k.strip() for k in key.split(",")) for key in cfg.grid):
             raise BnexpError(f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
                              "bnexp run starts each run's processes itself")  # fmt: skip
+        _check_committed(out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
         if dry_run:
             from bnexp.runner import dry_run as show_plan
 
             show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split, data_root,
                       device)  # fmt: skip
             raise typer.Exit(0)
-        _check_committed(out, restart or bool(restart_run), write_committed)
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")

@@ -36,9 +36,10 @@ SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test
            "time_to_threshold": "dict?", "num_classes": "int?", "model": "str?", "versions": "dict?",
            "device": "dict?", "segments": "list_any?"}  # fmt: skip
 # what a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability
-DEVICE = {"type": "str", "name": "str", "torch_threads": "int?", "cpu": "str?", "cpu_capability": "str?",
+DEVICE = {"type": "str?", "name": "str?", "torch_threads": "int?", "cpu": "str?", "cpu_capability": "str?",
           "cuda": "str?", "cudnn": "int?"}  # fmt: skip
-VERSIONS = {"torch": "str"}
+VERSIONS = {"torch": "str?"}
+SEGMENT = {"from_step": "int?", "torch_threads": "int?", "processes": "int?"}  # one per start or resume
 # analyses whose result is one record (the others' results hold a list of rows, below)
 ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
 ANALYSIS_ROWS = {
@@ -112,6 +113,8 @@ def check_summary(path: Path, summary: dict[str, Any]) -> None:
         check(summary["device"], DEVICE, f"{path}: device")
     if summary.get("versions") is not None:
         check(summary["versions"], VERSIONS, f"{path}: versions")
+    for i, segment in enumerate(summary.get("segments") or []):
+        check(segment, SEGMENT, f"{path}: segments[{i}]")
     for key, hit in (summary.get("time_to_threshold") or {}).items():
         if hit is not None:
             check(hit, {"step": "int"}, f"{path}: time_to_threshold[{key!r}]")

@@ -57,27 +57,22 @@ def _compare(variant: str, runs: list[Run], key: str, at: str, ref: float, value
     }  # fmt: skip
 
 
-def finished(exp: Experiment, variant: str) -> list[Run]:
-    """A variant's runs that are results (completed or diverged): a part of a run is measured by nothing."""
-    return [r for r in exp.variants.get(variant, []) if r.status in FINISHED]
-
-
 def comparisons(exp: Experiment) -> list[dict[str, Any]]:
     """One row per reference value of the experiment's config."""
     ref = exp.reference or {}
     rows = []
     for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
-        runs = finished(exp, variant)
+        runs = exp.finished(variant)
         for epoch, value in sorted(points.items()):
             vals = [value_at(r, "test_acc", epoch=epoch) for r in runs]
             rows.append(_compare(variant, runs, "test_acc", f"epoch {epoch}", value, vals))
     for variant, points in (ref.get("test_acc_at_step") or {}).items():
-        runs = finished(exp, variant)
+        runs = exp.finished(variant)
         for step, value in sorted(points.items()):
             vals = [value_at(r, "test_acc", step=step) for r in runs]
             rows.append(_compare(variant, runs, "test_acc", f"step {step}", value, vals))
     for variant, quantities in (ref.get("final") or {}).items():
-        runs = finished(exp, variant)
+        runs = exp.finished(variant)
         for key, value in quantities.items():
             rows.append(_compare(variant, runs, key, "end of run", value, [r.summary.get(key) for r in runs]))
     return rows
@@ -90,7 +85,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
     """Our runs against the author's published curves, on the same smoothing (`results.curve_quantities`)."""
     rows = []
     for variant, refs in exp.reference_series().items():
-        runs = finished(exp, variant)
+        runs = exp.finished(variant)
         for ref in refs:
             if ref.get("quantity") != "train_loss_per_step":
                 rows += _accuracy_series_rows(variant, runs, ref)
@@ -206,11 +201,11 @@ def conditions(e: Experiment) -> list[dict[str, Any]]:
     groups: dict[tuple, list[Any]] = {}
     for run in e.runs:
         device = run.summary.get("device") or {}
-        threads = sorted({s.get("torch_threads") for s in run.summary.get("segments") or [] if isinstance(s, dict)}
-                         - {None}) or [device.get("torch_threads")]  # fmt: skip
+        threads = sorted({s.get("torch_threads") for s in run.summary.get("segments") or []} - {None}) or [
+            device.get("torch_threads")]  # fmt: skip
+        gpu = device.get("name") if device.get("type") not in (None, "cpu") else None
         key = ((run.summary.get("versions") or {}).get("torch"), "/".join(str(t) for t in threads),
-               device.get("type"), device.get("cuda") and device.get("name"), device.get("cpu"),
-               device.get("cpu_capability"))  # fmt: skip
+               device.get("type") or "cpu", gpu, device.get("cpu"), device.get("cpu_capability"))  # fmt: skip
         groups.setdefault(key, []).append(run.config.get("seed"))
     fields = ("torch", "threads", "device", "gpu", "cpu", "cpu_capability")
     return [{**dict(zip(fields, key, strict=True)), "runs": len(seeds),

@@ -156,6 +156,10 @@ class Experiment:
     def config(self) -> dict[str, Any]:
         return self.meta["config"]
 
+    def finished(self, variant: str | None) -> list[Run]:
+        """A variant's runs that are results (completed or diverged): a part of a run is measured by nothing."""
+        return [r for r in self.variants.get(variant or "", []) if r.status in FINISHED]
+
     @property
     def reference(self) -> dict[str, Any] | None:
         return self.config.get("reference")
@@ -241,8 +245,10 @@ def load_run(run_dir: RunDir) -> Run:
 
 def _expected_configs(meta: dict[str, Any], where: str) -> dict[str, dict[str, Any]] | None:
     """run name -> the resolved config the current plan expects (None if the plan cannot be rebuilt)."""
+    # claims and looks change no run (and are checked where they are read): a bad one must not switch this off
+    config = {k: v for k, v in meta["config"].items() if k not in ("claims", "interim_looks")}
     try:
-        cfg = from_dict(ExperimentConfig, meta["config"], where)
+        cfg = from_dict(ExperimentConfig, config, where)
     except BnexpError:
         return None
     return {p.name: p.resolved() for p in expand_grid(cfg)}

@@ -46,7 +46,7 @@ COMMITTED_MARK = ".bnexp-committed"  # carried by a results folder whose runs ar
 def committed_folder(out: Path) -> Path | None:
     """The folder at or above `out` that carries COMMITTED_MARK (its runs are someone's committed results)."""
     here = Path(os.path.abspath(out))
-    return next((p for p in (here, *here.parents) if (p / COMMITTED_MARK).is_file()), None)
+    return next((p for p in (here, *here.parents) if os.path.isfile(p / COMMITTED_MARK)), None)  # no EACCES raised
 
 
 class CorruptFile(BnexpError):

@@ -212,12 +212,19 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
 
 
 def cpu_model() -> str:
-    """The processor's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    """The processor (Linux: /proc/cpuinfo's model name with family, model and stepping, which tell apart CPUs that
+    share a marketing name), else what platform knows."""
+    fields: dict[str, str] = {}
     with suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+            key, _, value = line.partition(":")
+            if not line.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    ids = ", ".join(f"{k.replace('cpu ', '')} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+    return f"{fields['model name']} ({ids})" if ids else fields["model name"]
 
 
 def provenance(device: torch.device) -> dict[str, Any]:

@@ -51,8 +51,8 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
     (("quantity: final_test_acc", "quantity: near_chance_at_end\n    margin: 0.1"), "claims[0].margin", "versus"),
     (("quantity: final_test_acc", "quantity: accuracy"), "claims[0].quantity", "allowed: final_test_acc"),
     (("claim: BN is better", 'claim: "BN is\\nbetter"'), "claims[0].claim", "one line"),  # issue 37, item 16
-    (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'|', '<'"),
-    (('source: "a5 sec. 2.2"', 'source: "a5 | sec. 2.2"'), "claims[0].source", "'|'"),
+    (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'<!--'"),
+    (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
 ])  # fmt: skip
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
     with pytest.raises(ConfigError) as e:

@@ -182,7 +182,8 @@ def test_committed_results_are_written_only_on_purpose_and_never_restarted(tiny_
         result = invoke(*args, "--out", str(committed), "--write-committed", *restart)
         assert result.exit_code == 2 and "would delete them" in result.stderr
     assert sorted(p.name for p in committed.iterdir()) == [COMMITTED_MARK]  # nothing written
-    assert invoke(*args, "--out", str(committed), "--dry-run").exit_code == 0  # a dry run writes nothing anyway
+    assert invoke(*args, "--out", str(committed), "--dry-run").exit_code == 2  # the dry run refuses as the run does
+    assert invoke(*args, "--out", str(committed), "--dry-run", "--write-committed").exit_code == 0
     result = invoke(*args, "--out", str(committed), "--write-committed")
     assert result.exit_code == 0, result.output
     assert (committed / "tiny" / "lenet5_lr1x_s0" / "summary.json").is_file()

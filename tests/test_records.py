@@ -133,3 +133,13 @@ def test_report_json_is_strict_even_with_nan_statistics(tmp_path):
     data = _strict(result.stdout)
     assert data["experiments"][0]["name"] == "synthetic"
     assert "NaN" not in result.stdout
+
+
+@pytest.mark.parametrize("segments", [[{"from_step": 0, "torch_threads": [1]}], [{"torch_threads": "2"}], [5]])
+def test_a_summary_whose_segments_are_not_segments_skips_the_run(tmp_path, segments):
+    """A foreign summary's segments feed the report's conditions: checked, never a traceback."""
+    exp = write_experiment(tmp_path / "results")
+    summary = json.loads((exp / RUN / "summary.json").read_text())
+    (exp / RUN / "summary.json").write_text(json.dumps({**summary, "segments": segments}))
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
+    assert result.exit_code == 0 and "segments[0]" in result.output and "Traceback" not in result.output

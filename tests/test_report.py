@@ -198,9 +198,14 @@ def test_runs_made_under_other_conditions_are_told_apart(tmp_path):
     assert text.startswith("Made under 2 sets of conditions (a run repeats bitwise only under its own)")
     assert "torch 2.x, 1 torch thread, on CPU (AVX512, AMD EPYC): 2 runs (seed 1)" in text
     assert "6 runs (seeds 0, 1)" in text
+    summary = RunDir(exp_dir / "lenet5_lr1x_s0").summary()  # a GPU run recorded before CUDA's version was
+    summary["device"] = {"type": "cuda", "name": "NVIDIA H100", "torch_threads": 1}
+    RunDir(exp_dir / "lenet5_lr1x_s0").write_summary(summary)
+    text = conditions_text(build(find_experiments(exp_dir))["experiments"][0]["conditions"])
+    assert "1 torch thread, on cuda (NVIDIA H100): 1 run (seed 0)" in text
     markdown = (tmp_path / "REPORT.md")
     assert CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(markdown)]).exit_code == 0
-    assert "Made under 2 sets of conditions" in markdown.read_text()
+    assert "Made under 3 sets of conditions" in markdown.read_text()
 
 
 def test_files_are_utf8_whatever_the_locale(tmp_path):
@@ -210,13 +215,20 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
     import subprocess
     import sys
 
-    write_experiment(tmp_path / "results")
+    import yaml
+
+    from bnexp.store import EXPERIMENT_FILE
+
+    exp_dir = write_experiment(tmp_path / "results")
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    meta["config"]["description"] = "加入BN后的模型 (read back, not only written)"
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     out = tmp_path / "REPORT.md"
     done = subprocess.run([sys.executable, "-m", "bnexp", "report", str(tmp_path / "results"), "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "±" in out.read_text(encoding="utf-8")
+    assert "±" in out.read_text(encoding="utf-8") and "加入BN后的模型" in out.read_text(encoding="utf-8")
 
 
 def test_an_unfinished_run_counts_in_its_status_only(tmp_path):

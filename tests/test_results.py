@@ -94,6 +94,11 @@ def test_only_runs_of_the_current_plan_with_matching_settings_are_grouped(tmp_pa
     assert [r.name for r in exp.variants["lenet5_lr1x"]] == ["lenet5_lr1x_s0"]
     assert any(x.startswith("lenet5_lr1x_s1: recorded with other settings (lr: 0.05 -> 0.003") for x in exp.left_out)
     assert any(x.startswith("lenet5_lr1x_s7: not in the experiment's current plan") for x in exp.left_out)
+    # looks or claims a record may hold beyond today's rules change no run: the settings are still compared
+    record["config"] |= {"interim_looks": list(range(1, 9)), "claims": [{"id": "x", "claim": "a\nb"}]}
+    write_atomic(exp_dir / EXPERIMENT_FILE, dump_yaml(record))
+    exp = find_experiments(exp_dir)[0]
+    assert any(x.startswith("lenet5_lr1x_s1: recorded with other settings") for x in exp.left_out)
 
 
 @pytest.mark.parametrize(
