@@ -234,6 +234,9 @@ def run_experiment(
         raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
     plans = expand_grid(cfg)
     check_restarts_in_shard(plans, restart_runs, shard)
+    for plan in plans:  # every grid cell's device and data, before anything is written or trained
+        cell_device(plan, cfg, device, device_name)
+        check_present(plan.experiment.dataset, data_root)
     launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
     cache = DataCache(data_root)  # each grid cell's own dataset settings, shared where they agree
     data = cache.get(cfg.dataset, device)

@@ -459,7 +459,8 @@ class Trainer:
         self.segments.append({"from_step": self.step, "torch_threads": torch.get_num_threads(),
                               "processes": self.world.size})  # fmt: skip
         self.reporter.start_run(self.plan.name, self.total_steps, self.step)
-        if self.step >= self.total_steps:
+        if self.step >= self.total_steps:  # resumed from the final checkpoint: a kill may have come before the weights
+            self.save_final_weights()
             return "completed"
         t_interval = time.perf_counter()
         for idx in self._batches():

@@ -202,6 +202,19 @@ def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_p
     assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("grid", ['grid={dataset.name: [fashion_mnist, mnist]}', "grid={device: [cpu, cuda]}"])
+def test_a_grid_cell_whose_data_or_device_is_missing_stops_the_run_before_anything(tiny_config, tiny_root, tmp_path,
+                                                                                   grid):  # fmt: skip
+    """Issue 37, item 13: the earlier cells trained, experiment.yaml was written, then exit 2 partway."""
+    from bnexp.errors import BnexpError
+
+    overrides = ["models=[{name: lenet5, norm: none}]", grid, "epochs=1", "seeds=[0]"]  # tiny_root: no MNIST
+    with pytest.raises(BnexpError, match="mnist not found|cuda"):
+        in_process(tiny_config, tiny_root, tmp_path, overrides)
+    assert not (tmp_path / "tiny").exists()
+
+
 def test_the_time_left_counts_each_runs_batch(tiny_config, tiny_root, tmp_path, capsys):
     """The runner tells the progress line each run's batch: after the batch-4 run (150 steps), the batch-100 run
     left (fewer steps of as many images) is a range, from the step pace to the image pace. (Runs not yet started

@@ -251,3 +251,18 @@ def test_a_run_stopped_before_its_first_evaluation_counts_its_training_time_and_
     timings, summary = part.timings(), part.summary()
     assert [t["step"] for t in timings] == [5, 10, 20] and summary["outcome"] == "trained"
     assert summary["train_time_s"] == pytest.approx(sum(t["train_time_s"] for t in timings))
+
+
+def test_a_run_killed_before_its_final_weights_were_written_writes_them_on_resume(tiny_config, tiny_root, tmp_path):
+    """Issue 37, item 2: SIGKILL after the final checkpoint, while weights.pt was being written: the resumed run
+    ended 'completed' without weights. They are the final checkpoint's model, written on resume."""
+    overrides = ["models=[{name: lenet5}]", "epochs=1", "keep_final_weights=true"]
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    folder = tmp_path / "tiny" / "lenet5-bn_lr1x_s0"
+    weights = torch.load(folder / "weights.pt", weights_only=True)
+    (folder / "weights.pt").unlink()
+    (folder / "summary.json").unlink()  # killed before the summary: the run resumes from its final checkpoint
+    assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
+    again = torch.load(folder / "weights.pt", weights_only=True)
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert RunDir(folder).summary()["status"] == "completed"
