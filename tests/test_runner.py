@@ -210,7 +210,7 @@ def test_a_grid_cell_whose_data_or_device_is_missing_stops_the_run_before_anythi
     from bnexp.errors import BnexpError
 
     overrides = ["models=[{name: lenet5, norm: none}]", grid, "epochs=1", "seeds=[0]"]  # tiny_root: no MNIST
-    with pytest.raises(BnexpError, match="mnist not found|cuda"):
+    with pytest.raises(BnexpError, match=r"mnist not found|cuda"):
         in_process(tiny_config, tiny_root, tmp_path, overrides)
     assert not (tmp_path / "tiny").exists()
 
