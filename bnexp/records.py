@@ -40,6 +40,15 @@ DEVICE = {"type": "str?", "name": "str?", "torch_threads": "int?", "cpu": "str?"
           "cuda": "str?", "cudnn": "int?"}  # fmt: skip
 VERSIONS = {"torch": "str?"}
 SEGMENT = {"from_step": "int?", "torch_threads": "int?", "processes": "int?"}  # one per start or resume
+# experiment.yaml and a run's config.yaml: the fields their readers use (plots, report, export, list)
+EXPERIMENT_META = {"config": "dict", "runs": "list_any?", "data": "dict?"}
+EXPERIMENT_CONFIG = {"name": "str", "seeds": "list?", "probes": "dict?", "dataset": "dict?", "reference": "dict?",
+                     "grid": "dict?", "claims": "list_any?", "interim_looks": "list_any?", "epochs": "int?",
+                     "steps": "int?", "log_every": "int?", "thresholds": "list?", "description": "str?",
+                     "analyses": "dict?"}  # fmt: skip
+PROBE_CONFIG = {"range": "list?", "percentiles": "list?", "at_epochs": "list?", "every_steps": "int?"}
+RUN_CONFIG = {"model": "dict", "seed": "int?", "lr": "num?", "lr_multiplier": "num?", "dataset": "dict?",
+              "grid": "dict?", "batch_size": "int?"}  # fmt: skip
 # analyses whose result is one record (the others' results hold a list of rows, below)
 ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
 ANALYSIS_ROWS = {
@@ -105,6 +114,24 @@ def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
         if kind not in PROBES:
             raise CorruptFile(f"{path}:{i}: unknown probe kind {kind!r}")
         check(r, PROBES[kind], f"{path}:{i}")
+
+
+def check_experiment_meta(path: Path, meta: Any) -> None:
+    """experiment.yaml as its readers use it: a config with a name, run names, the probes' range (a pair)."""
+    check(meta, EXPERIMENT_META, str(path))
+    config = check(meta["config"], EXPERIMENT_CONFIG, f"{path}: config")
+    if not all(isinstance(name, str) for name in meta.get("runs") or []):
+        raise CorruptFile(f"{path}: runs holds something other than run names")
+    probes = config.get("probes")
+    if probes is not None:
+        check(probes, PROBE_CONFIG, f"{path}: config.probes")
+        if probes.get("range") is not None and (len(probes["range"]) != 2 or None in probes["range"]):
+            raise CorruptFile(f"{path}: config.probes.range is not a pair of numbers")
+
+
+def check_run_config(path: Path, config: Any) -> None:
+    check(config, RUN_CONFIG, str(path))
+    check(config["model"], {"name": "str", "norm": "str", "activation": "str?"}, f"{path}: model")
 
 
 def check_summary(path: Path, summary: dict[str, Any]) -> None:

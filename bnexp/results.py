@@ -109,7 +109,7 @@ class Run:
 
     @property
     def model(self) -> dict[str, Any]:
-        return self.config["model"]
+        return self.config.get("model") or {}
 
     @property
     def tag(self) -> str:
@@ -232,9 +232,11 @@ def load_run(run_dir: RunDir) -> Run:
     if summary.get("status") == "completed" and not any(r.get("event") == "train" for r in metrics):
         # no outcome can be read from no log: the run is damaged, not one that never left chance
         raise CorruptFile(f"{run_dir.path / METRICS}: a completed run without its training log")
+    config = run_dir.config()
+    records.check_run_config(run_dir.path / "config.yaml", config)
     return Run(
         dir=run_dir,
-        config=run_dir.config(),
+        config=config,
         summary=summary,
         evals=[r for r in metrics if r.get("event") == "eval"],
         train=[r for r in metrics if r.get("event") == "train"],
@@ -256,6 +258,7 @@ def _expected_configs(meta: dict[str, Any], where: str) -> dict[str, dict[str, A
 
 def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
     meta = read_experiment_meta(path)
+    records.check_experiment_meta(path / EXPERIMENT_FILE, meta)
     plan = list(meta.get("runs") or [])
     expected = _expected_configs(meta, str(path / EXPERIMENT_FILE))
     runs, left_out, recorded = [], [], set()

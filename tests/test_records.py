@@ -143,3 +143,24 @@ def test_a_summary_whose_segments_are_not_segments_skips_the_run(tmp_path, segme
     (exp / RUN / "summary.json").write_text(json.dumps({**summary, "segments": segments}))
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
     assert result.exit_code == 0 and "segments[0]" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("where", "edit"), [
+    ("experiment", lambda m: m.update(runs=5)), ("experiment", lambda m: m["config"].update(name=[1, 2])),
+    ("experiment", lambda m: m["config"].update(probes=5)), ("experiment", lambda m: m["config"].update(dataset=5)),
+    ("experiment", lambda m: m.update(data=5)), ("experiment", lambda m: m["config"]["probes"].update(range=[1])),
+    ("run", lambda c: c.update(model=5)), ("run", lambda c: c.update(model={"name": "lenet5"})),
+])  # fmt: skip
+def test_a_recorded_config_of_the_wrong_shape_is_left_out_with_a_warning(tmp_path, where, edit):
+    """Issue 37, item 15: these gave tracebacks in list, report, plot and export."""
+    import yaml
+
+    exp = write_experiment(tmp_path / "results")
+    path = exp / "experiment.yaml" if where == "experiment" else exp / RUN / "config.yaml"
+    record = yaml.safe_load(path.read_text())
+    edit(record)
+    path.write_text(yaml.safe_dump(record))
+    for command in (["list"], ["report"], ["export", "--csv", str(tmp_path / "csv")]):
+        result = CliRunner().invoke(app, [command[0], str(tmp_path / "results"), *command[1:]])
+        assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output  # an error would be 1
+        assert str(path) in result.output

@@ -145,7 +145,7 @@ def test_an_interrupted_runs_accuracies_are_not_pooled(tmp_path):
 
     run = RunDir(tmp_path / "r")
     run.path.mkdir()
-    (run.path / "config.yaml").write_text("run: r\nseed: 0\n")
+    (run.path / "config.yaml").write_text("run: r\nseed: 0\nmodel: {name: lenet5, norm: none}\n")
     (run.path / "metrics.jsonl").write_text("")
     run.write_summary({"run": "r", "status": "interrupted", "final_test_acc": 0.5, "best_test_acc": 0.6})
     loaded = load_run(run)
