@@ -354,7 +354,7 @@ def report(
     from bnexp.claims import claims_excerpt
     from bnexp.report import build, to_markdown
     from bnexp.results import find_experiments
-    from bnexp.store import strict_json, write_atomic
+    from bnexp.store import check_replaceable, strict_json, write_atomic
 
     try:
         data = build(find_experiments(results))
@@ -369,7 +369,9 @@ def report(
         if out.is_dir():
             raise BnexpError(f"--out: {out} is a folder; give a file name, e.g. {out / 'REPORT.md'}")
         _writable_folder(out.parent, "--out")
+        check_replaceable(out, "--out")
         if readme is not None:
+            check_replaceable(readme, "--readme")
             _replace_block(readme, claims_excerpt(data["claims"], readme.parent, results))
         write_atomic(out, text + "\n")
     except BnexpError as e:

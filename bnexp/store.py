@@ -150,7 +150,12 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}")
     try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; run files get the same mode as the logs
+        try:  # a file that is replaced keeps its mode (a 0600 README stays 0600)
+            old = os.lstat(path)
+            permissions = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else 0o666 & ~UMASK
+        except FileNotFoundError:
+            permissions = 0o666 & ~UMASK  # mkstemp makes 0600; run files get the same mode as the logs
+        os.fchmod(fd, permissions)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
@@ -159,6 +164,20 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_replaceable(path: Path, what: str) -> None:
+    """A file the user named (a README, a report) is replaced by a new one: a link there would become a plain file
+    (its target never updated) and a hard link would part, so both are refused (exit 2)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise BnexpError(f"{what}: {path} is a link; give the file it points to ({os.path.realpath(path)})")
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        raise BnexpError(f"{what}: {path} has {info.st_nlink} hard links, which replacing it would part; give a "
+                         "file of its own")  # fmt: skip
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -295,3 +295,31 @@ def test_report_readme_needs_its_markers(tmp_path):
     results = write_experiment(tmp_path / "results").parent
     result = CliRunner().invoke(app, ["report", str(results), "--readme", str(readme)])
     assert result.exit_code == 2 and "--readme" in result.stderr and readme.read_text() == "# no markers here\n"
+
+
+def test_report_keeps_a_replaced_files_mode_and_refuses_links(tmp_path):
+    """Issue 37, item 4: a 0600 README became 0644, a linked README a plain file (its target never updated), and
+    hard links parted. The mode is kept; a link or a hard-linked file is refused (exit 2), nothing written."""
+    import os
+    import stat
+
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+    from bnexp.claims import CLAIMS_BEGIN, CLAIMS_END
+
+    results = write_experiment(tmp_path / "results").parent
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{CLAIMS_BEGIN}\n{CLAIMS_END}\n")
+    readme.chmod(0o600)
+    assert CliRunner().invoke(app, ["report", str(results), "--readme", str(readme)]).exit_code == 0
+    assert stat.S_IMODE(readme.stat().st_mode) == 0o600 and "| experiment |" in readme.read_text()
+    link = tmp_path / "LINK.md"
+    link.symlink_to(readme)
+    hard = tmp_path / "HARD.md"
+    os.link(readme, hard)
+    for target in (link, hard):
+        before = readme.read_text()
+        result = CliRunner().invoke(app, ["report", str(results), "--readme", str(target)])
+        assert result.exit_code == 2 and "--readme" in result.stderr and readme.read_text() == before
+    assert link.is_symlink()
