@@ -200,7 +200,7 @@ class Experiment:
         if not path.is_file():
             return {}
         try:
-            return records.check_series(path, parse_json(read_regular(path)))
+            return records.check_series(path, parse_json(read_regular(path, follow=False)))
         except (OSError, ValueError, CorruptFile) as e:
             warn_stderr(f"{path}: unreadable ({e}); no reference series")
             return {}
@@ -214,9 +214,11 @@ def load_run(run_dir: RunDir) -> Run:
     """All of a run's files; CorruptFile if one of them does not parse."""
     analyses = {}
     folder = run_dir.path / ANALYSES_DIR
+    if folder.is_symlink():
+        raise CorruptFile(f"{folder}: a link; files of a results folder are read only where they are")
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            analyses[p.stem] = parse_json(read_regular(p))
+            analyses[p.stem] = parse_json(read_regular(p, follow=False))
             records.check_analysis(p, p.stem, analyses[p.stem])
         except (OSError, ValueError, CorruptFile) as e:
             raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None
@@ -340,7 +342,13 @@ def experiment_dirs(path: str | Path) -> list[Path]:
         raise BnexpError(f"{path}: no such results directory")
     if (path / EXPERIMENT_FILE).is_file():
         return [path]
-    found = [p for p in sorted(path.iterdir()) if (p / EXPERIMENT_FILE).is_file()]
+    found = []
+    for p in sorted(path.iterdir()):
+        if (p / EXPERIMENT_FILE).is_file():
+            if p.is_symlink():  # nothing read from a results folder leaves it
+                warn_stderr(f"{p}: a link to an experiment folder; not read (results are read only where they are)")
+                continue
+            found.append(p)
     if not found:
         raise BnexpError(f"{path}: no experiments here (looked for */{EXPERIMENT_FILE}); run `bnexp run` first")
     return found

@@ -122,10 +122,16 @@ def open_append(path: Path) -> IO[str]:
     return os.fdopen(fd, "a", encoding="utf-8")  # never the locale's: records are UTF-8 everywhere
 
 
-def read_regular(path: Path, binary: bool = False) -> Any:
+def read_regular(path: Path, binary: bool = False, follow: bool = True) -> Any:
     """A file's contents, only if it is a regular file (a FIFO or device would block or never end; a link is
-    read only if it points at a regular file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    read only if it points at a regular file, and with follow=False, as for every file of a results folder, not
+    at all: a link could point out of the folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CorruptFile(f"{path}: a link; files of a results folder are read only where they are") from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise CorruptFile(f"{path}: not a regular file")
@@ -421,7 +427,7 @@ def parse_yaml(text: str) -> Any:
 
 def _text(path: Path) -> str:
     try:
-        return read_regular(path)
+        return read_regular(path, follow=False)
     except UnicodeDecodeError:
         raise CorruptFile(f"{path}: not UTF-8 text; the file is damaged") from None
 

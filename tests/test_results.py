@@ -212,3 +212,28 @@ def test_nesting_past_the_recursion_limit_is_a_damaged_file_not_a_crash(tmp_path
         assert "RecursionError" not in result.output and "Traceback" not in result.output
         assert result.exit_code in (0, 2), result.output
     assert "nested too deeply" in capsys.readouterr().err + result.output
+
+
+@pytest.mark.parametrize("link", ["experiment", "analyses", "metrics.jsonl"])
+def test_reads_never_follow_a_link_out_of_the_results_folder(tmp_path, capsys, link):
+    """Issue 37, item 5: a linked experiment folder, a linked <run>/analyses and a metrics.jsonl linked to an outside
+    file were read into list/report/export; the README promises no read leaves the folder."""
+    import shutil
+
+    outside = write_experiment(tmp_path / "outside", name="elsewhere")
+    results = tmp_path / "results"
+    exp = write_experiment(results)
+    run = exp / "lenet5-bn_lr1x_s0"
+    if link == "experiment":
+        (results / "elsewhere").symlink_to(outside)
+    elif link == "analyses":
+        (outside / "lenet5-bn_lr1x_s0" / "analyses").mkdir()
+        (run / "analyses").symlink_to(outside / "lenet5-bn_lr1x_s0" / "analyses")
+    else:
+        shutil.move(run / "metrics.jsonl", tmp_path / "outside.jsonl")
+        (run / "metrics.jsonl").symlink_to(tmp_path / "outside.jsonl")
+    found = find_experiments(results)
+    assert [e.name for e in found] == ["synthetic"]
+    if link != "experiment":
+        assert "lenet5-bn_lr1x_s0" not in [r.name for r in found[0].runs]
+    assert "a link" in capsys.readouterr().err
