@@ -160,3 +160,19 @@ def test_every_evaluation_mode_runs_on_the_other_batch_norms(tiny_root, model):
     assert r["has_running_stats"] and {row["mode"] for row in r["rows"]} >= {"a_eval", "d_lost_running_stats"}
     per_step_bns = 3 * data.inputs.height  # recurrent BN: three norms, each with one BatchNorm per step
     assert len(r["population_gap"]) == {"lstm:batchnorm": per_step_bns}.get(model, 0)
+
+
+def test_analyses_of_a_grid_over_dataset_keys_use_each_runs_own_data(tiny_root, tmp_path):
+    """Issue 37, item 7: every run was analysed on the first cell's data (an MNIST run evaluated on Fashion-MNIST).
+    Eval mode with running statistics on the run's own test set is its final evaluation, to the digit."""
+    config = tmp_path / "a.yaml"
+    config.write_text(ANALYSED)
+    cfg = load(config, ["models=[{name: lenet5, norm: batchnorm}]", "grid={dataset.normalize: [unit, standardize]}",
+                        "analyses={eval_modes: {batch_sizes: [50], group_size: 10, groups: 4, "
+                        "reestimate_batches: [1]}}"])  # fmt: skip
+    assert run_experiment(cfg, tmp_path / "out", PlainReporter(), tiny_root) == 0
+    exp_dir = tmp_path / "out" / "tiny"
+    for run in ("lenet5-bn_normalizeunit_lr1x_s0", "lenet5-bn_normalizestandardize_lr1x_s0"):
+        final = json.loads((exp_dir / run / "summary.json").read_text())["final_test_acc"]
+        rows = result(exp_dir, run, "eval_modes")["result"]["rows"]
+        assert next(r["test_acc"] for r in rows if r["mode"] == "a_eval") == pytest.approx(final, abs=1e-9), run

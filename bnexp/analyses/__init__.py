@@ -22,7 +22,7 @@ from torch import nn
 import bnexp
 from bnexp.analyses import eval_modes, long_sequences, scale_invariance, step_cost
 from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
-from bnexp.data import Data, load_data
+from bnexp.data import Data, DataCache
 from bnexp.errors import BnexpError
 from bnexp.models import build_model
 from bnexp.store import (
@@ -82,7 +82,7 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
     wanted = requested(from_dict(AnalysesConfig | None, meta["config"].get("analyses"), f"{where}: analyses"))
     if not wanted:
         return 0
-    data: Data | None = None
+    cache = DataCache(data_root)  # each run's own dataset settings (a grid over dataset.*), shared where they agree
     problems = 0
     names = meta.get("runs")
     for name in names if isinstance(names, list) else []:
@@ -109,9 +109,7 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
                 raise CorruptFile(f"{weights} is missing: set keep_final_weights: true and start the run over with "
                                   f"--restart-run {name}")  # fmt: skip
             config = run.config()
-            if data is None:
-                data = load_data(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"),
-                                 device, data_root)  # fmt: skip
+            data = cache.get(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"), device)
             model = build_model(from_dict(ModelConfig, config["model"], f"{run.path}/config.yaml: model"), data.inputs)
             state = load_tensors(weights, "the final weights", f"start the run over with --restart-run {name}")
             if not isinstance(state, dict):
