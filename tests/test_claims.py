@@ -305,8 +305,8 @@ def test_report_keeps_a_replaced_files_mode_and_refuses_links(tmp_path):
 
     from typer.testing import CliRunner
 
-    from bnexp.cli import app
     from bnexp.claims import CLAIMS_BEGIN, CLAIMS_END
+    from bnexp.cli import app
 
     results = write_experiment(tmp_path / "results").parent
     readme = tmp_path / "README.md"
