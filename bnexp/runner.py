@@ -49,11 +49,14 @@ from bnexp.store import (
     CHECKPOINT,
     EXPERIMENT_FILE,
     SUMMARY,
+    WRITERS_CONFIG,
     CorruptFile,
     RunDir,
     child_path,
     dump_yaml,
+    parse_yaml,
     read_experiment_meta,
+    read_regular,
     real_dir,
     remove_temp_files,
     write_atomic,
@@ -254,7 +257,7 @@ def run_experiment(
             if world.main:
                 try:
                     _check_writable(Path(out), out_dir)
-                    alone_here = held.enter_context(experiment_lock(out_dir, lambda: remove_temp_files(out_dir)))
+                    alone_here = held.enter_context(experiment_lock(out_dir, lambda: _first_writer(out_dir, cfg)))
                     if not alone_here:
                         _check_same_experiment(out_dir, cfg)
                     actions = split(plans, plan_actions(plans, out_dir, restart, restart_runs, since), shard)
@@ -341,12 +344,22 @@ def run_experiment(
     return 1 if analysis_problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
 
 
+def _first_writer(out_dir: Path, cfg: ExperimentConfig) -> None:
+    """While alone in the folder: clean up interrupted writes, and record the config the writers share, so that a
+    process that starts while this one still plans (experiment.yaml not yet written) compares with it."""
+    remove_temp_files(out_dir)
+    write_atomic(out_dir / WRITERS_CONFIG, dump_yaml(dataclasses.asdict(cfg)))
+
+
 def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig) -> None:
     """Processes that write one folder together must run one experiment (same config, maybe other shards)."""
     try:
-        recorded = read_experiment_meta(out_dir)["config"]
-    except (CorruptFile, OSError):
-        return  # not written yet (the other process is still planning), or damaged: it is rewritten
+        recorded = parse_yaml(read_regular(out_dir / WRITERS_CONFIG, follow=False))
+    except (CorruptFile, OSError, yaml.YAMLError):
+        try:  # written by a bnexp that did not record the writers' config
+            recorded = read_experiment_meta(out_dir)["config"]
+        except (CorruptFile, OSError):
+            return  # damaged: it is rewritten
     diff = config_diff(recorded, yaml.safe_load(dump_yaml(dataclasses.asdict(cfg))))  # as it is recorded
     if diff:
         raise BnexpError(f"{out_dir} is being written by another bnexp process with a different config ("

@@ -40,6 +40,7 @@ ANALYSES_DIR = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analy
 LOGS = (METRICS, TIMING, PROBES)
 FINISHED = ("completed", "diverged")  # a summary's statuses of runs that are results; the others are parts of runs
 KEPT_CHECKPOINT = re.compile(r"checkpoint-step\d{8,}\.pt")  # --keep-checkpoints: checkpoint-step00001000.pt
+WRITERS_CONFIG = ".writers-config.yaml"  # the config of the processes writing an experiment folder now (bnexp.lock)
 COMMITTED_MARK = ".bnexp-committed"  # carried by a results folder whose runs are committed (this repo's results/)
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 src=$1; shift
 for exp in "$@"; do
-  (cd "$src/$exp" && find . -type f ! -name '*.pt' ! -name '.lock*' ! -name '.*bnexp-tmp-*' -print0) |
+  (cd "$src/$exp" && find . -type f ! -name '*.pt' ! -name '.lock*' ! -name '.writers-config.yaml' ! -name '.*bnexp-tmp-*' -print0) |
     while IFS= read -r -d '' f; do
       mkdir -p "results/$exp/$(dirname "$f")"
       cp -p "$src/$exp/$f" "results/$exp/$f"

@@ -101,6 +101,23 @@ def test_a_run_is_decided_again_under_its_lock(setup, tmp_path):
         assert action == "start"
 
 
+def test_a_process_with_another_config_is_refused_while_the_first_still_plans(setup, tmp_path):
+    """Issue 37, item 8: two configs started together on one --out both trained (experiment.yaml, which the second
+    compared with, was not written yet). The first writer records its config while alone in the folder."""
+    from bnexp.lock import experiment_lock
+    from bnexp.runner import _first_writer
+
+    config, root = setup
+    first = load_config(config, ["epochs=1"])
+    out_dir = tmp_path / "resume"
+    out_dir.mkdir()
+    with experiment_lock(out_dir, lambda: _first_writer(out_dir, first)) as alone:  # planning, nothing written yet
+        assert alone and not (out_dir / "experiment.yaml").exists()
+        with pytest.raises(BnexpError, match="being written by another bnexp process with a different config"):
+            in_process(config, root, tmp_path, ["epochs=2"])
+    assert not [p for p in out_dir.iterdir() if not p.name.startswith(".")]  # the second trained nothing
+
+
 def test_a_second_process_leaves_the_busy_run_to_the_first_and_trains_the_rest(setup, tmp_path, capsys):
     """The second bnexp is this test's own process."""
     config, root = setup

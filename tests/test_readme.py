@@ -55,7 +55,8 @@ def test_committed_results_carry_no_machine_path():
 def test_committed_results_hold_no_locks_checkpoints_or_weights():
     """Only metrics, summaries, probes, analyses, figures and reports are committed (and synced into results/)."""
     stray = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*")
-             if p.name.startswith(".lock") or p.suffix in (".pt", ".pth") or ".bnexp-tmp-" in p.name]  # fmt: skip
+             if p.name.startswith((".lock", ".writers-config")) or p.suffix in (".pt", ".pth")
+             or ".bnexp-tmp-" in p.name]  # fmt: skip
     assert not stray, f"lock, checkpoint or temp files in results/: {stray[:10]}"
 
 
