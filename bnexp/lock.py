@@ -18,8 +18,9 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,9 +43,13 @@ def _open(path: Path, create: bool = True) -> int:
         raise BnexpError(f"{path} is not bnexp's lock file ({'a directory' if path.is_dir() else 'a link'}); "
                          "remove it and run again")  # fmt: skip
     try:
-        return os.open(path, (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW, 0o666)
+        fd = os.open(path, (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
         raise BnexpError(f"{path}: cannot open the lock file ({e.strerror or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: flock fails on it (EINVAL)
+        os.close(fd)
+        raise BnexpError(f"{path} is not bnexp's lock file (not a regular file); remove it and run again")
+    return fd
 
 
 def _try_lock(fd: int, mode: int) -> bool:
@@ -60,9 +65,12 @@ def _holder(fd: int) -> str:
 
 
 def _sign(fd: int) -> None:
+    """Who holds the lock, for the message another process gets; only that: a full disk must not stop the run
+    here (its own writes then fail, and mark that run failed)."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
+    with suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
 
 
 @contextmanager

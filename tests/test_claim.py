@@ -204,3 +204,22 @@ def test_the_last_shard_to_finish_computes_the_analyses(tiny_root, tmp_path, cap
     assert "analyses: 1 of 2 runs are with other processes" in capsys.readouterr().out and not analysis.exists()
     assert run_experiment(cfg, tmp_path / "out", PlainReporter(), tiny_root, shard=Shard(1, 2)) == 0
     assert analysis.is_file()
+
+
+def test_a_lock_that_cannot_be_signed_or_is_a_fifo_never_takes_the_command_down(setup, tmp_path, monkeypatch):
+    """Issue 37, item 18: a full disk when signing a run's .lock ended the whole command (OSError 28, exit 1); a
+    FIFO at .lock gave an OSError 22 traceback."""
+    from bnexp import lock
+
+    fifo = tmp_path / "fifo-run"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".lock")
+    with pytest.raises(BnexpError, match="not bnexp's lock file"), run_lock(fifo):
+        pass
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lock.os, "pwrite", full)
+    config, root = setup
+    assert in_process(config, root, tmp_path, ["epochs=1"]) == 0  # the signature is only for messages
