@@ -255,6 +255,7 @@ class RunDir:
         self.path = Path(path)
         self._files: dict[str, IO[str]] = {}
         self._missing: set[str] = set()
+        self._identity: tuple[int, int] | None = None  # the run folder's (device, inode) since start()
 
     @property
     def name(self) -> str:
@@ -264,6 +265,8 @@ class RunDir:
         """Create the directory and write the resolved config; `fresh` empties the logs (else they are
         appended to, after a checkpoint's `truncate`)."""
         real_dir(self.path.parent, self.path)
+        info = os.lstat(self.path)
+        self._identity = (info.st_dev, info.st_ino)
         remove_temp_files(self.path)
         write_atomic(self.path / CONFIG, dump_yaml(resolved_config))
         for name in (ERROR_LOG, SUMMARY):
@@ -330,10 +333,26 @@ class RunDir:
                 f.close()
             self._files = {}
 
+    def check_folder(self) -> None:
+        """Before each write by path (checkpoint, weights, summary, error log): the run folder is still the one
+        start() checked. A link put in its place, or a folder moved in, after the run started (the logs, opened
+        then, keep writing where they were) would take the writes out of the results folder: LinkRefused."""
+        if self._identity is None:
+            return
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            info = None
+        if info is None or not stat.S_ISDIR(info.st_mode) or (info.st_dev, info.st_ino) != self._identity:
+            raise LinkRefused(f"{self.path}: the run folder was replaced after the run started (by a link or another "
+                              "folder); nothing more is written there")  # fmt: skip
+
     def write_summary(self, summary: dict[str, Any]) -> None:
+        self.check_folder()
         write_atomic(self.path / SUMMARY, json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n")
 
     def write_error(self, text: str) -> None:
+        self.check_folder()
         write_atomic(self.path / ERROR_LOG, text)
 
     # reading -------------------------------------------------------------------------------------------

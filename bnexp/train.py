@@ -37,6 +37,7 @@ from bnexp.store import (
     ERROR_LOG,
     WEIGHTS,
     CorruptFile,
+    LinkRefused,
     NullRunDir,
     RunDir,
     load_tensors,
@@ -353,6 +354,7 @@ class Trainer:
             return
         self.run.flush()  # the offsets in the checkpoint must point at data on disk
         path = self.run.path / CHECKPOINT
+        self.run.check_folder()
         save_atomic(self.state_dict(), path)
         if self.keep_checkpoints:
             os.link(path, self.run.path / f"checkpoint-step{self.step:08d}.pt")
@@ -499,6 +501,7 @@ class Trainer:
 
     def save_final_weights(self) -> None:
         if self.exp.keep_final_weights and self.world.main:
+            self.run.check_folder()
             save_atomic(self.model.state_dict(), self.run.path / WEIGHTS)
 
     def summary(self, status: str, started: str) -> dict[str, Any]:
@@ -622,7 +625,7 @@ def train_run(
                              f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}")  # fmt: skip
         except KeyboardInterrupt:
             run.close()
-            with suppress(OSError):
+            with suppress(OSError, LinkRefused):
                 run.write_summary({"run": plan.name, "status": "interrupted", "seed": plan.seed})
             raise
         except Exception as e:  # one run's failure must not take the experiment down
@@ -635,12 +638,12 @@ def train_run(
             if world.size > 1:
                 # the other processes cannot go on without this one: record why (unless a process that
                 # failed first already did), then end this process, which ends the run everywhere
-                with suppress(OSError, CorruptFile):
+                with suppress(OSError, CorruptFile, LinkRefused):
                     if run.summary() is None:  # rank 0 removed the last one when this run started
                         run.write_error(f"rank {world.rank} of {world.size}\n{traceback.format_exc()}")
                         run.write_summary(summary)
                 raise DistributedRunFailed(f"{plan.name}: rank {world.rank} failed: {summary['error']}") from e
-            with suppress(OSError):  # the disk may be what failed; the summary still says why
+            with suppress(OSError, LinkRefused):  # the disk may be what failed; the summary still says why
                 run.write_error(traceback.format_exc())
             reporter.end_run(f"{plan.name}: failed ({summary['error']}){remedy}")
         finally:
@@ -648,7 +651,7 @@ def train_run(
                 trainer.run.close()
             run.close()
         run.write_summary(summary)
-    except OSError as e:  # the summary itself could not be written (a full disk): say so, go on
+    except (OSError, LinkRefused) as e:  # the summary itself could not be written (a full disk): say so, go on
         summary = {"run": plan.name, "status": "failed", "error": f"cannot write the summary: {e}"}
         reporter.end_run(f"{plan.name}: failed, {summary['error']}")
     finally:

@@ -266,3 +266,26 @@ def test_a_run_killed_before_its_final_weights_were_written_writes_them_on_resum
     again = torch.load(folder / "weights.pt", weights_only=True)
     assert all(torch.equal(weights[k], again[k]) for k in weights)
     assert RunDir(folder).summary()["status"] == "completed"
+
+
+def test_a_link_planted_in_place_of_a_running_runs_folder_takes_no_write_outside(tiny_config, tiny_root, tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    """Issue 37, item 1: the run folder moved aside and a link to a folder outside --out put in its place once the
+    run has started: its checkpoint and a 'completed' summary landed outside. The folder is checked before each
+    write by path: the run fails, and nothing is written outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real = train.Trainer._evaluate
+    swapped = []
+
+    def evaluate_then_plant(self, train_time):
+        real(self, train_time)
+        if not swapped:
+            self.run.path.rename(tmp_path / "aside")
+            self.run.path.symlink_to(outside)
+            swapped.append(True)
+
+    monkeypatch.setattr(train.Trainer, "_evaluate", evaluate_then_plant)
+    code = run(tiny_config, tmp_path / "out", tiny_root, ["models=[{name: lenet5}]"])
+    assert code == 1 and swapped
+    assert list(outside.iterdir()) == []
