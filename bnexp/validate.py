@@ -3,6 +3,8 @@ before anything is written, with the same file:line message as the schema's own 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +18,21 @@ from bnexp.probes.distributions import probe_points
 
 def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, max_runs: int = MAX_RUNS
          ) -> ExperimentConfig:  # fmt: skip
-    """`bnexp.config.load_config` with every check below, for the config and each cell of its grid."""
-    return load_config(path, overrides, smoke, checks=[check_against_models_and_data], max_runs=max_runs)
+    """`bnexp.config.load_config` with every check below, for the config and each cell of its grid (once per
+    distinct setting of what they read: a grid of 1,000 learning rates builds its models once)."""
+    done: set[str] = set()
+
+    def check_once(cfg: ExperimentConfig, where: Locate) -> None:
+        key = json.dumps([dataclasses.asdict(cfg)[k] for k in CHECKED], sort_keys=True, default=str)
+        if key not in done:
+            check_against_models_and_data(cfg, where)
+            done.add(key)
+
+    return load_config(path, overrides, smoke, checks=[check_once], max_runs=max_runs)
+
+
+# what check_against_models_and_data reads of a config
+CHECKED = ("dataset", "models", "batch_size", "probes", "analyses", "eval_train_subset")
 
 
 def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:

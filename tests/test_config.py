@@ -439,3 +439,16 @@ def test_interim_looks_change_no_run(tmp_path):
     after = expand_grid(load_config(write(tmp_path, two + "interim_looks: [1]\n")))
     assert after[0].experiment.interim_looks == [1]
     assert all(not config_diff(a.resolved(), b.resolved()) for a, b in zip(before, after, strict=True))
+
+
+def test_the_checks_against_models_and_data_run_once_per_setting_they_read(tmp_path, monkeypatch):
+    """Issue 37, item 20: a grid of 1,000 learning rates built its models 1,001 times before it was planned."""
+    from bnexp import validate
+
+    calls = []
+    real = validate.check_against_models_and_data
+    counted = lambda cfg, where: calls.append(1) or real(cfg, where)  # noqa: E731
+    monkeypatch.setattr(validate, "check_against_models_and_data", counted)
+    lrs = ", ".join(str(0.001 * (1 + i)) for i in range(100))
+    cfg = load_config(write(tmp_path, TINY_CONFIG + f"grid:\n  optimizer.lr: [{lrs}]\n  batch_size: [8, 16]\n"))
+    assert len(expand_grid(cfg)) == 100 * 2 * 2 and len(calls) == 3  # the config as written, batch 8, batch 16
