@@ -213,3 +213,18 @@ def test_figure_words_have_their_plural_forms(tmp_path):
     fig = next(k for k in FIGURES if k.name == "convergence").draw(exp)
     assert "1 run, 1 variant;" in _suptitle(fig)
     plt.close(fig)
+
+
+def test_plot_out_keeps_experiments_recorded_under_one_name_apart(tmp_path):
+    """Issue 37, item 10: `plot --out` wrote the second experiment's figures over the first's (and a '/' in the
+    recorded name nested folders): figures go by the experiment's folder."""
+    import yaml
+
+    for folder in ("a", "b"):
+        exp = write_experiment(tmp_path / "results", name=folder)
+        meta = yaml.safe_load((exp / "experiment.yaml").read_text())
+        meta["config"]["name"] = "same/name"
+        (exp / "experiment.yaml").write_text(yaml.safe_dump(meta))
+    result = CliRunner().invoke(app, ["plot", str(tmp_path / "results"), "--out", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a", "b"]
