@@ -86,9 +86,14 @@ def experiment(
     """A one-run, step-based experiment evaluated once at the end; `extra` overrides any key."""
     settings = {"seeds": [0], "eval_every": steps, "log_every": 50, **extra}
     return ExperimentConfig(
-        name="bench", dataset=DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset,
-        models=[model], optimizer=OptimizerConfig(name="adam", lr=1e-3), batch_size=batch, steps=steps, **settings,
-    )  # fmt: skip
+        name="bench",
+        dataset=DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset,
+        models=[model],
+        optimizer=OptimizerConfig(name="adam", lr=1e-3),
+        batch_size=batch,
+        steps=steps,
+        **settings,
+    )
 
 
 def trainer_timings(plan: RunPlan, data: Data, device: torch.device) -> list[dict[str, Any]]:
@@ -225,9 +230,15 @@ def synthetic(dataset: str, n: int, device: torch.device, n_test: int = 256) -> 
     return Data(dataset, train, test, spec, [0.5] * spec.channels, [0.25] * spec.channels, "synthetic")
 
 
-def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_name: str = "cpu",
-         time_to_accuracy: bool = True, verify_checksums: bool = True,
-         batch_sizes: tuple[int, ...] = (64, 256)) -> None:  # fmt: skip
+def main(
+    reps: int = 5,
+    steps: int = 300,
+    data_root: str | None = None,
+    device_name: str = "cpu",
+    time_to_accuracy: bool = True,
+    verify_checksums: bool = True,
+    batch_sizes: tuple[int, ...] = (64, 256),
+) -> None:
     device = torch.device(device_name)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, {reps} alternating reps\n")
     lenet = ModelConfig(name="lenet5", norm="batchnorm")
@@ -242,17 +253,22 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     trainer_speed = {}
     for batch in batch_sizes:
         plan = lenet_plan(batch)
-        res = _measure({
-            "1 articles' loop": lambda plan=plan: articles_loop(plan, root, device),
-            "2 bnexp trainer": lambda plan=plan: bnexp_trainer(plan, data, device),
-            "3 bare loop": lambda plan=plan: bare_loop(plan, data, device),
-            "articles' input pipeline alone (no model)": lambda plan=plan: articles_pipeline(plan, root),
-        }, reps)  # fmt: skip
+        res = _measure(
+            {
+                "1 articles' loop": lambda plan=plan: articles_loop(plan, root, device),
+                "2 bnexp trainer": lambda plan=plan: bnexp_trainer(plan, data, device),
+                "3 bare loop": lambda plan=plan: bare_loop(plan, data, device),
+                "articles' input pipeline alone (no model)": lambda plan=plan: articles_pipeline(plan, root),
+            },
+            reps,
+        )
         a, trainer_speed[batch], c, _ = (statistics.median(v) for v in res.values())
         print(f"batch {batch}, {steps} steps per rep\n\n| loop | median img/s | min–max |\n|---|---:|---:|")
         print("\n".join(_row(k, v) for k, v in res.items()))
-        print(f"\nratio bnexp / articles' loop: {trainer_speed[batch] / a:.2f}x; "
-              f"bnexp / bare loop: {trainer_speed[batch] / c:.2f}x\n")  # fmt: skip
+        print(
+            f"\nratio bnexp / articles' loop: {trainer_speed[batch] / a:.2f}x; "
+            f"bnexp / bare loop: {trainer_speed[batch] / c:.2f}x\n"
+        )
 
     _host_syncs(lenet_plan(64), data, device)
     _options(lenet_plan, data, device, reps, batch_sizes)
@@ -263,10 +279,15 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     evaluate(compiled, data, data.test, 500)  # compile outside the timing
     eval_res = _measure(
         {f"bnexp evaluate, batch {bs}": (lambda bs=bs: _timed_eval(model, data, bs)) for bs in (250, 500, 1000, 5000)}
-        | {"bnexp evaluate, batch 500, precision bf16": lambda: _timed_eval(model, data, 500, "bf16"),
-           "bnexp evaluate, batch 500, compile": lambda: _timed_eval(compiled, data, 500),
-           "articles' eval loop (DataLoader, batch 256)": lambda: articles_eval(model, root, SOURCES["fashion_mnist"],
-                                                                                device, 256)}, reps)  # fmt: skip
+        | {
+            "bnexp evaluate, batch 500, precision bf16": lambda: _timed_eval(model, data, 500, "bf16"),
+            "bnexp evaluate, batch 500, compile": lambda: _timed_eval(compiled, data, 500),
+            "articles' eval loop (DataLoader, batch 256)": lambda: articles_eval(
+                model, root, SOURCES["fashion_mnist"], device, 256
+            ),
+        },
+        reps,
+    )
     first = batch_sizes[0]
     print(f"| evaluation | median img/s | min–max | vs bnexp training at batch {first} |\n|---|---:|---:|---:|")
     for name, values in eval_res.items():
@@ -277,23 +298,32 @@ def main(reps: int = 5, steps: int = 300, data_root: str | None = None, device_n
     print("| model | batch | bnexp | bare | bnexp / bare |\n|---|---:|---:|---:|---:|")
     others = [
         (ModelConfig(name="alexnet_small", norm="batchnorm"), "cifar100", 64, max(5, steps // 15)),
-        (ModelConfig(name="mlp", norm="batchnorm", activation="sigmoid", init_std=0.05),
-         DatasetConfig(name="mnist", verify_checksums=verify_checksums), 60, steps * 3),
+        (
+            ModelConfig(name="mlp", norm="batchnorm", activation="sigmoid", init_std=0.05),
+            DatasetConfig(name="mnist", verify_checksums=verify_checksums),
+            60,
+            steps * 3,
+        ),
     ]
     for model_cfg, dataset, batch, n_steps in others:
         exp = experiment(model_cfg, dataset, batch, n_steps)
         plan = RunPlan("bench", model_cfg, 1.0, 0, exp)
         # as many random images as the steps use (at least 1,000)
-        d = (synthetic(dataset, max(1000, batch * n_steps), device) if dataset == "cifar100"
-             else load_data(exp.dataset, device, data_root))  # fmt: skip
+        d = (
+            synthetic(dataset, max(1000, batch * n_steps), device)
+            if dataset == "cifar100"
+            else load_data(exp.dataset, device, data_root)
+        )
         contenders = {
             "bnexp": lambda plan=plan, d=d: bnexp_trainer(plan, d, device),
             "bare": lambda plan=plan, d=d: bare_loop(plan, d, device),
         }
         res = _measure(contenders, reps)
         b, c = statistics.median(res["bnexp"]), statistics.median(res["bare"])
-        print(f"| {model_cfg.name}-bn{' (CIFAR-shaped random data)' if dataset == 'cifar100' else ''} | {batch} | "
-              f"{b:,.0f} | {c:,.0f} | {b / c:.2f} |")  # fmt: skip
+        print(
+            f"| {model_cfg.name}-bn{' (CIFAR-shaped random data)' if dataset == 'cifar100' else ''} | {batch} | "
+            f"{b:,.0f} | {c:,.0f} | {b / c:.2f} |"
+        )
     print("\n## Several runs at once: 4 LeNet5-BN runs (4 seeds), wall seconds for the whole grid\n")
     grid = experiment(lenet, fmnist, 64, steps * 2, seeds=[0, 1, 2, 3])
     walls = _measure({f"--jobs {j}": (lambda j=j: _grid_wall(grid, data_root, j)) for j in (1, 2)}, max(1, reps // 2))
@@ -323,13 +353,16 @@ def _host_syncs(plan: RunPlan, data: Data, device: torch.device) -> None:
     for site, n in sorted(counter.sites.items()):
         print(f"| {site} | {n} | {n / steps:.3f} |")
     if device.type == "cuda":
-        print(f"\nsynchronizing CUDA calls reported by torch's sync debug mode: {len(cuda_syncs)} "
-              f"({len(cuda_syncs) / steps:.3f} per step)")  # fmt: skip
+        print(
+            f"\nsynchronizing CUDA calls reported by torch's sync debug mode: {len(cuda_syncs)} "
+            f"({len(cuda_syncs) / steps:.3f} per step)"
+        )
     print()
 
 
-def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int,
-             batch_sizes: tuple[int, ...]) -> None:  # fmt: skip
+def _options(
+    lenet_plan: Callable[..., RunPlan], data: Data, device: torch.device, reps: int, batch_sizes: tuple[int, ...]
+) -> None:
     """Speed options, each against the default (fp32, eager, all threads), measured side by side.
 
     Every trainer contender first trains a warm-up interval (where torch.compile compiles); its images/s
@@ -357,8 +390,10 @@ def _options(lenet_plan: Callable[..., RunPlan], data: Data, device: torch.devic
         for name, values in res.items():
             speed, extra = statistics.median(v for v, _ in values), values[0][1]
             ref = res["bare loop, contiguous" if name.startswith("bare") else "default"]
-            print(f"| {name} | {batch} | {speed:,.0f} | {speed / statistics.median(v for v, _ in ref):.2f}x | "
-                  f"{extra:.1f} |")  # fmt: skip
+            print(
+                f"| {name} | {batch} | {speed:,.0f} | {speed / statistics.median(v for v, _ in ref):.2f}x | "
+                f"{extra:.1f} |"
+            )
     print()
 
 
@@ -395,11 +430,19 @@ def _timed_eval(model, data: Data, batch: int, precision: str = "fp32") -> float
     return len(data.test) / (time.perf_counter() - t0)
 
 
-def _time_to_accuracy_bnexp(model: ModelConfig, ds: DatasetConfig, data: Data, device, seed: int,
-                            target: float = 0.89, max_epochs: int = 10) -> float:  # fmt: skip
-    exp = ExperimentConfig(name="tta", dataset=ds, models=[model], optimizer=OptimizerConfig(name="adam", lr=1e-3),
-                           batch_size=64, seeds=[seed], epochs=max_epochs,
-                           thresholds=[target])  # fmt: skip
+def _time_to_accuracy_bnexp(
+    model: ModelConfig, ds: DatasetConfig, data: Data, device, seed: int, target: float = 0.89, max_epochs: int = 10
+) -> float:
+    exp = ExperimentConfig(
+        name="tta",
+        dataset=ds,
+        models=[model],
+        optimizer=OptimizerConfig(name="adam", lr=1e-3),
+        batch_size=64,
+        seeds=[seed],
+        epochs=max_epochs,
+        thresholds=[target],
+    )
     plan = RunPlan("tta", model, 1.0, seed, exp)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "tta")
@@ -422,8 +465,9 @@ class _StopAtAccuracy(Trainer):
             self.stop.request()
 
 
-def _time_to_accuracy_articles(model_cfg: ModelConfig, root: Path, device, seed: int, target: float = 0.89,
-                               max_epochs: int = 10) -> float:  # fmt: skip
+def _time_to_accuracy_articles(
+    model_cfg: ModelConfig, root: Path, device, seed: int, target: float = 0.89, max_epochs: int = 10
+) -> float:
     source = SOURCES["fashion_mnist"]
     seed_everything(seed, True, device)
     train, test = _articles_loader(source, root, True, 64), _articles_loader(source, root, False, 256)

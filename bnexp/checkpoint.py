@@ -23,19 +23,29 @@ def rng_states() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=False)
     return {
         "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": np_state["state"]["pos"],
-                  "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]},
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": np_state["state"]["pos"],
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }  # fmt: skip
+    }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
     py = states["python"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     n = states["numpy"]
-    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
-                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})  # fmt: skip
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -63,14 +73,16 @@ def check_checkpoint(state: Any, total_steps: int, per_epoch: int, log_every: in
     if not (isinstance(state.get("epoch_rng"), torch.Tensor) and state["epoch_rng"].dtype == torch.uint8):
         fail("epoch_rng is not a generator state")
     offsets = state.get("log_offsets")
-    if not (isinstance(offsets, dict) and set(offsets) <= set(LOGS) and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets.values())):  # fmt: skip
+    if not (
+        isinstance(offsets, dict)
+        and set(offsets) <= set(LOGS)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets.values())
+    ):
         fail("log_offsets is not a byte length per log")
     check_segments(state.get("segments"), fail)
     for key in ("model", "optimizer", "rng"):
         if not isinstance(state.get(key), dict):
             fail(f"{key} is not a state dict")
-
 
 
 def check_segments(segments: Any, fail: Callable[[str], NoReturn]) -> None:
@@ -80,8 +92,9 @@ def check_segments(segments: Any, fail: Callable[[str], NoReturn]) -> None:
     if not isinstance(segments, list) or len(segments) > 100_000:
         fail("segments is not a list of resumed segments")
     for seg in segments:
-        ok = isinstance(seg, dict) and all(isinstance(seg.get(k), int) and not isinstance(seg.get(k), bool)
-                                           for k in ("from_step", "torch_threads"))  # fmt: skip
+        ok = isinstance(seg, dict) and all(
+            isinstance(seg.get(k), int) and not isinstance(seg.get(k), bool) for k in ("from_step", "torch_threads")
+        )
         if not ok or not 1 <= seg["torch_threads"] <= MAX_THREADS or seg["from_step"] < 0:
             fail(f"segment {seg!r} is not {{from_step >= 0, torch_threads 1..{MAX_THREADS}}}")
 

@@ -29,16 +29,24 @@ def status_of(action: str) -> str:
     return action.split(":")[0]  # busy, blocked, in another shard
 
 
-def plan_actions(plans: list[RunPlan], out_dir: Path, restart: bool, restart_runs: tuple[str, ...] = (),
-                 since: float | None = None, check_busy: bool = True) -> dict[str, str]:  # fmt: skip
+def plan_actions(
+    plans: list[RunPlan],
+    out_dir: Path,
+    restart: bool,
+    restart_runs: tuple[str, ...] = (),
+    since: float | None = None,
+    check_busy: bool = True,
+) -> dict[str, str]:
     """What to do with each run. A run whose recorded config differs is refused (all of them at once, before
     anything is written); a run whose files cannot be read is blocked with what to do, and the others go on. A run
     another process holds is busy. --restart spares runs that another process finished after `since` (this
     command's start): processes that share a folder never redo each other's work."""
     unknown = sorted(set(restart_runs) - {p.name for p in plans})
     if unknown:
-        raise BnexpError(f"--restart-run: {', '.join(unknown)} is not a run of this experiment; its runs: "
-                         f"{', '.join(p.name for p in plans)}")  # fmt: skip
+        raise BnexpError(
+            f"--restart-run: {', '.join(unknown)} is not a run of this experiment; its runs: "
+            f"{', '.join(p.name for p in plans)}"
+        )
     actions, conflicts = {}, []
     for plan in plans:
         try:
@@ -100,8 +108,9 @@ def claimed(plan: RunPlan, claim: Claim, world: World = World()) -> Iterator[str
                 path = real_dir(claim.out_dir, child_path(claim.out_dir, plan.name))
                 held.enter_context(run_lock(path))
                 restart_runs = tuple(name for name in claim.restart_runs if name == plan.name)
-                action = plan_actions([plan], claim.out_dir, claim.restart, restart_runs, claim.since,
-                                      check_busy=False)[plan.name]  # fmt: skip
+                action = plan_actions(
+                    [plan], claim.out_dir, claim.restart, restart_runs, claim.since, check_busy=False
+                )[plan.name]
             except Busy as e:
                 action = f"busy: {e}"
             except BnexpError as e:  # a link, a config that changed meanwhile
@@ -111,8 +120,12 @@ def claimed(plan: RunPlan, claim: Claim, world: World = World()) -> Iterator[str
 
 def left_to_others(plans: list[RunPlan], out_dir: Path, statuses: dict[str, str]) -> list[str]:
     """Runs left to other processes (busy, or in another shard) that have not ended yet."""
-    return [plan.name for plan in plans if statuses.get(plan.name) in ("busy", OTHER_SHARD)
-            and (recorded_status(out_dir / plan.name) not in (*FINISHED, "failed") or holder(out_dir / plan.name))]
+    return [
+        plan.name
+        for plan in plans
+        if statuses.get(plan.name) in ("busy", OTHER_SHARD)
+        and (recorded_status(out_dir / plan.name) not in (*FINISHED, "failed") or holder(out_dir / plan.name))
+    ]
 
 
 def recorded_status(run: Path) -> str | None:

@@ -109,8 +109,10 @@ def _weights(field: str) -> Callable[[Run, Any], float | None]:
         n = len(records[0][field])
         first = [statistics.fmean(p[field][i] for p in records[:WINDOW]) for i in range(n)]
         last = [statistics.fmean(p[field][i] for p in records[-WINDOW:]) for i in range(n)]
-        ratios = [(a / b if field == "effective_step" else b / a) if min(a, b) > 0 else None
-                  for a, b in zip(first, last, strict=True)]  # fmt: skip
+        ratios = [
+            (a / b if field == "effective_step" else b / a) if min(a, b) > 0 else None
+            for a, b in zip(first, last, strict=True)
+        ]
         return _layer_pick(ratios, at, skip_last=True)
 
     return measure
@@ -238,11 +240,20 @@ def _verdict(decided: bool | None, n: int, needed: int | None, why: str = "") ->
 
 def evaluate(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
     """One claim against one experiment's runs: the measured effect, its interval, n, method and verdict."""
-    row: dict[str, Any] = {"id": claim.id, "experiment": exp.name, "claim": claim.claim, "source": claim.source,
-                           "quantity": claim.quantity + (f" at {claim.at:g}" if isinstance(claim.at, float) else
-                                                         f" at {claim.at}" if claim.at is not None else ""),
-                           "expect": claim.expect, "group": claim.group, "versus": claim.versus,
-                           "figure": claim.figure, "notes": [], "compared": _compared_text(claim)}  # fmt: skip
+    row: dict[str, Any] = {
+        "id": claim.id,
+        "experiment": exp.name,
+        "claim": claim.claim,
+        "source": claim.source,
+        "quantity": claim.quantity
+        + (f" at {claim.at:g}" if isinstance(claim.at, float) else f" at {claim.at}" if claim.at is not None else ""),
+        "expect": claim.expect,
+        "group": claim.group,
+        "versus": claim.versus,
+        "figure": claim.figure,
+        "notes": [],
+        "compared": _compared_text(claim),
+    }
     a = exp.finished(claim.group)
     b = exp.finished(claim.versus or claim.group) if claim.versus or claim.versus_at is not None else []
     if claim.versus_at is not None:
@@ -261,8 +272,12 @@ def _at(at: Any) -> str:
 
 
 def _compared_text(claim: ClaimConfig) -> str:
-    rel = {"greater": ">", "less": "<", "equivalent": f"≈ (±{claim.margin:g})" if claim.margin else "≈",
-           "consistent": "vs"}[claim.expect]  # fmt: skip
+    rel = {
+        "greater": ">",
+        "less": "<",
+        "equivalent": f"≈ (±{claim.margin:g})" if claim.margin else "≈",
+        "consistent": "vs",
+    }[claim.expect]
     if claim.expect == "consistent":
         return f"{claim.group} vs the article's run"
     if claim.versus_at is not None:
@@ -285,9 +300,15 @@ def _proportion(claim: ClaimConfig, a: list[Run], b: list[Run]) -> dict[str, Any
         ci = stats.Interval(ci.estimate - reference, ci.low - reference, ci.high - reference, ci.n, ci.method)
     decided = _side(ci, sign, reference=0.0)
     n = min(len(a), len(b)) if b else len(a)
-    return {"effect": ci.estimate, "interval": [ci.low, ci.high], "n": n, "method": ci.method,
-            "measured": f"{ka}/{len(a)}" + (f" vs {kb}/{len(b)}" if claim.versus else f" vs {reference:g}"),
-            "verdict": _verdict(decided, n, needed), "reference": reference}  # fmt: skip
+    return {
+        "effect": ci.estimate,
+        "interval": [ci.low, ci.high],
+        "n": n,
+        "method": ci.method,
+        "measured": f"{ka}/{len(a)}" + (f" vs {kb}/{len(b)}" if claim.versus else f" vs {reference:g}"),
+        "verdict": _verdict(decided, n, needed),
+        "reference": reference,
+    }
 
 
 def _side(ci: stats.Interval, sign: int, reference: float) -> bool | None:
@@ -317,9 +338,15 @@ def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: s
     decided = True if test.p_value < alpha else False if other.p_value < alpha else None
     needed = stats.separation_seeds(alpha) if decided is None and other.p_value >= test.p_value else None
     why = "the ranks point the other way" if other.p_value < test.p_value else "the ranks do not separate the groups"
-    return {"effect": None, "n": n, "p_value": test.p_value, "p_opposite": other.p_value,
-            "method": f"{test.method}; {method}", "measured": measured,
-            "verdict": _verdict(decided, n, needed, why)}  # fmt: skip
+    return {
+        "effect": None,
+        "n": n,
+        "p_value": test.p_value,
+        "p_opposite": other.p_value,
+        "method": f"{test.method}; {method}",
+        "measured": measured,
+        "verdict": _verdict(decided, n, needed, why),
+    }
 
 
 def _censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
@@ -328,13 +355,19 @@ def _censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_
     xa = list(a.values()) + [math.inf] * miss_a
     xb = list(b.values()) + [math.inf] * miss_b
     reached = f"{len(a)}/{len(xa)} vs {len(b)}/{len(xb)} reached it"
-    return _ranks(xa, xb, sign, "runs that never reached it rank as slowest",
-                  f"{_median_text(xa)} vs {_median_text(xb)} (medians; {reached})")
+    return _ranks(
+        xa,
+        xb,
+        sign,
+        "runs that never reached it rank as slowest",
+        f"{_median_text(xa)} vs {_median_text(xb)} (medians; {reached})",
+    )
 
 
 def _outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_b: Any, sign: int) -> dict[str, Any]:
     """A quantity compared when a group's runs ended differently (trained / fell back / ...): every run by rank,
     none averaged; an accuracy's run without one (diverged) ranks below every run."""
+
     def values(runs: list[Run], at: Any) -> list[float]:
         got = [measure(r, claim.quantity, at) for r in runs]
         worst = [-math.inf] * sum(v is None for v in got) if claim.quantity in ACCURACIES else []
@@ -342,8 +375,13 @@ def _outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_
 
     xa, xb = values(a_runs, claim.at), values(b_runs, at_b)
     outcomes = " vs ".join(_counts_text(_outcomes(runs)) for runs in (a_runs, b_runs))
-    return _ranks(xa, xb, sign, "every run ranked, whatever its outcome",
-                  f"{_median_text(xa)} vs {_median_text(xb)} (medians; {outcomes})")
+    return _ranks(
+        xa,
+        xb,
+        sign,
+        "every run ranked, whatever its outcome",
+        f"{_median_text(xa)} vs {_median_text(xb)} (medians; {outcomes})",
+    )
 
 
 def _median_text(x: list[float]) -> str:
@@ -352,8 +390,14 @@ def _median_text(x: list[float]) -> str:
 
 
 # accuracies: a run that diverged has none, and is worse than any run that trained
-ACCURACIES = ("final_test_acc", "best_test_acc", "test_acc_at_epoch", "test_acc_at_step", "eval_mode_acc",
-              "long_sequence_acc")
+ACCURACIES = (
+    "final_test_acc",
+    "best_test_acc",
+    "test_acc_at_epoch",
+    "test_acc_at_step",
+    "eval_mode_acc",
+    "long_sequence_acc",
+)
 
 
 def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
@@ -363,10 +407,14 @@ def _trained_shares(a: list[Run], b: list[Run], sign: int) -> dict[str, Any]:
     ci = stats.proportion_difference(ka, len(a), kb, len(b))
     needed = stats.seeds_needed_proportions(ka / len(a), kb / len(b))
     n = min(len(a), len(b))
-    return {"effect": ci.estimate, "interval": [ci.low, ci.high], "n": n,
-            "method": f"share of runs that trained ({ci.method}): no run of one group trained to an accuracy",
-            "measured": f"trained {ka}/{len(a)} vs {kb}/{len(b)}",
-            "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed)}  # fmt: skip
+    return {
+        "effect": ci.estimate,
+        "interval": [ci.low, ci.high],
+        "n": n,
+        "method": f"share of runs that trained ({ci.method}): no run of one group trained to an accuracy",
+        "measured": f"trained {ka}/{len(a)} vs {kb}/{len(b)}",
+        "verdict": _verdict(_side(ci, sign, reference=0.0), n, needed),
+    }
 
 
 def _counts_text(outcomes: dict[str, int]) -> str:
@@ -374,16 +422,22 @@ def _counts_text(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
 
 
-def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str, ranked: bool = False
-                   ) -> list[str]:  # fmt: skip
+def _outcome_notes(name: str, outcomes: dict[str, int], missing: int, quantity: str, ranked: bool = False) -> list[str]:
     notes = []
     if len(outcomes) > 1:
         counts = _counts_text(outcomes)
-        how = ("" if quantity in CENSORED else "; every run ranked" if ranked
-               else "; compared within the runs that trained" if "trained" in outcomes else "")  # fmt: skip
+        how = (
+            ""
+            if quantity in CENSORED
+            else "; every run ranked"
+            if ranked
+            else "; compared within the runs that trained"
+            if "trained" in outcomes
+            else ""
+        )
         notes.append(f"{name}: mixed outcomes ({counts}){how}")
     elif outcomes and "trained" not in outcomes:  # e.g. a feature spread measured on a net that never trained
-        (outcome, n), = outcomes.items()
+        ((outcome, n),) = outcomes.items()
         runs = {1: "the run", 2: "both runs"}.get(n, f"all {n} runs")
         notes.append(f"{name}: {runs} {outcome.replace('_', ' ')}")
     if missing and quantity in CENSORED:
@@ -416,8 +470,11 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
         paired = len(common) >= 2 and set(a) == set(b)
         xa, xb = ([a[s] for s in common], [b[s] for s in common]) if paired else (list(a.values()), list(b.values()))
         spread = stats.difference(xa, xb, paired)
-        sd = (statistics.stdev([x - y for x, y in zip(xa, xb, strict=True)]) if paired and len(xa) > 1 else
-              math.sqrt((_var(xa) + _var(xb)) / 2))  # fmt: skip
+        sd = (
+            statistics.stdev([x - y for x, y in zip(xa, xb, strict=True)])
+            if paired and len(xa) > 1
+            else math.sqrt((_var(xa) + _var(xb)) / 2)
+        )
         measured = f"{_mean(xa)} vs {_mean(xb)}"
     else:
         notes = _outcome_notes(claim.group, out_a, miss_a, claim.quantity)
@@ -438,16 +495,30 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
         room = margin - abs(spread.estimate)  # how far the estimate is from the margin it must stay within
         needed = stats.seeds_needed(room, sd, paired) if room > 0 else None
         why = "the estimate lies outside the margin" if room <= 0 else ""
-        return {"effect": spread.estimate, "interval": [spread.low, spread.high], "interval90": [ci90.low, ci90.high],
-                "n": n, "method": f"{spread.method}; TOST at ±{margin:g} (90 % interval)", "measured": measured,
-                "verdict": _verdict(decided, n, needed, why), "notes": notes}  # fmt: skip
+        return {
+            "effect": spread.estimate,
+            "interval": [spread.low, spread.high],
+            "interval90": [ci90.low, ci90.high],
+            "n": n,
+            "method": f"{spread.method}; TOST at ±{margin:g} (90 % interval)",
+            "measured": measured,
+            "verdict": _verdict(decided, n, needed, why),
+            "notes": notes,
+        }
     decided = _side(spread, sign, reference=0.0)
     needed = stats.seeds_needed(spread.estimate, sd, paired)
     why = "no difference measured"
     if decided is None and spread.estimate * sign < 0:
         needed, why = None, "the estimate points the other way"  # more seeds would not support the claim
-    return {"effect": spread.estimate, "interval": [spread.low, spread.high], "n": n, "method": spread.method,
-            "measured": measured, "verdict": _verdict(decided, n, needed, why), "notes": notes}  # fmt: skip
+    return {
+        "effect": spread.estimate,
+        "interval": [spread.low, spread.high],
+        "n": n,
+        "method": spread.method,
+        "measured": measured,
+        "verdict": _verdict(decided, n, needed, why),
+        "notes": notes,
+    }
 
 
 def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
@@ -464,25 +535,40 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
     measured = [p for _, _, p in checks if p is not None and p.n >= 2]
     n = min((p.n for _, _, p in checks if p is not None), default=0)
     if len(measured) < len(checks):
-        return {"effect": None, "n": n, "verdict": f"undecided at n = {n} (a prediction interval needs 2+ runs)",
-                "notes": notes}  # fmt: skip
+        return {
+            "effect": None,
+            "n": n,
+            "verdict": f"undecided at n = {n} (a prediction interval needs 2+ runs)",
+            "notes": notes,
+        }
     inside = [p.low <= art <= p.high for _, art, p in checks]
     offsets = [p.mean - art for _, art, p in checks]
     worst = min(checks, key=lambda c: c[2].p_value)
     pct = f"{level:.1%}" if len(points) > 1 else "95 %"
-    row = {"effect": worst[2].mean - worst[1], "n": n, "points": len(points), "inside": sum(inside),
-           "interval": [worst[2].low - worst[1], worst[2].high - worst[1]],
-           "method": f"{pct} prediction interval of one new run, t with n − 1 df"
-                     + (f" (Bonferroni over {len(points)} points)" if len(points) > 1 else ""),
-           "p_value": worst[2].p_value,
-           "measured": (f"ours {_num(worst[2].mean)}, PI {_num(worst[2].low)}–{_num(worst[2].high)}, article "
-                        f"{_num(worst[1])}" + (f" (least likely at {_at(worst[0])})" if len(points) > 1 else "")),
-           "verdict": "supported" if all(inside) else "contradicted", "notes": notes}  # fmt: skip
+    row = {
+        "effect": worst[2].mean - worst[1],
+        "n": n,
+        "points": len(points),
+        "inside": sum(inside),
+        "interval": [worst[2].low - worst[1], worst[2].high - worst[1]],
+        "method": f"{pct} prediction interval of one new run, t with n − 1 df"
+        + (f" (Bonferroni over {len(points)} points)" if len(points) > 1 else ""),
+        "p_value": worst[2].p_value,
+        "measured": (
+            f"ours {_num(worst[2].mean)}, PI {_num(worst[2].low)}–{_num(worst[2].high)}, article "
+            f"{_num(worst[1])}" + (f" (least likely at {_at(worst[0])})" if len(points) > 1 else "")
+        ),
+        "verdict": "supported" if all(inside) else "contradicted",
+        "notes": notes,
+    }
     below, above = sum(o < 0 for o in offsets), sum(o > 0 for o in offsets)
     if len(points) > 1 and (below == len(points) or above == len(points)):
         side = "below" if below else "above"
-        row["notes"] = [*notes, f"offset: our mean is {side} the article's at all {len(points)} points "
-                                f"(mean offset {_signed(statistics.fmean(offsets))})"]  # fmt: skip
+        row["notes"] = [
+            *notes,
+            f"offset: our mean is {side} the article's at all {len(points)} points "
+            f"(mean offset {_signed(statistics.fmean(offsets))})",
+        ]
     return row
 
 
@@ -516,10 +602,21 @@ def claim_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
             try:
                 rows.append(evaluate(claim, exp))
             except (ValueError, TypeError, ZeroDivisionError, KeyError) as e:  # one claim never stops the report
-                rows.append({"id": claim.id, "experiment": exp.name, "claim": claim.claim, "source": claim.source,
-                             "quantity": claim.quantity, "compared": _compared_text(claim), "figure": claim.figure,
-                             "n": 0, "effect": None, "notes": [f"could not be computed: {e}"],
-                             "verdict": "not measured"})  # fmt: skip
+                rows.append(
+                    {
+                        "id": claim.id,
+                        "experiment": exp.name,
+                        "claim": claim.claim,
+                        "source": claim.source,
+                        "quantity": claim.quantity,
+                        "compared": _compared_text(claim),
+                        "figure": claim.figure,
+                        "n": 0,
+                        "effect": None,
+                        "notes": [f"could not be computed: {e}"],
+                        "verdict": "not measured",
+                    }
+                )
     return rows
 
 
@@ -574,17 +671,26 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
     if not rows:
         return []
     figures = {(e["name"], Path(f).stem): f for e in experiments for f in e["figures"]}
-    lines = ["## Claims at a glance", "", f"How each is decided: {CLAIMS_RULE}.", "", *claims_tally(rows), "",
-             "| claim | source | compared | measured | effect [95 % CI] | n | verdict | figure |",
-             "|---|---|---|---|---:|---:|---|---|"]  # fmt: skip
+    lines = [
+        "## Claims at a glance",
+        "",
+        f"How each is decided: {CLAIMS_RULE}.",
+        "",
+        *claims_tally(rows),
+        "",
+        "| claim | source | compared | measured | effect [95 % CI] | n | verdict | figure |",
+        "|---|---|---|---|---:|---:|---|---|",
+    ]
     for r in rows:
         compared = f"{r['quantity']}: {r['compared']}"
         fig = figures.get((r["experiment"], r["figure"] or ""))
         link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
         p = _p_text(r)
-        lines.append(f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
-                     f"{_cell(r.get('measured', '–'))} | {_effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
-                     f"{link} |")  # fmt: skip
+        lines.append(
+            f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
+            f"{_cell(r.get('measured', '–'))} | {_effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
+            f"{link} |"
+        )
     notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
@@ -596,13 +702,17 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
     looked = [(e["name"], e["interim_looks"]) for e in experiments if e.get("interim_looks")]
     if not looked:
         return []
-    each = "; ".join(f"{name}: {', '.join(map(str, x['looks']))}, then {x['seeds']} ({100 * x['error']:.1f} %)"
-                     for name, x in looked)  # fmt: skip
-    return ["", "Seeds added after a look. These experiments' claims were looked at with fewer seeds, and seeds were "
-            "added because some were undecided (the number fixed from the power estimate before they ran). The "
-            "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
-            "at every look would call it supported or contradicted with the chance in brackets (a normal statistic, "
-            f"Armitage, McPherson & Rowe 1969). Seeds at each look: {each}."]
+    each = "; ".join(
+        f"{name}: {', '.join(map(str, x['looks']))}, then {x['seeds']} ({100 * x['error']:.1f} %)" for name, x in looked
+    )
+    return [
+        "",
+        "Seeds added after a look. These experiments' claims were looked at with fewer seeds, and seeds were "
+        "added because some were undecided (the number fixed from the power estimate before they ran). The "
+        "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
+        "at every look would call it supported or contradicted with the chance in brackets (a normal statistic, "
+        f"Armitage, McPherson & Rowe 1969). Seeds at each look: {each}.",
+    ]
 
 
 VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
@@ -630,12 +740,20 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
     from pathlib import Path
 
     report = os.path.relpath(Path(results) / "REPORT.md", readme_dir)
-    lines = [f"Generated by `bnexp report results --readme README.md` from the committed runs; every claim with its "
-             f"method, source and notes: [{report}]({report}#claims-at-a-glance).", "", *claims_tally(rows), ""]
+    lines = [
+        f"Generated by `bnexp report results --readme README.md` from the committed runs; every claim with its "
+        f"method, source and notes: [{report}]({report}#claims-at-a-glance).",
+        "",
+        *claims_tally(rows),
+        "",
+    ]
     contradicted = [r for r in rows if r["verdict"].startswith("contradicted")]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
-        lines += [f"- {r['experiment']}: {r['claim']}: "
-                  f"{_effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
-                  f"n = {r['n']}" for r in contradicted]  # fmt: skip
+        lines += [
+            f"- {r['experiment']}: {r['claim']}: "
+            f"{_effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
+            f"n = {r['n']}"
+            for r in contradicted
+        ]
     return lines

@@ -65,8 +65,11 @@ def run(
         ),
     ] = None,
     out: Annotated[
-        Path, typer.Option(help="Working folder for the runs: OUT/<experiment name>/<run>/ (never the committed "
-                           "results/ unless --write-committed).")
+        Path,
+        typer.Option(
+            help="Working folder for the runs: OUT/<experiment name>/<run>/ (never the committed "
+            "results/ unless --write-committed)."
+        ),
     ] = Path("runs"),
     data_root: Annotated[
         Path | None,
@@ -99,8 +102,12 @@ def run(
     ] = None,
     nproc: Annotated[
         int | None,
-        typer.Option(min=1, max=1024, help="Data-parallel processes per run (sets the config's `processes`; bnexp "
-                     "starts them with torch's elastic launcher, as torchrun). batch_size stays the global batch."),
+        typer.Option(
+            min=1,
+            max=1024,
+            help="Data-parallel processes per run (sets the config's `processes`; bnexp "
+            "starts them with torch's elastic launcher, as torchrun). batch_size stays the global batch.",
+        ),
     ] = None,
     max_runs: Annotated[
         int, typer.Option(min=1, help="Refuse a plan of more runs than this (a typo in a grid can ask for millions).")
@@ -109,13 +116,20 @@ def run(
         bool, typer.Option("--dry-run", help="Print what each run would do and an estimated wall time; write nothing.")
     ] = False,
     write_committed: Annotated[
-        bool, typer.Option("--write-committed", help="Allow adding runs to a folder of committed results (one that "
-                           "carries .bnexp-committed, like this repository's results/); --restart stays refused there.")
+        bool,
+        typer.Option(
+            "--write-committed",
+            help="Allow adding runs to a folder of committed results (one that "
+            "carries .bnexp-committed, like this repository's results/); --restart stays refused there.",
+        ),
     ] = False,
     shard: Annotated[
         str | None,
-        typer.Option(metavar="I/N", help="Train only runs I, I+N, I+2N, ... of the plan (0 <= I < N): N processes, "
-                     "on machines that share the folder, fill one experiment together."),
+        typer.Option(
+            metavar="I/N",
+            help="Train only runs I, I+N, I+2N, ... of the plan (0 <= I < N): N processes, "
+            "on machines that share the folder, fill one experiment together.",
+        ),
     ] = None,
 ) -> None:
     """Train every run of an experiment (grid x models x lr multipliers x seeds) and write the run store.
@@ -166,17 +180,19 @@ def run(
     try:
         split = Shard.parse(shard) if shard is not None else None
         processes = nproc or (world_size if users_torchrun else None)
-        cfg = load(config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke,
-                   max_runs=max_runs)  # fmt: skip
+        cfg = load(
+            config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke, max_runs=max_runs
+        )
         if processes and any("processes" in (k.strip() for k in key.split(",")) for key in cfg.grid):
-            raise BnexpError(f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
-                             "bnexp run starts each run's processes itself")  # fmt: skip
+            raise BnexpError(
+                f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
+                "bnexp run starts each run's processes itself"
+            )
         _check_committed(out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
         if dry_run:
             from bnexp.runner import dry_run as show_plan
 
-            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split, data_root,
-                      device)  # fmt: skip
+            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split, data_root, device)
             raise typer.Exit(0)
         if restart and not yes:
             if not sys.stdin.isatty():
@@ -186,12 +202,18 @@ def run(
         stop.install()
         world = from_environment((device or cfg.device).replace("auto", "cuda" if _cuda() else "cpu"))
         # what the processes bnexp starts for multi-process runs are told (never --restart: decided here)
-        launch_argv = [str(config), *(f"--set={a}" for a in overrides), f"--out={out}", "--quiet",
-                       *([f"--data-root={data_root}"] if data_root else []),
-                       *([f"--device={device}"] if device else []), *(["--smoke"] if smoke else []),
-                       *(["--keep-checkpoints"] if keep_checkpoints else []),
-                       *(["--write-committed"] if write_committed else []),
-                       *([f"--nproc={nproc}"] if nproc else [])]  # fmt: skip
+        launch_argv = [
+            str(config),
+            *(f"--set={a}" for a in overrides),
+            f"--out={out}",
+            "--quiet",
+            *([f"--data-root={data_root}"] if data_root else []),
+            *([f"--device={device}"] if device else []),
+            *(["--smoke"] if smoke else []),
+            *(["--keep-checkpoints"] if keep_checkpoints else []),
+            *(["--write-committed"] if write_committed else []),
+            *([f"--nproc={nproc}"] if nproc else []),
+        ]
         code = run_experiment(
             cfg,
             out,
@@ -269,8 +291,12 @@ def _world_size() -> int:
     except ValueError:
         size = 0
     if not 1 <= size <= 65_536:
-        _fail(BnexpError(f"WORLD_SIZE={raw!r} in the environment: expected the number of processes (a positive "
-                         "integer, as torchrun sets it); unset it to run one process"))  # fmt: skip
+        _fail(
+            BnexpError(
+                f"WORLD_SIZE={raw!r} in the environment: expected the number of processes (a positive "
+                "integer, as torchrun sets it); unset it to run one process"
+            )
+        )
     return size
 
 
@@ -335,8 +361,10 @@ def report(
     json_: Annotated[bool, typer.Option("--json", help="Write the report as JSON instead of Markdown.")] = False,
     readme: Annotated[
         Path | None,
-        typer.Option(help="Also write the claims table into this Markdown file, between its lines "
-                     "'<!-- claims:begin -->' and '<!-- claims:end -->' (e.g. README.md)."),
+        typer.Option(
+            help="Also write the claims table into this Markdown file, between its lines "
+            "'<!-- claims:begin -->' and '<!-- claims:end -->' (e.g. README.md)."
+        ),
     ] = None,
 ) -> None:
     """The articles' claims, each with its statistic and verdict, then per-experiment tables: our runs next to
@@ -390,8 +418,11 @@ def _replace_block(path: Path, lines: list[str]) -> None:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BnexpError(f"--readme: cannot read {path} ({e.strerror or e})") from None
-    if text.count(CLAIMS_BEGIN) != 1 or text.count(CLAIMS_END) != 1 or text.index(CLAIMS_BEGIN) > text.index(
-            CLAIMS_END):  # fmt: skip
+    if (
+        text.count(CLAIMS_BEGIN) != 1
+        or text.count(CLAIMS_END) != 1
+        or text.index(CLAIMS_BEGIN) > text.index(CLAIMS_END)
+    ):
         raise BnexpError(f"--readme: {path} needs one line {CLAIMS_BEGIN} and, after it, one line {CLAIMS_END}")
     head, rest = text.split(CLAIMS_BEGIN)
     _, tail = rest.split(CLAIMS_END)
@@ -455,14 +486,18 @@ def list_runs(
         _fail(e)
     rows = [
         {
-            "experiment": e.name, "run": name, "status": state, "seed": r.config.get("seed") if r else None,
+            "experiment": e.name,
+            "run": name,
+            "status": state,
+            "seed": r.config.get("seed") if r else None,
             "final_test_acc": r.summary.get("final_test_acc") if r else None,
             "best_test_acc": r.summary.get("best_test_acc") if r else None,
-            "train_time_s": r.summary.get("train_time_s") if r else None, "outcome": r.course["outcome"] if r else None,
+            "train_time_s": r.summary.get("train_time_s") if r else None,
+            "outcome": r.course["outcome"] if r else None,
         }
         for e in experiments
         for name, r, state in run_states(e)
-    ]  # fmt: skip
+    ]
     if json_:
         for row in rows:
             typer.echo(strict_json(row))
@@ -475,8 +510,10 @@ def list_runs(
         t = f"{row['train_time_s']:.0f}s" if row["train_time_s"] is not None else "–"
         mark = {"never_left_chance": "*", "fell_back": "**"}.get(row["outcome"], "")
         seed = "–" if row["seed"] is None else row["seed"]
-        typer.echo(f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {seed!s:>4} "
-                   f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}")  # fmt: skip
+        typer.echo(
+            f"{row['experiment']:<24} {row['run']:<34} {row['status'] + mark:<12} {seed!s:>4} "
+            f"{acc(row['final_test_acc']):>9} {acc(row['best_test_acc']):>9} {t:>8}"
+        )
     if any(row["outcome"] in NEAR_CHANCE for row in rows):
         typer.echo("* never left chance (no logged training loss below 0.9 ln C); ** left chance, then fell back to it")
 
@@ -503,8 +540,9 @@ def analyze(
 
     try:
         dev = select_device(device)
-        problems = sum(analyze_experiment(d, data_root, dev, force, typer.echo, results)
-                       for d in experiment_dirs(results))  # fmt: skip
+        problems = sum(
+            analyze_experiment(d, data_root, dev, force, typer.echo, results) for d in experiment_dirs(results)
+        )
     except BnexpError as e:
         _fail(e)
     raise typer.Exit(1 if problems else 0)
@@ -523,8 +561,11 @@ def bench(
         str, typer.Option(help="LeNet5 batch sizes for the loop and option comparisons, comma-separated.")
     ] = "64,256",
     verify_checksums: Annotated[
-        bool, typer.Option("--verify-checksums/--no-verify-checksums",
-                           help="Check the data files against torchvision's md5 list (off: your own files).")
+        bool,
+        typer.Option(
+            "--verify-checksums/--no-verify-checksums",
+            help="Check the data files against torchvision's md5 list (off: your own files).",
+        ),
     ] = True,
 ) -> None:
     """Throughput: the articles' loop vs bnexp's trainer vs a bare loop, side by side (medians, ratios),

@@ -29,10 +29,21 @@ from bnexp.store import parse_json, read_regular
 from bnexp.yamlio import YamlProblem, parse, parse_value
 
 NormName = Literal[
-    "batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "none", "groupnorm",
-    "layernorm", "instancenorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
+    "batchnorm",
+    "torch_batchnorm",
+    "naive_batchnorm",
+    "batchrenorm",
+    "noisy_batchnorm",
+    "none",
+    "groupnorm",
+    "layernorm",
+    "instancenorm",
+    "weightnorm",
+    "spectralnorm",
+    "l1_batchnorm",
+    "linf_batchnorm",
     "decorrelated_batchnorm",
-]  # fmt: skip
+]
 NORMS: tuple[str, ...] = get_args(NormName)
 # Short tags used in run names: lenet5-bn_lr1x_s0.
 NORM_TAGS = {
@@ -52,8 +63,16 @@ NORM_TAGS = {
     "decorrelated_batchnorm": "dbn",
 }
 WEIGHT_NORMS = ("weightnorm", "spectralnorm")  # reparametrize the weights of every conv/fc layer, not activations
-BATCH_NORMS = ("batchnorm", "torch_batchnorm", "naive_batchnorm", "batchrenorm", "noisy_batchnorm", "l1_batchnorm",
-               "linf_batchnorm", "decorrelated_batchnorm")
+BATCH_NORMS = (
+    "batchnorm",
+    "torch_batchnorm",
+    "naive_batchnorm",
+    "batchrenorm",
+    "noisy_batchnorm",
+    "l1_batchnorm",
+    "linf_batchnorm",
+    "decorrelated_batchnorm",
+)
 LP_BATCH_NORMS = {"l1_batchnorm": 1.0, "linf_batchnorm": float("inf")}  # norm -> p of bnexp.nn.LpBatchNorm
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}"  # one path component: no '/', no leading '.', <= 64 chars
 MAX_RUN_NAME = 160
@@ -62,8 +81,11 @@ MAX_RUN_NAME = 160
 MAX_LOOKS = 5
 # text that goes into a Markdown table cell (which escapes '|') and between README's comment markers: one line,
 # no control characters, no HTML comment delimiters
-ONE_LINE = {"pattern": r"(?!.*(<!--|-->))[^\x00-\x1f\x7f]{1,400}", "pattern_help": "one line of at most 400 "
-            "characters, without control characters or the comment delimiters '<!--' and '-->'"}
+ONE_LINE = {
+    "pattern": r"(?!.*(<!--|-->))[^\x00-\x1f\x7f]{1,400}",
+    "pattern_help": "one line of at most 400 "
+    "characters, without control characters or the comment delimiters '<!--' and '-->'",
+}
 UINT32 = 2**32 - 1
 
 
@@ -153,8 +175,12 @@ class ModelConfig:
     def tag(self) -> str:
         if self.label:
             return self.label
-        parts = [self.name, NORM_TAGS[self.norm], "conv" if self.norm_layers == "conv" and self.norm != "none" else "",
-                 "sigmoid" if self.activation == "sigmoid" else ""]  # fmt: skip
+        parts = [
+            self.name,
+            NORM_TAGS[self.norm],
+            "conv" if self.norm_layers == "conv" and self.norm != "none" else "",
+            "sigmoid" if self.activation == "sigmoid" else "",
+        ]
         return "-".join(p for p in parts if p)
 
 
@@ -238,10 +264,12 @@ class AnalysesConfig:
 class SeriesRef:
     """A curve published with an article, from a JSON file beside the config (`configs/references/...`)."""
 
-    file: str = field(metadata={
-        "pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}",
-        "pattern_help": "a relative path inside the config's folder (letters, digits, _ . / -)",
-    })
+    file: str = field(
+        metadata={
+            "pattern": r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}",
+            "pattern_help": "a relative path inside the config's folder (letters, digits, _ . / -)",
+        }
+    )
     key: str
     quantity: Literal["train_loss_per_step", "train_acc_per_epoch", "test_acc_per_epoch"]
 
@@ -261,24 +289,60 @@ class ReferenceConfig:
 
 # quantity -> kind ("value": a number per run; "proportion": true/false per run) and what `at` means
 CLAIM_QUANTITIES: dict[str, str] = {
-    "final_test_acc": "value", "best_test_acc": "value", "final_train_loss": "value",
-    "test_acc_at_epoch": "value", "test_acc_at_step": "value", "steps_to_loss_below": "value",
-    "last_epoch_loss": "value", "steps_to_test_acc": "value", "left_chance_step": "value",
+    "final_test_acc": "value",
+    "best_test_acc": "value",
+    "final_train_loss": "value",
+    "test_acc_at_epoch": "value",
+    "test_acc_at_step": "value",
+    "steps_to_loss_below": "value",
+    "last_epoch_loss": "value",
+    "steps_to_test_acc": "value",
+    "left_chance_step": "value",
     "near_chance_at_end": "proportion",
-    "landscape_loss_range": "value", "landscape_grad_predictiveness": "value", "landscape_beta_smoothness": "value",
-    "ics_shift": "value", "drift_of_mean": "value", "drift_of_sd": "value", "unit_percentile_drift": "value",
-    "feature_sd_spread": "value", "linear_region_share": "value", "effective_step_shrink": "value",
-    "weight_norm_growth": "value", "eval_mode_acc": "value", "running_var_gap": "value", "scale_output_change": "value",
-    "scale_grad_ratio_error": "value", "step_time_ratio_to_bn": "value", "long_sequence_acc": "value",
-}  # fmt: skip
+    "landscape_loss_range": "value",
+    "landscape_grad_predictiveness": "value",
+    "landscape_beta_smoothness": "value",
+    "ics_shift": "value",
+    "drift_of_mean": "value",
+    "drift_of_sd": "value",
+    "unit_percentile_drift": "value",
+    "feature_sd_spread": "value",
+    "linear_region_share": "value",
+    "effective_step_shrink": "value",
+    "weight_norm_growth": "value",
+    "eval_mode_acc": "value",
+    "running_var_gap": "value",
+    "scale_output_change": "value",
+    "scale_grad_ratio_error": "value",
+    "step_time_ratio_to_bn": "value",
+    "long_sequence_acc": "value",
+}
 # what `at` is for the quantities that need or take one (number: required; layer: optional 1-based layer)
-CLAIM_AT = {"test_acc_at_epoch": "number", "test_acc_at_step": "number", "steps_to_loss_below": "number",
-            "steps_to_test_acc": "number", "ics_shift": "layer", "drift_of_mean": "layer", "drift_of_sd": "layer",
-            "effective_step_shrink": "layer", "weight_norm_growth": "layer", "running_var_gap": "layer",
-            "linear_region_share": "layer", "long_sequence_acc": "number",
-            "eval_mode_acc": "mode"}  # fmt: skip
-EVAL_MODES = ("a_eval", "b_batch_stats_shuffled", "c_batch_stats_homogeneous", "c_eval_homogeneous",
-              "c_batch_stats_near_duplicates", "c_eval_near_duplicates", "d_lost_running_stats", "e_reestimated")
+CLAIM_AT = {
+    "test_acc_at_epoch": "number",
+    "test_acc_at_step": "number",
+    "steps_to_loss_below": "number",
+    "steps_to_test_acc": "number",
+    "ics_shift": "layer",
+    "drift_of_mean": "layer",
+    "drift_of_sd": "layer",
+    "effective_step_shrink": "layer",
+    "weight_norm_growth": "layer",
+    "running_var_gap": "layer",
+    "linear_region_share": "layer",
+    "long_sequence_acc": "number",
+    "eval_mode_acc": "mode",
+}
+EVAL_MODES = (
+    "a_eval",
+    "b_batch_stats_shuffled",
+    "c_batch_stats_homogeneous",
+    "c_eval_homogeneous",
+    "c_batch_stats_near_duplicates",
+    "c_eval_near_duplicates",
+    "d_lost_running_stats",
+    "e_reestimated",
+)
 
 
 @dataclass(frozen=True)
@@ -439,14 +503,20 @@ def config_diff(old: Any, new: Any, path: tuple[str, ...] = ()) -> list[str]:
     return [] if old == new else [f"{'.'.join(path)}: {old!r} -> {new!r}"]
 
 
-
 def variant_name(model: ModelConfig, lr_multiplier: float, grid: Sequence[tuple[str, Any]] = ()) -> str:
     """A run's name without its seed: what seeds are averaged over (e.g. lenet5-bn_lr1x, lenet5-gn_b8_lr1x)."""
     return "_".join([model.tag, *(grid_tag(k, v) for k, v in grid), f"lr{lr_multiplier:g}x"])
 
 
-GRID_ABBREVIATIONS = {"batch_size": "b", "optimizer.lr": "olr", "optimizer.momentum": "mom", "epochs": "ep",
-                      "processes": "p", "bn_sync": "", "bn_running_stats": "rs"}  # fmt: skip
+GRID_ABBREVIATIONS = {
+    "batch_size": "b",
+    "optimizer.lr": "olr",
+    "optimizer.momentum": "mom",
+    "epochs": "ep",
+    "processes": "p",
+    "bn_sync": "",
+    "bn_running_stats": "rs",
+}
 
 
 def grid_tag(path: str, value: Any) -> str:
@@ -575,8 +645,10 @@ def _check_meta(value: Any, meta: dict, path: str, src: _Source) -> None:
         if meta.get("strict_pair") and not value[0] < value[1]:
             fail(f"expected [low, high] with low < high, got {value!r}")
     if "pattern" in meta and isinstance(value, str) and not re.fullmatch(meta["pattern"], value):
-        fail(f"{value!r} is not allowed: use " + meta.get("pattern_help", "1-64 letters, digits, '_', '.', '+', '-' "
-                                                          "(not starting with '.' or '-')"))  # fmt: skip
+        fail(
+            f"{value!r} is not allowed: use "
+            + meta.get("pattern_help", "1-64 letters, digits, '_', '.', '+', '-' (not starting with '.' or '-')")
+        )
     lo, hi = meta.get("lo"), meta.get("hi")
     for i, v in enumerate(value if isinstance(value, list) else [value]):
         p = _join(path, i) if isinstance(value, list) else path
@@ -717,7 +789,10 @@ def count_runs(cfg: ExperimentConfig) -> int:
 
 
 def load_config(
-    path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, checks: Sequence[Check] = (),
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    smoke: bool = False,
+    checks: Sequence[Check] = (),
     max_runs: int = MAX_RUNS,
 ) -> ExperimentConfig:
     """Read a YAML experiment config, apply its `smoke:` overrides if asked, then `--set` overrides (later
@@ -758,9 +833,12 @@ def load_config(
     cfg = _build(ExperimentConfig, data, "", src)
     runs = count_runs(cfg)  # before anything is expanded: a huge plan is refused at once
     if runs > max_runs:
-        raise ConfigError(src.where("grid" if cfg.grid else "seeds"), "grid/models/lr_multipliers/seeds",
-                          f"the plan has {runs:,} runs, more than the limit of {max_runs:,}; shrink it, or raise the "
-                          "limit with --max-runs N")  # fmt: skip
+        raise ConfigError(
+            src.where("grid" if cfg.grid else "seeds"),
+            "grid/models/lr_multipliers/seeds",
+            f"the plan has {runs:,} runs, more than the limit of {max_runs:,}; shrink it, or raise the "
+            "limit with --max-runs N",
+        )
     _check_experiment(cfg, src.where, path.parent)
     for check in checks:
         check(cfg, src.where)
@@ -773,8 +851,16 @@ def load_config(
             raise ConfigError(src.where(p), p, "at most 1000 values")
         keys = [k.strip() for k in key.split(",")]
         for k in keys:
-            if not k or _split_path(k)[0] in ("grid", "seeds", "smoke", "name", "reference", "description",
-                                              "claims", "interim_looks"):
+            if not k or _split_path(k)[0] in (
+                "grid",
+                "seeds",
+                "smoke",
+                "name",
+                "reference",
+                "description",
+                "claims",
+                "interim_looks",
+            ):
                 raise ConfigError(src.where(p), p, f"{k!r} cannot be a grid key (use seeds: for seeds)")
             if k in seen_keys:
                 raise ConfigError(src.where(p), p, f"{k!r} is varied twice in the grid; give each key once")
@@ -784,8 +870,11 @@ def load_config(
             cell = copy.deepcopy(data)
             cell["grid"] = {}
             if len(keys) > 1 and (not isinstance(value, list) or len(value) != len(keys)):
-                raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: expected a list of {len(keys)} values, "
-                                  f"one for each of {', '.join(keys)}")  # fmt: skip
+                raise ConfigError(
+                    src.where(_join(p, j)),
+                    p,
+                    f"value {value!r}: expected a list of {len(keys)} values, one for each of {', '.join(keys)}",
+                )
             try:
                 for k, v in _grid_assignments(key, value):
                     _set_path(cell, k, copy.deepcopy(v), cell_src.where(""))
@@ -794,8 +883,9 @@ def load_config(
                 for check in checks:
                     check(cell_cfg, cell_src.where)
             except ConfigError as e:
-                raise ConfigError(src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}"
-                                  f"{e.message}") from None  # fmt: skip
+                raise ConfigError(
+                    src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}{e.message}"
+                ) from None
     if len(cfg.grid) > 1:  # each value passed alone above; rules that tie keys together must hold in every cell
         _check_combinations(cfg, data, src, path.parent)
     _check_run_names(cfg, src.where)
@@ -819,8 +909,9 @@ def _check_combinations(cfg: ExperimentConfig, data: dict, src: _Source, config_
                 _set_path(cell, k, copy.deepcopy(v), cell_src.where(""))
             _check_experiment(_build(ExperimentConfig, cell, "", cell_src), cell_src.where, config_dir)
         except ConfigError as e:
-            raise ConfigError(src.where("grid"), "grid", f"the cell {cell_text}: {e.key + ': ' if e.key else ''}"
-                              f"{e.message}") from None  # fmt: skip
+            raise ConfigError(
+                src.where("grid"), "grid", f"the cell {cell_text}: {e.key + ': ' if e.key else ''}{e.message}"
+            ) from None
 
 
 def interim_looks_fit(looks: list[int], seeds: int) -> bool:
@@ -833,9 +924,11 @@ def check_interim_looks(cfg: ExperimentConfig, where: Locate) -> None:
     """The looks fit the seeds as written."""
     looks, n = cfg.interim_looks, len(cfg.seeds)
     if not interim_looks_fit(looks, n):
-        raise ConfigError(where("interim_looks"), "interim_looks",
-                          f"{looks}: the numbers of seeds at the earlier looks, increasing and each below the "
-                          f"{n} seeds of seeds:")  # fmt: skip
+        raise ConfigError(
+            where("interim_looks"),
+            "interim_looks",
+            f"{looks}: the numbers of seeds at the earlier looks, increasing and each below the {n} seeds of seeds:",
+        )
 
 
 def check_claims(cfg: ExperimentConfig, where: Locate) -> None:
@@ -856,9 +949,13 @@ def check_claims(cfg: ExperimentConfig, where: Locate) -> None:
             name = getattr(c, key)
             if name is not None and name not in variants:
                 close = difflib.get_close_matches(name, variants, n=3)
-                fail(key, f"{name!r} is not a variant of this experiment; "
-                     + (f"did you mean {', '.join(map(repr, close))}? " if close else "")
-                     + f"its variants: {', '.join(variants[:12])}" + (" ..." if len(variants) > 12 else ""))
+                fail(
+                    key,
+                    f"{name!r} is not a variant of this experiment; "
+                    + (f"did you mean {', '.join(map(repr, close))}? " if close else "")
+                    + f"its variants: {', '.join(variants[:12])}"
+                    + (" ..." if len(variants) > 12 else ""),
+                )
         check_claim(c, fail)
 
 
@@ -872,11 +969,14 @@ def check_claim(c: ClaimConfig, fail: Callable[[str, str], typing.NoReturn]) -> 
     if c.expect == "equivalent" and c.versus is None and c.versus_at is not None and c.margin is not None:
         pass
     elif c.expect == "equivalent" and (not compares or c.margin is None):
-        fail("margin" if compares else "versus", "expect: equivalent needs versus: VARIANT (or versus_at) and "
-             "margin: M")
+        fail(
+            "margin" if compares else "versus", "expect: equivalent needs versus: VARIANT (or versus_at) and margin: M"
+        )
     if c.expect in ("greater", "less") and compares == (c.value is not None):
-        fail("value" if c.value is not None else "versus",
-             f"expect: {c.expect} compares with exactly one of versus: VARIANT (or versus_at) or value: NUMBER")
+        fail(
+            "value" if c.value is not None else "versus",
+            f"expect: {c.expect} compares with exactly one of versus: VARIANT (or versus_at) or value: NUMBER",
+        )
     if c.expect == "consistent" and (c.value is None or c.versus is not None):
         fail("value", "expect: consistent needs the article's value: NUMBER (or {at: value, ...}) and no versus")
     if c.margin is not None and c.expect != "equivalent":
@@ -912,12 +1012,20 @@ def _check_run_names(cfg: ExperimentConfig, where: Locate) -> None:
     seen: dict[str, str] = {}
     for plan in expand_grid(cfg):
         if len(plan.name) > MAX_RUN_NAME:
-            raise ConfigError(where("models"), "models", f"run name {plan.name[:60]!r}... is longer than "
-                              f"{MAX_RUN_NAME} characters; give the model a shorter label")  # fmt: skip
+            raise ConfigError(
+                where("models"),
+                "models",
+                f"run name {plan.name[:60]!r}... is longer than "
+                f"{MAX_RUN_NAME} characters; give the model a shorter label",
+            )
         if plan.name in seen:
-            raise ConfigError(where("lr_multipliers"), "lr_multipliers/grid", f"two runs would share the name "
-                              f"{plan.name!r} ({seen[plan.name]} and {_cell_text(plan)}); make the values distinct "
-                              "in their first 6 significant digits")  # fmt: skip
+            raise ConfigError(
+                where("lr_multipliers"),
+                "lr_multipliers/grid",
+                f"two runs would share the name "
+                f"{plan.name!r} ({seen[plan.name]} and {_cell_text(plan)}); make the values distinct "
+                "in their first 6 significant digits",
+            )
         seen[plan.name] = _cell_text(plan)
 
 
@@ -932,24 +1040,32 @@ def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) ->
     if cfg.steps is not None and cfg.eval_every is None:
         raise ConfigError(where("steps"), "eval_every", "step-based runs (steps:) need eval_every: N")
     if cfg.lr_scaling == "linear" and cfg.lr_base_batch is None:
-        raise ConfigError(where("lr_scaling"), "lr_base_batch", "lr_scaling: linear needs lr_base_batch: B "
-                          "(the batch size at which the configured lr applies)")  # fmt: skip
+        raise ConfigError(
+            where("lr_scaling"),
+            "lr_base_batch",
+            "lr_scaling: linear needs lr_base_batch: B (the batch size at which the configured lr applies)",
+        )
     seen: dict[str, tuple[int, ModelConfig]] = {}
     for i, m in enumerate(cfg.models):
         p = f"models[{i}]"
         # two entries may share a name only to add runs (other lr multipliers or seeds) of the same model
         same = dataclasses.replace(m, lr_multipliers=None, seeds=None)
         if m.tag in seen and seen[m.tag][1] != same:
-            raise ConfigError(where(p), p, f"same run name {m.tag!r} as models[{seen[m.tag][0]}] but a different "
-                              "model; give one of them a distinct label")  # fmt: skip
+            raise ConfigError(
+                where(p),
+                p,
+                f"same run name {m.tag!r} as models[{seen[m.tag][0]}] but a different "
+                "model; give one of them a distinct label",
+            )
         seen.setdefault(m.tag, (i, same))
         if m.renorm is not None and m.norm != "batchrenorm":
             raise ConfigError(where(f"{p}.renorm"), f"{p}.renorm", "only for norm: batchrenorm")
         if m.noise is not None and m.norm != "noisy_batchnorm":
             raise ConfigError(where(f"{p}.noise"), f"{p}.noise", "only for norm: noisy_batchnorm")
         if m.whitening_group is not None and m.norm != "decorrelated_batchnorm":
-            raise ConfigError(where(f"{p}.whitening_group"), f"{p}.whitening_group",
-                              "only for norm: decorrelated_batchnorm")  # fmt: skip
+            raise ConfigError(
+                where(f"{p}.whitening_group"), f"{p}.whitening_group", "only for norm: decorrelated_batchnorm"
+            )
         if m.lr_multipliers and len(set(m.lr_multipliers)) != len(m.lr_multipliers):
             raise ConfigError(where(f"{p}.lr_multipliers"), f"{p}.lr_multipliers", f"duplicates in {m.lr_multipliers}")
         if m.seeds and len(set(m.seeds)) != len(m.seeds):
@@ -961,8 +1077,11 @@ def _check_experiment(cfg: ExperimentConfig, where: Locate, config_dir: Path) ->
     if cfg.processes > 1:
         _check_processes(cfg, where)
     if cfg.dataset.subset is not None and cfg.dataset.subset < cfg.batch_size:
-        raise ConfigError(where("dataset.subset"), "dataset.subset",
-                          f"{cfg.dataset.subset} images cannot fill one batch of {cfg.batch_size}")  # fmt: skip
+        raise ConfigError(
+            where("dataset.subset"),
+            "dataset.subset",
+            f"{cfg.dataset.subset} images cannot fill one batch of {cfg.batch_size}",
+        )
     if cfg.reference is not None:
         for variant, refs in cfg.reference.series.items():
             for j, ref in enumerate(refs):
@@ -977,24 +1096,37 @@ def _check_processes(cfg: ExperimentConfig, where: Locate) -> None:
         raise ConfigError(where(key), key, message)
 
     if cfg.batch_size % n:
-        fail("batch_size", f"{cfg.batch_size} (the global batch) is not divisible by processes: {n}; use a multiple "
-             f"of {n}")  # fmt: skip
+        fail(
+            "batch_size",
+            f"{cfg.batch_size} (the global batch) is not divisible by processes: {n}; use a multiple of {n}",
+        )
     norms = {m.norm for m in cfg.models}
     if norms & set(BATCH_NORMS) and cfg.batch_size // n < 2:
-        fail("batch_size", f"{cfg.batch_size} over {n} processes leaves {cfg.batch_size // n} image per process: "
-             "batch statistics need at least 2")  # fmt: skip
+        fail(
+            "batch_size",
+            f"{cfg.batch_size} over {n} processes leaves {cfg.batch_size // n} image per process: "
+            "batch statistics need at least 2",
+        )
     if cfg.bn_sync == "sync" and not norms & set(BATCH_NORMS):
-        fail("bn_sync", "sync synchronizes batch statistics, and no model here has a batch norm "
-             f"({', '.join(sorted(norms))}); use bn_sync: local")  # fmt: skip
+        fail(
+            "bn_sync",
+            "sync synchronizes batch statistics, and no model here has a batch norm "
+            f"({', '.join(sorted(norms))}); use bn_sync: local",
+        )
     unsynced = sorted(norms & {"naive_batchnorm", "decorrelated_batchnorm", *LP_BATCH_NORMS})
     if cfg.bn_sync == "sync" and unsynced:
-        fail("bn_sync", f"sync is not available for {', '.join(unsynced)}; allowed with sync: batchnorm, batchrenorm, "
-             "noisy_batchnorm (any backend), torch_batchnorm (CUDA)")  # fmt: skip
+        fail(
+            "bn_sync",
+            f"sync is not available for {', '.join(unsynced)}; allowed with sync: batchnorm, batchrenorm, "
+            "noisy_batchnorm (any backend), torch_batchnorm (CUDA)",
+        )
     if cfg.compile:
         fail("compile", "compile: true is for one process; set it to false with processes > 1")
     if cfg.landscape_probe or cfg.ics_probe:
-        fail("landscape_probe" if cfg.landscape_probe else "ics_probe", "the landscape and ICS probes measure one "
-             "process's model; use processes: 1")  # fmt: skip
+        fail(
+            "landscape_probe" if cfg.landscape_probe else "ics_probe",
+            "the landscape and ICS probes measure one process's model; use processes: 1",
+        )
 
 
 def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = "") -> dict[str, Any]:
@@ -1019,7 +1151,8 @@ def load_series(config_dir: Path, ref: SeriesRef, where: str = "", key: str = ""
     if not isinstance(entry, dict) or not isinstance(entry.get("values"), list):
         fail(f"series file {target} has no series {ref.key!r}; it has: {', '.join(series) or 'none'}")
     values = entry["values"]
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                             for v in values):  # fmt: skip
+    if not values or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
         fail(f"series {ref.key!r} in {target} must be a non-empty list of finite numbers")
     return {**entry, "source": content.get("source", {})}

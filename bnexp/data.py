@@ -207,8 +207,10 @@ class CifarSource(Source):
                 "dataset.verify_checksums: false and dataset.trust_unverified_pickles: true for your own files)"
             ) from None
         except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, ImportError, IndexError) as e:
-            raise BnexpError(f"{root / self.cls.base_folder}: the {'train' if train else 'test'} pickle is not a "
-                             f"CIFAR-100 file ({type(e).__name__}: {e})") from None  # fmt: skip
+            raise BnexpError(
+                f"{root / self.cls.base_folder}: the {'train' if train else 'test'} pickle is not a "
+                f"CIFAR-100 file ({type(e).__name__}: {e})"
+            ) from None
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return images, torch.tensor(ds.targets, dtype=torch.long)
 
@@ -291,8 +293,10 @@ def _candidates(cli_root: str | Path | None) -> dict[Path, str]:
 
 def _not_found(cfg: DatasetConfig, cli_root: str | Path | None, failure: str) -> BnexpError:
     layout = SOURCES[cfg.name].layout
-    return BnexpError(f"{cfg.name} not found; looked for {layout} in {'; '.join(_candidates(cli_root).values())}; "
-                      f"{failure}. Fix: {FIX_HINT.format(layout=layout)}")  # fmt: skip
+    return BnexpError(
+        f"{cfg.name} not found; looked for {layout} in {'; '.join(_candidates(cli_root).values())}; "
+        f"{failure}. Fix: {FIX_HINT.format(layout=layout)}"
+    )
 
 
 def locate(cfg: DatasetConfig, cli_root: str | Path | None = None) -> tuple[Path, Path]:
@@ -392,8 +396,10 @@ def pixel_statistics(images: Tensor) -> tuple[list[float], list[float]]:
 
 def _refuse_unverified_pickles(cfg: DatasetConfig) -> None:
     if cfg.name == "cifar100" and not cfg.verify_checksums and not cfg.trust_unverified_pickles:
-        raise BnexpError("dataset.verify_checksums: false for cifar100 would unpickle files nobody checked, and "
-                         "unpickling can run code: set dataset.trust_unverified_pickles: true if you trust them")
+        raise BnexpError(
+            "dataset.verify_checksums: false for cifar100 would unpickle files nobody checked, and "
+            "unpickling can run code: set dataset.trust_unverified_pickles: true if you trust them"
+        )
 
 
 def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | None = None) -> Data:
@@ -416,8 +422,10 @@ def load_data(cfg: DatasetConfig, device: torch.device, cli_root: str | Path | N
             train_x, train_y = _read_split(source, root, shown, True, cfg.subset, cfg.verify_checksums)
             test_x, test_y = _read_split(source, root, shown, False, cfg.test_subset, cfg.verify_checksums)
         except BnexpError as again:
-            raise BnexpError(f"{again} (bnexp's decoded copy in {root} was rebuilt from {shown} and still does not "
-                             "read: the problem is in the source files)") from None  # fmt: skip
+            raise BnexpError(
+                f"{again} (bnexp's decoded copy in {root} was rebuilt from {shown} and still does not "
+                "read: the problem is in the source files)"
+            ) from None
     channels = train_x.shape[1]
     if cfg.normalize == "standardize":
         mean, std = pixel_statistics(train_x)

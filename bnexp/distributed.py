@@ -97,15 +97,22 @@ def parallelize(model: nn.Module, exp: ExperimentConfig, world: World, device: t
     local = exp.bn_sync == "local"
     ddp = nn.parallel.DistributedDataParallel
     # torch >= 2.14 names it forward_sync_buffers (the initial sync it keeps is harmless: all ranks start equal)
-    sync = {"forward_sync_buffers": local} if "forward_sync_buffers" in inspect.signature(ddp).parameters else {
-        "broadcast_buffers": local}  # fmt: skip
+    sync = (
+        {"forward_sync_buffers": local}
+        if "forward_sync_buffers" in inspect.signature(ddp).parameters
+        else {"broadcast_buffers": local}
+    )
     return ddp(model, device_ids=ids, **sync)
 
 
 def sync_buffers(model: nn.Module, mode: str, world: World) -> None:
     """Make the running statistics of every process rank 0's (`rank0`) or their mean (`reduce`)."""
-    buffers = [b for m in model.modules() for name, b in m.named_buffers(recurse=False)
-               if name in ("running_mean", "running_var") and b is not None]  # fmt: skip
+    buffers = [
+        b
+        for m in model.modules()
+        for name, b in m.named_buffers(recurse=False)
+        if name in ("running_mean", "running_var") and b is not None
+    ]
     if not buffers:
         return
     flat = torch.cat([b.reshape(-1) for b in buffers])
@@ -126,8 +133,10 @@ def from_environment(device_type: str) -> World:
         return World()
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise BnexpError(f"WORLD_SIZE={size} but {', '.join(missing)} not set: start several processes with "
-                         "torchrun --nproc_per_node=N -m bnexp run CONFIG, or bnexp run CONFIG --nproc N")  # fmt: skip
+        raise BnexpError(
+            f"WORLD_SIZE={size} but {', '.join(missing)} not set: start several processes with "
+            "torchrun --nproc_per_node=N -m bnexp run CONFIG, or bnexp run CONFIG --nproc N"
+        )
     backend = "nccl" if device_type == "cuda" else "gloo"
     die_with_parent(os.getppid())  # a rank never trains on after its launcher (bnexp's or torchrun) was killed
     if not dist.is_initialized():
@@ -164,9 +173,15 @@ def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[i
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
-    )  # fmt: skip
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.2,
+    )
     saved = os.environ.get(LAUNCHER_ENV)
     os.environ[LAUNCHER_ENV] = json.dumps(actions)
     # as torchrun does: the cores shared out, never more threads than cores (spinning OpenMP threads of

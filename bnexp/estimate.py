@@ -72,8 +72,19 @@ def shape(plan: RunPlan) -> str:
     """What decides a step's cost: everything of the run but its seed, learning rate and name (the learning rate
     also where a grid over `optimizer.lr` sets it)."""
     resolved = plan.resolved()
-    for key in ("run", "seed", "lr", "lr_multiplier", "lr_scaling", "lr_base_batch", "grid", "description",
-                "reference", "claims", "smoke"):  # fmt: skip
+    for key in (
+        "run",
+        "seed",
+        "lr",
+        "lr_multiplier",
+        "lr_scaling",
+        "lr_base_batch",
+        "grid",
+        "description",
+        "reference",
+        "claims",
+        "smoke",
+    ):
         resolved.pop(key, None)
     resolved["optimizer"] = {k: v for k, v in resolved["optimizer"].items() if k != "lr"}
     return json.dumps(resolved, sort_keys=True, default=str)
@@ -101,8 +112,9 @@ def measured_seconds_per_step(plans: list[RunPlan], out_dir: Path, threads: int)
         seconds = (summary.get("train_time_s") or 0) + (summary.get("eval_time_s") or 0)
         steps = summary.get("steps")
         segments = summary.get("segments") or []
-        same_threads = bool(segments) and all(isinstance(s, dict) and s.get("torch_threads") == threads
-                                              for s in segments)  # fmt: skip
+        same_threads = bool(segments) and all(
+            isinstance(s, dict) and s.get("torch_threads") == threads for s in segments
+        )
         finished = summary.get("status") == "completed" and isinstance(steps, int) and steps > 0
         if finished and seconds > 0 and same_threads:
             per_shape.setdefault(shape(plan), []).append(seconds / steps)
@@ -151,8 +163,10 @@ class _Shape:
     def _random(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n not in self._data:
             inputs = self.inputs
-            self._data[n] = (torch.rand(n, inputs.channels, inputs.height, inputs.width, device=self.device),
-                             torch.randint(0, inputs.num_classes, (n,), device=self.device))  # fmt: skip
+            self._data[n] = (
+                torch.rand(n, inputs.channels, inputs.height, inputs.width, device=self.device),
+                torch.randint(0, inputs.num_classes, (n,), device=self.device),
+            )
         return self._data[n]
 
     def step(self, n: int) -> float:
@@ -227,8 +241,11 @@ def calibrate_shapes(plans: list[RunPlan], threads: int, devices: list[torch.dev
         while turns:  # one timed step of each shape per round: a change of load falls on all alike
             for _, one in turns:
                 one.times.append(one.step(one.batch))
-            turns = [(i, one) for i, one in turns
-                     if one.left() > 0 and len(one.times) < min(CALIBRATION_STEPS, total_steps(one.plan))]  # fmt: skip
+            turns = [
+                (i, one)
+                for i, one in turns
+                if one.left() > 0 and len(one.times) < min(CALIBRATION_STEPS, total_steps(one.plan))
+            ]
         for i, one in timed:
             per_step = statistics.median(one.times)
             exp = one.plan.experiment
@@ -246,9 +263,14 @@ def calibrate(plan: RunPlan, threads: int, device: torch.device | None = None) -
     return calibrate_shapes([plan], threads, [device or torch.device("cpu")])[0].seconds
 
 
-def estimate(plans: list[RunPlan], actions: dict[str, str], out_dir: Path, jobs: int,
-             devices: dict[str, torch.device] | None = None,
-             say: Callable[[str], None] | None = None) -> dict[str, RunCost]:  # fmt: skip
+def estimate(
+    plans: list[RunPlan],
+    actions: dict[str, str],
+    out_dir: Path,
+    jobs: int,
+    devices: dict[str, torch.device] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, RunCost]:
     """The seconds each run to start or resume will take (a resumed run: its remaining steps), calibrated on
     each run's device in `devices` (default: the CPU); `say` hears what is calibrated before it is."""
     # what the runs will compute with: this process's threads, or each --jobs worker's share of the cores
@@ -262,8 +284,10 @@ def estimate(plans: list[RunPlan], actions: dict[str, str], out_dir: Path, jobs:
     device_of = {p.name: (devices or {}).get(p.name, torch.device("cpu")) for p in uncalibrated.values()}
     if uncalibrated and say is not None:
         where = ", ".join(sorted({str(d) for d in device_of.values()}))
-        say(f"calibrating {len(uncalibrated)} run shape{'s' * (len(uncalibrated) > 1)} on {where}, up to "
-            f"{CALIBRATION_BUDGET_S:g} s each")  # fmt: skip
+        say(
+            f"calibrating {len(uncalibrated)} run shape{'s' * (len(uncalibrated) > 1)} on {where}, up to "
+            f"{CALIBRATION_BUDGET_S:g} s each"
+        )
     found = calibrate_shapes(list(uncalibrated.values()), threads, [device_of[p.name] for p in uncalibrated.values()])
     calibrated = dict(zip(uncalibrated, found, strict=True))
     costs = {}
@@ -291,8 +315,10 @@ def busy_note() -> str | None:
     load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
     if load < 0.5 * cores:
         return None
-    return (f"the machine is busy (load {load:.1f} on {cores} cores): calibrated times measure that contention "
-            "and can be many times too long, most with several threads per run (--jobs gives each run fewer)")
+    return (
+        f"the machine is busy (load {load:.1f} on {cores} cores): calibrated times measure that contention "
+        "and can be many times too long, most with several threads per run (--jobs gives each run fewer)"
+    )
 
 
 def _steps_done(run_path: Path) -> int:
@@ -311,4 +337,3 @@ def wall_seconds(costs: dict[str, RunCost], jobs: int) -> float:
     for cost in sorted((c.seconds for c in costs.values()), reverse=True):
         workers[workers.index(min(workers))] += cost
     return max(workers)
-

@@ -22,18 +22,37 @@ from bnexp.results import Experiment, Run
 from bnexp.store import atomic_file, real_dir
 
 KEYS = ("experiment", "run", "model", "norm", "activation", "lr", "batch_size", "grid", "seed")
-SUMMARY_NUMBERS = ("status", "outcome", "steps", "epochs", "final_test_acc", "best_test_acc", "final_test_loss",
-                   "final_train_loss", "final_train_acc", "left_chance_step", "final_dead_units", "train_time_s",
-                   "eval_time_s", "images_per_s")  # fmt: skip
+SUMMARY_NUMBERS = (
+    "status",
+    "outcome",
+    "steps",
+    "epochs",
+    "final_test_acc",
+    "best_test_acc",
+    "final_test_loss",
+    "final_train_loss",
+    "final_train_acc",
+    "left_chance_step",
+    "final_dead_units",
+    "train_time_s",
+    "eval_time_s",
+    "images_per_s",
+)
 
 
 def variant_keys(exp: Experiment, run: Run) -> dict[str, Any]:
     model = run.model
-    return {"experiment": exp.name, "run": run.name, "model": run.summary.get("model") or run.tag,
-            "norm": model.get("norm"),
-            "activation": model.get("activation"), "lr": run.config.get("lr"),
-            "batch_size": run.config.get("batch_size"),
-            "grid": ";".join(f"{k}={v}" for k, v in run.grid.items()), "seed": run.config.get("seed")}  # fmt: skip
+    return {
+        "experiment": exp.name,
+        "run": run.name,
+        "model": run.summary.get("model") or run.tag,
+        "norm": model.get("norm"),
+        "activation": model.get("activation"),
+        "lr": run.config.get("lr"),
+        "batch_size": run.config.get("batch_size"),
+        "grid": ";".join(f"{k}={v}" for k, v in run.grid.items()),
+        "seed": run.config.get("seed"),
+    }
 
 
 def metric_rows(run: Run) -> Iterator[tuple[int, float | None, str, float]]:
@@ -87,8 +106,11 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
         writer.writerow([*KEYS, *SUMMARY_NUMBERS])
         for exp in experiments:
             for run in exp.runs:
-                summary = {**run.summary, "outcome": run.course["outcome"],
-                           "left_chance_step": run.course["left_chance_step"]}  # fmt: skip
+                summary = {
+                    **run.summary,
+                    "outcome": run.course["outcome"],
+                    "left_chance_step": run.course["left_chance_step"],
+                }
                 row = [*variant_keys(exp, run).values(), *(summary.get(k) for k in SUMMARY_NUMBERS)]
                 writer.writerow(spreadsheet_safe(row))
     return [metrics, runs]
@@ -129,10 +151,16 @@ def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
                     edges = np.linspace(lo, hi, len(counts) + 1)
                     squares = (p["std"] ** 2 + p["mean"] ** 2) * p["n"]
                     writer.add_histogram_raw(
-                        f"activations/layer{p['layer'] + 1}", min=p.get("min", lo), max=p.get("max", hi),
-                        num=int(counts.sum()), sum=p["mean"] * p["n"], sum_squares=squares,
-                        bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=p["step"],
-                    )  # fmt: skip
+                        f"activations/layer{p['layer'] + 1}",
+                        min=p.get("min", lo),
+                        max=p.get("max", hi),
+                        num=int(counts.sum()),
+                        sum=p["mean"] * p["n"],
+                        sum_squares=squares,
+                        bucket_limits=edges[1:].tolist(),
+                        bucket_counts=counts.tolist(),
+                        global_step=p["step"],
+                    )
                 writer.add_text("config", "```\n" + json.dumps(run.config, indent=1, default=str) + "\n```", 0)
             written.append(folder)
     return written

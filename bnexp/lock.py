@@ -40,8 +40,9 @@ class Busy(BnexpError):
 
 def _open(path: Path, create: bool = True) -> int:
     if path.is_dir() or path.is_symlink():
-        raise BnexpError(f"{path} is not bnexp's lock file ({'a directory' if path.is_dir() else 'a link'}); "
-                         "remove it and run again")  # fmt: skip
+        raise BnexpError(
+            f"{path} is not bnexp's lock file ({'a directory' if path.is_dir() else 'a link'}); remove it and run again"
+        )
     try:
         fd = os.open(path, (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:

@@ -213,8 +213,14 @@ class RowLSTM(nn.Module):
 
     def __init__(self, cfg: ModelConfig, inputs: InputSpec, hidden: int = 100):
         super().__init__()
-        self.rnn = NormLSTM(inputs.channels * inputs.width, hidden, cfg.norm, max_steps=inputs.height,  # type: ignore[arg-type]
-                            eps=cfg.bn_eps, momentum=cfg.bn_momentum)  # fmt: skip
+        self.rnn = NormLSTM(
+            inputs.channels * inputs.width,
+            hidden,
+            cfg.norm,
+            max_steps=inputs.height,  # type: ignore[arg-type]
+            eps=cfg.bn_eps,
+            momentum=cfg.bn_momentum,
+        )
         self.head = nn.Linear(hidden, inputs.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,15 @@ def core_slices(jobs: int) -> list[list[int]]:
     return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
 
 
-def _worker(cores: list[int], conn: Connection, parent_pid: int, claim: Claim, data_root: Any,
-            device_name: str | None, keep_checkpoints: bool) -> None:  # fmt: skip
+def _worker(
+    cores: list[int],
+    conn: Connection,
+    parent_pid: int,
+    claim: Claim,
+    data_root: Any,
+    device_name: str | None,
+    keep_checkpoints: bool,
+) -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     stop = StopRequest()
@@ -60,8 +67,16 @@ def _worker(cores: list[int], conn: Connection, parent_pid: int, claim: Claim, d
             conn.send(("start", plan.name))
             device = select_device(device_name or plan.experiment.device)  # the cell's, unless --device says
             reporter = WorkerReporter()
-            summary = train_run(plan, action, RunDir(claim.out_dir / plan.name), data.get(plan.experiment.dataset,
-                                device), device, reporter, stop, keep_checkpoints)  # fmt: skip
+            summary = train_run(
+                plan,
+                action,
+                RunDir(claim.out_dir / plan.name),
+                data.get(plan.experiment.dataset, device),
+                device,
+                reporter,
+                stop,
+                keep_checkpoints,
+            )
         conn.send(("done", plan.name, summary["status"], reporter.last_line))
     conn.close()
 
@@ -169,8 +184,9 @@ def run_parallel(
     return statuses
 
 
-def _record_dead_worker(out_dir: Path, slot: _Slot, name: str, reporter: PlainReporter,
-                        statuses: dict[str, str]) -> None:  # fmt: skip
+def _record_dead_worker(
+    out_dir: Path, slot: _Slot, name: str, reporter: PlainReporter, statuses: dict[str, str]
+) -> None:
     code = slot.process.exitcode
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
     error = f"worker process {slot.process.pid} {how} during this run; its last checkpoint is kept: run again to resume"

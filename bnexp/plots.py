@@ -58,10 +58,20 @@ NORM_LABELS = {
 LINESTYLES = ["-", "--", ":", "-."]
 LN10 = math.log(10)
 
-plt.rcParams.update({
-    "figure.dpi": 150, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
-    "legend.fontsize": 8, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
-})  # fmt: skip
+plt.rcParams.update(
+    {
+        "figure.dpi": 150,
+        "savefig.dpi": 150,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "legend.fontsize": 8,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,9 @@ def finished_only(exp: Experiment) -> Experiment:
         return exp
     fields = {f.name: getattr(exp, f.name) for f in dataclasses.fields(exp)}
     fields["runs"] = [r for r in exp.runs if r.status in FINISHED]
-    fields["variants"] = {v: done for v, runs in exp.variants.items() if (done := [r for r in runs
-                                                                                  if r.status in FINISHED])}
+    fields["variants"] = {
+        v: done for v, runs in exp.variants.items() if (done := [r for r in runs if r.status in FINISHED])
+    }
     return Drawn(**fields, unfinished=unfinished)
 
 
@@ -101,8 +112,13 @@ def figure(name: str, applies: Callable[[Experiment], bool]):
     """Registers a figure; it applies to, and draws, the experiment's finished runs (none: no figure)."""
 
     def register(draw: Callable[[Experiment], Figure]) -> Callable[[Experiment], Figure]:
-        FIGURES.append(FigureKind(name, lambda exp: bool(finished_only(exp).runs) and applies(finished_only(exp)),
-                                  lambda exp: draw(finished_only(exp))))  # fmt: skip
+        FIGURES.append(
+            FigureKind(
+                name,
+                lambda exp: bool(finished_only(exp).runs) and applies(finished_only(exp)),
+                lambda exp: draw(finished_only(exp)),
+            )
+        )
         return draw
 
     return register
@@ -157,16 +173,27 @@ def spread_text(groups: list[list[Run]]) -> str:
 
 def reference_loss_curves(exp: Experiment) -> dict[str, list[float]]:
     """variant -> the author's per-step loss history, where the config names one."""
-    return {variant: ref["values"] for variant, refs in exp.reference_series().items() for ref in refs
-            if ref.get("quantity") == "train_loss_per_step"}  # fmt: skip
+    return {
+        variant: ref["values"]
+        for variant, refs in exp.reference_series().items()
+        for ref in refs
+        if ref.get("quantity") == "train_loss_per_step"
+    }
 
 
 def draw_reference_loss(ax, values: list[float], steps: int, style: dict, label_text: str | None) -> None:
     """The article's run: its per-step losses as a moving average over `steps` steps, thin and dashed, so it
     never looks like one of our mean +- sd bands."""
     y = smooth(np.asarray(values, dtype=float), max(1, steps))
-    ax.plot(np.arange(1, len(y) + 1), y, color=style["color"], linewidth=0.9, linestyle=(0, (4, 2)), alpha=0.9,
-            label=label_text)  # fmt: skip
+    ax.plot(
+        np.arange(1, len(y) + 1),
+        y,
+        color=style["color"],
+        linewidth=0.9,
+        linestyle=(0, (4, 2)),
+        alpha=0.9,
+        label=label_text,
+    )
 
 
 def label(runs: list[Run], with_lr: bool = True, with_n: bool = True, with_grid: bool = True) -> str:
@@ -216,8 +243,12 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
         arr = np.stack([smooth(arr[:, j], k) for j in range(arr.shape[1])], 1)
     if per_seed:
         for j in range(arr.shape[1]):
-            ax.plot(x, arr[:, j], label=f"{label_text}, each seed (outcomes differ)" if j == 0 else None,
-                    **{**style, "linewidth": 0.8, "alpha": 0.8})  # fmt: skip
+            ax.plot(
+                x,
+                arr[:, j],
+                label=f"{label_text}, each seed (outcomes differ)" if j == 0 else None,
+                **{**style, "linewidth": 0.8, "alpha": 0.8},
+            )
         return
     mean = np.nanmean(arr, 1)
     if len(x) < 3:  # a line needs points: show very short series as markers
@@ -230,8 +261,10 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
 
 OUTCOME_MARKS = {  # how a seed's run that did not simply train is marked over its value, and its legend entry
     "diverged": ({"marker": "x", "color": "red", "markersize": 8}, "diverged run (accuracy 0 where it has none)"),
-    "never_left_chance": ({"marker": "o", "mfc": "none", "color": "black", "markersize": 9},
-                          "never left chance (a seed)"),
+    "never_left_chance": (
+        {"marker": "o", "mfc": "none", "color": "black", "markersize": 9},
+        "never left chance (a seed)",
+    ),
     "fell_back": ({"marker": "v", "mfc": "none", "color": "black", "markersize": 9}, "left chance, fell back (a seed)"),
 }
 
@@ -280,10 +313,18 @@ def ran(exp: Experiment) -> str:
         for k, v in r.grid.items():
             grid.setdefault(k, set()).add(str(v))
     cells = "; ".join(f"{k} {', '.join(sorted(v, key=lambda x: (len(x), x)))}" for k, v in grid.items())
-    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}" if seeds == list(
-        range(seeds[0], seeds[-1] + 1)) else f"seeds {', '.join(map(str, seeds))}"  # fmt: skip
-    return (f"{plural(len(exp.runs), 'run')}, {plural(len(exp.variants), 'variant')}" + (f"; {cells}" if cells else "")
-            + f"; {seed_text}")
+    seed_text = (
+        f"seed {seeds[0]}"
+        if len(seeds) == 1
+        else f"seeds {seeds[0]}–{seeds[-1]}"
+        if seeds == list(range(seeds[0], seeds[-1] + 1))
+        else f"seeds {', '.join(map(str, seeds))}"
+    )
+    return (
+        f"{plural(len(exp.runs), 'run')}, {plural(len(exp.variants), 'variant')}"
+        + (f"; {cells}" if cells else "")
+        + f"; {seed_text}"
+    )
 
 
 def steps_per_epoch(exp: Experiment) -> int | None:
@@ -343,8 +384,13 @@ def convergence(exp: Experiment) -> Figure:
     references = reference_loss_curves(exp)
     for i, (variant, values) in enumerate(references.items()):
         if any(runs[0].variant == variant for runs in groups):
-            draw_reference_loss(ax_loss, values, k * log_every(exp), style(exp.variants[variant][0]),
-                                "article's run (author's file), dashed" if i == 0 else None)  # fmt: skip
+            draw_reference_loss(
+                ax_loss,
+                values,
+                k * log_every(exp),
+                style(exp.variants[variant][0]),
+                "article's run (author's file), dashed" if i == 0 else None,
+            )
     ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
     ax_loss.set_title(f"training loss (moving average of {plural(k, 'record')} = {plural(k * log_every(exp), 'step')})")
     legend_below(ax_loss, 8)
@@ -354,15 +400,28 @@ def convergence(exp: Experiment) -> Figure:
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
             x = [s / per_epoch for s in xs] if by_epoch and per_epoch else xs
-            band(ax_acc, x, values, {**style(runs[0]), "marker": "o", "markersize": 3}, label(runs, with_lr),
-                 per_seed=mixed_outcomes(runs))
+            band(
+                ax_acc,
+                x,
+                values,
+                {**style(runs[0]), "marker": "o", "markersize": 3},
+                label(runs, with_lr),
+                per_seed=mixed_outcomes(runs),
+            )
     ref = exp.reference or {}
     first_ref = True
     for variant, points in (ref.get("test_acc_at_epoch") or {}).items():
         if any(runs[0].variant == variant for runs in groups) and by_epoch:
             ex = sorted(points)
-            ax_acc.plot(ex, [points[e] for e in ex], linestyle="none", marker="x", markersize=6,
-                        color=colors[exp.variants[variant][0].tag], label="article" if first_ref else None)  # fmt: skip
+            ax_acc.plot(
+                ex,
+                [points[e] for e in ex],
+                linestyle="none",
+                marker="x",
+                markersize=6,
+                color=colors[exp.variants[variant][0].tag],
+                label="article" if first_ref else None,
+            )
             first_ref = False
     ax_acc.set_xlabel("epoch" if by_epoch else "training step")
     ax_acc.set_ylabel("test accuracy (eval mode)")
@@ -391,19 +450,27 @@ def learning_rate(exp: Experiment) -> Figure:
     for ax, tag in zip(axes, tags, strict=False):
         groups = [runs for runs in exp.variants.values() if runs[0].tag == tag]
         k = loss_panel(
-            ax, exp, groups,
+            ax,
+            exp,
+            groups,
             lambda run: {"color": shade[run.config["lr_multiplier"]], "linewidth": 1.3},
             lambda runs: f"lr {runs[0].config['lr']:g} (n={len(runs)})",
-        )  # fmt: skip
+        )
         drawn = False
         for runs in groups:
             if runs[0].variant in references:
-                draw_reference_loss(ax, references[runs[0].variant], k * log_every(exp),
-                                    {"color": shade[runs[0].config["lr_multiplier"]]},
-                                    None if drawn else "article's runs (dashed)")  # fmt: skip
+                draw_reference_loss(
+                    ax,
+                    references[runs[0].variant],
+                    k * log_every(exp),
+                    {"color": shade[runs[0].config["lr_multiplier"]]},
+                    None if drawn else "article's runs (dashed)",
+                )
                 drawn = True
-        ax.set_title(f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
-                     f"(moving average of {plural(k * log_every(exp), 'step')})")  # fmt: skip
+        ax.set_title(
+            f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
+            f"(moving average of {plural(k * log_every(exp), 'step')})"
+        )
         legend_below(ax, 8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
     for ax in axes[:-1]:
@@ -430,8 +497,15 @@ def learning_rate(exp: Experiment) -> Figure:
                 if mixed:
                     summary_ax.plot(x, acc, "o", markersize=4, color=color(groups[0][0]), alpha=0.8)
                 marked.add(mark_outcome(summary_ax, x, acc, r))
-        summary_ax.errorbar(lrs, means, yerr=sds, color=color(groups[0][0]), marker="o", capsize=3,
-                            label=label(groups[0], with_lr=False, with_n=False))  # fmt: skip
+        summary_ax.errorbar(
+            lrs,
+            means,
+            yerr=sds,
+            color=color(groups[0][0]),
+            marker="o",
+            capsize=3,
+            label=label(groups[0], with_lr=False, with_n=False),
+        )
     if any_mixed:
         summary_ax.plot([], [], "o", markersize=4, color="gray", label="each seed, where outcomes differ")
     outcome_legend(summary_ax, marked)
@@ -475,13 +549,21 @@ def feature_distribution(exp: Experiment) -> Figure:
                 else:
                     ax.stairs(density, edges, color=color(run), linewidth=1.3, label=last_name)
             ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
-            ax.text(0.98, 0.95, f"{last_name}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
-                    transform=ax.transAxes, ha="right", va="top", fontsize=7,
-                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})  # fmt: skip
+            ax.text(
+                0.98,
+                0.95,
+                f"{last_name}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0},
+            )
             outside = (rec["below_range"] + rec["above_range"]) / rec["n"]
             if outside > 0.001:
-                ax.text(0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6,
-                        va="top")  # fmt: skip
+                ax.text(
+                    0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6, va="top"
+                )
             ax.set_title(f"layer {layer + 1}", fontsize=10)
             ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
@@ -512,8 +594,14 @@ def percentiles(exp: Experiment) -> Figure:
     for variant, runs in exp.variants.items():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(ax_acc, xs, values, {"color": colors[variant], "linewidth": 1.4}, label(runs, with_lr=False),
-                 per_seed=mixed_outcomes(runs))
+            band(
+                ax_acc,
+                xs,
+                values,
+                {"color": colors[variant], "linewidth": 1.4},
+                label(runs, with_lr=False),
+                per_seed=mixed_outcomes(runs),
+            )
     ax_acc.set_xlabel("training step")
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title(f"(a) test accuracy, {spread_text(list(exp.variants.values()))}")
@@ -529,14 +617,27 @@ def percentiles(exp: Experiment) -> Figure:
             key = next(k for k in recs[0]["unit_percentiles"] if k.removesuffix(".0") == q)
             middle = j == len(qs) // 2
             unit_label = f"{'th, '.join(qs)}th pct of unit {recs[0]['unit']}" if middle else None
-            ax.plot(steps, [p["unit_percentiles"][key] for p in recs], color=colors[run.variant],
-                    linewidth=1.8 if middle else 1.0, label=unit_label)  # fmt: skip
-            ax.plot(steps, [p["percentiles"][key] for p in recs], color="gray", linewidth=0.8, linestyle="--",
-                    label="same, over all units of the layer" if middle else None)  # fmt: skip
+            ax.plot(
+                steps,
+                [p["unit_percentiles"][key] for p in recs],
+                color=colors[run.variant],
+                linewidth=1.8 if middle else 1.0,
+                label=unit_label,
+            )
+            ax.plot(
+                steps,
+                [p["percentiles"][key] for p in recs],
+                color="gray",
+                linewidth=0.8,
+                linestyle="--",
+                label="same, over all units of the layer" if middle else None,
+            )
         ax.set_xlabel("training step")
         ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
-        ax.set_title(f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
-                     f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})")  # fmt: skip
+        ax.set_title(
+            f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
+            f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})"
+        )
         legend_below(ax, 7)
     lims = [ax.get_ylim() for ax in axes[1:]]
     for ax in axes[1:]:
@@ -623,8 +724,10 @@ def batch_size(exp: Experiment) -> Figure:
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
     spread = "mean ± 1 sd over seeds" if most > 1 else "one run"
-    ax_err.set_title(f"test error after the last epoch (eval mode), {spread}"
-                     + ("\nwhere every seed had the same outcome" if any_mixed else ""))  # fmt: skip
+    ax_err.set_title(
+        f"test error after the last epoch (eval mode), {spread}"
+        + ("\nwhere every seed had the same outcome" if any_mixed else "")
+    )
     ax_acc.set_ylabel("test accuracy")
     ax_acc.set_title("the same as accuracy")
     legend_below(ax_err, 8)
@@ -682,20 +785,28 @@ def init_scale(exp: Experiment) -> Figure:
         at_scale: dict[float | None, list[Run]] = {}
         for run in runs:
             at_scale.setdefault(run.model.get("init_std"), []).append(run)
-        accs = {sd: [a for a in (r.summary.get("final_test_acc") for r in rs) if a is not None]
-                for sd, rs in at_scale.items()}  # fmt: skip
+        accs = {
+            sd: [a for a in (r.summary.get("final_test_acc") for r in rs) if a is not None]
+            for sd, rs in at_scale.items()
+        }
         default = accs.pop(None, [])
         for sd in accs:
             diverged = sum(r.status == "diverged" for r in at_scale[sd])
             if diverged:  # no accuracy to draw: a cross on the chance line, with the count
                 ax.scatter([sd], [0.1], marker="x", s=40, **style)
-                ax.annotate(f"{diverged} diverged", (sd, 0.1), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7, **style)  # fmt: skip
+                ax.annotate(
+                    f"{diverged} diverged", (sd, 0.1), textcoords="offset points", xytext=(4, 4), fontsize=7, **style
+                )
         n = max(len(at_scale[sd]) for sd in accs)
         dots_and_median_line(ax, accs, style, f"{name} (n={n} per scale)")
         if default:
-            ax.axhline(float(np.median(default)), linestyle="--", linewidth=1,
-                       label=f"{name}, torch's default init (median, n={len(default)})", **style)  # fmt: skip
+            ax.axhline(
+                float(np.median(default)),
+                linestyle="--",
+                linewidth=1,
+                label=f"{name}, torch's default init (median, n={len(default)})",
+                **style,
+            )
     ax.set_xscale("log")
     ax.set_xlabel("sd of the initial weights (every conv and fc layer; biases 0)")
     finish_accuracy_axes(ax, "final test accuracy (eval mode)")
@@ -777,8 +888,15 @@ def eval_modes(exp: Experiment) -> Figure:
     for j, variant in enumerate(variants):
         ys = [i + (j - (len(variants) - 1) / 2) * height for i in range(len(modes))]
         stats = [mean_sd(table[m].get(variant, [])) for m in modes]
-        ax.barh(ys, [m if n else 0 for m, _, n in stats], height=height * 0.95,
-                xerr=[d if n else 0 for _, d, n in stats], color=colors[variant], label=variant, capsize=2)
+        ax.barh(
+            ys,
+            [m if n else 0 for m, _, n in stats],
+            height=height * 0.95,
+            xerr=[d if n else 0 for _, d, n in stats],
+            color=colors[variant],
+            label=variant,
+            capsize=2,
+        )
     ax.set_yticks(range(len(modes)), modes, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0.1, color="black", linestyle=":", linewidth=0.8)
@@ -815,8 +933,13 @@ def landscape(exp: Experiment) -> Figure:
         for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
             xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
             ax.plot(xs, ys.mean(1), color=c, linewidth=1.3, label=name)
-    ranges = sorted({(min(r.probe("landscape")[0]["etas"]), max(r.probe("landscape")[0]["etas"]))
-                     for r in exp.runs if r.probe("landscape")})  # fmt: skip
+    ranges = sorted(
+        {
+            (min(r.probe("landscape")[0]["etas"]), max(r.probe("landscape")[0]["etas"]))
+            for r in exp.runs
+            if r.probe("landscape")
+        }
+    )
     span = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in ranges)
     axes[0].set_title(f"range of L(θ − ηg) over η ∈ {span}" + (" (per run's lr)" if len(ranges) > 1 else ""))
     axes[0].set_ylabel("training loss on the step's batch")
@@ -842,8 +965,9 @@ def ics(exp: Experiment) -> Figure:
                 steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
                 if steps:
                     y = smooth(values.mean(1), max(1, len(steps) // 15))
-                    axes[row][j].plot(steps, y, color=colors[variant], linewidth=1.2,
-                                      label=label(runs, with_lr=True, with_n=True))  # fmt: skip
+                    axes[row][j].plot(
+                        steps, y, color=colors[variant], linewidth=1.2, label=label(runs, with_lr=True, with_n=True)
+                    )
     for j, name in enumerate(layers):
         axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
         axes[0][j].set_yscale("log")
@@ -853,13 +977,20 @@ def ics(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: internal covariate shift (moving average over probe steps, mean over seeds)")
 
 
-@figure("distribution_drift", applies=lambda exp: bool((exp.config.get("probes") or {}).get("every_steps"))
-        and len(exp.variants) > 1 and not any(r.probe("landscape") for r in exp.runs))  # fmt: skip
+@figure(
+    "distribution_drift",
+    applies=lambda exp: (
+        bool((exp.config.get("probes") or {}).get("every_steps"))
+        and len(exp.variants) > 1
+        and not any(r.probe("landscape") for r in exp.runs)
+    ),
+)
 def distribution_drift(exp: Experiment) -> Figure:
     """Test accuracy, and each probed layer's pre-activation mean and sd over training, per variant (noisy BN)."""
     layers = sorted({p["layer"] for r in exp.runs for p in r.probes})
-    fig, axes = plt.subplots(2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained",
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained", squeeze=False
+    )
     colors = variant_colors(exp)
     for variant, runs in exp.variants.items():
         c = colors[variant]
@@ -868,8 +999,14 @@ def distribution_drift(exp: Experiment) -> Figure:
             band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(runs, with_lr=False))
         xs, values = aligned(runs, "train", "loss")
         if xs:
-            band(axes[1][0], xs, values, {"color": c, "linewidth": 1.2}, label(runs, with_lr=False),
-                 smoothing_window(len(xs)))  # fmt: skip
+            band(
+                axes[1][0],
+                xs,
+                values,
+                {"color": c, "linewidth": 1.2},
+                label(runs, with_lr=False),
+                smoothing_window(len(xs)),
+            )
         run = runs[0]
         for j, layer in enumerate(layers):
             recs = sorted((p for p in run.probes if p["layer"] == layer), key=lambda p: p["step"])
@@ -893,8 +1030,10 @@ def _positive(x: float) -> float:
     return x if x > 0 else math.nan
 
 
-@figure("scale_invariance", applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights")
-                                                     for r in exp.runs))  # fmt: skip
+@figure(
+    "scale_invariance",
+    applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights") for r in exp.runs),
+)
 def scale_invariance(exp: Experiment) -> Figure:
     """BN's output change and gradient ratio vs the weight scale a (trained layers), and weight norms and
     effective steps over training."""
@@ -907,15 +1046,40 @@ def scale_invariance(exp: Experiment) -> Figure:
             for i, layer in enumerate(result.get("layers", [])):
                 a = [row["a"] for row in layer["with_eps"]]
                 first = i == 0
-                axes[0].plot(a, [_positive(row["output_rel_error"]) for row in layer["with_eps"]], color=c,
-                             linewidth=1, marker="o", markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first
-                             else None)  # fmt: skip
-                axes[0].plot(a, [_positive(row["output_rel_error"]) for row in layer["without_eps"]], color=c,
-                             linewidth=1, linestyle="--", label=f"{variant}, eps 0" if first else None)  # fmt: skip
-                axes[1].plot(a, [row["grad_ratio"] for row in layer["with_eps"]], color=c, linewidth=1, marker="o",
-                             markersize=3, label=f"{variant}, eps {layer['eps']:g}" if first else None)  # fmt: skip
-                axes[1].plot(a, [row["grad_ratio"] for row in layer["without_eps"]], color=c, linewidth=1,
-                             linestyle="--", label=f"{variant}, eps 0" if first else None)  # fmt: skip
+                axes[0].plot(
+                    a,
+                    [_positive(row["output_rel_error"]) for row in layer["with_eps"]],
+                    color=c,
+                    linewidth=1,
+                    marker="o",
+                    markersize=3,
+                    label=f"{variant}, eps {layer['eps']:g}" if first else None,
+                )
+                axes[0].plot(
+                    a,
+                    [_positive(row["output_rel_error"]) for row in layer["without_eps"]],
+                    color=c,
+                    linewidth=1,
+                    linestyle="--",
+                    label=f"{variant}, eps 0" if first else None,
+                )
+                axes[1].plot(
+                    a,
+                    [row["grad_ratio"] for row in layer["with_eps"]],
+                    color=c,
+                    linewidth=1,
+                    marker="o",
+                    markersize=3,
+                    label=f"{variant}, eps {layer['eps']:g}" if first else None,
+                )
+                axes[1].plot(
+                    a,
+                    [row["grad_ratio"] for row in layer["without_eps"]],
+                    color=c,
+                    linewidth=1,
+                    linestyle="--",
+                    label=f"{variant}, eps 0" if first else None,
+                )
         for ax, key in ((axes[2], "weight_norm"), (axes[3], "effective_step")):
             per_run = [r.probe("weights") for r in runs if r.probe("weights")]
             if not per_run:
@@ -924,15 +1088,34 @@ def scale_invariance(exp: Experiment) -> Figure:
             n_layers = len(per_run[0][0]["layers"])
             for i in range(n_layers):
                 y = np.mean([[p[key][i] for p in recs[: len(steps)]] for recs in per_run], axis=0)
-                ax.plot(steps, y, color=c, linewidth=1.1, alpha=0.35 + 0.65 * (i + 1) / n_layers,
-                        label=variant if i == n_layers - 1 else None)  # fmt: skip
-    axes[0].set(xscale="log", yscale="log", xlabel="weight scale a", ylabel="‖BN((aW)u) − BN(Wu)‖ / ‖BN(Wu)‖",
-                title="output change (trained layers, every BN layer)")  # fmt: skip
-    axes[1].set(xscale="log", xlabel="weight scale a", ylabel="a · ‖∂L/∂(aW)‖ / ‖∂L/∂W‖",
-                title="gradient ratio (1 = scales as 1/a)")  # fmt: skip
+                ax.plot(
+                    steps,
+                    y,
+                    color=c,
+                    linewidth=1.1,
+                    alpha=0.35 + 0.65 * (i + 1) / n_layers,
+                    label=variant if i == n_layers - 1 else None,
+                )
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="weight scale a",
+        ylabel="‖BN((aW)u) − BN(Wu)‖ / ‖BN(Wu)‖",
+        title="output change (trained layers, every BN layer)",
+    )
+    axes[1].set(
+        xscale="log",
+        xlabel="weight scale a",
+        ylabel="a · ‖∂L/∂(aW)‖ / ‖∂L/∂W‖",
+        title="gradient ratio (1 = scales as 1/a)",
+    )
     axes[2].set(xlabel="training step", ylabel="‖W‖", title="weight norm per layer (darker = deeper)")
-    axes[3].set(xlabel="training step", ylabel="‖ΔW‖ / ‖W‖", yscale="log",
-                title="effective step of the step before each evaluation")  # fmt: skip
+    axes[3].set(
+        xlabel="training step",
+        ylabel="‖ΔW‖ / ‖W‖",
+        yscale="log",
+        title="effective step of the step before each evaluation",
+    )
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             legend_below(ax, 7)
@@ -949,21 +1132,37 @@ def data_parallel(exp: Experiment) -> Figure:
     for variant, runs in exp.variants.items():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(ax_acc, [s / per_epoch for s in xs], values, {"color": colors[variant], "marker": "o",
-                 "markersize": 3, "linewidth": 1.4}, f"{variant} (n={len(runs)})")  # fmt: skip
-        g = [np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
-             for r in runs if "eval_modes" in r.analyses]  # fmt: skip
+            band(
+                ax_acc,
+                [s / per_epoch for s in xs],
+                values,
+                {"color": colors[variant], "marker": "o", "markersize": 3, "linewidth": 1.4},
+                f"{variant} (n={len(runs)})",
+            )
+        g = [
+            np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
+            for r in runs
+            if "eval_modes" in r.analyses
+        ]
         gaps.append((variant, g))
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (eval mode)",
-               title=f"test accuracy, {spread_text(list(exp.variants.values()))}")
+    ax_acc.set(
+        xlabel="epoch",
+        ylabel="test accuracy (eval mode)",
+        title=f"test accuracy, {spread_text(list(exp.variants.values()))}",
+    )
     legend_below(ax_acc, 7)
     names = [v for v, g in gaps if g]
-    ax_gap.bar(range(len(names)), [np.mean(g) for v, g in gaps if g],
-               yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],
-               color=[colors[v] for v in names], capsize=3)  # fmt: skip
+    ax_gap.bar(
+        range(len(names)),
+        [np.mean(g) for v, g in gaps if g],
+        yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],
+        color=[colors[v] for v in names],
+        capsize=3,
+    )
     ax_gap.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
-    ax_gap.set(ylabel="|running − population mean| / sd\n(mean over layers)",
-               title="running statistics vs the training set's")  # fmt: skip
+    ax_gap.set(
+        ylabel="|running − population mean| / sd\n(mean over layers)", title="running statistics vs the training set's"
+    )
     return finish(fig, exp, f"{exp.name}: BatchNorm under data parallelism")
 
 

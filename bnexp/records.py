@@ -18,37 +18,102 @@ from bnexp.store import CorruptFile
 MAX_STEP = 10**9  # the config schema's own bound on steps
 
 TRAIN = {"step": "int", "steps": "int", "epoch": "num", "loss": "num?"}
-EVAL = {"step": "int", "epoch": "num", "test_acc": "num?", "test_loss": "num?", "train_acc": "num?",
-        "dead_units": "num?"}  # fmt: skip
+EVAL = {
+    "step": "int",
+    "epoch": "num",
+    "test_acc": "num?",
+    "test_loss": "num?",
+    "train_acc": "num?",
+    "dead_units": "num?",
+}
 PROBES = {
-    "distribution": {"step": "int", "epoch": "num", "layer": "int", "n": "int", "mean": "num", "std": "num",
-                     "hist": "counts", "percentiles": "dict", "below_range": "int", "above_range": "int",
-                     "unit_percentiles": "dict?", "min": "num?", "max": "num?"},
-    "landscape": {"step": "int", "etas": "list", "loss_min": "num", "loss_max": "num", "grad_predictiveness": "num",
-                  "beta_smoothness": "num"},
+    "distribution": {
+        "step": "int",
+        "epoch": "num",
+        "layer": "int",
+        "n": "int",
+        "mean": "num",
+        "std": "num",
+        "hist": "counts",
+        "percentiles": "dict",
+        "below_range": "int",
+        "above_range": "int",
+        "unit_percentiles": "dict?",
+        "min": "num?",
+        "max": "num?",
+    },
+    "landscape": {
+        "step": "int",
+        "etas": "list",
+        "loss_min": "num",
+        "loss_max": "num",
+        "grad_predictiveness": "num",
+        "beta_smoothness": "num",
+    },
     "ics": {"step": "int", "layers": "list_any", "shift": "list", "cosine": "list"},
     "weights": {"step": "int", "layers": "list_any", "weight_norm": "list", "effective_step": "list"},
-}  # fmt: skip
-SUMMARY = {"status": "str", "seed": "int?", "final_test_acc": "num?", "best_test_acc": "num?",
-           "final_train_acc": "num?", "final_train_loss": "num?", "final_test_loss": "num?",
-           "final_generalization_gap": "num?", "images_per_s": "num?", "train_time_s": "num?",
-           "steps_per_epoch": "int?", "diverged_at_step": "int?", "final_dead_units": "num?",
-           "time_to_threshold": "dict?", "num_classes": "int?", "model": "str?", "versions": "dict?",
-           "device": "dict?", "segments": "list_any?"}  # fmt: skip
+}
+SUMMARY = {
+    "status": "str",
+    "seed": "int?",
+    "final_test_acc": "num?",
+    "best_test_acc": "num?",
+    "final_train_acc": "num?",
+    "final_train_loss": "num?",
+    "final_test_loss": "num?",
+    "final_generalization_gap": "num?",
+    "images_per_s": "num?",
+    "train_time_s": "num?",
+    "steps_per_epoch": "int?",
+    "diverged_at_step": "int?",
+    "final_dead_units": "num?",
+    "time_to_threshold": "dict?",
+    "num_classes": "int?",
+    "model": "str?",
+    "versions": "dict?",
+    "device": "dict?",
+    "segments": "list_any?",
+}
 # what a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability
-DEVICE = {"type": "str?", "name": "str?", "torch_threads": "int?", "cpu": "str?", "cpu_capability": "str?",
-          "cuda": "str?", "cudnn": "int?"}  # fmt: skip
+DEVICE = {
+    "type": "str?",
+    "name": "str?",
+    "torch_threads": "int?",
+    "cpu": "str?",
+    "cpu_capability": "str?",
+    "cuda": "str?",
+    "cudnn": "int?",
+}
 VERSIONS = {"torch": "str?"}
 SEGMENT = {"from_step": "int?", "torch_threads": "int?", "processes": "int?"}  # one per start or resume
 # experiment.yaml and a run's config.yaml: the fields their readers use (plots, report, export, list)
 EXPERIMENT_META = {"config": "dict", "runs": "list_any?", "data": "dict?"}
-EXPERIMENT_CONFIG = {"name": "str", "seeds": "list?", "probes": "dict?", "dataset": "dict?", "reference": "dict?",
-                     "grid": "dict?", "claims": "list_any?", "interim_looks": "list_any?", "epochs": "int?",
-                     "steps": "int?", "log_every": "int?", "thresholds": "list?", "description": "str?",
-                     "analyses": "dict?"}  # fmt: skip
+EXPERIMENT_CONFIG = {
+    "name": "str",
+    "seeds": "list?",
+    "probes": "dict?",
+    "dataset": "dict?",
+    "reference": "dict?",
+    "grid": "dict?",
+    "claims": "list_any?",
+    "interim_looks": "list_any?",
+    "epochs": "int?",
+    "steps": "int?",
+    "log_every": "int?",
+    "thresholds": "list?",
+    "description": "str?",
+    "analyses": "dict?",
+}
 PROBE_CONFIG = {"range": "list?", "percentiles": "list?", "at_epochs": "list?", "every_steps": "int?"}
-RUN_CONFIG = {"model": "dict", "seed": "int?", "lr": "num?", "lr_multiplier": "num?", "dataset": "dict?",
-              "grid": "dict?", "batch_size": "int?"}  # fmt: skip
+RUN_CONFIG = {
+    "model": "dict",
+    "seed": "int?",
+    "lr": "num?",
+    "lr_multiplier": "num?",
+    "dataset": "dict?",
+    "grid": "dict?",
+    "batch_size": "int?",
+}
 # analyses whose result is one record (the others' results hold a list of rows, below)
 ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
 ANALYSIS_ROWS = {
@@ -72,8 +137,12 @@ def _ok(value: Any, kind: str) -> bool:
     if kind == "list_any":
         return isinstance(value, list)
     if kind == "counts":  # a histogram: counts that sum to a finite number of values (figures and export divide by it)
-        return (isinstance(value, list) and bool(value) and all(_ok(v, "num") and v >= 0 for v in value)
-                and math.isfinite(sum(value)))  # fmt: skip
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(_ok(v, "num") and v >= 0 for v in value)
+            and math.isfinite(sum(value))
+        )
     return isinstance(value, {"str": str, "dict": dict, "bool": bool}[kind])
 
 
@@ -87,8 +156,10 @@ def check(record: Any, spec: dict[str, str], where: str) -> dict[str, Any]:
         if key not in record:
             raise CorruptFile(f"{where}: missing field {key!r}")
         if not _ok(record[key], kind):
-            raise CorruptFile(f"{where}: field {key!r} is {record[key]!r}, expected {kind.rstrip('?')}"
-                              + (" or null" if kind.endswith("?") else ""))  # fmt: skip
+            raise CorruptFile(
+                f"{where}: field {key!r} is {record[key]!r}, expected {kind.rstrip('?')}"
+                + (" or null" if kind.endswith("?") else "")
+            )
     return record
 
 
@@ -101,8 +172,10 @@ def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
         if r.get("event") == "train":
             check(r, TRAIN, where)
             if r["steps"] < 1 or r["step"] - r["steps"] != previous:
-                raise CorruptFile(f"{where}: training window steps {r['step'] - r['steps'] + 1}..{r['step']} does "
-                                  f"not follow the previous one (ending at step {previous})")  # fmt: skip
+                raise CorruptFile(
+                    f"{where}: training window steps {r['step'] - r['steps'] + 1}..{r['step']} does "
+                    f"not follow the previous one (ending at step {previous})"
+                )
             previous = r["step"]
         elif r.get("event") == "eval":
             check(r, EVAL, where)
@@ -164,8 +237,11 @@ def check_analysis(path: Path, name: str, record: Any) -> None:
             if not isinstance(gaps, list):
                 raise CorruptFile(f"{path}: result.population_gap is not a list")
             for j, g in enumerate(gaps):
-                check(g, {"layer": "int", "mean_gap": "num?", "var_log_ratio": "num?"},
-                      f"{path}: result.population_gap[{j}]")  # fmt: skip
+                check(
+                    g,
+                    {"layer": "int", "mean_gap": "num?", "var_log_ratio": "num?"},
+                    f"{path}: result.population_gap[{j}]",
+                )
 
 
 def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
@@ -176,6 +252,9 @@ def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(refs, list):
             raise CorruptFile(f"{path}: {variant!r} is not a list of series")
         for j, ref in enumerate(refs):
-            check(ref, {"quantity": "str", "values": "list", "key": "str", "file": "str",
-                        "steps_per_epoch": "int?"}, f"{path}: {variant}[{j}]")  # fmt: skip
+            check(
+                ref,
+                {"quantity": "str", "values": "list", "key": "str", "file": "str", "steps_per_epoch": "int?"},
+                f"{path}: {variant}[{j}]",
+            )
     return data

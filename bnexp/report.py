@@ -27,7 +27,7 @@ from bnexp.results import (
     per_step,
     status_counts,
     value_at,
-)  # fmt: skip
+)
 from bnexp.wording import plural
 
 VERDICT_RULE = (
@@ -52,9 +52,17 @@ def _compare(variant: str, runs: list[Run], key: str, at: str, ref: float, value
     mean, sd, n = mean_sd(values)
     word, p = verdict(ref, [v for v in values if v is not None and math.isfinite(v)])
     return {
-        "variant": variant, "quantity": key, "at": at, "reference": ref, "mean": mean, "sd": sd, "n": n,
-        "difference": mean - ref if n else None, "verdict": word, "p_value": p,
-    }  # fmt: skip
+        "variant": variant,
+        "quantity": key,
+        "at": at,
+        "reference": ref,
+        "mean": mean,
+        "sd": sd,
+        "n": n,
+        "difference": mean - ref if n else None,
+        "verdict": word,
+        "p_value": p,
+    }
 
 
 def comparisons(exp: Experiment) -> list[dict[str, Any]]:
@@ -96,16 +104,32 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
             for key in QUANTITIES:
                 mean, sd, n = mean_sd([q[key] for q in ours])
                 reference = theirs[key]
-                row = {"variant": variant, "quantity": key, "reference": reference, "mean": mean, "sd": sd, "n": n,
-                       "runs": len(runs), "difference": mean - reference if n and reference is not None else None,
-                       "source": f"{ref['key']} ({ref['file']})"}  # fmt: skip
+                row = {
+                    "variant": variant,
+                    "quantity": key,
+                    "reference": reference,
+                    "mean": mean,
+                    "sd": sd,
+                    "n": n,
+                    "runs": len(runs),
+                    "difference": mean - reference if n and reference is not None else None,
+                    "source": f"{ref['key']} ({ref['file']})",
+                }
                 row["verdict"], row["p_value"] = _series_verdict(reference, [q[key] for q in ours], len(runs))
                 rows.append(row)
             same = sum(q["outcome"] == theirs["outcome"] for q in ours)
-            rows.append({"variant": variant, "quantity": "outcome", "reference": theirs["outcome"], "runs": len(runs),
-                         "matching": same, "outcomes": dict(Counter(q["outcome"] for q in ours)),
-                         "source": f"{ref['key']} ({ref['file']})",
-                         "verdict": f"{same} of {len(runs)} seeds" if runs else "not measured"})  # fmt: skip
+            rows.append(
+                {
+                    "variant": variant,
+                    "quantity": "outcome",
+                    "reference": theirs["outcome"],
+                    "runs": len(runs),
+                    "matching": same,
+                    "outcomes": dict(Counter(q["outcome"] for q in ours)),
+                    "source": f"{ref['key']} ({ref['file']})",
+                    "verdict": f"{same} of {len(runs)} seeds" if runs else "not measured",
+                }
+            )
     return rows
 
 
@@ -115,8 +139,11 @@ def _series_verdict(reference: float | None, values: list[float | None], runs: i
     if not runs:
         return "not measured", None
     if reference is None:
-        return ("supported", None) if not reached else (f"contradicted ({len(reached)}/{runs} reached it; the "
-                                                        "article's run did not)", None)  # fmt: skip
+        return (
+            ("supported", None)
+            if not reached
+            else (f"contradicted ({len(reached)}/{runs} reached it; the article's run did not)", None)
+        )
     if not reached:
         return "contradicted (never reached)", None
     word, p = verdict(reference, reached)
@@ -131,18 +158,34 @@ def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) ->
         mine = [pick([e[key] for e in r.evals if e.get(key) is not None] or [math.nan]) for r in runs]
         mean, sd, n = mean_sd(mine)
         word, p = verdict(reference, [v for v in mine if math.isfinite(v)])
-        rows.append({"variant": variant, "quantity": f"{name}_{key}", "reference": reference, "mean": mean, "sd": sd,
-                     "n": n, "runs": len(runs), "difference": mean - reference if n else None,
-                     "source": f"{ref['key']} ({ref['file']})", "verdict": word, "p_value": p})
-    return rows  # fmt: skip
+        rows.append(
+            {
+                "variant": variant,
+                "quantity": f"{name}_{key}",
+                "reference": reference,
+                "mean": mean,
+                "sd": sd,
+                "n": n,
+                "runs": len(runs),
+                "difference": mean - reference if n else None,
+                "source": f"{ref['key']} ({ref['file']})",
+                "verdict": word,
+                "p_value": p,
+            }
+        )
+    return rows
 
 
 def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
     rows = []
     for variant, runs in exp.variants.items():
         done = [r for r in runs if r.status in FINISHED]  # an unfinished run counts in its status only
-        row: dict[str, Any] = {"variant": variant, "n": len(runs), "status": status_counts(runs),
-                               "outcomes": dict(Counter(r.course["outcome"] for r in done))}  # fmt: skip
+        row: dict[str, Any] = {
+            "variant": variant,
+            "n": len(runs),
+            "status": status_counts(runs),
+            "outcomes": dict(Counter(r.course["outcome"] for r in done)),
+        }
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
             if (stat := outcome_stats(done, key)) is not None:
                 row[key] = stat
@@ -154,8 +197,12 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
         for t in exp.config.get("thresholds") or []:
             hits = [(r.summary.get("time_to_threshold") or {}).get(f"{t:g}") for r in done]
             mean, sd, n = mean_sd([h["step"] if h else None for h in hits])
-            thresholds[f"{t:g}"] = {"mean_step": mean if n else None, "sd": sd if n else None, "reached": n,
-                                    "of": len(done)}  # fmt: skip
+            thresholds[f"{t:g}"] = {
+                "mean_step": mean if n else None,
+                "sd": sd if n else None,
+                "reached": n,
+                "of": len(done),
+            }
         if thresholds:
             row["steps_to_threshold"] = thresholds
         speeds = [r.summary.get("images_per_s") for r in runs if r.summary.get("images_per_s")]
@@ -176,9 +223,12 @@ def problem_runs(exp: Experiment) -> list[dict[str, Any]]:
                 reason = _join(reason, f"never left chance (no logged loss below {CHANCE_MARGIN} ln C)")
             elif course["outcome"] == "fell_back":
                 dead = r.summary.get("final_dead_units")
-                reason = _join(reason, f"left chance at step {course['left_chance_step']}, then fell back to it"
-                               + (f"; {dead:.0%} of ReLU units dead at the end" if dead is not None else ""))
-            out.append({"run": r.name, "status": r.status, "reason": reason})  # fmt: skip
+                reason = _join(
+                    reason,
+                    f"left chance at step {course['left_chance_step']}, then fell back to it"
+                    + (f"; {dead:.0%} of ReLU units dead at the end" if dead is not None else ""),
+                )
+            out.append({"run": r.name, "status": r.status, "reason": reason})
     return out
 
 
@@ -202,14 +252,27 @@ def conditions(e: Experiment) -> list[dict[str, Any]]:
     for run in e.runs:
         device = run.summary.get("device") or {}
         threads = sorted({s.get("torch_threads") for s in run.summary.get("segments") or []} - {None}) or [
-            device.get("torch_threads")]  # fmt: skip
+            device.get("torch_threads")
+        ]
         gpu = device.get("name") if device.get("type") not in (None, "cpu") else None
-        key = ((run.summary.get("versions") or {}).get("torch"), "/".join(str(t) for t in threads),
-               device.get("type") or "cpu", gpu, device.get("cpu"), device.get("cpu_capability"))  # fmt: skip
+        key = (
+            (run.summary.get("versions") or {}).get("torch"),
+            "/".join(str(t) for t in threads),
+            device.get("type") or "cpu",
+            gpu,
+            device.get("cpu"),
+            device.get("cpu_capability"),
+        )
         groups.setdefault(key, []).append(run.config.get("seed"))
     fields = ("torch", "threads", "device", "gpu", "cpu", "cpu_capability")
-    return [{**dict(zip(fields, key, strict=True)), "runs": len(seeds),
-             "seeds": sorted({s for s in seeds if isinstance(s, int)})} for key, seeds in groups.items()]  # fmt: skip
+    return [
+        {
+            **dict(zip(fields, key, strict=True)),
+            "runs": len(seeds),
+            "seeds": sorted({s for s in seeds if isinstance(s, int)}),
+        }
+        for key, seeds in groups.items()
+    ]
 
 
 def _seed_ranges(seeds: list[int]) -> str:
@@ -227,8 +290,11 @@ def conditions_text(groups: list[dict[str, Any]]) -> str:
     """One sentence: under which conditions the runs were made (bitwise reproducible only within one)."""
 
     def one(g: dict[str, Any]) -> str:
-        threads = ("torch threads not recorded" if g["threads"] == "None" else
-                   f"{g['threads']} torch thread{'s' if g['threads'] != '1' else ''}")  # fmt: skip
+        threads = (
+            "torch threads not recorded"
+            if g["threads"] == "None"
+            else f"{g['threads']} torch thread{'s' if g['threads'] != '1' else ''}"
+        )
         cpu = ", ".join(x for x in (g["cpu_capability"], g["cpu"]) if x) or "not recorded"
         where = f"on {g['device']} ({g['gpu']})" if g["gpu"] else f"on CPU ({cpu})"
         seeds = f" (seed{'s' if len(g['seeds']) != 1 else ''} {_seed_ranges(g['seeds'])})" if g["seeds"] else ""
@@ -236,8 +302,11 @@ def conditions_text(groups: list[dict[str, Any]]) -> str:
 
     if not groups:
         return ""
-    head = ("Made under one set of conditions: " if len(groups) == 1 else
-            f"Made under {len(groups)} sets of conditions (a run repeats bitwise only under its own): ")  # fmt: skip
+    head = (
+        "Made under one set of conditions: "
+        if len(groups) == 1
+        else f"Made under {len(groups)} sets of conditions (a run repeats bitwise only under its own): "
+    )
     return head + "; ".join(one(g) for g in groups) + "."
 
 
@@ -258,8 +327,10 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
                 "name": e.name,
                 "description": e.config.get("description", ""),
                 "directory": e.dir.name,
-                "data": {"dataset": (e.config.get("dataset") or {}).get("name"),
-                         **{k: v for k, v in (e.meta.get("data") or {}).items() if k != "source"}},
+                "data": {
+                    "dataset": (e.config.get("dataset") or {}).get("name"),
+                    **{k: v for k, v in (e.meta.get("data") or {}).items() if k != "source"},
+                },
                 "reference_source": (e.reference or {}).get("source"),
                 "reference_note": (e.reference or {}).get("note"),
                 "comparisons": comparisons(e),
@@ -300,8 +371,11 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
         if e["data"]:
             d = e["data"]
             digest = f" (sha256 of images and labels {d['sha256'][:16]}…)" if d.get("sha256") else ""
-            lines += [f"Data: {d.get('train_images')} train / {d.get('test_images')} test images of "
-                      f"{d.get('dataset')}{digest}.", ""]  # fmt: skip
+            lines += [
+                f"Data: {d.get('train_images')} train / {d.get('test_images')} test images of "
+                f"{d.get('dataset')}{digest}.",
+                "",
+            ]
         if e["conditions"]:
             lines += [conditions_text(e["conditions"]), ""]
         if e["reference_source"]:
@@ -317,8 +391,10 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
                 measured = stat_text({"mean": c["mean"], "sd": c["sd"], "n": c["n"]}) if c["n"] else "–"
                 diff = f"{c['difference']:+.4f}" if c["difference"] is not None else "–"
                 p = f" (p = {c['p_value']:.2g})" if c.get("p_value") is not None else ""
-                lines.append(f"| {c['variant']} | {c['quantity']} | {c['at']} | {c['reference']:.4f} | {measured} | "
-                             f"{diff} | **{c['verdict']}**{p} |")  # fmt: skip
+                lines.append(
+                    f"| {c['variant']} | {c['quantity']} | {c['at']} | {c['reference']:.4f} | {measured} | "
+                    f"{diff} | **{c['verdict']}**{p} |"
+                )
             lines.append("")
         if e["series_comparisons"]:
             lines += _series_table(e["series_comparisons"])
@@ -329,8 +405,10 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
             lines += section["markdown"] + [""]
         if e["problem_runs"]:
             lines += ["Runs that failed, diverged or did not train:", ""]
-            lines += [f"- `{p['run']}`: {p['status']}" + (f", {p['reason']}" if p["reason"] else "")
-                      for p in e["problem_runs"]]  # fmt: skip
+            lines += [
+                f"- `{p['run']}`: {p['status']}" + (f", {p['reason']}" if p["reason"] else "")
+                for p in e["problem_runs"]
+            ]
             lines.append("")
         if e["left_out"]:
             lines += ["Left out of this report (not grouped with the runs above):", ""]
@@ -375,20 +453,28 @@ def _series_table(rows: list[dict[str, Any]]) -> list[str]:
 def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
     has_gap = any("final_generalization_gap" in v for v in variants)
     header = "| variant | runs | final test acc | best test acc |" + (" train acc | gap |" if has_gap else "")
-    lines = [header + " left chance (step) | steps to thresholds (mean) | img/s as trained (median) |",
-             "|---|---|---:|---:|" + ("---:|---:|" if has_gap else "") + "---:|---|---:|"]  # fmt: skip
+    lines = [
+        header + " left chance (step) | steps to thresholds (mean) | img/s as trained (median) |",
+        "|---|---|---:|---:|" + ("---:|---:|" if has_gap else "") + "---:|---|---:|",
+    ]
     for v in variants:
         status = ", ".join(f"{n} {s}" for s, n in v["status"].items())
         thresholds = "; ".join(
             f"{t}: {s['mean_step']:.0f} ({s['reached']}/{s.get('of', v['n'])})" if s["reached"] else f"{t}: never"
             for t, s in (v.get("steps_to_threshold") or {}).items()
         )
-        gap = (f" {stat_text(v.get('final_train_acc'))} | {stat_text(v.get('final_generalization_gap'))} |"
-               if has_gap else "")  # fmt: skip
+        gap = (
+            f" {stat_text(v.get('final_train_acc'))} | {stat_text(v.get('final_generalization_gap'))} |"
+            if has_gap
+            else ""
+        )
         speed = f"{v['images_per_s_median']:.0f}" if v["images_per_s_median"] else "–"
         left = v.get("left_chance_step")
-        left_text = (f"{left['mean']:.0f}" + (f" ± {left['sd']:.0f}" if left["n"] > 1 else "") + f" (n={left['n']})"
-                     if left else "never")  # fmt: skip
+        left_text = (
+            f"{left['mean']:.0f}" + (f" ± {left['sd']:.0f}" if left["n"] > 1 else "") + f" (n={left['n']})"
+            if left
+            else "never"
+        )
         accuracies = f"{stat_text(v.get('final_test_acc'))} | {stat_text(v.get('best_test_acc'))}"
         lines.append(f"| {v['variant']} | {status} | {accuracies} |{gap} {left_text} | {thresholds or '–'} | {speed} |")
     return [*lines, ""]

@@ -76,8 +76,11 @@ def pm(values: list[float | None], digits: int = 4) -> str:
 
 
 def table(header: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---", *[align] * (len(header) - 1)]) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows)]  # fmt: skip
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", *[align] * (len(header) - 1)]) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def by_model(exp: Experiment) -> dict[str, list[Run]]:
@@ -113,23 +116,56 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
             k = sum(o in NEAR_CHANCE for o in outcomes)
             ci = stats.wilson(k, len(at))
             lo, hi = ci.low, ci.high
-            data.append({"model": tag, "lr": lr, "n": len(at), "near_chance_at_end": k,
-                         "fell_back": outcomes.count("fell_back"), "never_left_chance": outcomes.count(
-                             "never_left_chance"), "diverged": outcomes.count("diverged"), "ci95": [lo, hi],
-                         "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in at])[:2],
-                         "dead_units_when_near_chance": [r.summary.get("final_dead_units") for r in at
-                                                         if r.course["outcome"] in ("fell_back",)]})  # fmt: skip
+            data.append(
+                {
+                    "model": tag,
+                    "lr": lr,
+                    "n": len(at),
+                    "near_chance_at_end": k,
+                    "fell_back": outcomes.count("fell_back"),
+                    "never_left_chance": outcomes.count("never_left_chance"),
+                    "diverged": outcomes.count("diverged"),
+                    "ci95": [lo, hi],
+                    "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in at])[:2],
+                    "dead_units_when_near_chance": [
+                        r.summary.get("final_dead_units") for r in at if r.course["outcome"] in ("fell_back",)
+                    ],
+                }
+            )
     rows = []
     for d in data:
         dead = [x for x in d["dead_units_when_near_chance"] if x is not None]
-        rows.append([d["model"], f"{d['lr']:g}", f"{d['near_chance_at_end']}/{d['n']}",
-                     f"{d['ci95'][0]:.2f}-{d['ci95'][1]:.2f}", str(d["fell_back"]), str(d["never_left_chance"]),
-                     str(d["diverged"]), ", ".join(f"{x:.0%}" for x in dead) or "–"])  # fmt: skip
-    md = ["**Runs that end near chance** (last logged training loss above 0.9 ln C), per model and learning rate; "
-          "95 % Wilson interval for the rate; dead units = share of ReLU units never positive on 512 fixed "
-          "training images at the end, for runs that fell back:", "",
-          *table(["model", "lr", "near chance at the end", "95 % CI of the rate", "fell back", "never left chance",
-                  "diverged", "dead units (fell back)"], rows)]  # fmt: skip
+        rows.append(
+            [
+                d["model"],
+                f"{d['lr']:g}",
+                f"{d['near_chance_at_end']}/{d['n']}",
+                f"{d['ci95'][0]:.2f}-{d['ci95'][1]:.2f}",
+                str(d["fell_back"]),
+                str(d["never_left_chance"]),
+                str(d["diverged"]),
+                ", ".join(f"{x:.0%}" for x in dead) or "–",
+            ]
+        )
+    md = [
+        "**Runs that end near chance** (last logged training loss above 0.9 ln C), per model and learning rate; "
+        "95 % Wilson interval for the rate; dead units = share of ReLU units never positive on 512 fixed "
+        "training images at the end, for runs that fell back:",
+        "",
+        *table(
+            [
+                "model",
+                "lr",
+                "near chance at the end",
+                "95 % CI of the rate",
+                "fell back",
+                "never left chance",
+                "diverged",
+                "dead units (fell back)",
+            ],
+            rows,
+        ),
+    ]
     return {"data": data, "markdown": md}
 
 
@@ -144,13 +180,15 @@ def batch_size(exp: Experiment) -> dict[str, Any]:
     for tag, runs in by_model(exp).items():
         cells = {b: [r for r in runs if r.grid["batch_size"] == b] for b in sizes}
         stat = {b: outcome_stats(cell, "final_test_acc") for b, cell in cells.items()}
-        data[tag] = {b: {"acc": stat[b], "lr": next((r.config["lr"] for r in cell), None)}
-                     for b, cell in cells.items()}  # fmt: skip
+        data[tag] = {b: {"acc": stat[b], "lr": next((r.config["lr"] for r in cell), None)} for b, cell in cells.items()}
         rows.append([tag, *(stat_text(s) for s in stat.values())])
     lrs = next(iter(data.values()))
-    md = ["**Final test accuracy (eval mode) by batch size** (mean ± sd over seeds; per outcome where the seeds "
-          "ended differently; lr " + ", ".join(f"{lrs[b]['lr']:g} at {b}" for b in sizes) + "):", "",
-          *table(["model", *(f"batch {b}" for b in sizes)], rows)]  # fmt: skip
+    md = [
+        "**Final test accuracy (eval mode) by batch size** (mean ± sd over seeds; per outcome where the seeds "
+        "ended differently; lr " + ", ".join(f"{lrs[b]['lr']:g} at {b}" for b in sizes) + "):",
+        "",
+        *table(["model", *(f"batch {b}" for b in sizes)], rows),
+    ]
     return {"data": {t: {str(b): v for b, v in d.items()} for t, d in data.items()}, "markdown": md}
 
 
@@ -192,33 +230,62 @@ def eval_modes(exp: Experiment) -> dict[str, Any]:
     variants = list(per_variant)
     modes = list(dict.fromkeys(m for v in per_variant.values() for m in v))
     rows = [[m, *(pm(per_variant[v].get(m, []), 3) for v in variants)] for m in modes]
-    md = ["**Test accuracy by evaluation mode** (trained final weights; mean ± sd over seeds):", "",
-          *table(["mode", *variants], rows)]  # fmt: skip
+    md = [
+        "**Test accuracy by evaluation mode** (trained final weights; mean ± sd over seeds):",
+        "",
+        *table(["mode", *variants], rows),
+    ]
     if gaps:
         layers = sorted({layer for g in gaps.values() for layer in g})
-        rows = [[v, *(f"{statistics.fmean(x[0] for x in gaps[v][layer]):.3f} / "
-                      f"{statistics.fmean(x[1] for x in gaps[v][layer]):.3f}" if layer in gaps[v] else "–"
-                      for layer in layers)] for v in gaps]  # fmt: skip
-        md += ["", "**Running statistics vs the training set's population statistics** (per norm layer: mean "
-               "|running mean - population mean| in population sd / mean |log(running var / population var)|; "
-               "population statistics of each layer's input over all training images, model in eval mode):", "",
-               *table(["variant", *(f"layer {layer + 1}" for layer in layers)], rows)]  # fmt: skip
-    return {"data": {"accuracy": per_variant, "population_gap": {v: {str(k): x for k, x in g.items()}
-                                                                 for v, g in gaps.items()}}, "markdown": md}
+        rows = [
+            [
+                v,
+                *(
+                    f"{statistics.fmean(x[0] for x in gaps[v][layer]):.3f} / "
+                    f"{statistics.fmean(x[1] for x in gaps[v][layer]):.3f}"
+                    if layer in gaps[v]
+                    else "–"
+                    for layer in layers
+                ),
+            ]
+            for v in gaps
+        ]
+        md += [
+            "",
+            "**Running statistics vs the training set's population statistics** (per norm layer: mean "
+            "|running mean - population mean| in population sd / mean |log(running var / population var)|; "
+            "population statistics of each layer's input over all training images, model in eval mode):",
+            "",
+            *table(["variant", *(f"layer {layer + 1}" for layer in layers)], rows),
+        ]
+    return {
+        "data": {
+            "accuracy": per_variant,
+            "population_gap": {v: {str(k): x for k, x in g.items()} for v, g in gaps.items()},
+        },
+        "markdown": md,
+    }
 
 
 @section("landscape", applies=lambda exp: any(r.probe("landscape") for r in exp.runs))
 def landscape(exp: Experiment) -> dict[str, Any]:
-    keys = {"loss range (max - min over the step sizes)": lambda p: p["loss_max"] - p["loss_min"],
-            "gradient predictiveness (max ‖g(η) − g‖)": lambda p: p["grad_predictiveness"],
-            "effective beta-smoothness": lambda p: p["beta_smoothness"]}  # fmt: skip
+    keys = {
+        "loss range (max - min over the step sizes)": lambda p: p["loss_max"] - p["loss_min"],
+        "gradient predictiveness (max ‖g(η) − g‖)": lambda p: p["grad_predictiveness"],
+        "effective beta-smoothness": lambda p: p["beta_smoothness"],
+    }
     data = {}
     for variant, runs in exp.variants.items():
-        data[variant] = {name: mean_sd([median([f(p) for p in r.probe("landscape")]) for r in runs])
-                         for name, f in keys.items()}  # fmt: skip
+        data[variant] = {
+            name: mean_sd([median([f(p) for p in r.probe("landscape")]) for r in runs]) for name, f in keys.items()
+        }
     rows = [[v, *(f"{d[k][0]:.3g} ± {d[k][1]:.2g}" for k in keys)] for v, d in data.items()]
-    md = ["**Loss landscape along the gradient** (Santurkar et al. Fig. 4): per run the median over probe steps, "
-          "then mean ± sd over seeds:", "", *table(["variant", *keys], rows)]  # fmt: skip
+    md = [
+        "**Loss landscape along the gradient** (Santurkar et al. Fig. 4): per run the median over probe steps, "
+        "then mean ± sd over seeds:",
+        "",
+        *table(["variant", *keys], rows),
+    ]
     return {"data": data, "markdown": md}
 
 
@@ -228,15 +295,19 @@ def ics(exp: Experiment) -> dict[str, Any]:
     for variant, runs in exp.variants.items():
         records = [p for r in runs for p in r.probe("ics")]
         layers = records[0]["layers"]
-        data[variant] = {"layers": layers,
-                         "shift": [median([p["shift"][i] for p in records]) for i in range(len(layers))],
-                         "cosine": [median([p["cosine"][i] for p in records]) for i in range(len(layers))]}
-    layers = next(iter(data.values()))["layers"]  # fmt: skip
-    rows = [[v, *(f"{s:.3g} / {c:.3f}" for s, c in zip(d["shift"], d["cosine"], strict=True))]
-            for v, d in data.items()]  # fmt: skip
-    md = ["**Internal covariate shift** (Santurkar et al. sec. 2.2): per layer ‖G − G′‖ / cos(G, G′), medians "
-          "over all probe steps and seeds (layer 1 has no layer before it: shift 0 by definition):", "",
-          *table(["variant", *layers], rows)]  # fmt: skip
+        data[variant] = {
+            "layers": layers,
+            "shift": [median([p["shift"][i] for p in records]) for i in range(len(layers))],
+            "cosine": [median([p["cosine"][i] for p in records]) for i in range(len(layers))],
+        }
+    layers = next(iter(data.values()))["layers"]
+    rows = [[v, *(f"{s:.3g} / {c:.3f}" for s, c in zip(d["shift"], d["cosine"], strict=True))] for v, d in data.items()]
+    md = [
+        "**Internal covariate shift** (Santurkar et al. sec. 2.2): per layer ‖G − G′‖ / cos(G, G′), medians "
+        "over all probe steps and seeds (layer 1 has no layer before it: shift 0 by definition):",
+        "",
+        *table(["variant", *layers], rows),
+    ]
     return {"data": data, "markdown": md}
 
 
@@ -244,28 +315,48 @@ def _drift(records: list[dict[str, Any]], layer: int) -> tuple[float, float, flo
     recs = sorted((p for p in records if p["layer"] == layer), key=lambda p: p["step"])
     means, stds = [p["mean"] for p in recs], [p["std"] for p in recs]
     steps = [abs(b - a) for a, b in itertools.pairwise(means)]
-    return (statistics.pstdev(means) if len(means) > 1 else 0.0, statistics.pstdev(stds) if len(stds) > 1 else 0.0,
-            statistics.fmean(steps) if steps else 0.0)  # fmt: skip
+    return (
+        statistics.pstdev(means) if len(means) > 1 else 0.0,
+        statistics.pstdev(stds) if len(stds) > 1 else 0.0,
+        statistics.fmean(steps) if steps else 0.0,
+    )
 
 
-@section("distribution_drift", applies=lambda exp: bool((exp.config.get("probes") or {}).get("every_steps"))
-         and any(r.probes for r in exp.runs))  # fmt: skip
+@section(
+    "distribution_drift",
+    applies=lambda exp: bool((exp.config.get("probes") or {}).get("every_steps")) and any(r.probes for r in exp.runs),
+)
 def distribution_drift(exp: Experiment) -> dict[str, Any]:
     data = {}
     for variant, runs in exp.variants.items():
         layers = sorted({p["layer"] for r in runs for p in r.probes})
         data[variant] = {layer: [_drift(r.probes, layer) for r in runs] for layer in layers}
     layers = sorted({layer for d in data.values() for layer in d})
-    rows = [[v, *(f"{statistics.fmean(x[0] for x in d[layer]):.3f} / {statistics.fmean(x[1] for x in d[layer]):.3f}"
-                  if layer in d else "–" for layer in layers)] for v, d in data.items()]  # fmt: skip
-    md = ["**How much each layer's pre-activation distribution moves during training**: sd over the probe steps "
-          "of the layer's mean / of its standard deviation (mean over seeds; larger = less stable):", "",
-          *table(["variant", *(f"layer {layer + 1}" for layer in layers)], rows)]  # fmt: skip
+    rows = [
+        [
+            v,
+            *(
+                f"{statistics.fmean(x[0] for x in d[layer]):.3f} / {statistics.fmean(x[1] for x in d[layer]):.3f}"
+                if layer in d
+                else "–"
+                for layer in layers
+            ),
+        ]
+        for v, d in data.items()
+    ]
+    md = [
+        "**How much each layer's pre-activation distribution moves during training**: sd over the probe steps "
+        "of the layer's mean / of its standard deviation (mean over seeds; larger = less stable):",
+        "",
+        *table(["variant", *(f"layer {layer + 1}" for layer in layers)], rows),
+    ]
     return {"data": {v: {str(k): x for k, x in d.items()} for v, d in data.items()}, "markdown": md}
 
 
-@section("scale_invariance", applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights")
-                                                       for r in exp.runs))  # fmt: skip
+@section(
+    "scale_invariance",
+    applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights") for r in exp.runs),
+)
 def scale_invariance(exp: Experiment) -> dict[str, Any]:
     md: list[str] = []
     data: dict[str, Any] = {"identity": {}, "weights": {}}
@@ -274,21 +365,47 @@ def scale_invariance(exp: Experiment) -> dict[str, Any]:
         results = [x for x in results if x.get("has_batchnorm")]
         if results:
             scales = results[0]["scales"]
-            worst = {kind: [max(row["output_rel_error"] for x in results for layer in x["layers"]
-                                for row in layer[kind] if row["a"] == a) for a in scales]
-                     for kind in ("with_eps", "without_eps")}  # fmt: skip
-            ratio = [[row["grad_ratio"] for x in results for layer in x["layers"] for row in layer["without_eps"]
-                      if row["a"] == a] for a in scales]  # fmt: skip
+            worst = {
+                kind: [
+                    max(
+                        row["output_rel_error"]
+                        for x in results
+                        for layer in x["layers"]
+                        for row in layer[kind]
+                        if row["a"] == a
+                    )
+                    for a in scales
+                ]
+                for kind in ("with_eps", "without_eps")
+            }
+            ratio = [
+                [
+                    row["grad_ratio"]
+                    for x in results
+                    for layer in x["layers"]
+                    for row in layer["without_eps"]
+                    if row["a"] == a
+                ]
+                for a in scales
+            ]
             ranges = [[min(r), max(r)] for r in ratio]
             data["identity"][variant] = {"scales": scales, **worst, "grad_ratio_range": ranges}
     if data["identity"]:
         for variant, d in data["identity"].items():
-            rows = [[f"{a:g}", f"{e:.1e}", f"{z:.1e}", f"{lo:.6f}-{hi:.6f}"] for a, e, z, (lo, hi) in zip(
-                d["scales"], d["with_eps"], d["without_eps"], d["grad_ratio_range"], strict=True)]  # fmt: skip
-            md += [f"**Scale invariance of BN on {variant}'s trained layers** (worst layer and seed): relative change "
-                   "of BN's output when the weights before it are scaled by a, with the layer's eps and with eps = 0, "
-                   "and a·‖∂L/∂(aW)‖ / ‖∂L/∂W‖ (1 when the gradient scales as 1/a; eps = 0):", "",
-                   *table(["a", "output change (eps 1e-5)", "output change (eps 0)", "gradient ratio"], rows), ""]
+            rows = [
+                [f"{a:g}", f"{e:.1e}", f"{z:.1e}", f"{lo:.6f}-{hi:.6f}"]
+                for a, e, z, (lo, hi) in zip(
+                    d["scales"], d["with_eps"], d["without_eps"], d["grad_ratio_range"], strict=True
+                )
+            ]
+            md += [
+                f"**Scale invariance of BN on {variant}'s trained layers** (worst layer and seed): relative change "
+                "of BN's output when the weights before it are scaled by a, with the layer's eps and with eps = 0, "
+                "and a·‖∂L/∂(aW)‖ / ‖∂L/∂W‖ (1 when the gradient scales as 1/a; eps = 0):",
+                "",
+                *table(["a", "output change (eps 1e-5)", "output change (eps 0)", "gradient ratio"], rows),
+                "",
+            ]
     for variant, runs in exp.variants.items():
         per_run = [r.probe("weights") for r in runs if r.probe("weights")]
         if per_run:
@@ -297,15 +414,30 @@ def scale_invariance(exp: Experiment) -> dict[str, Any]:
             last = [[p[-1]["weight_norm"][i] for p in per_run] for i in range(len(layers))]
             step0 = [[p[0]["effective_step"][i] for p in per_run] for i in range(len(layers))]
             step1 = [[p[-1]["effective_step"][i] for p in per_run] for i in range(len(layers))]
-            data["weights"][variant] = {"layers": layers, "norm_first": first, "norm_last": last,
-                                        "step_first": step0, "step_last": step1}  # fmt: skip
+            data["weights"][variant] = {
+                "layers": layers,
+                "norm_first": first,
+                "norm_last": last,
+                "step_first": step0,
+                "step_last": step1,
+            }
     if data["weights"]:
-        rows = [[v, name, f"{statistics.fmean(d['norm_first'][i]):.2f} -> {statistics.fmean(d['norm_last'][i]):.2f}",
-                 f"{statistics.fmean(d['step_first'][i]):.2e} -> {statistics.fmean(d['step_last'][i]):.2e}"]
-                for v, d in data["weights"].items() for i, name in enumerate(d["layers"])]  # fmt: skip
-        md += ["**Weight norms and effective steps** (first -> last evaluation, mean over seeds; effective step = "
-               "‖W after − W before‖ / ‖W before‖ of the step before the evaluation):", "",
-               *table(["variant", "layer", "‖W‖", "effective step"], rows)]  # fmt: skip
+        rows = [
+            [
+                v,
+                name,
+                f"{statistics.fmean(d['norm_first'][i]):.2f} -> {statistics.fmean(d['norm_last'][i]):.2f}",
+                f"{statistics.fmean(d['step_first'][i]):.2e} -> {statistics.fmean(d['step_last'][i]):.2e}",
+            ]
+            for v, d in data["weights"].items()
+            for i, name in enumerate(d["layers"])
+        ]
+        md += [
+            "**Weight norms and effective steps** (first -> last evaluation, mean over seeds; effective step = "
+            "‖W after − W before‖ / ‖W before‖ of the step before the evaluation):",
+            "",
+            *table(["variant", "layer", "‖W‖", "effective step"], rows),
+        ]
     return {"data": data, "markdown": md}
 
 
@@ -313,22 +445,53 @@ def scale_invariance(exp: Experiment) -> dict[str, Any]:
 def data_parallel(exp: Experiment) -> dict[str, Any]:
     data = {}
     for variant, runs in exp.variants.items():
-        gaps = [statistics.fmean(g["mean_gap"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
-                for r in runs if "eval_modes" in r.analyses]  # fmt: skip
-        var_gaps = [statistics.fmean(g["var_log_ratio"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
-                    for r in runs if "eval_modes" in r.analyses]  # fmt: skip
+        gaps = [
+            statistics.fmean(g["mean_gap"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
+            for r in runs
+            if "eval_modes" in r.analyses
+        ]
+        var_gaps = [
+            statistics.fmean(g["var_log_ratio"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
+            for r in runs
+            if "eval_modes" in r.analyses
+        ]
         exp_cfg = runs[0].config
-        data[variant] = {"processes": exp_cfg.get("processes", 1), "bn_sync": exp_cfg.get("bn_sync"),
-                         "bn_running_stats": exp_cfg.get("bn_running_stats"),
-                         "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in runs]),
-                         "mean_gap": mean_sd(gaps), "var_gap": mean_sd(var_gaps),
-                         "images_per_s": median([r.summary.get("images_per_s") for r in runs])}  # fmt: skip
-    rows = [[v, str(d["processes"]), str(d["bn_sync"]), str(d["bn_running_stats"]),
-             f"{d['final_test_acc'][0]:.4f} ± {d['final_test_acc'][1]:.4f}",
-             f"{d['mean_gap'][0]:.3f} / {d['var_gap'][0]:.3f}" if d["mean_gap"][2] else "–",
-             f"{d['images_per_s']:.0f}"] for v, d in data.items()]  # fmt: skip
-    md = ["**Data-parallel BN**: final test accuracy, and the running statistics' distance from the population "
-          "statistics (mean over layers of |Δmean|/sd / |log var ratio|), and training images/s (median):", "",
-          *table(["variant", "processes", "bn_sync", "running stats", "final test acc", "running-stats gap",
-                  "img/s as trained"], rows)]  # fmt: skip
+        data[variant] = {
+            "processes": exp_cfg.get("processes", 1),
+            "bn_sync": exp_cfg.get("bn_sync"),
+            "bn_running_stats": exp_cfg.get("bn_running_stats"),
+            "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in runs]),
+            "mean_gap": mean_sd(gaps),
+            "var_gap": mean_sd(var_gaps),
+            "images_per_s": median([r.summary.get("images_per_s") for r in runs]),
+        }
+    rows = [
+        [
+            v,
+            str(d["processes"]),
+            str(d["bn_sync"]),
+            str(d["bn_running_stats"]),
+            f"{d['final_test_acc'][0]:.4f} ± {d['final_test_acc'][1]:.4f}",
+            f"{d['mean_gap'][0]:.3f} / {d['var_gap'][0]:.3f}" if d["mean_gap"][2] else "–",
+            f"{d['images_per_s']:.0f}",
+        ]
+        for v, d in data.items()
+    ]
+    md = [
+        "**Data-parallel BN**: final test accuracy, and the running statistics' distance from the population "
+        "statistics (mean over layers of |Δmean|/sd / |log var ratio|), and training images/s (median):",
+        "",
+        *table(
+            [
+                "variant",
+                "processes",
+                "bn_sync",
+                "running stats",
+                "final test acc",
+                "running-stats gap",
+                "img/s as trained",
+            ],
+            rows,
+        ),
+    ]
     return {"data": data, "markdown": md}

@@ -60,8 +60,9 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def training_course(train: list[dict[str, Any]], classes: int, diverged: bool, status: str = "completed"
-                    ) -> dict[str, Any]:  # fmt: skip
+def training_course(
+    train: list[dict[str, Any]], classes: int, diverged: bool, status: str = "completed"
+) -> dict[str, Any]:
     """What happened to a run, from its logged training losses (means over `log_every` steps):
 
     left_chance_step: the first logged step whose loss is below 0.9 ln(classes), or None;
@@ -183,14 +184,17 @@ class Experiment:
         """The seed counts at which the claims were looked at before more seeds ran (schema-checked; none, with a
         warning, if they do not parse)."""
         try:
-            looks = from_dict(list[int], self.config.get("interim_looks") or [], f"{self.dir / EXPERIMENT_FILE}: "
-                              "interim_looks")  # fmt: skip
+            looks = from_dict(
+                list[int], self.config.get("interim_looks") or [], f"{self.dir / EXPERIMENT_FILE}: interim_looks"
+            )
         except BnexpError as e:
             warn_stderr(f"{e}; the report leaves them out")
             return []
         if not interim_looks_fit(looks, len(self.config.get("seeds") or [])):
-            warn_stderr(f"{self.dir / EXPERIMENT_FILE}: interim_looks {looks} are not increasing seed counts below "
-                        "the seeds'; the report leaves them out")  # fmt: skip
+            warn_stderr(
+                f"{self.dir / EXPERIMENT_FILE}: interim_looks {looks} are not increasing seed counts below "
+                "the seeds'; the report leaves them out"
+            )
             return []
         return looks
 
@@ -206,8 +210,16 @@ class Experiment:
             return {}
 
 
-UNFINISHED_DROPS = ("final_test_acc", "final_test_loss", "best_test_acc", "final_train_acc", "final_train_loss",
-                    "final_generalization_gap", "time_to_threshold", "final_dead_units")
+UNFINISHED_DROPS = (
+    "final_test_acc",
+    "final_test_loss",
+    "best_test_acc",
+    "final_train_acc",
+    "final_train_loss",
+    "final_generalization_gap",
+    "time_to_threshold",
+    "final_dead_units",
+)
 
 
 def load_run(run_dir: RunDir) -> Run:
@@ -293,8 +305,9 @@ def load_experiment(path: Path, warn: Warn = warn_stderr) -> Experiment:
     order = {name: i for i, name in enumerate(plan)}
     runs.sort(key=lambda r: order[r.name])
     not_started = [n for n in plan if _plain_name(n) and n not in recorded]
-    exp = Experiment(name=meta["config"]["name"], dir=path, meta=meta, runs=runs, left_out=left_out,
-                     not_started=not_started)  # fmt: skip
+    exp = Experiment(
+        name=meta["config"]["name"], dir=path, meta=meta, runs=runs, left_out=left_out, not_started=not_started
+    )
     for run in runs:
         exp.variants.setdefault(run.variant, []).append(run)
     return exp
@@ -426,8 +439,9 @@ def windowed(series: list[float | None], width: int = SMOOTH_STEPS) -> list[tupl
     return out
 
 
-def curve_quantities(series: list[float | None], steps_per_epoch: int | None, thresholds=(2.0, 1.0, 0.5),
-                     classes: int = 10) -> dict[str, Any]:  # fmt: skip
+def curve_quantities(
+    series: list[float | None], steps_per_epoch: int | None, thresholds=(2.0, 1.0, 0.5), classes: int = 10
+) -> dict[str, Any]:
     """Numbers that suit a loss curve, on 20-step window means: the first step each threshold is reached, the
     mean loss of the last epoch (last 20-step window without epochs), the lowest window, and the course."""
     windows = windowed(series)

@@ -60,7 +60,7 @@ from bnexp.store import (
     real_dir,
     remove_temp_files,
     write_atomic,
-)  # fmt: skip
+)
 from bnexp.train import Silent, StopRequest, provenance, select_device, train_run
 from bnexp.wording import plural
 
@@ -84,9 +84,17 @@ def format_plan(
     return "\n".join(lines)
 
 
-def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, restart: bool = False,
-            restart_runs: tuple[str, ...] = (), jobs: int = 1, shard: Shard | None = None,
-            data_root: str | Path | None = None, device_name: str | None = None) -> None:  # fmt: skip
+def dry_run(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    reporter: PlainReporter,
+    restart: bool = False,
+    restart_runs: tuple[str, ...] = (),
+    jobs: int = 1,
+    shard: Shard | None = None,
+    data_root: str | Path | None = None,
+    device_name: str | None = None,
+) -> None:
     """The plan: what each run would do (start, resume, skip, busy, blocked, another shard's) and how long, and
     the wall time, calibrated on the device the runs would train on. First refuses, as run_experiment would and
     with its messages (BnexpError, exit 2), a device that is not here and a dataset whose files are not under the
@@ -98,8 +106,9 @@ def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, res
     plans = expand_grid(cfg)
     check_restarts_in_shard(plans, restart_runs, shard)
     out_dir = Path(out) / cfg.name
-    actions = (plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir()
-               else {p.name: "start" for p in plans})  # fmt: skip
+    actions = (
+        plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir() else {p.name: "start" for p in plans}
+    )
     actions = split(plans, actions, shard)
     devices = {}
     for plan in plans:  # each grid cell the run would train: its device and its data
@@ -121,13 +130,18 @@ def dry_run(cfg: ExperimentConfig, out: str | Path, reporter: PlainReporter, res
         f"{len(kinds) - sum(count.values())} finished, {elsewhere}{count['blocked']} blocked; estimated wall time "
         f"{wall} with --jobs {jobs} (per-run times: {sources.count('measured')} from finished runs of the same "
         f"shape, {sources.count('calibrated')} calibrated here, "
-        + (f"{sources.count('extrapolated')} too large to calibrate here, extrapolated from a sub-batch, "
-           if "extrapolated" in sources else "")
+        + (
+            f"{sources.count('extrapolated')} too large to calibrate here, extrapolated from a sub-batch, "
+            if "extrapolated" in sources
+            else ""
+        )
         + "without probes and multi-process collectives); nothing was written"
-    )  # fmt: skip
+    )
     if to_download:  # a dry run downloads nothing; the run will, first
-        reporter.message(f"note: {', '.join(sorted(to_download))} not found here: the run downloads it first, into "
-                         f"{download_folder()}")  # fmt: skip
+        reporter.message(
+            f"note: {', '.join(sorted(to_download))} not found here: the run downloads it first, into "
+            f"{download_folder()}"
+        )
     note = busy_note() if {"calibrated", "extrapolated"} & set(sources) else None
     if note:
         reporter.message(f"note: {note}")
@@ -138,8 +152,10 @@ def _cost(cost: RunCost) -> str:
     if cost.extrapolated_from is None:
         return f"~{duration(cost.seconds)}, {cost.source}"
     per_step = f"{cost.per_step:.3g} s" if cost.per_step < 60 else duration(cost.per_step)
-    return (f"~{duration(cost.seconds)}: too large to calibrate here, ~{per_step} per step, extrapolated from a "
-            f"batch of {cost.extrapolated_from}")  # fmt: skip
+    return (
+        f"~{duration(cost.seconds)}: too large to calibrate here, ~{per_step} per step, extrapolated from a "
+        f"batch of {cost.extrapolated_from}"
+    )
 
 
 def cell_device(plan: RunPlan, cfg: ExperimentConfig, device: Any, device_name: str | None) -> Any:
@@ -159,8 +175,10 @@ class Shard:
         index, _, count = text.partition("/")
         digits = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit also takes '²'
         if not (digits.fullmatch(index) and digits.fullmatch(count) and int(index) < int(count)):
-            raise BnexpError(f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 "
-                             "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")  # fmt: skip
+            raise BnexpError(
+                f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 "
+                "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+            )
         return cls(int(index), int(count))
 
 
@@ -169,8 +187,9 @@ def split(plans: list[RunPlan], actions: dict[str, str], shard: Shard | None) ->
     if shard is None:
         return actions
     theirs = {p.name for i, p in enumerate(plans) if i % shard.count != shard.index}
-    return {name: OTHER_SHARD if name in theirs and not a.startswith(("skip", "busy")) else a
-            for name, a in actions.items()}
+    return {
+        name: OTHER_SHARD if name in theirs and not a.startswith(("skip", "busy")) else a for name, a in actions.items()
+    }
 
 
 def check_restarts_in_shard(plans: list[RunPlan], restart_runs: tuple[str, ...], shard: Shard | None) -> None:
@@ -178,8 +197,10 @@ def check_restarts_in_shard(plans: list[RunPlan], restart_runs: tuple[str, ...],
     position = {p.name: i for i, p in enumerate(plans)}
     for name in restart_runs if shard else ():
         if name in position and position[name] % shard.count != shard.index:
-            raise BnexpError(f"--restart-run {name}: that run is shard {position[name] % shard.count}/{shard.count}'s"
-                             f", not this one's ({shard.index}/{shard.count}); restart it there")  # fmt: skip
+            raise BnexpError(
+                f"--restart-run {name}: that run is shard {position[name] % shard.count}/{shard.count}'s"
+                f", not this one's ({shard.index}/{shard.count}); restart it there"
+            )
 
 
 def _check_writable(out: Path, out_dir: Path) -> None:
@@ -200,10 +221,16 @@ def check_torch_sync(cfg: ExperimentConfig, device_type: str) -> None:
     """torch's nn.SyncBatchNorm is CUDA-only (exit 2 before anything runs)."""
     for plan in expand_grid(cfg):
         exp = plan.experiment
-        if exp.processes > 1 and exp.bn_sync == "sync" and plan.model.norm == "torch_batchnorm" and device_type != "cuda":  # noqa: E501
-            raise BnexpError(f"{cfg.name}: bn_sync: sync with norm: torch_batchnorm needs CUDA (torch's "
-                             "nn.SyncBatchNorm); on CPU use norm: batchnorm, whose BN synchronizes on gloo too"
-                             )  # fmt: skip
+        if (
+            exp.processes > 1
+            and exp.bn_sync == "sync"
+            and plan.model.norm == "torch_batchnorm"
+            and device_type != "cuda"
+        ):
+            raise BnexpError(
+                f"{cfg.name}: bn_sync: sync with norm: torch_batchnorm needs CUDA (torch's "
+                "nn.SyncBatchNorm); on CPU use norm: batchnorm, whose BN synchronizes on gloo too"
+            )
 
 
 def run_experiment(
@@ -275,12 +302,21 @@ def run_experiment(
                 reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))
                 write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device)))
                 if cfg.reference and cfg.reference.series and config_dir is not None:
-                    series = {variant: [{**dataclasses.asdict(ref), **load_series(config_dir, ref)} for ref in refs]
-                              for variant, refs in cfg.reference.series.items()}  # fmt: skip
+                    series = {
+                        variant: [{**dataclasses.asdict(ref), **load_series(config_dir, ref)} for ref in refs]
+                        for variant, refs in cfg.reference.series.items()
+                    }
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
         # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
-        reporter.start_experiment({p.name: RunLeft(steps_left(p, actions[p.name], out_dir), p.experiment.batch_size)
-                                   for p in plans if to_train(actions[p.name])} if world.main else {})  # fmt: skip
+        reporter.start_experiment(
+            {
+                p.name: RunLeft(steps_left(p, actions[p.name], out_dir), p.experiment.batch_size)
+                for p in plans
+                if to_train(actions[p.name])
+            }
+            if world.main
+            else {}
+        )
         statuses: dict[str, str] = {}
         for plan in plans:
             action = actions[plan.name]
@@ -294,18 +330,24 @@ def run_experiment(
             for n in sorted({p.experiment.processes for p, _ in multi}):
                 group = [(p, a) for p, a in multi if p.experiment.processes == n]
                 if ranks is None:
-                    raise BnexpError(f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
-                                     f"launches them) or torchrun --nproc_per_node={n}")  # fmt: skip
+                    raise BnexpError(
+                        f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
+                        f"launches them) or torchrun --nproc_per_node={n}"
+                    )
                 if not stop:
                     ended = launch_group(group, n, ranks, out_dir, reporter, stop)
                     for name, status in ended.items():  # the experiment's progress, as for --jobs workers
                         reporter.run_finished(name, status)
                     statuses |= ended
-        claim = (Claim(out_dir, restart, restart_runs, since) if not launched  # the launcher's starts are restarts
-                 else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start")))
+        claim = (
+            Claim(out_dir, restart, restart_runs, since)
+            if not launched  # the launcher's starts are restarts
+            else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start"))
+        )
         if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
-            statuses |= run_parallel([p for p, _ in todo], jobs, data_root, device_name, keep_checkpoints, stop,
-                                     reporter, claim)  # fmt: skip
+            statuses |= run_parallel(
+                [p for p, _ in todo], jobs, data_root, device_name, keep_checkpoints, stop, reporter, claim
+            )
             todo = []
         for plan, _ in todo:
             if stop:
@@ -316,14 +358,24 @@ def run_experiment(
                     reporter.skip_run(f"{plan.name}: {action}", plan.name)
                     continue
                 on = cell_device(plan, cfg, device, device_name)  # a grid over device: the cell's own
-                summary = train_run(plan, action, RunDir(out_dir / plan.name), cache.get(plan.experiment.dataset, on),
-                                    on, reporter, stop, keep_checkpoints, world)  # fmt: skip
+                summary = train_run(
+                    plan,
+                    action,
+                    RunDir(out_dir / plan.name),
+                    cache.get(plan.experiment.dataset, on),
+                    on,
+                    reporter,
+                    stop,
+                    keep_checkpoints,
+                    world,
+                )
             statuses[plan.name] = summary["status"]
         reporter.close()
         analysis_problems = 0
         if world.main and not launched and requested(cfg.analyses) and not stop:
-            analysis_problems = _analyze_when_all_ended(cfg, plans, statuses, out_dir, data_root, device, reporter,
-                                                        Path(out))  # fmt: skip
+            analysis_problems = _analyze_when_all_ended(
+                cfg, plans, statuses, out_dir, data_root, device, reporter, Path(out)
+            )
     world.barrier()
     if launched:  # the launcher reports for the whole experiment
         if stop:  # a stopped rank says so (130/143): it then ends at once instead of waiting on the launcher
@@ -339,8 +391,10 @@ def run_experiment(
     for kind in ("failed", "blocked", "busy"):
         names = [name for name, s in statuses.items() if s == kind]
         if names:
-            reporter.message(f"{kind} runs: {', '.join(names)}" + (" (trained by other processes: run again "
-                             "after they end to check)" if kind == "busy" else ""))  # fmt: skip
+            reporter.message(
+                f"{kind} runs: {', '.join(names)}"
+                + (" (trained by other processes: run again after they end to check)" if kind == "busy" else "")
+            )
     return 1 if analysis_problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
 
 
@@ -362,17 +416,29 @@ def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig) -> None:
             return  # damaged: it is rewritten
     diff = config_diff(recorded, yaml.safe_load(dump_yaml(dataclasses.asdict(cfg))))  # as it is recorded
     if diff:
-        raise BnexpError(f"{out_dir} is being written by another bnexp process with a different config ("
-                         f"{'; '.join(diff[:3])}); wait for it, or use another --out")  # fmt: skip
+        raise BnexpError(
+            f"{out_dir} is being written by another bnexp process with a different config ("
+            f"{'; '.join(diff[:3])}); wait for it, or use another --out"
+        )
 
 
-def _analyze_when_all_ended(cfg: ExperimentConfig, plans: list[RunPlan], statuses: dict[str, str], out_dir: Path,
-                            data_root: Any, device: Any, reporter: PlainReporter, results: Path) -> int:  # fmt: skip
+def _analyze_when_all_ended(
+    cfg: ExperimentConfig,
+    plans: list[RunPlan],
+    statuses: dict[str, str],
+    out_dir: Path,
+    data_root: Any,
+    device: Any,
+    reporter: PlainReporter,
+    results: Path,
+) -> int:
     """The experiment's analyses, by the last of the processes filling the folder to finish (the others say so)."""
     waiting = left_to_others(plans, out_dir, statuses)
     if waiting:
-        reporter.message(f"analyses: {len(waiting)} of {len(plans)} runs are with other processes; the last to "
-                         f"end computes them (or run `bnexp analyze {out_dir}` then)")  # fmt: skip
+        reporter.message(
+            f"analyses: {len(waiting)} of {len(plans)} runs are with other processes; the last to "
+            f"end computes them (or run `bnexp analyze {out_dir}` then)"
+        )
         return 0
     with alone(out_dir) as first:
         if not first:
@@ -386,15 +452,27 @@ def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, d
         "config": dataclasses.asdict(cfg),
         "runs": [p.name for p in plans],
         # the dataset by name and content, never by the folder it was read from (records travel between machines)
-        "data": {"dataset": data.name, "sha256": data_digest(data), "train_images": len(data.train),
-                 "test_images": len(data.test), "mean": data.mean, "std": data.std},
+        "data": {
+            "dataset": data.name,
+            "sha256": data_digest(data),
+            "train_images": len(data.train),
+            "test_images": len(data.test),
+            "mean": data.mean,
+            "std": data.std,
+        },
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(device),
-    }  # fmt: skip
+    }
 
 
-def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankCommand, out_dir: Path,
-                 reporter: PlainReporter, stop: StopRequest) -> dict[str, str]:  # fmt: skip
+def launch_group(
+    group: list[tuple[RunPlan, str]],
+    nproc: int,
+    ranks: RankCommand,
+    out_dir: Path,
+    reporter: PlainReporter,
+    stop: StopRequest,
+) -> dict[str, str]:
     """Train `group` (runs of `nproc` processes) with `nproc` processes started by torch's elastic launcher.
     A process that fails ends its group: its run is marked failed (by the process itself, or here from the
     launcher's report when it died without a word) and the processes start again for the group's other runs."""
@@ -424,11 +502,21 @@ def launch_group(group: list[tuple[RunPlan, str]], nproc: int, ranks: RankComman
             reporter.message(message)
             if not any(s == "failed" for s in statuses.values()):
                 break  # nothing to blame and skip: do not loop
-        todo = {n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
-                for n, a in todo.items()}  # fmt: skip
+        todo = {
+            n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
+            for n, a in todo.items()
+        }
     for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken, finished or blocked meanwhile
         declined = "blocked" if code == 0 else "failed"  # a launch that ended well left it on purpose (ranks said why)
         recorded = recorded_status(out_dir / name)
-        statuses.setdefault(name, "interrupted" if stop else "busy" if holder(out_dir / name) else
-                            recorded if recorded in FINISHED else declined)  # fmt: skip
+        statuses.setdefault(
+            name,
+            "interrupted"
+            if stop
+            else "busy"
+            if holder(out_dir / name)
+            else recorded
+            if recorded in FINISHED
+            else declined,
+        )
     return statuses

@@ -152,10 +152,17 @@ def rank_test(a: list[float], b: list[float], alternative: str) -> RankTest:
         eq = (x[..., :, None] == y[..., None, :]).sum((-1, -2))
         return gt + 0.5 * eq
 
-    res = stats.permutation_test((np.asarray(a, float), np.asarray(b, float)), u, permutation_type="independent",
-                                 alternative=alternative, n_resamples=np.inf, vectorized=True)  # fmt: skip
-    return RankTest(float(res.statistic), float(res.pvalue), f"Mann-Whitney U, exact permutation p, n = {len(a)} / "
-                    f"{len(b)}")  # fmt: skip
+    res = stats.permutation_test(
+        (np.asarray(a, float), np.asarray(b, float)),
+        u,
+        permutation_type="independent",
+        alternative=alternative,
+        n_resamples=np.inf,
+        vectorized=True,
+    )
+    return RankTest(
+        float(res.statistic), float(res.pvalue), f"Mann-Whitney U, exact permutation p, n = {len(a)} / {len(b)}"
+    )
 
 
 def separation_seeds(alpha: float) -> int:

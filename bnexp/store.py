@@ -100,8 +100,10 @@ def real_dir(root: Path, path: Path) -> Path:
             os.mkdir(current)
         mode = os.lstat(current).st_mode
         if stat.S_ISLNK(mode):
-            raise LinkRefused(f"{current} is a link: bnexp never writes through links in a results folder; "
-                              "replace it with a real folder")  # fmt: skip
+            raise LinkRefused(
+                f"{current} is a link: bnexp never writes through links in a results folder; "
+                "replace it with a real folder"
+            )
         if not stat.S_ISDIR(mode):
             raise LinkRefused(f"{current} is not a folder")
     return path
@@ -183,8 +185,9 @@ def check_replaceable(path: Path, what: str) -> None:
     if stat.S_ISLNK(info.st_mode):
         raise BnexpError(f"{what}: {path} is a link; give the file it points to ({os.path.realpath(path)})")
     if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-        raise BnexpError(f"{what}: {path} has {info.st_nlink} hard links, which replacing it would part; give a "
-                         "file of its own")  # fmt: skip
+        raise BnexpError(
+            f"{what}: {path} has {info.st_nlink} hard links, which replacing it would part; give a file of its own"
+        )
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -310,14 +313,18 @@ class RunDir:
             size = -1 if name in self._missing else p.stat().st_size
             if offset and size < offset:
                 found = "is missing" if size < 0 else f"has {size} bytes"
-                raise CorruptFile(f"{p} {found}, the checkpoint expects at least {offset}: the run's logs were "
-                                  "deleted or cut after its last checkpoint")  # fmt: skip
+                raise CorruptFile(
+                    f"{p} {found}, the checkpoint expects at least {offset}: the run's logs were "
+                    "deleted or cut after its last checkpoint"
+                )
             if offset:
                 with p.open("rb") as f:
                     f.seek(offset - 1)
                     if f.read(1) != b"\n":
-                        raise CorruptFile(f"{p}: no line ends at byte {offset}, where the checkpoint says the "
-                                          "log ended: the file was changed after the checkpoint")  # fmt: skip
+                        raise CorruptFile(
+                            f"{p}: no line ends at byte {offset}, where the checkpoint says the "
+                            "log ended: the file was changed after the checkpoint"
+                        )
 
     def truncate(self, offsets: dict[str, int]) -> None:
         """Cut the logs back to a checkpoint's offsets: lines written after it are written again on resume."""
@@ -344,8 +351,10 @@ class RunDir:
         except FileNotFoundError:
             info = None
         if info is None or not stat.S_ISDIR(info.st_mode) or (info.st_dev, info.st_ino) != self._identity:
-            raise LinkRefused(f"{self.path}: the run folder was replaced after the run started (by a link or another "
-                              "folder); nothing more is written there")  # fmt: skip
+            raise LinkRefused(
+                f"{self.path}: the run folder was replaced after the run started (by a link or another "
+                "folder); nothing more is written there"
+            )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.check_folder()

@@ -166,15 +166,17 @@ IMPLEMENTATIONS = {
 
 
 NON_STANDARD_CONVENTIONS = {
-    norm: {"train_variance": f"none: divides by sqrt(s^2 + eps), s = {scale} of the centred batch per channel",
-           "running_variance": "running_var is the running average of s^2 (no m / (m - 1) factor)"}
+    norm: {
+        "train_variance": f"none: divides by sqrt(s^2 + eps), s = {scale} of the centred batch per channel",
+        "running_variance": "running_var is the running average of s^2 (no m / (m - 1) factor)",
+    }
     for norm, scale in (("l1_batchnorm", "mean absolute deviation"), ("linf_batchnorm", "largest absolute deviation"))
 } | {
     "decorrelated_batchnorm": {
         "train_variance": "whitened: Sigma^(-1/2) (x - mean) per group, Sigma the biased batch covariance + eps I",
         "running_variance": "running covariance per group, unbiased (m / (m - 1))",
     }
-}  # fmt: skip
+}
 
 
 def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world: World = World()) -> dict[str, Any]:
@@ -206,9 +208,12 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
             else f"per process (local batch {exp.batch_size // world.size})"
         )
         out["running_statistics"] = (
-            "from the global batch statistics" if exp.bn_sync == "sync"
-            else "rank 0's" if exp.bn_running_stats == "rank0" else "mean over processes before each evaluation"
-        )  # fmt: skip
+            "from the global batch statistics"
+            if exp.bn_sync == "sync"
+            else "rank 0's"
+            if exp.bn_running_stats == "rank0"
+            else "mean over processes before each evaluation"
+        )
     return out
 
 
@@ -332,10 +337,17 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (run with the torch thread count it records: see `checkpoint_threads`)."""
         if state.get("run") != self.plan.name:
-            raise CorruptFile(f"{self.run.path / CHECKPOINT}: belongs to run {state.get('run')!r}, not "
-                              f"{self.plan.name!r}")  # fmt: skip
-        check_checkpoint(state, self.total_steps, self.per_epoch, self.exp.log_every,
-                         f"{self.run.path / CHECKPOINT}", restart_hint(self.plan))  # fmt: skip
+            raise CorruptFile(
+                f"{self.run.path / CHECKPOINT}: belongs to run {state.get('run')!r}, not {self.plan.name!r}"
+            )
+        check_checkpoint(
+            state,
+            self.total_steps,
+            self.per_epoch,
+            self.exp.log_every,
+            f"{self.run.path / CHECKPOINT}",
+            restart_hint(self.plan),
+        )
         self.run.check_offsets(state["log_offsets"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -371,8 +383,9 @@ class Trainer:
         world = self.world
         while True:
             self.generator.set_state(self.epoch_rng)
-            batches = shuffled_batches(len(self.data.train), self.exp.batch_size, self.generator, self.device,
-                                       world.size)  # fmt: skip
+            batches = shuffled_batches(
+                len(self.data.train), self.exp.batch_size, self.generator, self.device, world.size
+            )
             for i in range(self.batch_in_epoch, len(batches)):
                 self.batch_in_epoch = i + 1
                 yield batches[i] if world.size == 1 else batches[i].view(world.size, -1)[world.rank]
@@ -409,8 +422,15 @@ class Trainer:
         good = losses if bad is None else losses[:bad]
         first = self.step - self.window
         if good:
-            self.run.log({"event": "train", "step": first + len(good), "epoch": (first + len(good)) / self.per_epoch,
-                          "loss": float(np.mean(good)), "steps": len(good)})  # fmt: skip
+            self.run.log(
+                {
+                    "event": "train",
+                    "step": first + len(good),
+                    "epoch": (first + len(good)) / self.per_epoch,
+                    "loss": float(np.mean(good)),
+                    "steps": len(good),
+                }
+            )
         self.reporter.advance(self.window, float(np.mean(good)) if good else None)
         self.window = 0
         if bad is not None:
@@ -443,8 +463,15 @@ class Trainer:
         """A timing.jsonl record for the interval since the last one (at an evaluation, or where the run stops);
         returns its images/s."""
         speed = self.images_since_eval / train_time if train_time > 0 else None
-        self.run.log_timing({"step": self.step, "train_time_s": train_time, "eval_time_s": eval_time,
-                             "images_per_s": speed, "probe_time_s": self.probes.seconds})  # fmt: skip
+        self.run.log_timing(
+            {
+                "step": self.step,
+                "train_time_s": train_time,
+                "eval_time_s": eval_time,
+                "images_per_s": speed,
+                "probe_time_s": self.probes.seconds,
+            }
+        )
         self.images_since_eval, self.probes.seconds = 0, 0.0
         return speed
 
@@ -458,8 +485,9 @@ class Trainer:
     def fit(self) -> str:
         """Train until done; returns the status: completed, diverged or interrupted."""
         self.model.train()
-        self.segments.append({"from_step": self.step, "torch_threads": torch.get_num_threads(),
-                              "processes": self.world.size})  # fmt: skip
+        self.segments.append(
+            {"from_step": self.step, "torch_threads": torch.get_num_threads(), "processes": self.world.size}
+        )
         self.reporter.start_run(self.plan.name, self.total_steps, self.step)
         if self.step >= self.total_steps:  # resumed from the final checkpoint: a kill may have come before the weights
             self.save_final_weights()
@@ -602,15 +630,18 @@ def train_run(
             if action == "resume" and world.main:
                 state = load_tensors(run.path / CHECKPOINT, "the checkpoint", restart_hint(plan))
             state = world.broadcast(state)
-            saved_threads = (checkpoint_threads(state, run.path / CHECKPOINT, restart_hint(plan)) if state is not None
-                             else None)  # fmt: skip
+            saved_threads = (
+                checkpoint_threads(state, run.path / CHECKPOINT, restart_hint(plan)) if state is not None else None
+            )
             if saved_threads and saved_threads != threads:
                 torch.set_num_threads(saved_threads)
                 cores = len(os.sched_getaffinity(0))
                 if saved_threads > cores and world.main:  # OpenMP threads spinning on fewer cores crawl
-                    reporter.message(f"{plan.name}: resuming with the {saved_threads} torch threads it started "
-                                     f"with (results are bitwise reproducible only for one thread count) on "
-                                     f"{cores} core(s): slow; run it alone (--jobs 1) for speed")  # fmt: skip
+                    reporter.message(
+                        f"{plan.name}: resuming with the {saved_threads} torch threads it started "
+                        f"with (results are bitwise reproducible only for one thread count) on "
+                        f"{cores} core(s): slow; run it alone (--jobs 1) for speed"
+                    )
             writer = run if world.main else NullRunDir(run.path)
             writer.start(plan.resolved(), fresh=action == "start")
             trainer = Trainer(plan, data, writer, device, reporter, stop, keep_checkpoints, world)
@@ -620,9 +651,12 @@ def train_run(
             if not world.main:
                 return {"run": plan.name, "status": status}
             summary = trainer.summary(status, started)
-            reporter.end_run(f"{plan.name}: interrupted at step {trainer.step} of {trainer.total_steps} (run the "
-                             "same command again to resume)" if status == "interrupted" else
-                             f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}")  # fmt: skip
+            reporter.end_run(
+                f"{plan.name}: interrupted at step {trainer.step} of {trainer.total_steps} (run the "
+                "same command again to resume)"
+                if status == "interrupted"
+                else f"{plan.name}: {status}, final test_acc {summary['final_test_acc']}"
+            )
         except KeyboardInterrupt:
             run.close()
             with suppress(OSError, LinkRefused):
@@ -632,9 +666,16 @@ def train_run(
             remedy = f"; details in {run.path / ERROR_LOG}"
             if isinstance(e, CorruptFile) and "--restart-run" not in str(e):
                 remedy = f"; {restart_hint(plan)}"
-            summary = {"run": plan.name, "status": "failed", "seed": plan.seed, "error": f"{type(e).__name__}: {e}",
-                       "rank": world.rank, "started": started, "step": trainer.step if trainer else 0,
-                       **provenance(device)}  # fmt: skip
+            summary = {
+                "run": plan.name,
+                "status": "failed",
+                "seed": plan.seed,
+                "error": f"{type(e).__name__}: {e}",
+                "rank": world.rank,
+                "started": started,
+                "step": trainer.step if trainer else 0,
+                **provenance(device),
+            }
             if world.size > 1:
                 # the other processes cannot go on without this one: record why (unless a process that
                 # failed first already did), then end this process, which ends the run everywhere

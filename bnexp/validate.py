@@ -16,8 +16,9 @@ from bnexp.models import MODELS, build_model
 from bnexp.probes.distributions import probe_points
 
 
-def load(path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, max_runs: int = MAX_RUNS
-         ) -> ExperimentConfig:  # fmt: skip
+def load(
+    path: str | Path, overrides: Sequence[str] = (), smoke: bool = False, max_runs: int = MAX_RUNS
+) -> ExperimentConfig:
     """`bnexp.config.load_config` with every check below, for the config and each cell of its grid (once per
     distinct setting of what they read: a grid of 1,000 learning rates builds its models once)."""
     done: set[str] = set()
@@ -52,27 +53,41 @@ def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
         other = sorted({m.name for m in cfg.models} - {"lstm"})
         if other:
             p = "analyses.long_sequences"
-            raise ConfigError(where(p), p, f"reads taller images as longer sequences, which only a recurrent model "
-                              f"can (models: lstm); not {', '.join(other)}")  # fmt: skip
+            raise ConfigError(
+                where(p),
+                p,
+                f"reads taller images as longer sequences, which only a recurrent model "
+                f"can (models: lstm); not {', '.join(other)}",
+            )
     modes = cfg.analyses.eval_modes if cfg.analyses else None
     if modes is not None:  # every batch the analysis builds is drawn from the data, so the data bounds it
         p = "analyses.eval_modes"
-        limits = [("groups x group_size", modes.groups * modes.group_size, test_size, "test images"),
-                  ("group_size", modes.group_size, test_size // classes, "test images of one class"),
-                  ("largest batch_sizes", max(modes.batch_sizes), test_size, "test images"),
-                  ("largest reestimate_batches x batch_size", max(modes.reestimate_batches) * cfg.batch_size,
-                   10 * train_size, "training images (10 passes)")]  # fmt: skip
+        limits = [
+            ("groups x group_size", modes.groups * modes.group_size, test_size, "test images"),
+            ("group_size", modes.group_size, test_size // classes, "test images of one class"),
+            ("largest batch_sizes", max(modes.batch_sizes), test_size, "test images"),
+            (
+                "largest reestimate_batches x batch_size",
+                max(modes.reestimate_batches) * cfg.batch_size,
+                10 * train_size,
+                "training images (10 passes)",
+            ),
+        ]
         for what, value, limit, unit in limits:
             if value > limit:
                 raise ConfigError(where(p), p, f"{what} is {value:,}, more than the {limit:,} {unit}")
     if cfg.eval_train_subset is not None and not classes <= cfg.eval_train_subset <= train_size:
-        raise ConfigError(where("eval_train_subset"), "eval_train_subset",
-                          f"must be between {classes} and the {train_size} training images")  # fmt: skip
+        raise ConfigError(
+            where("eval_train_subset"),
+            "eval_train_subset",
+            f"must be between {classes} and the {train_size} training images",
+        )
     for i, m in enumerate(cfg.models):
         p = f"models[{i}]"
         if m.name not in MODELS:
-            raise ConfigError(where(f"{p}.name"), f"{p}.name", f"unknown value {m.name!r}; allowed: "
-                              f"{', '.join(sorted(MODELS))}")  # fmt: skip
+            raise ConfigError(
+                where(f"{p}.name"), f"{p}.name", f"unknown value {m.name!r}; allowed: {', '.join(sorted(MODELS))}"
+            )
         try:
             model = build_model(m, inputs)
         except ValueError as e:
@@ -89,9 +104,12 @@ def _check_one_image_trains(model: torch.nn.Module, inputs, where: Locate, p: st
         with torch.no_grad():
             model.train()(torch.zeros(1, inputs.channels, inputs.height, inputs.width))
     except ValueError:
-        raise ConfigError(where("batch_size"), "batch_size", f"batch_size 1 cannot train {p} with {norm}: a "
-                          "normalized fc layer sees one value per channel (BatchNorm needs 2+ values per channel)"
-                          ) from None  # fmt: skip
+        raise ConfigError(
+            where("batch_size"),
+            "batch_size",
+            f"batch_size 1 cannot train {p} with {norm}: a "
+            "normalized fc layer sees one value per channel (BatchNorm needs 2+ values per channel)",
+        ) from None
 
 
 def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Locate, p: str) -> None:
@@ -100,16 +118,22 @@ def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Lo
     if isinstance(layers, list):
         bad = [i for i in layers if not -len(points) <= i < len(points)]
         if bad:
-            raise ConfigError(where("probes.layers"), "probes.layers", f"{bad} out of range: {p} has "
-                              f"{len(points)} probe points (0..{len(points) - 1}, or negative from the output)"
-                              )  # fmt: skip
+            raise ConfigError(
+                where("probes.layers"),
+                "probes.layers",
+                f"{bad} out of range: {p} has "
+                f"{len(points)} probe points (0..{len(points) - 1}, or negative from the output)",
+            )
         chosen = [points[i] for i in layers]
     else:
         chosen = points if layers == "all" else points[-1:]
     widths = _activation_widths(model, [m for _, _, m in chosen], cfg)
     if widths and cfg.probes.unit >= min(widths):
-        raise ConfigError(where("probes.unit"), "probes.unit", f"{cfg.probes.unit} is not a channel of every "
-                          f"probed layer of {p} (the narrowest has {min(widths)})")  # fmt: skip
+        raise ConfigError(
+            where("probes.unit"),
+            "probes.unit",
+            f"{cfg.probes.unit} is not a channel of every probed layer of {p} (the narrowest has {min(widths)})",
+        )
 
 
 def _activation_widths(model: torch.nn.Module, modules: list[torch.nn.Module], cfg: ExperimentConfig) -> list[int]:

@@ -46,9 +46,13 @@ PROBES = {
     "ics every 100 steps": ["ics_probe={every_steps: 100}"],
     "distributions every 100 steps": ["probes={every_steps: 100, layers: all}"],
     "weight norms at each evaluation": ["weight_norms=true"],
-    "all of the above": ["landscape_probe={every_steps: 100}", "ics_probe={every_steps: 100}",
-                         "probes={every_steps: 100, layers: all}", "weight_norms=true"],
-}  # fmt: skip
+    "all of the above": [
+        "landscape_probe={every_steps: 100}",
+        "ics_probe={every_steps: 100}",
+        "probes={every_steps: 100, layers: all}",
+        "weight_norms=true",
+    ],
+}
 PROCESSES = {
     "1 process": ["processes=1"],
     "2 processes, local BN": ["processes=2", "bn_sync=local"],
@@ -60,8 +64,13 @@ def train_time(config: Path, overrides: list[str], data_root: str | None, out: P
     """Seconds of training (all evaluation intervals), of it the seconds spent in probes, and images trained,
     from the run's files."""
     cfg = load(config, overrides)
-    argv = [str(config), *(f"--set={o}" for o in overrides), f"--out={out}", "--quiet",
-            *([f"--data-root={data_root}"] if data_root else [])]  # fmt: skip
+    argv = [
+        str(config),
+        *(f"--set={o}" for o in overrides),
+        f"--out={out}",
+        "--quiet",
+        *([f"--data-root={data_root}"] if data_root else []),
+    ]
     code = run_experiment(cfg, out, Silent(), data_root, "cpu", restart=True, ranks=RankCommand(argv, rank_main))
     if code:
         raise SystemExit(f"bench run failed ({overrides})")
@@ -73,7 +82,12 @@ def train_time(config: Path, overrides: list[str], data_root: str | None, out: P
 
 
 def compare(
-    name: str, variants: dict[str, list[str]], extra: list[str], subset: int, reps: int, data_root: str | None,
+    name: str,
+    variants: dict[str, list[str]],
+    extra: list[str],
+    subset: int,
+    reps: int,
+    data_root: str | None,
     probes: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,15 +99,20 @@ def compare(
         for rep in range(reps):
             order = list(variants) if rep % 2 == 0 else list(reversed(variants))  # alternate: noise hits all alike
             for key in order:
-                seconds, probe_seconds, images = train_time(config, [*extra, *variants[key]], data_root,
-                                                            Path(tmp) / "out")  # fmt: skip
+                seconds, probe_seconds, images = train_time(
+                    config, [*extra, *variants[key]], data_root, Path(tmp) / "out"
+                )
                 times[key].append(seconds)
                 shares[key].append(probe_seconds / seconds)
                 print(f"  rep {rep + 1} {key}: {seconds:.2f} s", file=sys.stderr, flush=True)
         base = statistics.median(next(iter(times.values())))
         print(f"\n{name} ({reps} alternating repetitions, medians; {images} training images per run)")
-        print(f"| {'variant':<44} | training s | img/s | vs first |" + (" in-run probe time / training time |"
-              if probes else "") + "\n|---|---:|---:|---:|" + ("---:|" if probes else ""))  # fmt: skip
+        print(
+            f"| {'variant':<44} | training s | img/s | vs first |"
+            + (" in-run probe time / training time |" if probes else "")
+            + "\n|---|---:|---:|---:|"
+            + ("---:|" if probes else "")
+        )
         for key, values in times.items():
             med = statistics.median(values)
             share = f" {statistics.median(shares[key]):.1%} |" if probes else ""
@@ -108,12 +127,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.only in (None, "probes"):
         # the whole training set: 938 steps, so a probe every 100 steps runs 9 times, as in a real run
-        compare("Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], 60000, args.reps, args.data_root,
-                probes=True)
+        compare(
+            "Probe costs, LeNet5-BN, batch 64, one process", PROBES, [], 60000, args.reps, args.data_root, probes=True
+        )
     if args.only in (None, "processes"):
         for batch in (32, 256):
-            compare(f"Data parallelism, LeNet5-BN, global batch {batch}", PROCESSES, [f"batch_size={batch}"],
-                    12800, args.reps, args.data_root)  # fmt: skip
+            compare(
+                f"Data parallelism, LeNet5-BN, global batch {batch}",
+                PROCESSES,
+                [f"batch_size={batch}"],
+                12800,
+                args.reps,
+                args.data_root,
+            )
 
 
 if __name__ == "__main__":

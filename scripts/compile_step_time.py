@@ -56,8 +56,10 @@ def main() -> None:
     for _ in range(args.reps):
         for name, forward in variants.items():
             times[name].append(steps(forward, args.steps))
-    print(f"{plan.model.tag}, batch {batch}, {args.threads} thread(s), torch {torch.__version__}: "
-          f"ms per training step, median of {args.reps} x {args.steps} steps")  # fmt: skip
+    print(
+        f"{plan.model.tag}, batch {batch}, {args.threads} thread(s), torch {torch.__version__}: "
+        f"ms per training step, median of {args.reps} x {args.steps} steps"
+    )
     for name, t in times.items():
         print(f"  {name:8s} {1e3 * statistics.median(t):.3f}  ({', '.join(f'{1e3 * v:.3f}' for v in t)})")
     print(f"  eager / compile: {statistics.median(times['eager']) / statistics.median(times['compile']):.2f}x")

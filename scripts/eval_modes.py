@@ -39,8 +39,10 @@ def main() -> None:
         model.load_state_dict(state["model"])
         eval_acc = evaluate(model, data, data.test, 500)[1]
         batch_acc = accuracy_on_batches(model, data, batches, batch_stats=True)
-        print(f"step {state['step']:>6}: eval mode {eval_acc:.4f}, batch statistics {batch_acc:.4f}, "
-              f"difference {batch_acc - eval_acc:+.4f}")  # fmt: skip
+        print(
+            f"step {state['step']:>6}: eval mode {eval_acc:.4f}, batch statistics {batch_acc:.4f}, "
+            f"difference {batch_acc - eval_acc:+.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,17 @@ from bnexp.models import InputSpec, build_model
 from bnexp.nn.recurrent import RECURRENT_NORMS
 
 NORMS = {
-    "lenet5": ("none", "batchnorm", "weightnorm", "spectralnorm", "l1_batchnorm", "linf_batchnorm",
-               "decorrelated_batchnorm"),
+    "lenet5": (
+        "none",
+        "batchnorm",
+        "weightnorm",
+        "spectralnorm",
+        "l1_batchnorm",
+        "linf_batchnorm",
+        "decorrelated_batchnorm",
+    ),
     "lstm": RECURRENT_NORMS,
-}  # fmt: skip
+}
 model_name = sys.argv[1] if len(sys.argv) > 1 else "lenet5"
 torch.set_num_threads(1)
 spec = InputSpec(1, 28, 28, 10)
@@ -35,5 +42,9 @@ for _ in range(7):
             opts[n].step()
         times[n].append(time.perf_counter() - t)
 base = statistics.median(times["none"])
-print(model_name, {n: round(statistics.median(v) / base, 2) for n, v in times.items()},
-      "ms/step none:", round(base / 50 * 1000, 2))
+print(
+    model_name,
+    {n: round(statistics.median(v) / base, 2) for n, v in times.items()},
+    "ms/step none:",
+    round(base / 50 * 1000, 2),
+)

@@ -29,8 +29,9 @@ def label_forward(model: torch.nn.Module) -> None:
     for module in model.modules():
         if not list(module.children()):
             ranges: list[record_function] = []
-            module.register_forward_pre_hook(lambda m, a, r=ranges: r.append(record_function(
-                f"forward {type(m).__name__}").__enter__()))  # fmt: skip
+            module.register_forward_pre_hook(
+                lambda m, a, r=ranges: r.append(record_function(f"forward {type(m).__name__}").__enter__())
+            )
             module.register_forward_hook(lambda m, a, y, r=ranges: r.pop().__exit__(None, None, None))
 
 
@@ -69,8 +70,10 @@ def main() -> None:
             parts["optimizer " + name.split("#")[-1]] += event.cpu_time_total
     parts["rest (loss, indexing, Python)"] = total - sum(parts.values())
     ms = 1e-3 / args.steps
-    print(f"{args.model}-{args.norm}, batch {args.batch}, {torch.get_num_threads()} threads: "
-          f"{total * ms:.2f} ms per step\n\n| part | ms per step | share |\n|---|---:|---:|")  # fmt: skip
+    print(
+        f"{args.model}-{args.norm}, batch {args.batch}, {torch.get_num_threads()} threads: "
+        f"{total * ms:.2f} ms per step\n\n| part | ms per step | share |\n|---|---:|---:|"
+    )
     for name, us in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {us * ms:.3f} | {us / total:.0%} |")
 

@@ -30,8 +30,9 @@ for path in sorted(p for p in args.experiment.iterdir() if p.is_dir()):
 since = args.since or min(r[0] for r in runs)
 runs = sorted((r for r in runs if r[0] >= since and (args.until is None or r[0] < args.until)), key=lambda r: r[1])
 if not runs:
-    raise SystemExit(f"no run of {args.experiment} started at or after {since}"
-                     + (f" and before {args.until}" if args.until else ""))
+    raise SystemExit(
+        f"no run of {args.experiment} started at or after {since}" + (f" and before {args.until}" if args.until else "")
+    )
 end = runs[-1][1]
 now = 0.0
 out = io.StringIO()
@@ -45,4 +46,4 @@ for _, finished, name, _, _ in runs[:-1]:
     out.truncate()
     reporter.run_finished(name, "completed")
     line = out.getvalue().strip()
-    print(f"| {reporter.done} | {name} | {line[line.index('['):]} | {duration((end - finished).total_seconds())} |")
+    print(f"| {reporter.done} | {name} | {line[line.index('[') :]} | {duration((end - finished).total_seconds())} |")

@@ -169,14 +169,16 @@ def run_args(config: Path, root: Path, out: Path) -> list[str]:
     return ["run", str(config), "--data-root", str(root), "--out", str(out), "--quiet"]
 
 
-def bnexp_process(config: Path, root: Path, out: Path, *extra: str, threads: int = 1,
-                  start_new_session: bool = False) -> subprocess.Popen:  # fmt: skip
+def bnexp_process(
+    config: Path, root: Path, out: Path, *extra: str, threads: int = 1, start_new_session: bool = False
+) -> subprocess.Popen:
     """`python -m bnexp run` of this checkout in its own process, output captured; in a session of its own if
     asked (so that a test can kill it with every process it started)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "bnexp", *run_args(config, root, out), *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=start_new_session)  # fmt: skip
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=start_new_session
+    )
 
 
 def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -257,5 +259,3 @@ def two_cores() -> Iterator[None]:
 
 def in_process(config, root, out, overrides=(), **kwargs) -> int:
     return run_experiment(load_config(config, list(overrides)), out, PlainReporter(), root, **kwargs)
-
-

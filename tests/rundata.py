@@ -50,8 +50,16 @@ def write_experiment(root: Path, name: str = "synthetic", epochs: int = 3) -> Pa
     for (tag, norm, mult, seed), run_name in zip(runs, names, strict=True):
         run = RunDir(exp_dir / run_name)
         model = {"name": "lenet5", "norm": norm, "activation": "relu"}
-        run.start({"run": run_name, "model": model, "lr": 0.01 * mult, "lr_multiplier": mult, "seed": seed,
-                   "dataset": {"name": "fashion_mnist"}})
+        run.start(
+            {
+                "run": run_name,
+                "model": model,
+                "lr": 0.01 * mult,
+                "lr_multiplier": mult,
+                "seed": seed,
+                "dataset": {"name": "fashion_mnist"},
+            }
+        )
         evals = []
         stuck = tag == "lenet5" and mult == 5.0  # never leaves chance
         for step in range(2, epochs * PER_EPOCH + 1, 2):
@@ -72,23 +80,44 @@ def write_experiment(root: Path, name: str = "synthetic", epochs: int = 3) -> Pa
                 for layer in range(2):
                     spread = 1.0 if norm == "batchnorm" else 0.3 * (layer + 1)
                     hist = [round(100 * math.exp(-((-3.9 + 0.2 * i) ** 2) / (2 * spread**2))) for i in range(40)]
-                    run.log_probe({"step": step, "epoch": float(e), "layer": layer, "name": f"act{layer}",
-                                   "n": sum(hist), "mean": 0.0, "std": spread, "below_range": 0, "above_range": 0,
-                                   "percentiles": {"15.0": -spread, "50.0": 0.0, "85.0": spread}, "unit": 0,
-                                   "unit_percentiles": {"15.0": -spread * e, "50.0": 0.1 * e, "85.0": spread * e},
-                                   "hist": hist})  # fmt: skip
+                    run.log_probe(
+                        {
+                            "step": step,
+                            "epoch": float(e),
+                            "layer": layer,
+                            "name": f"act{layer}",
+                            "n": sum(hist),
+                            "mean": 0.0,
+                            "std": spread,
+                            "below_range": 0,
+                            "above_range": 0,
+                            "percentiles": {"15.0": -spread, "50.0": 0.0, "85.0": spread},
+                            "unit": 0,
+                            "unit_percentiles": {"15.0": -spread * e, "50.0": 0.1 * e, "85.0": spread * e},
+                            "hist": hist,
+                        }
+                    )
         run.close()
         diverged = tag == "lenet5" and mult == 5.0 and seed == 1
         best = max(evals, key=lambda r: r["test_acc"])
-        run.write_summary({
-            "run": run_name, "status": "diverged" if diverged else "completed", "seed": seed,
-            "final_test_acc": evals[-1]["test_acc"], "best_test_acc": best["test_acc"],
-            "final_train_acc": evals[-1]["train_acc"],
-            "final_generalization_gap": evals[-1]["train_acc"] - evals[-1]["test_acc"],
-            "final_train_loss": 2.31 if tag == "lenet5" and mult == 5.0 else 0.2,
-            "diverged_at_step": 17 if diverged else None, "not_training": tag == "lenet5" and mult == 5.0,
-            "time_to_threshold": {"0.9": {"step": 20, "epoch": 2.0} if best["test_acc"] >= 0.9 else None},
-            "steps_per_epoch": PER_EPOCH, "images_per_s": 1000.0 + seed, "train_time_s": 3.0,
-            "versions": {"torch": "2.x"}, "device": {"type": "cpu", "name": "test"},
-        })  # fmt: skip
+        run.write_summary(
+            {
+                "run": run_name,
+                "status": "diverged" if diverged else "completed",
+                "seed": seed,
+                "final_test_acc": evals[-1]["test_acc"],
+                "best_test_acc": best["test_acc"],
+                "final_train_acc": evals[-1]["train_acc"],
+                "final_generalization_gap": evals[-1]["train_acc"] - evals[-1]["test_acc"],
+                "final_train_loss": 2.31 if tag == "lenet5" and mult == 5.0 else 0.2,
+                "diverged_at_step": 17 if diverged else None,
+                "not_training": tag == "lenet5" and mult == 5.0,
+                "time_to_threshold": {"0.9": {"step": 20, "epoch": 2.0} if best["test_acc"] >= 0.9 else None},
+                "steps_per_epoch": PER_EPOCH,
+                "images_per_s": 1000.0 + seed,
+                "train_time_s": 3.0,
+                "versions": {"torch": "2.x"},
+                "device": {"type": "cpu", "name": "test"},
+            }
+        )
     return exp_dir

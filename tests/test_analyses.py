@@ -23,12 +23,15 @@ from bnexp.validate import load
 
 from .conftest import TINY_CONFIG
 
-ANALYSED = TINY_CONFIG.replace("epochs: 2", "epochs: 3") + """\
+ANALYSED = (
+    TINY_CONFIG.replace("epochs: 2", "epochs: 3")
+    + """\
 keep_final_weights: true
 analyses:
   eval_modes: {batch_sizes: [2, 50], group_size: 10, groups: 4, reestimate_batches: [1, 5]}
   scale_invariance: true
 """
+)
 
 
 @pytest.fixture
@@ -46,21 +49,35 @@ def result(exp_dir, run, name):
 
 def test_every_evaluation_mode_on_a_trained_model(trained):
     exp_dir, _ = trained
-    rows = {(r["mode"], r.get("batch_size"), r.get("batches")): r["test_acc"]
-            for r in result(exp_dir, "lenet5-bn_lr1x_s0", "eval_modes")["result"]["rows"]}  # fmt: skip
+    rows = {
+        (r["mode"], r.get("batch_size"), r.get("batches")): r["test_acc"]
+        for r in result(exp_dir, "lenet5-bn_lr1x_s0", "eval_modes")["result"]["rows"]
+    }
     # the tiny dataset is too easy for the accuracy shapes (the real run shows them); here: every mode ran
-    assert set(rows) == {("a_eval", None, None), ("b_batch_stats_shuffled", 2, None),
-                         ("b_batch_stats_shuffled", 50, None), ("c_batch_stats_homogeneous", 10, None),
-                         ("c_eval_homogeneous", 10, None),
-                         ("c_batch_stats_near_duplicates", 10, None), ("c_eval_near_duplicates", 10, None),
-                         ("d_lost_running_stats", None, None), ("e_reestimated", 32, 1), ("e_reestimated", 32, 5)}
-    assert rows[("a_eval", None, None)] > 0.5 and all(0 <= v <= 1 for v in rows.values())  # fmt: skip
+    assert set(rows) == {
+        ("a_eval", None, None),
+        ("b_batch_stats_shuffled", 2, None),
+        ("b_batch_stats_shuffled", 50, None),
+        ("c_batch_stats_homogeneous", 10, None),
+        ("c_eval_homogeneous", 10, None),
+        ("c_batch_stats_near_duplicates", 10, None),
+        ("c_eval_near_duplicates", 10, None),
+        ("d_lost_running_stats", None, None),
+        ("e_reestimated", 32, 1),
+        ("e_reestimated", 32, 5),
+    }
+    assert rows[("a_eval", None, None)] > 0.5 and all(0 <= v <= 1 for v in rows.values())
     gaps = result(exp_dir, "lenet5-bn_lr1x_s0", "eval_modes")["result"]["population_gap"]
     assert len(gaps) == 4 and all(g["mean_gap"] >= 0 for g in gaps)
     gn = result(exp_dir, "lenet5-gn_lr1x_s0", "eval_modes")["result"]
     assert not gn["has_running_stats"] and {r["mode"] for r in gn["rows"]} == {
-        "a_eval", "b_batch_stats_shuffled", "c_batch_stats_homogeneous", "c_eval_homogeneous",
-        "c_batch_stats_near_duplicates", "c_eval_near_duplicates"}  # fmt: skip
+        "a_eval",
+        "b_batch_stats_shuffled",
+        "c_batch_stats_homogeneous",
+        "c_eval_homogeneous",
+        "c_batch_stats_near_duplicates",
+        "c_eval_near_duplicates",
+    }
     same = {r["mode"]: r["test_acc"] for r in gn["rows"] if r["mode"].startswith("c_")}
     assert same["c_batch_stats_homogeneous"] == same["c_eval_homogeneous"]  # GroupNorm has no batch statistics
 
@@ -70,8 +87,9 @@ def test_modes_by_hand(tiny_root):
     momentum None is the plain average of the batches' statistics."""
     data = load_data(DatasetConfig(name="fashion_mnist", verify_checksums=False), torch.device("cpu"), tiny_root)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 8), BatchNorm(8), torch.nn.ReLU(),
-                                torch.nn.Linear(8, 10)).eval()  # fmt: skip
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 8), BatchNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 10)
+    ).eval()
     before = model[2].running_mean.clone()
     batches = eval_modes.shuffled_batches(data.test, 10, torch.Generator().manual_seed(0))
     eval_modes.accuracy_on_batches(model, data, batches, batch_stats=True)
@@ -92,8 +110,9 @@ def test_scale_invariance_analysis(trained):
     assert r["has_batchnorm"] and len(r["layers"]) == 4
     for layer in r["layers"]:
         at = {row["a"]: row for row in layer["without_eps_float64"]}
-        assert all(row["output_rel_error"] < 1e-10 and row["grad_ratio"] == pytest.approx(1, abs=1e-9)
-                   for row in at.values())  # fmt: skip
+        assert all(
+            row["output_rel_error"] < 1e-10 and row["grad_ratio"] == pytest.approx(1, abs=1e-9) for row in at.values()
+        )
         with_eps = {row["a"]: row for row in layer["with_eps"]}
         assert with_eps[1.0]["output_rel_error"] == 0.0 and with_eps[1000.0]["output_rel_error"] < 1e-4
     assert not result(exp_dir, "lenet5-gn_lr1x_s0", "scale_invariance")["result"]["has_batchnorm"]
@@ -167,9 +186,14 @@ def test_analyses_of_a_grid_over_dataset_keys_use_each_runs_own_data(tiny_root, 
     Eval mode with running statistics on the run's own test set is its final evaluation, to the digit."""
     config = tmp_path / "a.yaml"
     config.write_text(ANALYSED)
-    cfg = load(config, ["models=[{name: lenet5, norm: batchnorm}]", "grid={dataset.normalize: [unit, standardize]}",
-                        "analyses={eval_modes: {batch_sizes: [50], group_size: 10, groups: 4, "
-                        "reestimate_batches: [1]}}"])  # fmt: skip
+    cfg = load(
+        config,
+        [
+            "models=[{name: lenet5, norm: batchnorm}]",
+            "grid={dataset.normalize: [unit, standardize]}",
+            "analyses={eval_modes: {batch_sizes: [50], group_size: 10, groups: 4, reestimate_batches: [1]}}",
+        ],
+    )
     assert run_experiment(cfg, tmp_path / "out", PlainReporter(), tiny_root) == 0
     exp_dir = tmp_path / "out" / "tiny"
     for run in ("lenet5-bn_normalizeunit_lr1x_s0", "lenet5-bn_normalizestandardize_lr1x_s0"):

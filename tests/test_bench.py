@@ -25,10 +25,22 @@ def test_bench_runs_every_section(tmp_path, monkeypatch):
     args = ["--reps", "1", "--steps", "10", "--no-time-to-accuracy", "--no-verify-checksums", "--batch-sizes", "64"]
     result = CliRunner().invoke(app, ["bench", "--data-root", str(root), *args])
     assert result.exit_code == 0, result.output
-    for section in ("1 articles' loop", "2 bnexp trainer", "3 bare loop", "ratio bnexp / articles' loop",
-                    "bnexp evaluate, batch 5000", "input pipeline alone", "alexnet_small-bn", "mlp-bn", "--jobs 2",
-                    "train.py:", "| precision: bf16 | 64 |", "| compile: true | 64 |", "channels_last",
-                    "batch 500, compile"):  # fmt: skip
+    for section in (
+        "1 articles' loop",
+        "2 bnexp trainer",
+        "3 bare loop",
+        "ratio bnexp / articles' loop",
+        "bnexp evaluate, batch 5000",
+        "input pipeline alone",
+        "alexnet_small-bn",
+        "mlp-bn",
+        "--jobs 2",
+        "train.py:",
+        "| precision: bf16 | 64 |",
+        "| compile: true | 64 |",
+        "channels_last",
+        "batch 500, compile",
+    ):
         assert section in result.stdout, section
 
 

@@ -60,8 +60,10 @@ def test_concurrent_claims_never_hold_one_run_together(tmp_path):
 
 def test_writers_share_the_experiment_lock_and_the_one_alone_cleans_up(tmp_path):
     cleaned = []
-    with (experiment_lock(tmp_path, lambda: cleaned.append("first")) as first,
-          experiment_lock(tmp_path, lambda: cleaned.append("second")) as second):  # fmt: skip
+    with (
+        experiment_lock(tmp_path, lambda: cleaned.append("first")) as first,
+        experiment_lock(tmp_path, lambda: cleaned.append("second")) as second,
+    ):
         assert first and not second and cleaned == ["first"]
 
 
@@ -196,8 +198,9 @@ def test_the_dry_run_shows_shards_and_busy_runs(setup, tmp_path, capsys):
 
 def test_the_last_shard_to_finish_computes_the_analyses(tiny_root, tmp_path, capsys):
     config = tmp_path / "a.yaml"
-    config.write_text(TINY_CONFIG.replace("epochs: 2", "epochs: 1") + "keep_final_weights: true\n"
-                      "analyses: {scale_invariance: true}\n")  # fmt: skip
+    config.write_text(
+        TINY_CONFIG.replace("epochs: 2", "epochs: 1") + "keep_final_weights: true\nanalyses: {scale_invariance: true}\n"
+    )
     cfg = load_config(config, ["models=[{name: lenet5, norm: batchnorm}]", "seeds=[0, 1]"])
     analysis = tmp_path / "out" / "tiny" / "lenet5-bn_lr1x_s0" / "analyses" / "scale_invariance.json"
     assert run_experiment(cfg, tmp_path / "out", PlainReporter(), tiny_root, shard=Shard(0, 2)) == 0

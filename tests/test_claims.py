@@ -41,19 +41,22 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
     assert load_with(tmp_path, CLAIM, ["models=[{name: lenet5, norm: none}]"]).claims
 
 
-@pytest.mark.parametrize(("edit", "key", "words"), [
-    (("group: lenet5-bn_lr1x", "group: lenet5-bm_lr1x"), "claims[0].group", "did you mean 'lenet5-bn_lr1x'"),
-    (("expect: greater", "expect: bigger"), "claims[0].expect", "allowed: greater, less, equivalent, consistent"),
-    (("expect: greater", "expect: equivalent"), "claims[0].margin", "needs versus"),
-    (("    versus: lenet5_lr1x\n", "    versus: lenet5_lr1x\n    value: 0.9\n"), "claims[0].value", "exactly one"),
-    (("quantity: final_test_acc", "quantity: test_acc_at_epoch"), "claims[0].at", "needs at: NUMBER"),
-    (("quantity: final_test_acc", "quantity: eval_mode_acc\n    at: z_mode"), "claims[0].at", "MODE one of"),
-    (("quantity: final_test_acc", "quantity: near_chance_at_end\n    margin: 0.1"), "claims[0].margin", "versus"),
-    (("quantity: final_test_acc", "quantity: accuracy"), "claims[0].quantity", "allowed: final_test_acc"),
-    (("claim: BN is better", 'claim: "BN is\\nbetter"'), "claims[0].claim", "one line"),  # issue 37, item 16
-    (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'<!--'"),
-    (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("edit", "key", "words"),
+    [
+        (("group: lenet5-bn_lr1x", "group: lenet5-bm_lr1x"), "claims[0].group", "did you mean 'lenet5-bn_lr1x'"),
+        (("expect: greater", "expect: bigger"), "claims[0].expect", "allowed: greater, less, equivalent, consistent"),
+        (("expect: greater", "expect: equivalent"), "claims[0].margin", "needs versus"),
+        (("    versus: lenet5_lr1x\n", "    versus: lenet5_lr1x\n    value: 0.9\n"), "claims[0].value", "exactly one"),
+        (("quantity: final_test_acc", "quantity: test_acc_at_epoch"), "claims[0].at", "needs at: NUMBER"),
+        (("quantity: final_test_acc", "quantity: eval_mode_acc\n    at: z_mode"), "claims[0].at", "MODE one of"),
+        (("quantity: final_test_acc", "quantity: near_chance_at_end\n    margin: 0.1"), "claims[0].margin", "versus"),
+        (("quantity: final_test_acc", "quantity: accuracy"), "claims[0].quantity", "allowed: final_test_acc"),
+        (("claim: BN is better", 'claim: "BN is\\nbetter"'), "claims[0].claim", "one line"),  # issue 37, item 16
+        (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'<!--'"),
+        (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
+    ],
+)
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
     with pytest.raises(ConfigError) as e:
         load_with(tmp_path, CLAIM.replace(*edit))
@@ -74,8 +77,14 @@ def test_claims_are_not_grid_keys(tmp_path):
 
 
 def claim(**kw) -> ClaimConfig:
-    base = {"id": "c", "claim": "c", "source": "s", "quantity": "final_test_acc", "group": "lenet5-bn_lr1x",
-            "expect": "greater"}  # fmt: skip
+    base = {
+        "id": "c",
+        "claim": "c",
+        "source": "s",
+        "quantity": "final_test_acc",
+        "group": "lenet5-bn_lr1x",
+        "expect": "greater",
+    }
     return ClaimConfig(**{**base, **kw})
 
 
@@ -123,7 +132,8 @@ def test_mixed_outcomes_are_counted_not_averaged(experiment):
     assert row["measured"] == "trained 0/2 vs 2/2" and row["method"].startswith("share of runs that trained")
     assert row["effect"] == -1.0 and row["verdict"] == "contradicted"  # Newcombe: [-1, -0.07], below 0
     assert evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)["verdict"] == (
-        "supported")
+        "supported"
+    )
     # a quantity that is not an accuracy has no such order: every run of the group is kept, and ranked
     loss = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
     assert loss["method"].startswith("Mann-Whitney") and loss["p_value"] == pytest.approx(1 / 6)
@@ -135,9 +145,18 @@ def test_mixed_outcomes_are_counted_not_averaged(experiment):
 def test_report_opens_with_the_claims_table(tmp_path):
     exp_dir = write_experiment(tmp_path / "results")
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    meta["config"]["claims"] = [{"id": "bn-better", "claim": "BN is better", "source": "a5", "quantity":
-                                 "final_test_acc", "group": "lenet5-bn_lr1x", "expect": "greater",
-                                 "versus": "lenet5_lr1x", "figure": "convergence"}]  # fmt: skip
+    meta["config"]["claims"] = [
+        {
+            "id": "bn-better",
+            "claim": "BN is better",
+            "source": "a5",
+            "quantity": "final_test_acc",
+            "group": "lenet5-bn_lr1x",
+            "expect": "greater",
+            "versus": "lenet5_lr1x",
+            "figure": "convergence",
+        }
+    ]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "results")]).exit_code == 0
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
@@ -163,8 +182,9 @@ def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(t
     else's experiment.yaml: the claims are left out with a warning, and the report is written."""
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    meta["config"]["claims"] = [{"id": "x", "claim": "c", "source": "s", "quantity": "final_test_acc",
-                                 "group": "lenet5-bn_lr1x", **broken}]  # fmt: skip
+    meta["config"]["claims"] = [
+        {"id": "x", "claim": "c", "source": "s", "quantity": "final_test_acc", "group": "lenet5-bn_lr1x", **broken}
+    ]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert find_experiments(tmp_path)[0].claims == []
     assert "claims are left out" in capsys.readouterr().err
@@ -237,8 +257,11 @@ def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
     from bnexp.store import RunDir
 
     hist = [1, 2, 3, 4, 5, 6, 7, 8]  # 36 values in range, 4 outside it: n = 40
-    records = [{"step": 10, "layer": 0, "n": 40, "hist": hist}, {"step": 10, "layer": 1, "n": 10, "hist": [0] * 8},
-               {"step": 5, "layer": 0, "n": 40, "hist": [0, 0, 0, 40, 0, 0, 0, 0]}]  # fmt: skip
+    records = [
+        {"step": 10, "layer": 0, "n": 40, "hist": hist},
+        {"step": 10, "layer": 1, "n": 10, "hist": [0] * 8},
+        {"step": 5, "layer": 0, "n": 40, "hist": [0, 0, 0, 40, 0, 0, 0, 0]},
+    ]
     run = Run(RunDir(tmp_path), {"probes": {"range": [-2.0, 2.0]}}, {}, [], [], records)
     assert QUANTITIES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
     assert QUANTITIES["linear_region_share"](run, 2) == 0.0
@@ -270,18 +293,34 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
     from bnexp.claims import claims_excerpt
 
     def row(exp, claim, verdict, effect=0.1):
-        return {"experiment": exp, "claim": claim, "verdict": verdict, "effect": effect, "interval": [-0.3, -0.1],
-                "n": 3}  # fmt: skip
+        return {
+            "experiment": exp,
+            "claim": claim,
+            "verdict": verdict,
+            "effect": effect,
+            "interval": [-0.3, -0.1],
+            "n": 3,
+        }
 
-    ranked = {**row("b", "v", "contradicted", None), "measured": "2.07 vs 0.3026 (medians)", "p_value": 0.99,
-              "p_opposite": 0.014}  # a rank comparison has no effect: what was measured, and the deciding p
-    rows = [row("a", "x", "supported"), row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
-            row("a", "z", "contradicted", -0.2), row("b", "w", "not measured"), ranked]  # fmt: skip
+    ranked = {
+        **row("b", "v", "contradicted", None),
+        "measured": "2.07 vs 0.3026 (medians)",
+        "p_value": 0.99,
+        "p_opposite": 0.014,
+    }  # a rank comparison has no effect: what was measured, and the deciding p
+    rows = [
+        row("a", "x", "supported"),
+        row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
+        row("a", "z", "contradicted", -0.2),
+        row("b", "w", "not measured"),
+        ranked,
+    ]
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
     assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
     assert [line for line in lines if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
-        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3"]
+        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3",
+    ]
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
 

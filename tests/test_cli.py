@@ -154,15 +154,26 @@ def test_a_bad_world_size_is_a_usage_error(tiny_config, tiny_root, tmp_path, mon
 def test_a_grid_key_with_a_space_still_meets_the_nproc_guard(tiny_config, tiny_root, tmp_path):
     """Issue 19, item 20: "bn_sync, processes" is the processes key too."""
     grid = 'grid={"bn_sync, processes": [[local, 2]]}'
-    result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path),
-                                      "--set", grid, "--nproc", "2"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--set", grid, "--nproc", "2"],
+    )
     assert result.exit_code == 2 and "grid varies processes" in result.output
 
 
 def test_run_writes_into_runs_by_default(tiny_config, tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("run", str(tiny_config), "--data-root", str(tiny_root), "--set", "seeds=[0]", "--set",
-                    "models=[{name: lenet5, norm: none}]", "--quiet")  # fmt: skip
+    result = invoke(
+        "run",
+        str(tiny_config),
+        "--data-root",
+        str(tiny_root),
+        "--set",
+        "seeds=[0]",
+        "--set",
+        "models=[{name: lenet5, norm: none}]",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "tiny" / "lenet5_lr1x_s0" / "summary.json").is_file()
 
@@ -216,8 +227,16 @@ def test_list_shows_running_interrupted_and_not_started_runs_and_writes_nothing(
     assert len(rows) == 8 and [r["run"] for r in rows][4:] == [stopped, running, "lenet5-bn_lr5x_s0", absent]
     assert by_run[stopped]["status"] == by_run[stopped]["outcome"] == "interrupted"
     assert by_run[running]["status"] == "running" and by_run[running]["outcome"] == "unfinished"
-    assert by_run[absent] == {"experiment": "synthetic", "run": absent, "status": "not started", "seed": None,
-                              "final_test_acc": None, "best_test_acc": None, "train_time_s": None, "outcome": None}
+    assert by_run[absent] == {
+        "experiment": "synthetic",
+        "run": absent,
+        "status": "not started",
+        "seed": None,
+        "final_test_acc": None,
+        "best_test_acc": None,
+        "train_time_s": None,
+        "outcome": None,
+    }
     lines = {line.split()[1]: line for line in text.stdout.splitlines()[1:] if len(line.split()) > 1}
     assert "interrupted" in lines[stopped] and "running" in lines[running]
     assert "not started" in lines[absent] and "None" not in lines[absent]
@@ -227,5 +246,6 @@ def test_list_shows_running_interrupted_and_not_started_runs_and_writes_nothing(
     with run_lock(exp / running):
         result = invoke("list", str(tmp_path), "--json")
     assert result.exit_code == 0 and "warning" not in result.output  # not "damaged": being trained
-    assert {json.loads(line)["run"]: json.loads(line)["status"] for line in result.stdout.splitlines()}[running] == \
-        "running"
+    assert {json.loads(line)["run"]: json.loads(line)["status"] for line in result.stdout.splitlines()}[
+        running
+    ] == "running"

@@ -232,8 +232,9 @@ def test_a_grid_whose_cell_breaks_a_rule_exits_2_and_writes_nothing(tiny_config,
     from bnexp.cli import app
 
     tiny_config.write_text(tiny_config.read_text() + "grid:\n  batch_size: [2, 8]\n  processes: [1, 4]\n")
-    result = CliRunner().invoke(app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out",
-                                      str(tmp_path / "out")])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2 and "the cell batch_size=2, processes=4" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -262,13 +263,22 @@ def test_a_model_may_add_seeds_and_lrs_to_its_variant(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "key", "fragment"),
     [
-        (("{name: lenet5, norm: none}", '{name: lenet5, norm: none, label: "../../victim/data"}'), "models[0].label",
-         "is not allowed"),
-        (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: /abs}"), "models[0].label",
-         "is not allowed"),
+        (
+            ("{name: lenet5, norm: none}", '{name: lenet5, norm: none, label: "../../victim/data"}'),
+            "models[0].label",
+            "is not allowed",
+        ),
+        (
+            ("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: /abs}"),
+            "models[0].label",
+            "is not allowed",
+        ),
         (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: a/b}"), "models[0].label", "is not allowed"),
-        (("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: " + "x" * 300 + "}"), "models[0].label",
-         "is not allowed"),
+        (
+            ("{name: lenet5, norm: none}", "{name: lenet5, norm: none, label: " + "x" * 300 + "}"),
+            "models[0].label",
+            "is not allowed",
+        ),
         (("name: tiny", "name: .hidden"), "name", "is not allowed"),
         (("name: tiny", "name: ../up"), "name", "is not allowed"),
         (("lr: 0.003", "lr: .nan"), "optimizer.lr", "finite"),
@@ -311,9 +321,16 @@ def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path):
     ("text", "fragment"),
     [
         ("b: " + "[" * 50 + "]" * 50 + "\n", "nesting"),
-        ("x: &x [" + ", ".join(["1"] * 10) + "]\n" + "\n".join(
-            f"y{i}: &y{i} [" + ", ".join([f"*{'x' if i == 0 else f'y{i - 1}'}"] * 10) + "]" for i in range(6)) + "\n",
-         "expands to more than"),
+        (
+            "x: &x ["
+            + ", ".join(["1"] * 10)
+            + "]\n"
+            + "\n".join(
+                f"y{i}: &y{i} [" + ", ".join([f"*{'x' if i == 0 else f'y{i - 1}'}"] * 10) + "]" for i in range(6)
+            )
+            + "\n",
+            "expands to more than",
+        ),
         ("a: &a [*a]\n", "alias"),
     ],
 )
@@ -357,8 +374,10 @@ def write_series(folder: Path, name: str = "ref.json", values=(2.3, 2.2, 1.0)) -
 
 def test_series_references_load_and_errors_name_file_and_line(tmp_path):
     write_series(tmp_path)
-    ok = TINY_CONFIG + ("reference:\n  source: test\n  series:\n    lenet5_lr1x:\n"
-                        "      - {file: ref.json, key: loss, quantity: train_loss_per_step}\n")  # fmt: skip
+    ok = TINY_CONFIG + (
+        "reference:\n  source: test\n  series:\n    lenet5_lr1x:\n"
+        "      - {file: ref.json, key: loss, quantity: train_loss_per_step}\n"
+    )
     cfg = load_config(write(tmp_path, ok))
     assert cfg.reference.series["lenet5_lr1x"][0].key == "loss"
     for edit, fragment in [
@@ -383,11 +402,17 @@ def test_a_huge_plan_is_refused_before_it_is_built(tmp_path):
 
     models = "[" + ", ".join(f"{{name: lenet5, norm: none, label: m{i}}}" for i in range(100)) + "]"
     started = time.monotonic()
-    e = error_of(tmp_path, TINY_CONFIG, [f"models={models}", f"lr_multipliers={list(range(1, 101))}",
-                                         f"seeds={list(range(1000))}"])  # fmt: skip
+    e = error_of(
+        tmp_path,
+        TINY_CONFIG,
+        [f"models={models}", f"lr_multipliers={list(range(1, 101))}", f"seeds={list(range(1000))}"],
+    )
     assert "10,000,000 runs" in e.message and "--max-runs" in e.message
-    grid = {"models[0].bn_eps": [1e-5 * (i + 1) for i in range(100)],
-            "optimizer.lr": [0.001 * (i + 1) for i in range(100)], "batch_size": list(range(2, 102))}  # fmt: skip
+    grid = {
+        "models[0].bn_eps": [1e-5 * (i + 1) for i in range(100)],
+        "optimizer.lr": [0.001 * (i + 1) for i in range(100)],
+        "batch_size": list(range(2, 102)),
+    }
     e = error_of(tmp_path, TINY_CONFIG, [f"grid={grid}"])
     assert "2,000,000 runs" in e.message
     assert time.monotonic() - started < 10
@@ -400,12 +425,15 @@ def test_eval_modes_settings_are_bounded_by_the_data(tmp_path):
     assert e.key == "analyses.eval_modes" and "more than the 10,000 test images" in e.message
 
 
-@pytest.mark.parametrize(("overrides", "words"), [
-    (['grid={"batch_size,batch_size": [[8, 16]]}'], "varied twice"),
-    (['grid={"batch_size": [8], "batch_size, processes": [[16, 2]]}'], "varied twice"),
-    (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: groupnorm}]"], "no model here has a batch norm"),
-    (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: none}]"], "no model here has a batch norm"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (['grid={"batch_size,batch_size": [[8, 16]]}'], "varied twice"),
+        (['grid={"batch_size": [8], "batch_size, processes": [[16, 2]]}'], "varied twice"),
+        (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: groupnorm}]"], "no model here has a batch norm"),
+        (["processes=2", "bn_sync=sync", "models=[{name: lenet5, norm: none}]"], "no model here has a batch norm"),
+    ],
+)
 def test_grids_and_sync_that_would_do_nothing_are_refused(tmp_path, overrides, words):
     """Issue 19, item 20."""
     assert words in error_of(tmp_path, TINY_CONFIG, overrides).message
@@ -415,8 +443,9 @@ def test_whitening_group_belongs_to_decorrelated_batchnorm(tmp_path):
     text = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: none, whitening_group: 8}")
     e = error_of(tmp_path, text)
     assert e.key == "models[0].whitening_group" and "decorrelated_batchnorm" in str(e) and e.where.endswith(":6")
-    dbn = TINY_CONFIG.replace("{name: lenet5, norm: none}", "{name: lenet5, norm: decorrelated_batchnorm, "
-                              "whitening_group: 8}")  # fmt: skip
+    dbn = TINY_CONFIG.replace(
+        "{name: lenet5, norm: none}", "{name: lenet5, norm: decorrelated_batchnorm, whitening_group: 8}"
+    )
     assert load_config(write(tmp_path, dbn)).models[0].whitening_group == 8
 
 
@@ -426,7 +455,8 @@ def test_long_sequences_need_a_recurrent_model(tmp_path):
         load_config(write(tmp_path, text))
     assert e.value.key == "analyses.long_sequences"
     rnn = text.replace("{name: lenet5, norm: none}", "{name: lstm, norm: none}").replace(
-        "{name: lenet5, norm: batchnorm}", "{name: lstm, norm: layernorm}")
+        "{name: lenet5, norm: batchnorm}", "{name: lstm, norm: layernorm}"
+    )
     assert load_config(write(tmp_path, rnn)).analyses.long_sequences.stretch == [1, 2]
 
 

@@ -15,19 +15,34 @@ from .conftest import REPO, SHARED_DATA, write_tiny_cifar100, write_tiny_dataset
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"), key=lambda p: p.name)
 # the figure each experiment exists for, drawn from its own smoke results
-FIGURE_OF = {"smoothness": {"landscape", "ics"}, "noisy_bn": {"distribution_drift"}, "batch_size": {"batch_size"},
-             "scale_invariance": {"scale_invariance"}, "eval_mode": {"eval_modes"}, "bn_distributed": {"data_parallel"},
-             "learning_rate": {"learning_rate"}, "feature_distribution": {"feature_distribution"},
-             "init_scale": {"init_scale"}, "other_norms": {"landscape"}, "whitening": {"step_cost"},
-             "sequences": {"long_sequences"}}
+FIGURE_OF = {
+    "smoothness": {"landscape", "ics"},
+    "noisy_bn": {"distribution_drift"},
+    "batch_size": {"batch_size"},
+    "scale_invariance": {"scale_invariance"},
+    "eval_mode": {"eval_modes"},
+    "bn_distributed": {"data_parallel"},
+    "learning_rate": {"learning_rate"},
+    "feature_distribution": {"feature_distribution"},
+    "init_scale": {"init_scale"},
+    "other_norms": {"landscape"},
+    "whitening": {"step_cost"},
+    "sequences": {"long_sequences"},
+}
 
 
 def data_args(config: Path, tmp_path: Path) -> list[str]:
     """Real files where they exist here (the MNIST family in ../shared/data), else generated ones."""
     name = load_config(config).dataset.name
     if name == "cifar100":
-        return ["--data-root", str(write_tiny_cifar100(tmp_path / "cifar")), "--set", "dataset.verify_checksums=false",
-                "--set", "dataset.trust_unverified_pickles=true"]  # our own generated pickles
+        return [
+            "--data-root",
+            str(write_tiny_cifar100(tmp_path / "cifar")),
+            "--set",
+            "dataset.verify_checksums=false",
+            "--set",
+            "dataset.trust_unverified_pickles=true",
+        ]  # our own generated pickles
     if SHARED_DATA.is_dir():
         return ["--data-root", str(SHARED_DATA)]
     root = tmp_path / "data"

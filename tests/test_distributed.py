@@ -54,8 +54,14 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
         xs = x[part].clone().requires_grad_()
         y = layer(xs)
         (y * direction[part]).sum().backward()
-        state = {"y": y.detach(), "dx": xs.grad, "dw": layer.weight.grad, "db": layer.bias.grad,
-                 "mean": layer.running_mean, "var": layer.running_var}  # fmt: skip
+        state = {
+            "y": y.detach(),
+            "dx": xs.grad,
+            "dw": layer.weight.grad,
+            "db": layer.bias.grad,
+            "mean": layer.running_mean,
+            "var": layer.running_var,
+        }
         torch.save(state, f"{out}/{dtype_name}_rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -64,8 +70,9 @@ def test_synchronized_bn_on_two_processes_equals_one_process_on_the_whole_batch(
     """Outputs, input gradients, gamma/beta gradients (summed over processes: each has its part of the loss)
     and running statistics; tolerances: 1e-10 in float64 (the issue asks 1e-6), 1e-5 in float32 (both dtypes
     in one pair of processes, forked: a fresh interpreter would spend seconds importing torch)."""
-    mp.start_processes(_rank, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")  # fmt: skip
+    mp.start_processes(
+        _rank, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
     for dtype, tol in TOLERANCES.items():
         parts = [torch.load(tmp_path / f"{dtype}_rank{r}.pt", weights_only=True) for r in range(2)]
         x, direction = _full_batch(getattr(torch, dtype))
@@ -103,8 +110,9 @@ def test_two_processes_with_sync_bn_follow_one_process_with_the_global_batch(con
     models = "models=[{name: lenet5, norm: batchnorm}]"
     code, out = finish(bnexp_process(config, tiny_root, tmp_path / "one", "--set", models))
     assert code == 0, out
-    code, out = finish(bnexp_process(config, tiny_root, tmp_path / "two", "--set", models, "--set", "bn_sync=sync",
-                                     "--nproc", "2"))  # fmt: skip
+    code, out = finish(
+        bnexp_process(config, tiny_root, tmp_path / "two", "--set", models, "--set", "bn_sync=sync", "--nproc", "2")
+    )
     assert code == 0, out
     one = RunDir(tmp_path / "one" / "tiny" / "lenet5-bn_lr1x_s0")
     two = RunDir(tmp_path / "two" / "tiny" / "lenet5-bn_lr1x_s0")
@@ -133,8 +141,9 @@ def test_bad_inputs_exit_2(config, tiny_root, tmp_path):
     run = run_args(config, tiny_root, tmp_path)
     result = CliRunner().invoke(app, [*run, "--nproc", "3"])
     assert result.exit_code == 2 and "not divisible by processes: 3" in result.stderr
-    result = CliRunner().invoke(app, [*run, "--nproc", "2", "--set", "bn_sync=sync", "--set",
-                                      "models=[{name: lenet5, norm: torch_batchnorm}]"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, [*run, "--nproc", "2", "--set", "bn_sync=sync", "--set", "models=[{name: lenet5, norm: torch_batchnorm}]"]
+    )
     assert result.exit_code == 2 and "needs CUDA" in result.stderr and "norm: batchnorm" in result.stderr
     assert not (tmp_path / "tiny").exists()
 
@@ -145,8 +154,16 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_process_that_dies_fails_its_run_and_the_others_go_on(config, tiny_root, tmp_path):
-    args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "seeds=[0, 1]", "--set", "epochs=3",
-            "--nproc", "2"]  # fmt: skip
+    args = [
+        "--set",
+        "models=[{name: lenet5, norm: batchnorm}]",
+        "--set",
+        "seeds=[0, 1]",
+        "--set",
+        "epochs=3",
+        "--nproc",
+        "2",
+    ]
     proc = bnexp_process(config, tiny_root, tmp_path, *args)
     wait_for_lines(tmp_path / "tiny" / "lenet5-bn_lr1x_s0" / "metrics.jsonl", 3, proc, timeout=300)
     deadline = time.time() + 30
@@ -156,8 +173,12 @@ def test_a_process_that_dies_fails_its_run_and_the_others_go_on(config, tiny_roo
     code, out = finish(proc)
     assert code == 1, out
     failed = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").summary()
-    assert failed["status"] == "failed" and ("Signal 9" in failed["error"] or "SIGKILL" in failed["error"]
-                                             or "peer" in failed["error"].lower() or "rank" in failed["error"])
+    assert failed["status"] == "failed" and (
+        "Signal 9" in failed["error"]
+        or "SIGKILL" in failed["error"]
+        or "peer" in failed["error"].lower()
+        or "rank" in failed["error"]
+    )
     assert (tmp_path / "tiny" / "lenet5-bn_lr1x_s0" / "error.log").is_file()
     assert RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s1").summary()["status"] == "completed"
 
@@ -187,8 +208,16 @@ def test_a_two_process_run_killed_then_stopped_resumes_identically(config, tiny_
     and weights as an uninterrupted run. With bn_running_stats: reduce, so the stop checkpoint must not average
     the running statistics at a step where an uninterrupted run does not (issue 19, item 2); SIGTERM must stop
     the ranks within seconds, checkpointed, exit 143, none killed by the launcher's grace timeout (item 13)."""
-    args = ["--set", "models=[{name: lenet5, norm: batchnorm}]", "--set", "bn_running_stats=reduce", "--set",
-            "epochs=4", "--nproc", "2"]  # fmt: skip
+    args = [
+        "--set",
+        "models=[{name: lenet5, norm: batchnorm}]",
+        "--set",
+        "bn_running_stats=reduce",
+        "--set",
+        "epochs=4",
+        "--nproc",
+        "2",
+    ]
     code, out = finish(bnexp_process(config, tiny_root, tmp_path / "reference", *args))
     assert code == 0, out
     run = tmp_path / "stopped" / "tiny" / RUN
@@ -216,9 +245,26 @@ def test_a_two_process_run_killed_then_stopped_resumes_identically(config, tiny_
 
 def _torchrun(config: Path, root: Path, out: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
-           "bnexp", "run", str(config), "--data-root", str(root), "--out", str(out), "--quiet", "--set",
-           "models=[{name: lenet5, norm: batchnorm}]", "--set", "epochs=200"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "-m",
+        "bnexp",
+        "run",
+        str(config),
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "models=[{name: lenet5, norm: batchnorm}]",
+        "--set",
+        "epochs=200",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -37,8 +37,11 @@ def test_calibration_costs_no_more_than_the_run_it_estimates(tmp_path, monkeypat
     steps that allocate), not 8, and its evaluation with as many images as it evaluates (30 here), not a
     1000-image batch: AlexNet's smoke dry run took 24 s."""
     path = tmp_path / "short.yaml"
-    path.write_text(TINY_CONFIG.replace("epochs: 2", "steps: 2\nepochs: null\neval_every: 2").replace(
-        "  verify_checksums: false", "  verify_checksums: false\n  test_subset: 30"))
+    path.write_text(
+        TINY_CONFIG.replace("epochs: 2", "steps: 2\nepochs: null\neval_every: 2").replace(
+            "  verify_checksums: false", "  verify_checksums: false\n  test_subset: 30"
+        )
+    )
     plan = expand_grid(load_config(path, ["models=[{name: lenet5, norm: batchnorm}]"]))[0]
     monkeypatch.setattr(estimate, "CALIBRATION_BUDGET_S", BUDGET)  # room for full steps on a loaded machine
     batches: list[int] = []
@@ -117,8 +120,9 @@ def test_shapes_take_turns_so_a_change_of_load_falls_on_all_alike(tmp_path, monk
 
 
 @pytest.mark.parametrize(("per_image", "sub_batch"), [(1.0, 2), (0.1, 4)])
-def test_a_shape_too_large_to_calibrate_is_extrapolated_from_a_sub_batch(tmp_path, tiny_root, monkeypatch, capsys,
-                                                                        per_image, sub_batch):  # fmt: skip
+def test_a_shape_too_large_to_calibrate_is_extrapolated_from_a_sub_batch(
+    tmp_path, tiny_root, monkeypatch, capsys, per_image, sub_batch
+):
     """A step of 32 s (or 3.2 s) never runs at full size: its cost is extrapolated from a sub-batch, doubled from
     2 images while the budget allows (AlexNet at 224 pixels, batch 256, calibrated 20 minutes on a CPU)."""
     calls = slow_models(monkeypatch, {"batchnorm": per_image})
@@ -126,8 +130,11 @@ def test_a_shape_too_large_to_calibrate_is_extrapolated_from_a_sub_batch(tmp_pat
     dry_run(plans[0].experiment, tmp_path / "out", PlainReporter(), data_root=tiny_root)
     out = capsys.readouterr().out
     assert max(n for _, n, _ in calls) == sub_batch
-    assert re.search(rf"start \(~[^:]+: too large to calibrate here, ~[\d.]+ s per step, extrapolated from a batch "
-                     rf"of {sub_batch}\)", out), out  # fmt: skip
+    assert re.search(
+        rf"start \(~[^:]+: too large to calibrate here, ~[\d.]+ s per step, extrapolated from a batch "
+        rf"of {sub_batch}\)",
+        out,
+    ), out
     assert "1 too large to calibrate here, extrapolated from a sub-batch" in out
     assert not (tmp_path / "out").exists()
 
@@ -156,23 +163,29 @@ def test_a_dry_run_without_the_data_exits_2_as_the_run_does_and_writes_nothing(t
     args = ["run", str(tiny_config), "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]
     dry = CliRunner().invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 2, dry.output
-    assert f"fashion_mnist not found; looked for FashionMNIST/raw/ with the four official .gz files in {tmp_path}" \
-        in dry.stderr and "calibrat" not in dry.output
+    assert (
+        f"fashion_mnist not found; looked for FashionMNIST/raw/ with the four official .gz files in {tmp_path}"
+        in dry.stderr
+        and "calibrat" not in dry.output
+    )
     assert not (tmp_path / "out").exists() and not list(Path(os.environ["BNEXP_CACHE"]).rglob("*"))
     real = CliRunner().invoke(app, args)
     assert real.exit_code == 2 and real.stderr == dry.stderr
 
 
-def test_a_dry_run_where_the_run_would_download_the_data_says_so_and_downloads_nothing(tiny_config, tmp_path,
-                                                                                         monkeypatch):  # fmt: skip
+def test_a_dry_run_where_the_run_would_download_the_data_says_so_and_downloads_nothing(
+    tiny_config, tmp_path, monkeypatch
+):
     """With downloads allowed, missing files are no error: the run fetches them first; the dry run says where."""
     monkeypatch.delenv("BNEXP_OFFLINE")
     (tmp_path / "empty").mkdir()
     args = ["run", str(tiny_config), "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]
     dry = CliRunner().invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert f"note: fashion_mnist not found here: the run downloads it first, into {os.environ['BNEXP_CACHE']}" \
+    assert (
+        f"note: fashion_mnist not found here: the run downloads it first, into {os.environ['BNEXP_CACHE']}"
         in dry.output
+    )
     assert not (tmp_path / "out").exists() and not list(Path(os.environ["BNEXP_CACHE"]).rglob("*"))
 
 

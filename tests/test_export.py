@@ -116,6 +116,15 @@ def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_numbers_are_not():
     """Issue 37, item 6: a run or experiment name from someone else's folder never becomes a spreadsheet formula."""
     from bnexp.export import spreadsheet_safe
 
-    row = ["=HYPERLINK(\"http://x\")", "+1+2", "@SUM(A1)", "-0.5", "-1e-05", "lenet5", 3, -2.0, None]
-    assert spreadsheet_safe(row) == ["'=HYPERLINK(\"http://x\")", "'+1+2", "'@SUM(A1)", "-0.5", "-1e-05", "lenet5", 3,
-                                     -2.0, None]  # fmt: skip
+    row = ['=HYPERLINK("http://x")', "+1+2", "@SUM(A1)", "-0.5", "-1e-05", "lenet5", 3, -2.0, None]
+    assert spreadsheet_safe(row) == [
+        '\'=HYPERLINK("http://x")',
+        "'+1+2",
+        "'@SUM(A1)",
+        "-0.5",
+        "-1e-05",
+        "lenet5",
+        3,
+        -2.0,
+        None,
+    ]

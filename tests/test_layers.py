@@ -40,7 +40,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if nxt.startswith(node + "."):  # a package's __init__ importing its own submodules
                 continue
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2

@@ -110,8 +110,9 @@ def test_the_bias_before_a_batch_norm_gets_no_gradient():
     assert model.head[6].bias.grad.abs().max() > 1e-6  # no BN after the output layer: its bias matters
 
 
-@pytest.mark.parametrize("norm", ["batchnorm", "noisy_batchnorm", "torch_batchnorm", "batchrenorm", "groupnorm",
-                                  "none"])
+@pytest.mark.parametrize(
+    "norm", ["batchnorm", "noisy_batchnorm", "torch_batchnorm", "batchrenorm", "groupnorm", "none"]
+)
 def test_bias_before_norm_false_drops_only_the_biases_a_batch_norm_cancels(norm):
     torch.manual_seed(0)
     with_bias = build_model(ModelConfig(name="lenet5", norm=norm), MNIST_LIKE).double().train()
@@ -136,8 +137,11 @@ def test_weight_norm_starts_from_the_same_function_and_spectral_norm_bounds_sigm
     sn = build_model(ModelConfig(name="lenet5", norm="spectralnorm"), MNIST_LIKE).train()
     for _ in range(30):  # each training forward runs one power iteration
         sn(x)
-    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
-              for m in sn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # fmt: skip
+    sigmas = [
+        torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        for m in sn.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     assert len(sigmas) == 5 and all(abs(s - 1) < 0.05 for s in sigmas), sigmas
     # its power-iteration vectors are state: a model loaded from the state dict continues identically
     again = build_model(ModelConfig(name="lenet5", norm="spectralnorm"), MNIST_LIKE).train()

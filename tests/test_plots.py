@@ -19,8 +19,14 @@ def panels(fig) -> list:
 
 def test_every_figure_kind_applies_and_has_its_panels(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
-    expected = {"convergence": 2, "learning_rate": 3, "feature_distribution": 8, "percentiles": 5, "generalization": 1,
-                "distribution_drift": DRIFT_PANELS}
+    expected = {
+        "convergence": 2,
+        "learning_rate": 3,
+        "feature_distribution": 8,
+        "percentiles": 5,
+        "generalization": 1,
+        "distribution_drift": DRIFT_PANELS,
+    }
     assert {k.name for k in FIGURES if k.applies(exp)} == set(expected)  # the others need grids, analyses or probes
     for kind in (k for k in FIGURES if k.applies(exp)):
         fig = kind.draw(exp)
@@ -119,11 +125,14 @@ def test_batch_size_marks_seeds_that_did_not_train_where_all_ended_alike(tmp_pat
     plt.close(fig)
 
 
-@pytest.mark.parametrize(("lr_at", "words"), [
-    (lambda size: 0.1, "lr 0.1 at every size"),  # E3: the script's 0.1 at batch 1 and 512
-    (lambda size: 0.05 * size / 32, "lr scaled linearly"),  # the GroupNorm sweep
-    (lambda size: 0.1 if size < 4 else 0.2, "lr as configured per size"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("lr_at", "words"),
+    [
+        (lambda size: 0.1, "lr 0.1 at every size"),  # E3: the script's 0.1 at batch 1 and 512
+        (lambda size: 0.05 * size / 32, "lr scaled linearly"),  # the GroupNorm sweep
+        (lambda size: 0.1 if size < 4 else 0.2, "lr as configured per size"),
+    ],
+)
 def test_batch_size_axis_says_how_the_lr_went_with_the_batch(tmp_path, lr_at, words):
     exp = find_experiments(write_experiment(tmp_path))[0]
     for i, r in enumerate(exp.runs):

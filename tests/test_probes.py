@@ -90,8 +90,9 @@ def test_ics_probe_matches_a_direct_computation():
     after = torch.autograd.grad(F.cross_entropy(mixed(x), y), [mixed[3].weight])[0]
     assert record["shift"][0] == 0.0 and record["cosine"][0] == pytest.approx(1.0)
     assert record["shift"][1] == pytest.approx((before[1] - after).norm().item(), rel=1e-5)
-    assert record["cosine"][1] == pytest.approx(F.cosine_similarity(before[1].flatten(), after.flatten(), dim=0).item(),
-                                                rel=1e-5)  # fmt: skip
+    assert record["cosine"][1] == pytest.approx(
+        F.cosine_similarity(before[1].flatten(), after.flatten(), dim=0).item(), rel=1e-5
+    )
 
 
 def test_probes_leave_model_optimizer_and_rng_untouched():

@@ -18,10 +18,13 @@ def test_plain_progress_counts_only_the_runs_this_command_trains():
     reporter.end_run("b: completed, final test_acc 0.9")  # 1 of 3 after 10 minutes: 20 minutes left
     reporter.run_finished("c", "completed")  # a --jobs worker's run: 2 of 3 after 20 minutes
     lines = out.getvalue().splitlines()
-    assert lines == ["a: skip (completed)", "e: skip (completed by another process)",
-                     "b: training for 100 steps",
-                     "b: completed, final test_acc 0.9 [experiment: 1/3 runs, about 20 min left]",
-                     "c: completed [experiment: 2/3 runs, about 10 min left]"]  # fmt: skip
+    assert lines == [
+        "a: skip (completed)",
+        "e: skip (completed by another process)",
+        "b: training for 100 steps",
+        "b: completed, final test_acc 0.9 [experiment: 1/3 runs, about 20 min left]",
+        "c: completed [experiment: 2/3 runs, about 10 min left]",
+    ]
 
 
 def test_the_time_left_is_paced_by_steps_not_runs():
@@ -44,12 +47,15 @@ def test_where_the_runs_left_have_other_batches_the_time_left_is_a_range():
     clock = iter([0.0, 0.0, 300.0, 600.0])
     out = io.StringIO()
     reporter = PlainReporter(out, clock=lambda: next(clock))
-    reporter.start_experiment({"b2_s0": RunLeft(900, 2), "b2_s1": RunLeft(900, 2),
-                               "b128_s0": RunLeft(15, 128), "b128_s1": RunLeft(15, 128)})  # fmt: skip
+    reporter.start_experiment(
+        {"b2_s0": RunLeft(900, 2), "b2_s1": RunLeft(900, 2), "b128_s0": RunLeft(15, 128), "b128_s1": RunLeft(15, 128)}
+    )
     reporter.run_finished("b2_s0", "completed")
     reporter.run_finished("b2_s1", "completed")
-    assert out.getvalue().splitlines() == ["b2_s0: completed [experiment: 1/4 runs, 5 min to 16 min left]",
-                                           "b2_s1: completed [experiment: 2/4 runs, 10 s to 11 min left]"]
+    assert out.getvalue().splitlines() == [
+        "b2_s0: completed [experiment: 1/4 runs, 5 min to 16 min left]",
+        "b2_s1: completed [experiment: 2/4 runs, 10 s to 11 min left]",
+    ]
 
 
 def test_runs_of_one_batch_give_one_time_left():

@@ -47,16 +47,21 @@ def test_the_check_catches_a_number_that_is_not_in_the_report():
 def test_committed_results_carry_no_machine_path():
     """Issue 22, item 7: records name the dataset by name and content, never by the folder it was read from."""
     machine = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users|mnt|opt|var)/")
-    found = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*")
-             if p.suffix in (".md", ".yaml", ".json", ".jsonl") and machine.search(p.read_text(errors="replace"))]
+    found = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "results").rglob("*")
+        if p.suffix in (".md", ".yaml", ".json", ".jsonl") and machine.search(p.read_text(errors="replace"))
+    ]
     assert not found, f"machine paths in committed results: {found[:10]}"
 
 
 def test_committed_results_hold_no_locks_checkpoints_or_weights():
     """Only metrics, summaries, probes, analyses, figures and reports are committed (and synced into results/)."""
-    stray = [str(p.relative_to(REPO)) for p in (REPO / "results").rglob("*")
-             if p.name.startswith((".lock", ".writers-config")) or p.suffix in (".pt", ".pth")
-             or ".bnexp-tmp-" in p.name]  # fmt: skip
+    stray = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "results").rglob("*")
+        if p.name.startswith((".lock", ".writers-config")) or p.suffix in (".pt", ".pth") or ".bnexp-tmp-" in p.name
+    ]
     assert not stray, f"lock, checkpoint or temp files in results/: {stray[:10]}"
 
 

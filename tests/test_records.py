@@ -38,7 +38,7 @@ DAMAGE = {
     "step of 4e9": ("metrics.jsonl", "train", _set("step", 4_000_000_000), "field 'step'"),
     "a step that skips ahead": ("metrics.jsonl", "train", _set("step", 100_000), "does not follow"),
     "eval test_acc a string": ("metrics.jsonl", "eval", _set("test_acc", "0.9"), "field 'test_acc'"),
-}  # fmt: skip
+}
 
 
 # list, report and plot read runs through one checker (results.load_run): every damage through the two quick
@@ -57,10 +57,13 @@ def test_damaged_log_records_skip_the_run_with_a_warning(tmp_path, case, command
     assert f"{path}:" in result.output and words in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    ({"status": "completed", "final_test_acc": "0.9"}, "field 'final_test_acc'"),
-    ({"status": "completed", "time_to_threshold": {"0.9": {"step": "x"}}}, "field 'step'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ({"status": "completed", "final_test_acc": "0.9"}, "field 'final_test_acc'"),
+        ({"status": "completed", "time_to_threshold": {"0.9": {"step": "x"}}}, "field 'step'"),
+    ],
+)
 def test_a_summary_with_wrong_types_skips_the_run(tmp_path, content, words):
     exp = write_experiment(tmp_path / "results")
     (exp / RUN / "summary.json").write_text(json.dumps(content))
@@ -68,11 +71,14 @@ def test_a_summary_with_wrong_types_skips_the_run(tmp_path, content, words):
     assert result.exit_code == 0 and words in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("content", "commands"), [
-    ([], ("list", "report", "plot")),  # plot once, as above
-    ({"result": 5}, ("list", "report")),
-    ({"result": {"rows": [{"mode": 3}]}}, ("list", "report")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content", "commands"),
+    [
+        ([], ("list", "report", "plot")),  # plot once, as above
+        ({"result": 5}, ("list", "report")),
+        ({"result": {"rows": [{"mode": 3}]}}, ("list", "report")),
+    ],
+)
 def test_a_malformed_analysis_skips_the_run(tmp_path, content, commands):
     exp = write_experiment(tmp_path / "results")
     (exp / RUN / "analyses").mkdir()
@@ -90,17 +96,25 @@ def test_a_probe_record_missing_a_field_skips_the_run(tmp_path):
     assert result.exit_code == 0 and "probes.jsonl:" in result.output and "missing field" in result.output
 
 
-@pytest.mark.parametrize(("change", "words"), [
-    ({"hist": [1.0, None]}, "field 'hist'"), ({"hist": []}, "field 'hist'"), ({"hist": [1e308, 1e308]}, "field 'hist'"),
-    ({"hist": [-1.0, 2.0]}, "field 'hist'"), ({"min": "low"}, "field 'min'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"hist": [1.0, None]}, "field 'hist'"),
+        ({"hist": []}, "field 'hist'"),
+        ({"hist": [1e308, 1e308]}, "field 'hist'"),
+        ({"hist": [-1.0, 2.0]}, "field 'hist'"),
+        ({"min": "low"}, "field 'min'"),
+    ],
+)
 def test_a_distribution_probe_that_figures_and_export_cannot_use_skips_the_run(tmp_path, change, words):
     """Issue 37, item 17: these passed the schema and then broke export and plot."""
     exp = write_experiment(tmp_path / "results")
     path = exp / RUN / "probes.jsonl"
     _edit_line(path, 0, lambda record: record.update(change))
-    for command in (["export", str(tmp_path / "results"), "--csv", str(tmp_path / "csv")],
-                    ["list", str(tmp_path / "results")]):  # fmt: skip
+    for command in (
+        ["export", str(tmp_path / "results"), "--csv", str(tmp_path / "csv")],
+        ["list", str(tmp_path / "results")],
+    ):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 0, result.output
         assert "probes.jsonl:1" in result.output and words in result.output and "Traceback" not in result.output
@@ -108,8 +122,11 @@ def test_a_distribution_probe_that_figures_and_export_cannot_use_skips_the_run(t
 
 def test_a_reference_series_whose_values_are_a_string_is_ignored_with_a_warning(tmp_path):
     exp = write_experiment(tmp_path / "results")
-    (exp / "references.json").write_text(json.dumps({"lenet5_lr1x": [
-        {"file": "r.json", "key": "k", "quantity": "train_loss_per_step", "values": "2.3, 2.2"}]}))  # fmt: skip
+    (exp / "references.json").write_text(
+        json.dumps(
+            {"lenet5_lr1x": [{"file": "r.json", "key": "k", "quantity": "train_loss_per_step", "values": "2.3, 2.2"}]}
+        )
+    )
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
     assert result.exit_code == 0 and "references.json" in result.output and "Traceback" not in result.output
 
@@ -145,12 +162,19 @@ def test_a_summary_whose_segments_are_not_segments_skips_the_run(tmp_path, segme
     assert result.exit_code == 0 and "segments[0]" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("where", "edit"), [
-    ("experiment", lambda m: m.update(runs=5)), ("experiment", lambda m: m["config"].update(name=[1, 2])),
-    ("experiment", lambda m: m["config"].update(probes=5)), ("experiment", lambda m: m["config"].update(dataset=5)),
-    ("experiment", lambda m: m.update(data=5)), ("experiment", lambda m: m["config"]["probes"].update(range=[1])),
-    ("run", lambda c: c.update(model=5)), ("run", lambda c: c.update(model={"name": "lenet5"})),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "edit"),
+    [
+        ("experiment", lambda m: m.update(runs=5)),
+        ("experiment", lambda m: m["config"].update(name=[1, 2])),
+        ("experiment", lambda m: m["config"].update(probes=5)),
+        ("experiment", lambda m: m["config"].update(dataset=5)),
+        ("experiment", lambda m: m.update(data=5)),
+        ("experiment", lambda m: m["config"]["probes"].update(range=[1])),
+        ("run", lambda c: c.update(model=5)),
+        ("run", lambda c: c.update(model={"name": "lenet5"})),
+    ],
+)
 def test_a_recorded_config_of_the_wrong_shape_is_left_out_with_a_warning(tmp_path, where, edit):
     """Issue 37, item 15: these gave tracebacks in list, report, plot and export."""
     import yaml

@@ -300,15 +300,21 @@ def test_a_damaged_run_is_named_and_the_others_go_on(killed_mid_run, tmp_path, c
 def test_temp_files_of_interrupted_writes_are_cleaned_up(setup, tmp_path):
     config, root = setup
     assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
-    leftovers = [tmp_path / "resume" / ".experiment.yaml.bnexp-tmp-x1y2",
-                 tmp_path / "resume" / BN_RUN / ".checkpoint.pt.bnexp-tmp-k3j4",
-                 tmp_path / "resume" / BN_RUN / ".summary.json.bnexp-tmp-abcd"]  # fmt: skip
+    leftovers = [
+        tmp_path / "resume" / ".experiment.yaml.bnexp-tmp-x1y2",
+        tmp_path / "resume" / BN_RUN / ".checkpoint.pt.bnexp-tmp-k3j4",
+        tmp_path / "resume" / BN_RUN / ".summary.json.bnexp-tmp-abcd",
+    ]
     # issue 19, item 7: a user's own dot-files are not bnexp's temp files
     users = [tmp_path / "resume" / ".notes.md", tmp_path / "resume" / BN_RUN / ".my.summary.json"]
     for p in leftovers + users:
         p.write_text("partial")
-    assert in_process(config, root, tmp_path, ["epochs=1", "models=[{name: lenet5, norm: batchnorm}]"],
-                      restart_runs=(BN_RUN,)) == 0  # fmt: skip
+    assert (
+        in_process(
+            config, root, tmp_path, ["epochs=1", "models=[{name: lenet5, norm: batchnorm}]"], restart_runs=(BN_RUN,)
+        )
+        == 0
+    )
     assert not any(p.exists() for p in leftovers)
     assert all(p.read_text() == "partial" for p in users)
 
@@ -330,8 +336,8 @@ def test_run_files_share_one_mode(setup, tmp_path):
     config, root = setup
     assert in_process(config, root, tmp_path, ["epochs=1"]) == 0
     run = tmp_path / "resume" / BN_RUN
-    modes = {name: (run / name).stat().st_mode & 0o777 for name in ("summary.json", "config.yaml", "metrics.jsonl",
-                                                                  "checkpoint.pt")}  # fmt: skip
+    modes = {
+        name: (run / name).stat().st_mode & 0o777
+        for name in ("summary.json", "config.yaml", "metrics.jsonl", "checkpoint.pt")
+    }
     assert len(set(modes.values())) == 1, modes
-
-

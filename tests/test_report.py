@@ -87,8 +87,11 @@ def test_series_comparisons_use_the_same_smoothing_for_both_curves(tmp_path):
     20-step windows, last-epoch loss, and how many of our seeds share the article's outcome."""
     exp_dir = write_experiment(tmp_path)
     author = [2.3] * 40 + [1.5] * 20 + [2.3] * 100  # left chance at step 60, then fell back
-    refs = {"lenet5_lr1x": [{"file": "r.json", "key": "h", "quantity": "train_loss_per_step", "values": author,
-                             "steps_per_epoch": 10}]}  # fmt: skip
+    refs = {
+        "lenet5_lr1x": [
+            {"file": "r.json", "key": "h", "quantity": "train_loss_per_step", "values": author, "steps_per_epoch": 10}
+        ]
+    }
     (exp_dir / "references.json").write_text(json.dumps(refs))
     rows = {r["quantity"]: r for r in build(find_experiments(tmp_path))["experiments"][0]["series_comparisons"]}
     assert rows["steps_to_loss_below_2"]["reference"] == 60
@@ -101,8 +104,10 @@ def test_series_comparisons_use_the_same_smoothing_for_both_curves(tmp_path):
     assert rows["final_loss"]["reference"] == pytest.approx(2.3)
     assert rows["outcome"]["reference"] == "fell_back" and rows["outcome"]["verdict"] == "0 of 2 seeds"
     text = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.md")])
-    assert text.exit_code == 0 and "| lenet5_lr1x | outcome | fell_back | 2 trained | **0 of 2 seeds** |" in (
-        tmp_path / "r.md").read_text()
+    assert (
+        text.exit_code == 0
+        and "| lenet5_lr1x | outcome | fell_back | 2 trained | **0 of 2 seeds** |" in (tmp_path / "r.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("target", ["missing/deep/report.md", "file_in_the_way/report.md", "a_folder"])
@@ -157,13 +162,23 @@ def test_seeds_added_after_a_look_are_listed_with_what_the_looks_cost(tmp_path, 
 
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    claim = {"id": "c", "claim": "BN is better", "source": "s", "quantity": "final_test_acc",
-             "group": "lenet5-bn_lr1x", "expect": "greater", "versus": "lenet5_lr1x"}  # fmt: skip
+    claim = {
+        "id": "c",
+        "claim": "BN is better",
+        "source": "s",
+        "quantity": "final_test_acc",
+        "group": "lenet5-bn_lr1x",
+        "expect": "greater",
+        "versus": "lenet5_lr1x",
+    }
     meta["config"].update(seeds=[0, 1], interim_looks=[1], claims=[claim])
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     report = build(find_experiments(tmp_path))
-    assert report["experiments"][0]["interim_looks"] == {"looks": [1], "seeds": 2, "error": pytest.approx(0.0831,
-                                                                                                      abs=1e-4)}
+    assert report["experiments"][0]["interim_looks"] == {
+        "looks": [1],
+        "seeds": 2,
+        "error": pytest.approx(0.0831, abs=1e-4),
+    }
     assert "Seeds at each look: synthetic: 1, then 2 (8.3 %)." in to_markdown(report, tmp_path)
     # a record whose looks do not fit its seeds is left out, with a warning, never trusted
     meta["config"]["interim_looks"] = [2]
@@ -185,10 +200,22 @@ def test_runs_made_under_other_conditions_are_told_apart(tmp_path):
     exp_dir = write_experiment(tmp_path)
     report = build(find_experiments(exp_dir))
     (groups,) = [e["conditions"] for e in report["experiments"]]
-    assert groups == [{"torch": "2.x", "threads": "None", "device": "cpu", "gpu": None, "cpu": None,
-                       "cpu_capability": None, "runs": 8, "seeds": [0, 1]}]  # fmt: skip
-    assert conditions_text(groups) == "Made under one set of conditions: torch 2.x, torch threads not recorded, on " \
+    assert groups == [
+        {
+            "torch": "2.x",
+            "threads": "None",
+            "device": "cpu",
+            "gpu": None,
+            "cpu": None,
+            "cpu_capability": None,
+            "runs": 8,
+            "seeds": [0, 1],
+        }
+    ]
+    assert (
+        conditions_text(groups) == "Made under one set of conditions: torch 2.x, torch threads not recorded, on "
         "CPU (not recorded): 8 runs (seeds 0, 1)."
+    )
     for run in ("lenet5_lr1x_s1", "lenet5-bn_lr1x_s1"):  # seed 1 again, elsewhere
         summary = RunDir(exp_dir / run).summary()
         summary["device"] |= {"torch_threads": 1, "cpu_capability": "AVX512", "cpu": "AMD EPYC"}
@@ -203,7 +230,7 @@ def test_runs_made_under_other_conditions_are_told_apart(tmp_path):
     RunDir(exp_dir / "lenet5_lr1x_s0").write_summary(summary)
     text = conditions_text(build(find_experiments(exp_dir))["experiments"][0]["conditions"])
     assert "1 torch thread, on cuda (NVIDIA H100): 1 run (seed 0)" in text
-    markdown = (tmp_path / "REPORT.md")
+    markdown = tmp_path / "REPORT.md"
     assert CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(markdown)]).exit_code == 0
     assert "Made under 3 sets of conditions" in markdown.read_text()
 
@@ -225,8 +252,13 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     out = tmp_path / "REPORT.md"
-    done = subprocess.run([sys.executable, "-m", "bnexp", "report", str(tmp_path / "results"), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "bnexp", "report", str(tmp_path / "results"), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "±" in out.read_text(encoding="utf-8") and "加入BN后的模型" in out.read_text(encoding="utf-8")
 
@@ -245,7 +277,11 @@ def test_an_unfinished_run_counts_in_its_status_only(tmp_path):
     bn = variants["lenet5-bn_lr1x"]
     assert bn["status"] == {"interrupted": 1, "completed": 1} and bn["outcomes"] == {"trained": 1}
     assert bn["left_chance_step"]["n"] == 1 and bn["steps_to_threshold"]["0.9"] == {
-        "mean_step": 20, "sd": 0.0, "reached": 1, "of": 1}  # fmt: skip
+        "mean_step": 20,
+        "sd": 0.0,
+        "reached": 1,
+        "of": 1,
+    }
     stuck = variants["lenet5_lr5x"]
     assert stuck["status"] == {"interrupted": 1, "diverged": 1} and stuck["outcomes"] == {"diverged": 1}
     rates = {(d["model"], d["lr"]): d for d in report["experiments"][0]["sections"]["outcomes_by_lr"]["data"]}

@@ -44,8 +44,11 @@ def test_the_bn_paper_mlp_without_bn_is_stalled_not_untrained():
 
 
 def test_per_step_and_windows_treat_logged_means_and_per_step_series_alike():
-    train = [{"step": 5, "steps": 5, "loss": 2.0}, {"step": 8, "steps": 3, "loss": 1.0}, {"step": 13, "steps": 5,
-                                                                                         "loss": 0.5}]  # fmt: skip
+    train = [
+        {"step": 5, "steps": 5, "loss": 2.0},
+        {"step": 8, "steps": 3, "loss": 1.0},
+        {"step": 13, "steps": 5, "loss": 0.5},
+    ]
     assert per_step(train) == [2.0] * 5 + [1.0] * 3 + [0.5] * 5
     assert windowed([1.0] * 40 + [0.0] * 10, 20) == [(20, 1.0), (40, 1.0)]
 
@@ -161,8 +164,9 @@ def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_p
     assert run.course["outcome"] == "diverged" and not run.course["not_training"]
 
 
-@pytest.mark.parametrize(("status", "outcome"), [("interrupted", "interrupted"), ("failed", "unfinished"),
-                                                 (None, "unfinished")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "outcome"), [("interrupted", "interrupted"), ("failed", "unfinished"), (None, "unfinished")]
+)
 def test_an_unfinished_run_has_no_training_outcome(tmp_path, status, outcome):
     """Issue 38, item 5: a part of a run (interrupted, failed, or running: no summary yet) is no result, whatever
     its losses so far: its outcome says it did not finish, never trained, fell back or never left chance."""
@@ -194,8 +198,9 @@ def test_a_completed_run_without_its_training_log_is_damaged_not_an_outcome(tmp_
     assert "a completed run without its training log" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("file", ["metrics.jsonl", "summary.json", "config.yaml", "analyses/x.json",
-                                  "../experiment.yaml"])
+@pytest.mark.parametrize(
+    "file", ["metrics.jsonl", "summary.json", "config.yaml", "analyses/x.json", "../experiment.yaml"]
+)
 def test_nesting_past_the_recursion_limit_is_a_damaged_file_not_a_crash(tmp_path, capsys, file):
     """Issue 37, item 14: '[' x 100,000 in any run file or experiment.yaml: the run (or experiment) is left out with
     a warning; list, report and plot go on."""

@@ -26,8 +26,12 @@ def test_runs_stopped_again_and_again_resume_bitwise_identical(setup, reference,
     config, root = setup
     out = tmp_path / "stopped"
     bn, plain = "lenet5-bn_lr1x_s0", "lenet5_lr1x_s0"
-    for run, lines, sig in ((bn, 2, signal.SIGKILL), (bn, 17, signal.SIGKILL), (bn, 40, signal.SIGTERM),
-                            (plain, 25, signal.SIGKILL)):  # fmt: skip
+    for run, lines, sig in (
+        (bn, 2, signal.SIGKILL),
+        (bn, 17, signal.SIGKILL),
+        (bn, 40, signal.SIGTERM),
+        (plain, 25, signal.SIGKILL),
+    ):
         proc = bnexp_process(config, root, out)
         wait_for_lines(out / "resume" / run / "metrics.jsonl", lines, proc)
         proc.send_signal(sig)
@@ -173,8 +177,12 @@ def test_jobs_stop_on_sigterm_and_resume(setup, tmp_path, capsys):
 def test_a_grid_over_dataset_keys_trains_each_cell_on_its_own_data(tiny_config, tiny_root, tmp_path, jobs):
     """Issue 19, item 1: each cell loads its own data (with --jobs too), so the cells' results differ as their
     recorded configs say."""
-    overrides = ["models=[{name: lenet5, norm: none}]", 'grid={"dataset.normalize": [unit, standardize]}',
-                 "epochs=1", "seeds=[0]"]  # fmt: skip
+    overrides = [
+        "models=[{name: lenet5, norm: none}]",
+        'grid={"dataset.normalize": [unit, standardize]}',
+        "epochs=1",
+        "seeds=[0]",
+    ]
     assert in_process(tiny_config, tiny_root, tmp_path, overrides, jobs=jobs) == 0
     unit, standard = (RunDir(tmp_path / "tiny" / f"lenet5_normalize{v}_lr1x_s0") for v in ("unit", "standardize"))
     assert [r.config()["dataset"]["normalize"] for r in (unit, standard)] == ["unit", "standardize"]
@@ -196,16 +204,23 @@ def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_p
     asked = []
     real = runner.select_device
     monkeypatch.setattr(runner, "select_device", lambda name, *a: asked.append(name) or real("cpu"))
-    overrides = ["models=[{name: lenet5, norm: none}]", "grid={device: [cpu, auto]}", "steps=2", "epochs=null",
-                 "eval_every=2", "seeds=[0]"]  # fmt: skip
+    overrides = [
+        "models=[{name: lenet5, norm: none}]",
+        "grid={device: [cpu, auto]}",
+        "steps=2",
+        "epochs=null",
+        "eval_every=2",
+        "seeds=[0]",
+    ]
     assert in_process(tiny_config, tiny_root, tmp_path, overrides) == 0
     assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("grid", ['grid={dataset.name: [fashion_mnist, mnist]}', "grid={device: [cpu, cuda]}"])
-def test_a_grid_cell_whose_data_or_device_is_missing_stops_the_run_before_anything(tiny_config, tiny_root, tmp_path,
-                                                                                   grid):  # fmt: skip
+@pytest.mark.parametrize("grid", ["grid={dataset.name: [fashion_mnist, mnist]}", "grid={device: [cpu, cuda]}"])
+def test_a_grid_cell_whose_data_or_device_is_missing_stops_the_run_before_anything(
+    tiny_config, tiny_root, tmp_path, grid
+):
     """Issue 37, item 13: the earlier cells trained, experiment.yaml was written, then exit 2 partway."""
     from bnexp.errors import BnexpError
 
@@ -231,8 +246,7 @@ def test_a_dry_run_prints_the_plan_and_an_estimate_and_writes_nothing(tiny_confi
 
     from bnexp.cli import app
 
-    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path / "out"), "--set",
-            "epochs=1"]  # fmt: skip
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path / "out"), "--set", "epochs=1"]
     result = CliRunner().invoke(app, [*args, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "lenet5_lr1x_s0" in result.output and "start (~" in result.output and "calibrated" in result.output

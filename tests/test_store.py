@@ -79,8 +79,14 @@ def test_plot_replaces_a_planted_figure_link_and_refuses_a_linked_figures_folder
 def analyzed(tiny_config, tiny_root, tmp_path):
     """A finished tiny run with final weights and a scale_invariance analysis requested."""
     out = tmp_path / "out"
-    overrides = ["models=[{name: lenet5, norm: batchnorm}]", "steps=2", "epochs=null", "eval_every=2",
-                 "keep_final_weights=true", "analyses={scale_invariance: true}"]  # fmt: skip
+    overrides = [
+        "models=[{name: lenet5, norm: batchnorm}]",
+        "steps=2",
+        "epochs=null",
+        "eval_every=2",
+        "keep_final_weights=true",
+        "analyses={scale_invariance: true}",
+    ]
     assert in_process(tiny_config, tiny_root, out, overrides) == 0
     return out, out / "tiny" / "lenet5-bn_lr1x_s0", tiny_root
 
@@ -167,7 +173,8 @@ def test_a_fifo_as_a_reference_series_is_a_config_error(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "name: c\ndataset: {name: fashion_mnist}\nmodels: [{name: lenet5, norm: none}]\noptimizer: {name: sgd, "
         "lr: 0.1}\nbatch_size: 8\nepochs: 1\nseeds: [0]\nreference:\n  source: s\n  series:\n    lenet5_lr1x: "
-        "[{file: references/r.json, key: k, quantity: train_loss_per_step}]\n")  # fmt: skip
+        "[{file: references/r.json, key: k, quantity: train_loss_per_step}]\n"
+    )
     _alarm(60)
     try:
         with pytest.raises(ConfigError, match="not a regular file"):
@@ -185,5 +192,7 @@ def test_a_fresh_start_removes_only_bnexps_own_kept_checkpoints(tmp_path):
         (run.path / name).write_text("x")
     run.start({"run": "run"}, fresh=True)
     run.close()
-    assert sorted(p.name for p in run.path.glob("checkpoint-step*")) == ["checkpoint-step-mine.pt",
-                                                                          "checkpoint-step12.pt.bak"]
+    assert sorted(p.name for p in run.path.glob("checkpoint-step*")) == [
+        "checkpoint-step-mine.pt",
+        "checkpoint-step12.pt.bak",
+    ]

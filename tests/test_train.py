@@ -128,8 +128,13 @@ def test_metrics_are_strict_json(tiny_config, tiny_root, tmp_path):
 
 
 def test_not_training_flag_and_time_to_threshold(tiny_config, tiny_root, tmp_path):
-    overrides = ["optimizer={name: sgd, lr: 0.05}", "lr_multipliers=[1, 1.0e-7]", "thresholds=[0.5, 0.99999]",
-                 "models=[{name: lenet5}]", "epochs=3"]  # fmt: skip
+    overrides = [
+        "optimizer={name: sgd, lr: 0.05}",
+        "lr_multipliers=[1, 1.0e-7]",
+        "thresholds=[0.5, 0.99999]",
+        "models=[{name: lenet5}]",
+        "epochs=3",
+    ]
     assert run(tiny_config, tmp_path, tiny_root, overrides) == 0
     trained = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1x_s0").summary()
     frozen = RunDir(tmp_path / "tiny" / "lenet5-bn_lr1e-07x_s0").summary()
@@ -171,8 +176,10 @@ def test_foreach_optimizers_compute_what_the_per_parameter_loop_computes():
     from bnexp.config import OptimizerConfig
     from bnexp.train import make_optimizer
 
-    for cfg in (OptimizerConfig(name="adam", lr=1e-2, weight_decay=1e-3),
-                OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3)):  # fmt: skip
+    for cfg in (
+        OptimizerConfig(name="adam", lr=1e-2, weight_decay=1e-3),
+        OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3),
+    ):
         torch.manual_seed(0)
         params = [torch.randn(s, requires_grad=True) for s in ((6, 1, 5, 5), (6,), (120, 400), (10,))]
         twins = [p.detach().clone().requires_grad_() for p in params]
@@ -187,14 +194,17 @@ def test_foreach_optimizers_compute_what_the_per_parameter_loop_computes():
         assert all(torch.equal(a, b) for a, b in zip(params, twins, strict=True))
 
 
-@pytest.mark.parametrize(("field", "value", "words"), [
-    ("step", -1_000_000, "step -1000000 is not an integer in [0, "),
-    ("step", 10**9, "is not an integer in [0, "),
-    ("batch_in_epoch", "x", "batch_in_epoch"),
-    ("window_losses", torch.zeros(10_000), "window_losses"),
-    ("log_offsets", {"metrics.jsonl": -5}, "log_offsets"),
-    ("segments", [{"from_step": 0, "torch_threads": 10**6, "processes": 1}], "torch_threads 1..1024"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("step", -1_000_000, "step -1000000 is not an integer in [0, "),
+        ("step", 10**9, "is not an integer in [0, "),
+        ("batch_in_epoch", "x", "batch_in_epoch"),
+        ("window_losses", torch.zeros(10_000), "window_losses"),
+        ("log_offsets", {"metrics.jsonl": -5}, "log_offsets"),
+        ("segments", [{"from_step": 0, "torch_threads": 10**6, "processes": 1}], "torch_threads 1..1024"),
+    ],
+)
 def test_checkpoint_fields_are_checked_before_they_are_used(tiny_config, tiny_root, tmp_path, field, value, words):
     """Issue 19, item 9: a checkpoint from someone else's results folder may say anything."""
     out = tmp_path / "out"
@@ -223,7 +233,8 @@ def test_torch_threads_sets_the_count_inside_and_restores_it_even_after_an_error
 
 
 def test_a_run_stopped_before_its_first_evaluation_counts_its_training_time_and_says_where_it_stopped(
-        tiny_config, tiny_root, tmp_path):  # fmt: skip
+    tiny_config, tiny_root, tmp_path
+):
     """Issue 38, item 5: a run stopped at step 5 (its first evaluation at 10) records the time it trained, in a
     timing record written before its checkpoint, which its resumed run keeps; its summary's outcome is
     interrupted, and its end line says where it stopped. The metrics stay those of an uninterrupted run."""
@@ -268,8 +279,9 @@ def test_a_run_killed_before_its_final_weights_were_written_writes_them_on_resum
     assert RunDir(folder).summary()["status"] == "completed"
 
 
-def test_a_link_planted_in_place_of_a_running_runs_folder_takes_no_write_outside(tiny_config, tiny_root, tmp_path,
-                                                                                   monkeypatch):  # fmt: skip
+def test_a_link_planted_in_place_of_a_running_runs_folder_takes_no_write_outside(
+    tiny_config, tiny_root, tmp_path, monkeypatch
+):
     """Issue 37, item 1: the run folder moved aside and a link to a folder outside --out put in its place once the
     run has started: its checkpoint and a 'completed' summary landed outside. The folder is checked before each
     write by path: the run fails, and nothing is written outside."""

@@ -72,8 +72,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.device, force: bool,
-                       say: Callable[[str], None], root: Path | None = None) -> int:  # fmt: skip
+def analyze_experiment(
+    experiment_dir: Path,
+    data_root: Any,
+    device: torch.device,
+    force: bool,
+    say: Callable[[str], None],
+    root: Path | None = None,
+) -> int:
     """Every requested analysis on every finished run of one experiment; returns how many could not run.
     Results go to <run>/analyses/, a real folder below `root` (the results folder named by the user): run names
     from experiment.yaml are single path components, and no link is written through."""
@@ -106,24 +112,41 @@ def analyze_experiment(experiment_dir: Path, data_root: Any, device: torch.devic
             if not todo:
                 continue
             if digest is None:
-                raise CorruptFile(f"{weights} is missing: set keep_final_weights: true and start the run over with "
-                                  f"--restart-run {name}")  # fmt: skip
+                raise CorruptFile(
+                    f"{weights} is missing: set keep_final_weights: true and start the run over with "
+                    f"--restart-run {name}"
+                )
             config = run.config()
             data = cache.get(from_dict(DatasetConfig, config["dataset"], f"{run.path}/config.yaml: dataset"), device)
             model = build_model(from_dict(ModelConfig, config["model"], f"{run.path}/config.yaml: model"), data.inputs)
             state = load_tensors(weights, "the final weights", f"start the run over with --restart-run {name}")
             if not isinstance(state, dict):
-                raise CorruptFile(f"{weights}: not a state dict of tensors ({type(state).__name__}); start the run "
-                                  f"over with --restart-run {name}")  # fmt: skip
+                raise CorruptFile(
+                    f"{weights}: not a state dict of tensors ({type(state).__name__}); start the run "
+                    f"over with --restart-run {name}"
+                )
             model.load_state_dict(state)
             model.to(device).eval()
             for analysis, (settings, record, target) in todo.items():
                 result = ANALYSES[analysis](model, data, settings, config)
                 real_dir(root if root is not None else experiment_dir, target.parent)
-                write_atomic(target, strict_json({
-                    "analysis": analysis, "run": name, "settings": record, "weights_sha256": digest,
-                    "bnexp": bnexp.__version__, "torch": torch.__version__, "device": device.type, "result": result,
-                }, indent=1) + "\n")  # fmt: skip
+                write_atomic(
+                    target,
+                    strict_json(
+                        {
+                            "analysis": analysis,
+                            "run": name,
+                            "settings": record,
+                            "weights_sha256": digest,
+                            "bnexp": bnexp.__version__,
+                            "torch": torch.__version__,
+                            "device": device.type,
+                            "result": result,
+                        },
+                        indent=1,
+                    )
+                    + "\n",
+                )
                 say(f"{name}: {analysis} -> {target}")
         except (BnexpError, RuntimeError, KeyError, TypeError, ValueError, OSError) as e:  # one run's problem never
             # stops the others
@@ -142,5 +165,8 @@ def _done(target: Path, settings: Any, digest: str | None) -> bool:
         old = parse_json(read_regular(target))
     except (OSError, ValueError, CorruptFile):
         return False
-    return (isinstance(old, dict) and old.get("settings") == settings
-            and (digest is None or old.get("weights_sha256") == digest))  # fmt: skip
+    return (
+        isinstance(old, dict)
+        and old.get("settings") == settings
+        and (digest is None or old.get("weights_sha256") == digest)
+    )

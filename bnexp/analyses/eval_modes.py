@@ -84,8 +84,9 @@ def homogeneous_batches(split: Split, cfg: EvalModesConfig, generator: torch.Gen
     return out
 
 
-def near_duplicate_batches(split: Split, cfg: EvalModesConfig, generator: torch.Generator
-                           ) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
+def near_duplicate_batches(
+    split: Split, cfg: EvalModesConfig, generator: torch.Generator
+) -> list[tuple[Tensor, Tensor]]:
     """`groups` batches, each `group_size` copies of one test image, shifted by up to `shift_pixels` in each
     direction (zero fill) plus Gaussian noise of sd `noise_std` (in units of the 0-255 range)."""
     out = []
@@ -131,7 +132,7 @@ def reestimate(model: nn.Module, data: Data, batches: int, batch_size: int, gene
     perm = torch.randperm(len(data.train), generator=generator)
     with torch.no_grad():
         for k in range(batches):
-            idx = perm[(k * batch_size) % len(perm):][:batch_size]
+            idx = perm[(k * batch_size) % len(perm) :][:batch_size]
             model(data.to_input(data.train.images[idx]))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
@@ -165,12 +166,15 @@ def population_gap(model: nn.Module, data: Data) -> list[dict[str, Any]]:
         mean = total / n
         var = squares / n - mean.square()
         run_mean, run_var = m.running_mean.double().cpu(), m.running_var.double().cpu()
-        rows.append({
-            "layer": i, "channels": len(mean),
-            "mean_gap": float(((run_mean - mean).abs() / var.sqrt()).mean()),  # in population sd
-            "var_log_ratio": float((run_var / var).log().abs().mean()),  # |log(running var / population var)|
-            "max_mean_gap": float(((run_mean - mean).abs() / var.sqrt()).max()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "layer": i,
+                "channels": len(mean),
+                "mean_gap": float(((run_mean - mean).abs() / var.sqrt()).mean()),  # in population sd
+                "var_log_ratio": float((run_var / var).log().abs().mean()),  # |log(running var / population var)|
+                "max_mean_gap": float(((run_mean - mean).abs() / var.sqrt()).max()),
+            }
+        )
     return rows
 
 
@@ -199,6 +203,7 @@ def analyze(model: nn.Module, data: Data, cfg: EvalModesConfig, train_batch_size
         for k in cfg.reestimate_batches:
             fresh = copy.deepcopy(lost)
             reestimate(fresh, data, k, train_batch_size, torch.Generator().manual_seed(seed))
-            add("e_reestimated", evaluate(fresh, data, data.test, EVAL_BATCH)[1], batches=k,
-                batch_size=train_batch_size)  # fmt: skip
+            add(
+                "e_reestimated", evaluate(fresh, data, data.test, EVAL_BATCH)[1], batches=k, batch_size=train_batch_size
+            )
     return {"rows": rows, "population_gap": population, "has_running_stats": has_bn}

@@ -70,11 +70,14 @@ def measure(layer: nn.Module, bn: BatchNorm, u: Tensor, eps: float, dtype: torch
     rows = []
     for a in SCALES:
         ya, ga = output_and_grad(a)
-        rows.append({
-            "a": a, "output_rel_error": float((ya - y1).norm() / y1.norm()),
-            "grad_ratio": float(a * ga.norm() / g1.norm()), "grad_cosine": float(F.cosine_similarity(
-                ga.flatten(), g1.flatten(), dim=0)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "a": a,
+                "output_rel_error": float((ya - y1).norm() / y1.norm()),
+                "grad_ratio": float(a * ga.norm() / g1.norm()),
+                "grad_cosine": float(F.cosine_similarity(ga.flatten(), g1.flatten(), dim=0)),
+            }
+        )
     return rows
 
 
@@ -86,10 +89,14 @@ def analyze(model: nn.Module, data: Data) -> dict[str, Any]:
         u = _layer_input(model, layer, x)
         with torch.no_grad():
             pre_bn = _apply(layer, layer.weight, layer.bias, u)
-        layers.append({
-            "layer": i, "eps": bn.eps, "pre_bn_variance": float(pre_bn.var([0, *range(2, pre_bn.dim())]).mean()),
-            "with_eps": measure(layer, bn, u, bn.eps, torch.float32),
-            "without_eps": measure(layer, bn, u, 0.0, torch.float32),
-            "without_eps_float64": measure(layer, bn, u, 0.0, torch.float64),
-        })  # fmt: skip
+        layers.append(
+            {
+                "layer": i,
+                "eps": bn.eps,
+                "pre_bn_variance": float(pre_bn.var([0, *range(2, pre_bn.dim())]).mean()),
+                "with_eps": measure(layer, bn, u, bn.eps, torch.float32),
+                "without_eps": measure(layer, bn, u, 0.0, torch.float32),
+                "without_eps_float64": measure(layer, bn, u, 0.0, torch.float64),
+            }
+        )
     return {"scales": SCALES, "layers": layers, "has_batchnorm": bool(pairs)}

@@ -40,8 +40,10 @@ def analyze(model: nn.Module, data: Data, run: dict[str, Any]) -> dict[str, Any]
     cfg = from_dict(ModelConfig, run["model"], "config.yaml: model")
     device = next(model.parameters()).device
     # a copy: the timed steps change weights and running statistics, which the other analyses must not see
-    contenders = {"this": copy.deepcopy(model),
-                  "batchnorm": build_model(dataclasses.replace(cfg, norm="batchnorm"), data.inputs)}  # fmt: skip
+    contenders = {
+        "this": copy.deepcopy(model),
+        "batchnorm": build_model(dataclasses.replace(cfg, norm="batchnorm"), data.inputs),
+    }
     g = torch.Generator().manual_seed(0)
     spec = data.inputs
     x = torch.randn(run["batch_size"], spec.channels, spec.height, spec.width, generator=g).to(device)
@@ -61,6 +63,9 @@ def analyze(model: nn.Module, data: Data, run: dict[str, Any]) -> dict[str, Any]
         "ratio_to_batchnorm": statistics.median(ratios),
         "ratios": ratios,
         "ms_per_step": {name: 1000 * statistics.median(t) for name, t in times.items()},
-        "reps": REPS, "steps_per_rep": STEPS, "batch_size": run["batch_size"], "torch_threads": 1,
+        "reps": REPS,
+        "steps_per_rep": STEPS,
+        "batch_size": run["batch_size"],
+        "torch_threads": 1,
         "device": device.type,
-    }  # fmt: skip
+    }

@@ -10,6 +10,13 @@ from bnexp.nn.norms import NormFactory, norm_factory
 from bnexp.nn.whitening import DecorrelatedBatchNorm
 
 __all__ = [
-    "BatchNorm", "BatchRenorm", "DecorrelatedBatchNorm", "LpBatchNorm", "NaiveBatchNorm", "NoisyBatchNorm",
-    "NormFactory", "convert_momentum", "norm_factory",
-]  # fmt: skip
+    "BatchNorm",
+    "BatchRenorm",
+    "DecorrelatedBatchNorm",
+    "LpBatchNorm",
+    "NaiveBatchNorm",
+    "NoisyBatchNorm",
+    "NormFactory",
+    "convert_momentum",
+    "norm_factory",
+]

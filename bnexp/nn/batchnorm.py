@@ -71,8 +71,9 @@ def _all_reduce(tensors: list[Tensor], group: Any) -> list[Tensor]:
     float64 (value counts stay exact, the partial sums lose nothing), cast back to each tensor's dtype."""
     flat = torch.cat([t.reshape(-1).double() for t in tensors])
     dist.all_reduce(flat, group=group)
-    return [part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors,
-                                                             strict=True)]
+    return [
+        part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
+    ]
 
 
 def _group_moments(count: int, mean: Tensor, squares: Tensor, group: Any) -> tuple[Tensor, Tensor, int]:
@@ -110,8 +111,16 @@ class _BatchNormTrain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, inv_std: Tensor,
-                count: int, group: Any):  # fmt: skip
+    def forward(
+        ctx,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        inv_std: Tensor,
+        count: int,
+        group: Any,
+    ):
         shape = _channel_shape(x)
         scale = inv_std if weight is None else inv_std * weight
         shift = -mean * scale if bias is None else bias - mean * scale

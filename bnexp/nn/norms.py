@@ -44,17 +44,33 @@ def norm_factory(cfg: ModelConfig) -> NormFactory:
                 return BatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
             case "batchrenorm":
                 r = cfg.renorm or RenormConfig()
-                return BatchRenorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine, r_max=r.r_max,
-                                   d_max=r.d_max, ramp=tuple(r.ramp))  # fmt: skip
+                return BatchRenorm(
+                    c,
+                    eps=eps,
+                    momentum=cfg.bn_momentum,
+                    affine=affine,
+                    r_max=r.r_max,
+                    d_max=r.d_max,
+                    ramp=tuple(r.ramp),
+                )
             case "noisy_batchnorm":
                 n = cfg.noise or NoiseConfig()
-                return NoisyBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine, mult_mean=n.mult_mean,
-                                      mult_std=n.mult_std, add_mean=n.add_mean, add_std=n.add_std)  # fmt: skip
+                return NoisyBatchNorm(
+                    c,
+                    eps=eps,
+                    momentum=cfg.bn_momentum,
+                    affine=affine,
+                    mult_mean=n.mult_mean,
+                    mult_std=n.mult_std,
+                    add_mean=n.add_mean,
+                    add_std=n.add_std,
+                )
             case "l1_batchnorm" | "linf_batchnorm":
                 return LpBatchNorm(c, p=LP_BATCH_NORMS[cfg.norm], eps=eps, momentum=cfg.bn_momentum, affine=affine)
             case "decorrelated_batchnorm":
-                return DecorrelatedBatchNorm(c, group_size=cfg.whitening_group or 16, eps=eps,
-                                             momentum=cfg.bn_momentum, affine=affine)  # fmt: skip
+                return DecorrelatedBatchNorm(
+                    c, group_size=cfg.whitening_group or 16, eps=eps, momentum=cfg.bn_momentum, affine=affine
+                )
             case "naive_batchnorm":
                 return NaiveBatchNorm(c, eps=eps, momentum=cfg.bn_momentum, affine=affine)
             case "torch_batchnorm":

@@ -26,8 +26,9 @@ RECURRENT_NORMS: tuple[str, ...] = get_args(RecurrentNorm)
 class StepBatchNorm(nn.Module):
     """BatchNorm with one set of batch and running statistics per time step and one shared (gamma, beta)."""
 
-    def __init__(self, num_features: int, max_steps: int, gamma: float = 0.1, eps: float = 1e-5,
-                 momentum: float | None = 0.1):  # fmt: skip
+    def __init__(
+        self, num_features: int, max_steps: int, gamma: float = 0.1, eps: float = 1e-5, momentum: float | None = 0.1
+    ):
         super().__init__()
         self.steps = nn.ModuleList(
             BatchNorm(num_features, eps=eps, momentum=momentum, affine=False) for _ in range(max_steps)
@@ -60,8 +61,15 @@ def _step_norm(norm: RecurrentNorm, features: int, max_steps: int, eps: float, m
 class NormLSTM(nn.Module):
     """Reads an input (N, steps, features) one step at a time; returns the last hidden state (N, hidden)."""
 
-    def __init__(self, input_size: int, hidden: int, norm: RecurrentNorm, max_steps: int, eps: float = 1e-5,
-                 momentum: float | None = 0.1):  # fmt: skip
+    def __init__(
+        self,
+        input_size: int,
+        hidden: int,
+        norm: RecurrentNorm,
+        max_steps: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+    ):
         super().__init__()
         self.hidden = hidden
         self.input_to_hidden = nn.Linear(input_size, 4 * hidden, bias=False)

@@ -86,8 +86,10 @@ class DecorrelatedBatchNorm(nn.Module):
             self.num_batches_tracked.zero_()
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, group_size={self.group_size}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}")  # fmt: skip
+        return (
+            f"{self.num_features}, group_size={self.group_size}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}"
+        )
 
     def _groups(self, values: Tensor) -> list[Tensor]:
         """(C, m) -> the full groups stacked (full, g, m) and the remainder (1, rest, m), those that exist."""
@@ -102,14 +104,17 @@ class DecorrelatedBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"DecorrelatedBatchNorm({self.num_features}) expects input (N, {self.num_features}, "
-                             f"...), got shape {tuple(x.shape)}")  # fmt: skip
+            raise ValueError(
+                f"DecorrelatedBatchNorm({self.num_features}) expects input (N, {self.num_features}, "
+                f"...), got shape {tuple(x.shape)}"
+            )
         values = x.transpose(0, 1).reshape(self.num_features, -1)  # (C, m)
         m = values.shape[1]
         if self.training:
             if m < 2:
-                raise ValueError(f"DecorrelatedBatchNorm needs more than 1 value per channel, got input "
-                                 f"{tuple(x.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"DecorrelatedBatchNorm needs more than 1 value per channel, got input {tuple(x.shape)}"
+                )
             mean = values.mean(1, keepdim=True)
             groups = self._groups(values - mean)
             covs = [g @ g.transpose(-1, -2) / m for g in groups]
@@ -118,8 +123,10 @@ class DecorrelatedBatchNorm(nn.Module):
             mean = self.running_mean.to(x.dtype).unsqueeze(1)
             groups = self._groups(values - mean)
             covs = [c.to(x.dtype) for c in self._running()]
-        white = [inverse_sqrt(c + self.eps * torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)) @ g
-                 for c, g in zip(covs, groups, strict=True)]  # fmt: skip
+        white = [
+            inverse_sqrt(c + self.eps * torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)) @ g
+            for c, g in zip(covs, groups, strict=True)
+        ]
         y = torch.cat([w.reshape(-1, m) for w in white]).reshape(x.shape[1], x.shape[0], *x.shape[2:])
         y = y.transpose(0, 1)
         if self.affine:

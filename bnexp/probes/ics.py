@@ -75,7 +75,11 @@ class IcsProbe:
                 a, b = flat([g]), flat([g_shifted])
                 rows.append(torch.stack([(a - b).norm(), F.cosine_similarity(a, b, dim=0), a.norm()]))
             table = torch.stack(rows).tolist()
-        return [{
-            "layers": [name for name, _ in layers], "shift": [r[0] for r in table], "cosine": [r[1] for r in table],
-            "grad_norm": [r[2] for r in table],
-        }]  # fmt: skip
+        return [
+            {
+                "layers": [name for name, _ in layers],
+                "shift": [r[0] for r in table],
+                "cosine": [r[1] for r in table],
+                "grad_norm": [r[2] for r in table],
+            }
+        ]

@@ -51,8 +51,15 @@ class LandscapeProbe:
                 rows.append(torch.stack([loss.float(), diff, diff / (eta * g_flat.norm())]))
             table = torch.stack(rows).tolist()  # one host sync per probe step
         losses = [r[0] for r in table]
-        return [{
-            "loss": loss0.item(), "grad_norm": g_flat.norm().item(), "etas": self.etas, "losses": losses,
-            "loss_min": min(losses), "loss_max": max(losses), "grad_predictiveness": max(r[1] for r in table),
-            "beta_smoothness": max(r[2] for r in table),
-        }]  # fmt: skip
+        return [
+            {
+                "loss": loss0.item(),
+                "grad_norm": g_flat.norm().item(),
+                "etas": self.etas,
+                "losses": losses,
+                "loss_min": min(losses),
+                "loss_max": max(losses),
+                "grad_predictiveness": max(r[1] for r in table),
+                "beta_smoothness": max(r[2] for r in table),
+            }
+        ]

@@ -21,8 +21,15 @@ from bnexp.probes.weights import WeightNorms
 
 
 class RunProbes:
-    def __init__(self, exp: ExperimentConfig, lr: float, model: nn.Module, per_epoch: int, device: torch.device,
-                 log: Callable[[dict[str, Any]], None]):  # fmt: skip
+    def __init__(
+        self,
+        exp: ExperimentConfig,
+        lr: float,
+        model: nn.Module,
+        per_epoch: int,
+        device: torch.device,
+        log: Callable[[dict[str, Any]], None],
+    ):
         self.model, self.per_epoch, self.device, self.log, self.precision = model, per_epoch, device, log, exp.precision
         self.step_probes = step_probes(exp, lr)
         self.distributions = Probes(exp.probes, model, per_epoch) if exp.probes else None
@@ -38,8 +45,9 @@ class RunProbes:
                 for record in records:
                     self.log({"probe": probe.name, "step": step, "epoch": step / self.per_epoch, **record})
 
-    def forward(self, step: int, x: Tensor, forward: Callable[[Tensor], Tensor],
-                hooked: Callable[[Tensor], Tensor]) -> Tensor:  # fmt: skip
+    def forward(
+        self, step: int, x: Tensor, forward: Callable[[Tensor], Tensor], hooked: Callable[[Tensor], Tensor]
+    ) -> Tensor:
         """The step's forward: `forward`, or `hooked` (one whose modules carry the hooks) while the distribution
         probes record, when they are due."""
         if self.distributions is None or not self.distributions.due(step):

@@ -21,8 +21,15 @@ class WeightNorms:
         return [m.weight.detach().clone() for _, m in self.layers]
 
     def measure(self, before: list[Tensor]) -> list[dict[str, Any]]:
-        rows = [torch.stack([m.weight.detach().norm(), (m.weight.detach() - w0).norm() / w0.norm()])
-                for (_, m), w0 in zip(self.layers, before, strict=True)]  # fmt: skip
+        rows = [
+            torch.stack([m.weight.detach().norm(), (m.weight.detach() - w0).norm() / w0.norm()])
+            for (_, m), w0 in zip(self.layers, before, strict=True)
+        ]
         table = torch.stack(rows).tolist()
-        return [{"layers": [name for name, _ in self.layers], "weight_norm": [r[0] for r in table],
-                 "effective_step": [r[1] for r in table]}]  # fmt: skip
+        return [
+            {
+                "layers": [name for name, _ in self.layers],
+                "weight_norm": [r[0] for r in table],
+                "effective_step": [r[1] for r in table],
+            }
+        ]
