@@ -887,17 +887,19 @@ def load_config(
                     src.where(_join(p, j)), p, f"value {value!r}: {e.key + ': ' if e.key else ''}{e.message}"
                 ) from None
     if len(cfg.grid) > 1:  # each value passed alone above; rules that tie keys together must hold in every cell
-        _check_combinations(cfg, data, src, path.parent)
+        _check_combinations(cfg, data, src, path.parent, checks)
     _check_run_names(cfg, src.where)
     check_claims(written if written is not None else cfg, src.where)
     check_interim_looks(written if written is not None else cfg, src.where)
     return cfg
 
 
-def _check_combinations(cfg: ExperimentConfig, data: dict, src: _Source, config_dir: Path) -> None:
-    """Every cell of a grid of several keys, checked by the rules that tie keys together (e.g. batch_size 2 with
-    processes: 4). The checks against models and data ran on each value above: per cell they would build every
-    model once per cell (a 20 x 20 grid: 19 s instead of 1 s)."""
+def _check_combinations(
+    cfg: ExperimentConfig, data: dict, src: _Source, config_dir: Path, checks: Sequence[Check]
+) -> None:
+    """Every cell of a grid of several keys, checked as it will run: the rules that tie keys together (batch_size 2
+    with processes: 4) and `checks` (a BN model at batch 1), which bnexp.validate runs once per distinct setting of
+    what they read, so a 20 x 20 grid over lr and epochs builds its models once."""
     for combo in itertools.product(*cfg.grid.values()):
         assignments = [pair for key, v in zip(cfg.grid, combo, strict=True) for pair in _grid_assignments(key, v)]
         cell_text = ", ".join(f"{k}={v!r}" for k, v in assignments)
@@ -907,7 +909,10 @@ def _check_combinations(cfg: ExperimentConfig, data: dict, src: _Source, config_
         try:
             for k, v in assignments:
                 _set_path(cell, k, copy.deepcopy(v), cell_src.where(""))
-            _check_experiment(_build(ExperimentConfig, cell, "", cell_src), cell_src.where, config_dir)
+            cell_cfg = _build(ExperimentConfig, cell, "", cell_src)
+            _check_experiment(cell_cfg, cell_src.where, config_dir)
+            for check in checks:
+                check(cell_cfg, cell_src.where)
         except ConfigError as e:
             raise ConfigError(
                 src.where("grid"), "grid", f"the cell {cell_text}: {e.key + ': ' if e.key else ''}{e.message}"
@@ -1004,7 +1009,7 @@ def _check_claim_at(c: ClaimConfig, fail: Callable[[str, str], typing.NoReturn])
             fail("at", f"{c.quantity}: at is a layer number (1, 2, ...) or absent for the mean over layers")
         if need == "mode":
             mode, _, size = str(at).partition("@")
-            if mode not in EVAL_MODES or (size and not size.isdigit()):
+            if mode not in EVAL_MODES or (size and not re.fullmatch(r"[0-9]{1,9}", size)):
                 fail("at", f"eval_mode_acc needs at: MODE or MODE@N, MODE one of {', '.join(EVAL_MODES)}")
 
 

@@ -116,6 +116,9 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
     return [metrics, runs]
 
 
+EVENTS_SUFFIX = ".bnexp"  # marks the event files an export writes (another program's stay)
+
+
 def require_tensorboard() -> None:
     """TensorBoard is optional: say how to add it (exit 2) before anything is written."""
     try:
@@ -139,10 +142,10 @@ def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
         for run in exp.runs:
             # by folder, not by recorded name: a name may hold '/' or be another experiment's too
             folder = real_dir(out, out / exp.dir.name / run.dir.name)
-            for old in folder.glob("events.out.tfevents.*"):  # an export replaces its own earlier files
+            for old in folder.glob(f"events.out.tfevents.*{EVENTS_SUFFIX}"):  # an export replaces its own files
                 if old.is_file() and not old.is_symlink():
                     old.unlink()
-            with SummaryWriter(log_dir=str(folder)) as writer:
+            with SummaryWriter(log_dir=str(folder), filename_suffix=EVENTS_SUFFIX) as writer:
                 for step, _, metric, value in metric_rows(run):
                     writer.add_scalar(metric, float(value), step)
                 for p in run.probes:

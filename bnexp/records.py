@@ -2,7 +2,7 @@
 folder may come from someone else, and a record with a wrong type or a missing field must skip its run with a
 warning naming the file and line, never raise a traceback deep inside a plot or a report.
 
-A spec maps a field to its kind: "int", "num" (int or float), "str", "list" (of numbers), "counts" (a histogram:
+A spec maps a field to its kind: "int", "seed", "num" (int or float), "str", "list" (of numbers), "counts" (a histogram:
 a non-empty list of non-negative numbers with a finite sum), "dict", "bool"; a trailing "?" allows null (or
 absence). Fields not named are not checked (readers do not use them).
 """
@@ -10,9 +10,12 @@ absence). Fields not named are not checked (readers do not use them).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+from bnexp.config import SAFE_NAME, DatasetConfig, ModelConfig, ReferenceConfig, from_dict
+from bnexp.errors import BnexpError
 from bnexp.store import CorruptFile
 
 MAX_STEP = 10**9  # the config schema's own bound on steps
@@ -55,7 +58,7 @@ PROBES = {
 }
 SUMMARY = {
     "status": "str",
-    "seed": "int?",
+    "seed": "seed?",
     "final_test_acc": "num?",
     "best_test_acc": "num?",
     "final_train_acc": "num?",
@@ -107,7 +110,7 @@ EXPERIMENT_CONFIG = {
 PROBE_CONFIG = {"range": "list?", "percentiles": "list?", "at_epochs": "list?", "every_steps": "int?"}
 RUN_CONFIG = {
     "model": "dict",
-    "seed": "int?",
+    "seed": "seed?",
     "lr": "num?",
     "lr_multiplier": "num?",
     "dataset": "dict?",
@@ -130,6 +133,8 @@ def _ok(value: Any, kind: str) -> bool:
         kind = kind[:-1]
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_STEP
+    if kind == "seed":  # the config's own bound on seeds, 2**32 - 1, above MAX_STEP
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1
     if kind == "num":
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "list":
@@ -187,14 +192,20 @@ def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
         if kind not in PROBES:
             raise CorruptFile(f"{path}:{i}: unknown probe kind {kind!r}")
         check(r, PROBES[kind], f"{path}:{i}")
+        if kind == "distribution" and (r["n"] < 1 or not r["percentiles"]):  # readers divide by n, index percentiles
+            raise CorruptFile(f"{path}:{i}: a distribution of no values (n {r['n']}, percentiles {r['percentiles']})")
 
 
 def check_experiment_meta(path: Path, meta: Any) -> None:
     """experiment.yaml as its readers use it: a config with a name, run names, the probes' range (a pair)."""
     check(meta, EXPERIMENT_META, str(path))
     config = check(meta["config"], EXPERIMENT_CONFIG, f"{path}: config")
+    if not re.fullmatch(SAFE_NAME, config["name"]):  # it names folders, files and the README's table rows
+        raise CorruptFile(f"{path}: config.name {config['name'][:80]!r} is not a plain name")
     if not all(isinstance(name, str) for name in meta.get("runs") or []):
         raise CorruptFile(f"{path}: runs holds something other than run names")
+    if config.get("reference") is not None:
+        _schema(ReferenceConfig, config["reference"], f"{path}: config.reference")
     probes = config.get("probes")
     if probes is not None:
         check(probes, PROBE_CONFIG, f"{path}: config.probes")
@@ -203,8 +214,21 @@ def check_experiment_meta(path: Path, meta: Any) -> None:
 
 
 def check_run_config(path: Path, config: Any) -> None:
+    """A run's config.yaml: its model and dataset by the config's own schema (a model label of 5 or a dataset name
+    that is a list broke the figures and the export)."""
     check(config, RUN_CONFIG, str(path))
-    check(config["model"], {"name": "str", "norm": "str", "activation": "str?"}, f"{path}: model")
+    check(config["model"], {"name": "str", "norm": "str"}, f"{path}: model")  # resolved: readers use both
+    _schema(ModelConfig, config["model"], f"{path}: model")
+    if config.get("dataset") is not None:
+        _schema(DatasetConfig, config["dataset"], f"{path}: dataset")
+
+
+def _schema(cls: Any, value: Any, where: str) -> None:
+    """`value` by a config dataclass's schema, as a damaged record (CorruptFile) where it does not fit."""
+    try:
+        from_dict(cls, value, where)
+    except BnexpError as e:
+        raise CorruptFile(str(e)) from None
 
 
 def check_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from bnexp import records
 from bnexp.config import (
+    NOT_COMPARED,
     ClaimConfig,
     ExperimentConfig,
     check_claim,
@@ -262,7 +263,7 @@ def load_run(run_dir: RunDir) -> Run:
 def _expected_configs(meta: dict[str, Any], where: str) -> dict[str, dict[str, Any]] | None:
     """run name -> the resolved config the current plan expects (None if the plan cannot be rebuilt)."""
     # claims and looks change no run (and are checked where they are read): a bad one must not switch this off
-    config = {k: v for k, v in meta["config"].items() if k not in ("claims", "interim_looks")}
+    config = {k: v for k, v in meta["config"].items() if k not in NOT_COMPARED}
     try:
         cfg = from_dict(ExperimentConfig, config, where)
     except BnexpError:

@@ -102,20 +102,15 @@ def dry_run(
     writes nothing, anywhere."""
     device = select_device(device_name or cfg.device)
     check_torch_sync(cfg, device.type)
-    to_download = {cfg.dataset.name} if check_present(cfg.dataset, data_root) is None else set()
     plans = expand_grid(cfg)
     check_restarts_in_shard(plans, restart_runs, shard)
+    to_download = check_cells(cfg, plans, device, device_name, data_root, shard)
     out_dir = Path(out) / cfg.name
     actions = (
         plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir() else {p.name: "start" for p in plans}
     )
     actions = split(plans, actions, shard)
-    devices = {}
-    for plan in plans:  # each grid cell the run would train: its device and its data
-        if to_train(actions[plan.name]):
-            devices[plan.name] = cell_device(plan, cfg, device, device_name)
-            if check_present(plan.experiment.dataset, data_root) is None:
-                to_download.add(plan.experiment.dataset.name)
+    devices = {p.name: cell_device(p, cfg, device, device_name) for p in plans if to_train(actions[p.name])}
     costs = estimate(plans, actions, out_dir, jobs, devices, reporter.message)
     shown = {name: f"{a} ({_cost(costs[name])})" if name in costs else a for name, a in actions.items()}
     reporter.message(format_plan(cfg, plans, shown, out_dir, str(device)))
@@ -156,6 +151,26 @@ def _cost(cost: RunCost) -> str:
         f"~{duration(cost.seconds)}: too large to calibrate here, ~{per_step} per step, extrapolated from a "
         f"batch of {cost.extrapolated_from}"
     )
+
+
+def check_cells(
+    cfg: ExperimentConfig,
+    plans: list[RunPlan],
+    device: Any,
+    device_name: str | None,
+    data_root: Any,
+    shard: Shard | None,
+) -> set[str]:
+    """Before anything is written (the run and its dry run alike): the device and the data files of the config and
+    of every grid cell of this shard's runs, refused with the run's own messages (BnexpError). Returns the datasets
+    the run will download first (files missing, downloads allowed). Files that are present are read by the run."""
+    to_download = {cfg.dataset.name} if check_present(cfg.dataset, data_root) is None else set()
+    for i, plan in enumerate(plans):
+        if shard is None or i % shard.count == shard.index:
+            cell_device(plan, cfg, device, device_name)
+            if check_present(plan.experiment.dataset, data_root) is None:
+                to_download.add(plan.experiment.dataset.name)
+    return to_download
 
 
 def cell_device(plan: RunPlan, cfg: ExperimentConfig, device: Any, device_name: str | None) -> Any:
@@ -264,9 +279,7 @@ def run_experiment(
         raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
     plans = expand_grid(cfg)
     check_restarts_in_shard(plans, restart_runs, shard)
-    for plan in plans:  # every grid cell's device and data, before anything is written or trained
-        cell_device(plan, cfg, device, device_name)
-        check_present(plan.experiment.dataset, data_root)
+    check_cells(cfg, plans, device, device_name, data_root, shard)
     launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
     cache = DataCache(data_root)  # each grid cell's own dataset settings, shared where they agree
     data = cache.get(cfg.dataset, device)
@@ -285,8 +298,9 @@ def run_experiment(
                 try:
                     _check_writable(Path(out), out_dir)
                     alone_here = held.enter_context(experiment_lock(out_dir, lambda: _first_writer(out_dir, cfg)))
-                    if not alone_here:
-                        _check_same_experiment(out_dir, cfg)
+                    # also when alone: two processes can each find the folder free (flock's EX -> SH is no atomic
+                    # step); the second to record its config then finds the first's gone, and is refused
+                    _check_same_experiment(out_dir, cfg, fallback=not alone_here)
                     actions = split(plans, plan_actions(plans, out_dir, restart, restart_runs, since), shard)
                 except BnexpError as e:  # under torchrun the other ranks must hear it, not wait forever
                     refused = str(e)
@@ -405,15 +419,20 @@ def _first_writer(out_dir: Path, cfg: ExperimentConfig) -> None:
     write_atomic(out_dir / WRITERS_CONFIG, dump_yaml(dataclasses.asdict(cfg)))
 
 
-def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig) -> None:
-    """Processes that write one folder together must run one experiment (same config, maybe other shards)."""
+def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig, fallback: bool = True) -> None:
+    """Processes that write one folder together must run one experiment (same config, maybe other shards). With
+    `fallback`, a folder without the writers' record (an older bnexp's) is compared with its experiment.yaml."""
     try:
         recorded = parse_yaml(read_regular(out_dir / WRITERS_CONFIG, follow=False))
-    except (CorruptFile, OSError, yaml.YAMLError):
-        try:  # written by a bnexp that did not record the writers' config
+    except (CorruptFile, OSError, yaml.YAMLError, UnicodeDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict) and fallback:
+        try:
             recorded = read_experiment_meta(out_dir)["config"]
         except (CorruptFile, OSError):
-            return  # damaged: it is rewritten
+            recorded = None
+    if not isinstance(recorded, dict):
+        return  # nothing to compare with: it is rewritten
     diff = config_diff(recorded, yaml.safe_load(dump_yaml(dataclasses.asdict(cfg))))  # as it is recorded
     if diff:
         raise BnexpError(

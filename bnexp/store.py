@@ -39,7 +39,7 @@ WEIGHTS = "weights.pt"  # final weights (keep_final_weights), for post-training 
 ANALYSES_DIR = "analyses"  # <run>/analyses/<name>.json, written by `bnexp analyze`
 LOGS = (METRICS, TIMING, PROBES)
 FINISHED = ("completed", "diverged")  # a summary's statuses of runs that are results; the others are parts of runs
-KEPT_CHECKPOINT = re.compile(r"checkpoint-step\d{8,}\.pt")  # --keep-checkpoints: checkpoint-step00001000.pt
+KEPT_CHECKPOINT = re.compile(r"checkpoint-step[0-9]{8,}\.pt")  # --keep-checkpoints: checkpoint-step00001000.pt
 WRITERS_CONFIG = ".writers-config.yaml"  # the config of the processes writing an experiment folder now (bnexp.lock)
 COMMITTED_MARK = ".bnexp-committed"  # carried by a results folder whose runs are committed (this repo's results/)
 
@@ -161,7 +161,7 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
     try:
         try:  # a file that is replaced keeps its mode (a 0600 README stays 0600)
             old = os.lstat(path)
-            permissions = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else 0o666 & ~UMASK
+            permissions = old.st_mode & 0o777 if stat.S_ISREG(old.st_mode) else 0o666 & ~UMASK  # no setuid/sticky
         except FileNotFoundError:
             permissions = 0o666 & ~UMASK  # mkstemp makes 0600; run files get the same mode as the logs
         os.fchmod(fd, permissions)
@@ -214,8 +214,10 @@ def load_tensors(path: Path, what: str, remedy: str) -> Any:
 
     import torch
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the bytes of a regular file, not through a link (as every read of a results folder)
+        return torch.load(
+            io.BytesIO(read_regular(path, binary=True, follow=False)), map_location="cpu", weights_only=True
+        )
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         message = f"{path}: {what} is unreadable or not a plain tensor file ({first[:200]}); {remedy}"

@@ -222,6 +222,12 @@ def test_every_cell_of_a_grid_is_checked_not_only_each_value(tmp_path):
     assert e.key == "grid" and "the cell batch_size=4, processes=4: batch_size: 4 over 4 processes" in str(e)
     e = error_of(tmp_path, TINY_CONFIG + "grid:\n  batch_size: [2, 8]\n  processes: [1, 4]\n")
     assert "the cell batch_size=2, processes=4: batch_size: 2 (the global batch) is not divisible" in str(e)
+    e = error_of(  # each value alone is fine with the base models (no norm); BN at batch 1 is not (fc layers)
+        tmp_path,
+        TINY_CONFIG + "grid:\n  models: [[{name: lenet5, norm: none}], [{name: lenet5}]]\n  batch_size: [1, 32]\n",
+        ["models=[{name: lenet5, norm: none}]"],
+    )
+    assert "the cell models=[{'name': 'lenet5'}], batch_size=1: batch_size: batch_size 1 cannot train" in str(e)
     fine = TINY_CONFIG + "grid:\n  batch_size: [8, 16]\n  processes: [1, 4]\n"
     assert len(expand_grid(load_config(write(tmp_path, fine)))) == 4 * 2
 

@@ -62,9 +62,12 @@ def test_tensorboard_export_is_keyed_by_folder_and_replaces_its_own_files(tmp_pa
     for folder in ("a", "b"):
         exp = write_experiment(tmp_path / "results", name=folder)
         meta = yaml.safe_load((exp / EXPERIMENT_FILE).read_text())
-        meta["config"]["name"] = "../same/name"
+        meta["config"]["name"] = "same"  # (a name with '/' is refused where experiment.yaml is read)
         (exp / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     args = ["export", str(tmp_path / "results"), "--tensorboard", str(tmp_path / "tb")]
+    mine = tmp_path / "tb" / "a" / "lenet5-bn_lr1x_s0" / "events.out.tfevents.0.mine"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"")  # another program's events file: an export leaves it alone
     for _ in range(2):
         assert CliRunner().invoke(app, args).exit_code == 0
     assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["a", "b"]
@@ -72,6 +75,7 @@ def test_tensorboard_export_is_keyed_by_folder_and_replaces_its_own_files(tmp_pa
     events.Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == sorted(set(steps))  # each step once
+    assert mine.is_file()
 
 
 def test_export_skips_a_damaged_run_with_a_warning(tmp_path):

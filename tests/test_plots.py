@@ -232,7 +232,7 @@ def test_plot_out_keeps_experiments_recorded_under_one_name_apart(tmp_path):
     for folder in ("a", "b"):
         exp = write_experiment(tmp_path / "results", name=folder)
         meta = yaml.safe_load((exp / "experiment.yaml").read_text())
-        meta["config"]["name"] = "same/name"
+        meta["config"]["name"] = "same"  # (a name with '/' is refused where experiment.yaml is read)
         (exp / "experiment.yaml").write_text(yaml.safe_dump(meta))
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "results"), "--out", str(tmp_path / "figs")])
     assert result.exit_code == 0, result.output

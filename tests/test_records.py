@@ -104,6 +104,8 @@ def test_a_probe_record_missing_a_field_skips_the_run(tmp_path):
         ({"hist": [1e308, 1e308]}, "field 'hist'"),
         ({"hist": [-1.0, 2.0]}, "field 'hist'"),
         ({"min": "low"}, "field 'min'"),
+        ({"n": 0}, "no values"),
+        ({"percentiles": {}}, "no values"),
     ],
 )
 def test_a_distribution_probe_that_figures_and_export_cannot_use_skips_the_run(tmp_path, change, words):
@@ -187,4 +189,37 @@ def test_a_recorded_config_of_the_wrong_shape_is_left_out_with_a_warning(tmp_pat
     for command in (["list"], ["report"], ["export", "--csv", str(tmp_path / "csv")]):
         result = CliRunner().invoke(app, [command[0], str(tmp_path / "results"), *command[1:]])
         assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output  # an error would be 1
+        assert str(path) in result.output
+
+
+def test_a_seed_above_a_billion_is_a_seed_not_damage(tmp_path):
+    """The config allows seeds up to 2**32 - 1; the record checks bounded them by the step bound (1e9)."""
+    exp = write_experiment(tmp_path / "results")
+    summary = json.loads((exp / RUN / "summary.json").read_text())
+    (exp / RUN / "summary.json").write_text(json.dumps({**summary, "seed": 3_000_000_000}))
+    result = CliRunner().invoke(app, ["list", str(tmp_path / "results")])
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("where", "edit"),
+    [
+        ("run", lambda c: c["model"].update(label=5)),
+        ("run", lambda c: c.update(dataset={"name": [1]})),
+        ("experiment", lambda m: m["config"]["reference"].update(test_acc_at_epoch=5)),
+    ],
+)
+def test_recorded_sections_are_checked_by_the_configs_own_schema(tmp_path, where, edit):
+    """Item 15, the review's cases: a model label of 5, a dataset name that is a list, a reference of the wrong
+    shape gave tracebacks in list, report, plot or export."""
+    import yaml
+
+    exp = write_experiment(tmp_path / "results")
+    path = exp / "experiment.yaml" if where == "experiment" else exp / RUN / "config.yaml"
+    record = yaml.safe_load(path.read_text())
+    edit(record)
+    path.write_text(yaml.safe_dump(record))
+    for command in (["list"], ["report"], ["plot"], ["export", "--csv", str(tmp_path / "csv")]):
+        result = CliRunner().invoke(app, [command[0], str(tmp_path / "results"), *command[1:]])
+        assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
         assert str(path) in result.output

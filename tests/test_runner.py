@@ -216,8 +216,12 @@ def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_p
     assert "auto" in asked and len(list((tmp_path / "tiny").glob("lenet5_device*"))) == 2
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("grid", ["grid={dataset.name: [fashion_mnist, mnist]}", "grid={device: [cpu, cuda]}"])
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.mark.parametrize(
+    "grid", ["grid={dataset.name: [fashion_mnist, mnist]}", pytest.param("grid={device: [cpu, cuda]}", marks=NO_CUDA)]
+)
 def test_a_grid_cell_whose_data_or_device_is_missing_stops_the_run_before_anything(
     tiny_config, tiny_root, tmp_path, grid
 ):

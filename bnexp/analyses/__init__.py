@@ -69,7 +69,7 @@ def requested(cfg: AnalysesConfig | None) -> dict[str, Any]:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_regular(path, binary=True, follow=False)).hexdigest()
 
 
 def analyze_experiment(
@@ -162,7 +162,7 @@ def _settings(settings: Any) -> Any:
 def _done(target: Path, settings: Any, digest: str | None) -> bool:
     """The analysis is recorded with these settings, on these weights (on any, where they are not kept)."""
     try:
-        old = parse_json(read_regular(target))
+        old = parse_json(read_regular(target, follow=False))
     except (OSError, ValueError, CorruptFile):
         return False
     return (
