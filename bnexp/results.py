@@ -238,10 +238,12 @@ def load_run(run_dir: RunDir) -> Run:
     metrics = run_dir.metrics()
     records.check_metrics(run_dir.path / METRICS, metrics)
     probe_records = run_dir.probes()
-    records.check_probes(run_dir.path / PROBES, probe_records)
     summary = run_dir.summary() or {}
     if summary:
         records.check_summary(run_dir.path / SUMMARY, summary)
+    if summary.get("status") == "diverged":  # a diverged net's activations are NaN (null): nothing to measure
+        probe_records = [p for p in probe_records if not _nan_distribution(p)]
+    records.check_probes(run_dir.path / PROBES, probe_records)
     if summary.get("status") not in FINISHED:  # an unfinished run's accuracies are not results
         summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
     if summary.get("status") == "completed" and not any(r.get("event") == "train" for r in metrics):
@@ -257,6 +259,14 @@ def load_run(run_dir: RunDir) -> Run:
         train=[r for r in metrics if r.get("event") == "train"],
         probe_records=probe_records,
         analyses=analyses,
+    )
+
+
+def _nan_distribution(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and record.get("probe", "distribution") == "distribution"
+        and (record.get("mean") is None or record.get("std") is None)
     )
 
 

@@ -242,3 +242,16 @@ def test_reads_never_follow_a_link_out_of_the_results_folder(tmp_path, capsys, l
     if link != "experiment":
         assert "lenet5-bn_lr1x_s0" not in [r.name for r in found[0].runs]
     assert "a link" in capsys.readouterr().err
+
+
+def test_a_diverged_runs_nan_activations_are_dropped_not_damage(tmp_path):
+    """A net that diverged records NaN activations (null mean and sd, strict JSON): the run is a result (diverged),
+    its probes from then on measure nothing; it was left out as damaged, changing outcome counts."""
+    exp = write_experiment(tmp_path)
+    probes = exp / "lenet5_lr5x_s1" / "probes.jsonl"  # the synthetic diverged run
+    lines = probes.read_text().splitlines()
+    last = json.loads(lines[-1]) | {"mean": None, "std": None}
+    probes.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+    loaded = find_experiments(tmp_path)[0]
+    run = next(r for r in loaded.runs if r.name == "lenet5_lr5x_s1")
+    assert run.status == "diverged" and len(run.probes) == len(lines) - 1
