@@ -55,7 +55,14 @@ def _fail(e: BnexpError) -> None:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), e.g. configs/lenet5_bn.yaml.")],
+    configs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="CONFIG...",
+            help="Experiment config (YAML), e.g. configs/lenet5_bn.yaml; several (configs/*.yaml) with --dry-run: "
+            "the budget of a whole catalogue.",
+        ),
+    ],
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -144,6 +151,8 @@ def run(
 
       bnexp run configs/batch_size.yaml --jobs 2 --dry-run   # what would run, and for how long; writes nothing
 
+      bnexp run configs/*.yaml --jobs 2 --dry-run   # every experiment's plan, and the whole catalogue's budget
+
       bnexp run configs/bn_distributed.yaml          # its runs with processes: 4 start 4 processes each
 
       bnexp run configs/lenet5_bn.yaml --nproc 2     # every run on 2 processes (gloo on CPU, nccl on CUDA)
@@ -167,6 +176,17 @@ def run(
     from bnexp.train import DistributedRunFailed, StopRequest
     from bnexp.validate import load
 
+    if len(configs) > 1 and not dry_run:
+        _fail(BnexpError(f"{len(configs)} configs: give one experiment to run, or add --dry-run for their budget"))
+    if len(configs) > 1 and (restart or restart_run):
+        _fail(BnexpError("--restart and --restart-run name one experiment's runs: give one config"))
+    if len(configs) > 1:
+        try:
+            _check_committed(out, False, write_committed)
+        except BnexpError as e:
+            _fail(e)
+        _catalogue_budget(configs, list(set_ or []), smoke, max_runs, out, jobs, shard, data_root, device)
+    config = configs[0]
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
     overrides = list(set_ or [])
@@ -246,6 +266,49 @@ def run(
         if world is not None:
             shutdown(world)
     raise typer.Exit(code)
+
+
+def _catalogue_budget(
+    configs: list[Path],
+    overrides: list[str],
+    smoke: bool,
+    max_runs: int,
+    out: Path,
+    jobs: int,
+    shard: str | None,
+    data_root: Path | None,
+    device: str | None,
+) -> None:
+    """`bnexp run configs/*.yaml --dry-run`: each experiment's plan, then the whole: runs to train, run time and
+    wall time with these --jobs, one experiment after another. Writes nothing; exits 0, or 2 at the first bad one."""
+    from bnexp.progress import duration, make_reporter
+    from bnexp.runner import Shard, dry_run
+    from bnexp.validate import load
+    from bnexp.wording import plural
+
+    runs, run_seconds, wall = 0, 0.0, 0.0
+    try:
+        split = Shard.parse(shard) if shard is not None else None
+        for config in configs:
+            cost = dry_run(
+                load(config, overrides, smoke=smoke, max_runs=max_runs),
+                out,
+                make_reporter(True),
+                jobs=jobs,
+                shard=split,
+                data_root=data_root,
+                device_name=device,
+            )
+            runs, run_seconds, wall = runs + cost.runs, run_seconds + cost.run_seconds, wall + cost.wall_seconds
+            typer.echo("")
+    except BnexpError as e:
+        _fail(e)
+    typer.echo(
+        f"catalogue: {plural(len(configs), 'experiment')}, {plural(runs, 'run')} to train, {duration(run_seconds)} "
+        f"of run time, {duration(wall)} of wall time with --jobs {jobs} (one experiment after another); nothing "
+        "was written"
+    )
+    raise typer.Exit(0)
 
 
 def _check_committed(out: Path, restart: bool, allowed: bool) -> None:

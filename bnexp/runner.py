@@ -94,7 +94,7 @@ def dry_run(
     shard: Shard | None = None,
     data_root: str | Path | None = None,
     device_name: str | None = None,
-) -> None:
+) -> PlanCost:
     """The plan: what each run would do (start, resume, skip, busy, blocked, another shard's) and how long, and
     the wall time, calibrated on the device the runs would train on. First refuses, as run_experiment would and
     with its messages (BnexpError, exit 2), a device that is not here and a dataset whose files are not under the
@@ -140,6 +140,16 @@ def dry_run(
     note = busy_note() if {"calibrated", "extrapolated"} & set(sources) else None
     if note:
         reporter.message(f"note: {note}")
+    return PlanCost(len(costs), sum(c.seconds for c in costs.values()), wall_seconds(costs, jobs))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanCost:
+    """What a dry run estimated: the runs to start or resume, their summed run time and the wall time."""
+
+    runs: int
+    run_seconds: float
+    wall_seconds: float
 
 
 def _cost(cost: RunCost) -> str:

@@ -249,3 +249,17 @@ def test_list_shows_running_interrupted_and_not_started_runs_and_writes_nothing(
     assert {json.loads(line)["run"]: json.loads(line)["status"] for line in result.stdout.splitlines()}[
         running
     ] == "running"
+
+
+def test_several_configs_give_the_catalogues_budget_with_dry_run_only(tiny_config, tiny_root, tmp_path):
+    """Issue 36, item 4: `bnexp run configs/*.yaml --dry-run` prints each plan and the whole catalogue's runs, run
+    time and wall time; without --dry-run several configs are a usage error; nothing is written either way."""
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_config.read_text().replace("name: tiny", "name: other"))
+    args = ["run", str(tiny_config), str(other), "--data-root", str(tiny_root), "--out", str(tmp_path / "out")]
+    result = invoke(*args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "experiment tiny:" in result.stdout and "experiment other:" in result.stdout
+    assert "catalogue: 2 experiments, 4 runs to train" in result.stdout and "wall time with --jobs 1" in result.stdout
+    assert invoke(*args).exit_code == 2 and invoke(*args, "--dry-run", "--restart-run", "x").exit_code == 2
+    assert not (tmp_path / "out").exists()
