@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from bnexp.config import RunPlan
 from bnexp.data import SOURCES, model_inputs
 from bnexp.models import build_model
+from bnexp.parallel import core_slices
 from bnexp.store import CorruptFile, RunDir
 from bnexp.train import make_optimizer, steps_per_epoch, torch_threads
 
@@ -274,7 +275,7 @@ def estimate(
     """The seconds each run to start or resume will take (a resumed run: its remaining steps), calibrated on
     each run's device in `devices` (default: the CPU); `say` hears what is calibrated before it is."""
     # what the runs will compute with: this process's threads, or each --jobs worker's share of the cores
-    threads = torch.get_num_threads() if jobs <= 1 else max(1, len(os.sched_getaffinity(0)) // jobs)
+    threads = torch.get_num_threads() if jobs <= 1 else len(core_slices(jobs)[0])  # what each worker is given
     measured = measured_seconds_per_step(plans, out_dir, threads)
     todo = [p for p in plans if actions[p.name].startswith(("start", "resume"))]
     uncalibrated: dict[str, RunPlan] = {}

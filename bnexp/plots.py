@@ -96,15 +96,12 @@ def finished_only(exp: Experiment) -> Experiment:
     set a panel's smoothing window and the run counts. `exp` itself where every run finished."""
     if isinstance(exp, Drawn):
         return exp
-    every = [*exp.runs, *(r for runs in exp.variants.values() for r in runs)]
-    unfinished = list(dict.fromkeys(r.name for r in every if r.status not in FINISHED))
+    unfinished = [r.name for r in exp.runs if r.status not in FINISHED]  # the variants group these same runs
     if not unfinished:
         return exp
     fields = {f.name: getattr(exp, f.name) for f in dataclasses.fields(exp)}
     fields["runs"] = [r for r in exp.runs if r.status in FINISHED]
-    fields["variants"] = {
-        v: done for v, runs in exp.variants.items() if (done := [r for r in runs if r.status in FINISHED])
-    }
+    fields["variants"] = {v: done for v in exp.variants if (done := exp.finished(v))}
     return Drawn(**fields, unfinished=unfinished)
 
 
