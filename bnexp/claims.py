@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp import stats
-from bnexp.config import CLAIM_QUANTITIES, ClaimConfig, ProbeConfig
+from bnexp.config import QUANTITIES as DECLARED
+from bnexp.config import ClaimConfig, ProbeConfig
 from bnexp.report_sections import median  # NaN for no values: `measure` turns it into None
 from bnexp.results import NEAR_CHANCE, Experiment, Run, curve_quantities, per_step, value_at
 
@@ -192,7 +193,7 @@ QUANTITIES: dict[str, Callable[[Run, Any], Any]] = {
     "step_time_ratio_to_bn": lambda run, at: run.analyses["step_cost"]["result"]["ratio_to_batchnorm"],
     "long_sequence_acc": _long_sequence_acc,
 }
-assert set(QUANTITIES) == set(CLAIM_QUANTITIES), "bnexp.config.CLAIM_QUANTITIES and QUANTITIES must agree"
+assert set(QUANTITIES) == set(DECLARED), "bnexp.config.QUANTITIES and QUANTITIES must agree"
 
 
 def measure(run: Run, quantity: str, at: Any) -> Any:
@@ -260,7 +261,7 @@ def evaluate(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
         row["quantity"] = claim.quantity  # the two `at`s are in the compared text
     if not a or ((claim.versus or claim.versus_at is not None) and not b):
         return {**row, "verdict": "not measured", "n": 0, "effect": None}
-    if CLAIM_QUANTITIES[claim.quantity] == "proportion":
+    if DECLARED[claim.quantity].kind == "proportion":
         return {**row, **_proportion(claim, a, b)}
     if claim.expect == "consistent":
         return {**row, **_consistent(claim, a)}

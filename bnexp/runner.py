@@ -327,7 +327,7 @@ def run_experiment(
                 write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device)))
                 if cfg.reference and cfg.reference.series and config_dir is not None:
                     series = {
-                        variant: [{**dataclasses.asdict(ref), **load_series(config_dir, ref)} for ref in refs]
+                        variant: [{**ref.model_dump(), **load_series(config_dir, ref)} for ref in refs]
                         for variant, refs in cfg.reference.series.items()
                     }
                     write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
@@ -426,7 +426,7 @@ def _first_writer(out_dir: Path, cfg: ExperimentConfig) -> None:
     """While alone in the folder: clean up interrupted writes, and record the config the writers share, so that a
     process that starts while this one still plans (experiment.yaml not yet written) compares with it."""
     remove_temp_files(out_dir)
-    write_atomic(out_dir / WRITERS_CONFIG, dump_yaml(dataclasses.asdict(cfg)))
+    write_atomic(out_dir / WRITERS_CONFIG, dump_yaml(cfg.model_dump()))
 
 
 def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig, fallback: bool = True) -> None:
@@ -443,7 +443,7 @@ def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig, fallback: bool 
             recorded = None
     if not isinstance(recorded, dict):
         return  # nothing to compare with: it is rewritten
-    diff = config_diff(recorded, yaml.safe_load(dump_yaml(dataclasses.asdict(cfg))))  # as it is recorded
+    diff = config_diff(recorded, yaml.safe_load(dump_yaml(cfg.model_dump())))  # as it is recorded
     if diff:
         raise BnexpError(
             f"{out_dir} is being written by another bnexp process with a different config ("
@@ -478,7 +478,7 @@ def _analyze_when_all_ended(
 
 def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, device: Any) -> dict:
     return {
-        "config": dataclasses.asdict(cfg),
+        "config": cfg.model_dump(),
         "runs": [p.name for p in plans],
         # the dataset by name and content, never by the folder it was read from (records travel between machines)
         "data": {

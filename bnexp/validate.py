@@ -3,7 +3,6 @@ before anything is written, with the same file:line message as the schema's own 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ def load(
     done: set[str] = set()
 
     def check_once(cfg: ExperimentConfig, where: Locate) -> None:
-        key = json.dumps([dataclasses.asdict(cfg)[k] for k in CHECKED], sort_keys=True, default=str)
+        key = json.dumps(cfg.model_dump(include=set(CHECKED)), sort_keys=True, default=str)
         if key not in done:
             check_against_models_and_data(cfg, where)
             done.add(key)

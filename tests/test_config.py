@@ -488,3 +488,79 @@ def test_the_checks_against_models_and_data_run_once_per_setting_they_read(tmp_p
     lrs = ", ".join(str(0.001 * (1 + i)) for i in range(100))
     cfg = load_config(write(tmp_path, TINY_CONFIG + f"grid:\n  optimizer.lr: [{lrs}]\n  batch_size: [8, 16]\n"))
     assert len(expand_grid(cfg)) == 100 * 2 * 2 and len(calls) == 3  # the config as written, batch 8, batch 16
+
+
+# -- the schema's errors in bnexp's words (bnexp.config.errors) -----------------------------------------------
+
+CLAIM = (
+    "claims:\n  - {id: c1, claim: x, source: y, quantity: final_test_acc, group: lenet5-bn_lr1x, expect: greater%s}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "fragment", "line"),
+    [
+        # a union with no fitting type: the union's types, and the value as written
+        (CLAIM % ", value: 0.5, at: true", "claims[0].at", "expected a number or a string or null, got True", 16),
+        # a union whose list alternative fits but one element is out of range: that element's range
+        ("probes: {layers: [1, 2000]}\n", "probes.layers[1]", "must be <= 1000 (got 2000)", 15),
+        ("probes: {layers: first}\n", "probes.layers", "expected one of all, last or a list of an integer", 15),
+        # a rule of one model, at the line of the key it is about
+        (CLAIM % ", value: 0.5, margin: 0.1", "claims[0].margin", "a margin is for expect: equivalent", 16),
+        # a mapping's key of the wrong type
+        (
+            "reference: {source: s, test_acc_at_epoch: {lenet5_lr1x: {two: 0.5}}}\n",
+            "reference.test_acc_at_epoch",
+            "",
+            15,
+        ),
+        # a nested model given as a scalar
+        ("ics_probe: 5\n", "ics_probe", "expected a mapping with keys every_steps or null, got 5", 15),
+    ],
+)
+def test_schema_errors_name_the_key_and_what_is_allowed(tmp_path, extra, key, fragment, line):
+    e = error_of(tmp_path, TINY_CONFIG + extra)
+    assert e.key.startswith(key) and fragment in e.message, str(e)
+    assert e.where.endswith(f"c.yaml:{line}"), e.where
+
+
+def test_recorded_claims_are_checked_by_the_same_schema():
+    from bnexp.config import ClaimConfig, from_dict
+
+    claim = {"id": "c", "claim": "x", "source": "y", "quantity": "final_test_acc", "group": "g", "expect": "equivalent"}
+    with pytest.raises(ConfigError) as e:
+        from_dict(list[ClaimConfig], [claim], "experiment.yaml: claims")
+    assert e.value.where == "experiment.yaml: claims" and e.value.key == "[0].versus"
+    assert "needs versus" in e.value.message
+    assert from_dict(list[ClaimConfig], [{**claim, "versus": "h", "margin": 0.01}], "x")[0].margin == 0.01
+
+
+def test_the_norm_table_says_what_each_norm_is():
+    from bnexp.config import BATCH_NORMS, NORMS, WEIGHT_NORMS, ModelConfig
+
+    assert set(BATCH_NORMS) >= {"batchnorm", "torch_batchnorm", "batchrenorm", "decorrelated_batchnorm"}
+    assert set(WEIGHT_NORMS) == {"weightnorm", "spectralnorm"} and not set(BATCH_NORMS) & set(WEIGHT_NORMS)
+    assert len({n.tag for n in NORMS.values()}) == len(NORMS) and len({n.color for n in NORMS.values()}) == len(NORMS)
+    # each norm's own option belongs to it only
+    assert ModelConfig(name="m", norm="batchrenorm", renorm={"r_max": 2}).renorm.r_max == 2
+    with pytest.raises(ValueError, match="only for norm: batchrenorm"):
+        ModelConfig(name="m", norm="batchnorm", renorm={"r_max": 2})
+
+
+def test_sync_names_the_norms_it_can_synchronize(tmp_path):
+    text = TINY_CONFIG.replace("norm: batchnorm}", "norm: l1_batchnorm}") + "processes: 2\nbn_sync: sync\n"
+    e = error_of(tmp_path, text)
+    assert e.key == "bn_sync" and "not available for l1_batchnorm" in e.message
+    assert "batchnorm (any backend), torch_batchnorm (CUDA)" in e.message
+
+
+def test_a_grid_cell_breaking_a_rule_of_two_keys_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    text = TINY_CONFIG + "grid:\n  batch_size: [2, 8]\n  processes: [1, 4]\n"
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", str(write(tmp_path, text)), "--out", str(out)])
+    assert result.exit_code == 2 and "the cell batch_size=2, processes=4" in result.output
+    assert not out.exists()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnexp.config import LP_BATCH_NORMS, NORMS, ModelConfig
+from bnexp.config import NORMS, ModelConfig
 from bnexp.models import MODELS, InputSpec, build_model
 from bnexp.nn import BatchNorm, BatchRenorm, DecorrelatedBatchNorm, LpBatchNorm, NaiveBatchNorm, NoisyBatchNorm
 
@@ -82,7 +82,7 @@ def test_every_norm_builds_and_runs(norm):
     }
     if norm in expected:
         assert any(type(m) is expected[norm] for m in model.modules())
-        assert all(m.p == LP_BATCH_NORMS[norm] for m in model.modules() if isinstance(m, LpBatchNorm))
+        assert all(m.p == NORMS[norm].p for m in model.modules() if isinstance(m, LpBatchNorm))
     else:
         assert not any(isinstance(m, (nn.BatchNorm2d, BatchNorm, nn.GroupNorm)) for m in model.modules())
 

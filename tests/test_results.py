@@ -65,7 +65,6 @@ def test_curve_quantities():
 
 def test_only_runs_of_the_current_plan_with_matching_settings_are_grouped(tmp_path):
     """Issue 15, item 10: a run made with other settings, or no longer in the plan, is left out and named."""
-    import dataclasses
 
     from bnexp.config import expand_grid
     from bnexp.store import EXPERIMENT_FILE, dump_yaml, write_atomic
@@ -78,7 +77,7 @@ def test_only_runs_of_the_current_plan_with_matching_settings_are_grouped(tmp_pa
     cfg = load(cfg_path, ["seeds=[0, 1]"])
     exp_dir = tmp_path / "results" / "tiny"
     plans = expand_grid(cfg)
-    record = {"config": dataclasses.asdict(cfg), "runs": [p.name for p in plans]}
+    record = {"config": cfg.model_dump(), "runs": [p.name for p in plans]}
     write_atomic(exp_dir / EXPERIMENT_FILE, dump_yaml(record))
     for plan in plans:
         run = RunDir(exp_dir / plan.name)

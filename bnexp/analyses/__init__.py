@@ -10,13 +10,13 @@ Run by `bnexp run` after training and on their own by `bnexp analyze RESULTS`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 import bnexp
@@ -156,7 +156,7 @@ def analyze_experiment(
 
 
 def _settings(settings: Any) -> Any:
-    return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else settings
+    return settings.model_dump() if isinstance(settings, BaseModel) else settings
 
 
 def _done(target: Path, settings: Any, digest: str | None) -> bool:

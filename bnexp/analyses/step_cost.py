@@ -8,7 +8,6 @@ bit for bit; the ratio is what carries over (a4: "whitening at every training st
 from __future__ import annotations
 
 import copy
-import dataclasses
 import statistics
 import time
 from typing import Any
@@ -42,7 +41,7 @@ def analyze(model: nn.Module, data: Data, run: dict[str, Any]) -> dict[str, Any]
     # a copy: the timed steps change weights and running statistics, which the other analyses must not see
     contenders = {
         "this": copy.deepcopy(model),
-        "batchnorm": build_model(dataclasses.replace(cfg, norm="batchnorm"), data.inputs),
+        "batchnorm": build_model(cfg.model_copy(update={"norm": "batchnorm"}), data.inputs),
     }
     g = torch.Generator().manual_seed(0)
     spec = data.inputs

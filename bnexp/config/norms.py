@@ -1,0 +1,90 @@
+"""The normalizations a config may name: one table from names to what the rest of bnexp needs to know about each.
+
+The layers themselves are built by `bnexp.nn.norms` (torch lives above this layer); everything else — run-name
+tags, the human names and colours of figures, which norms use batch statistics, which can be synchronized across
+processes, the conventions recorded in a run's summary — is read from `NORMS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Norm:
+    tag: str  # in run names: lenet5-bn_lr1x_s0 ("" for none)
+    label: str  # in figures and reports
+    color: str  # the same in every figure (no norm orange, BN blue, as in the main article)
+    batch_statistics: bool = False  # normalizes with the batch's statistics (needs batches of at least 2)
+    weights: bool = False  # reparametrizes the weights of every conv/fc layer instead of normalizing activations
+    sync: Literal["any", "cuda", "none"] = "none"  # where bn_sync: sync can synchronize its statistics
+    implementation: str = ""  # the layer, as a run's summary records it (batch norms)
+    p: float | None = None  # the ℓp batch norms' p
+    option: str | None = None  # the model key that configures this norm only
+
+
+NORMS: dict[str, Norm] = {
+    "batchnorm": Norm("bn", "BN", "#1a73e8", True, sync="any", implementation="bnexp.nn.BatchNorm (analytic backward)"),
+    "torch_batchnorm": Norm(
+        "torchbn", "torch BN", "#174ea6", True, sync="cuda", implementation="torch.nn.BatchNorm1d/2d"
+    ),
+    "naive_batchnorm": Norm(
+        "naivebn",
+        "naive BN",
+        "#12b5cb",
+        True,
+        implementation="bnexp.nn.NaiveBatchNorm (autograd through mean/var)",
+    ),
+    "batchrenorm": Norm(
+        "brn",
+        "Batch Renorm",
+        "#d01884",
+        True,
+        sync="any",
+        implementation="bnexp.nn.BatchRenorm (BatchNorm with clipped r, d corrections)",
+        option="renorm",
+    ),
+    "noisy_batchnorm": Norm(
+        "noisybn",
+        "noisy BN",
+        "#7cb342",
+        True,
+        sync="any",
+        implementation="bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
+        option="noise",
+    ),
+    "none": Norm("", "no norm", "#e8710a"),
+    "groupnorm": Norm("gn", "GroupNorm", "#1e8e3e"),
+    "layernorm": Norm("ln", "LayerNorm", "#9334e6"),
+    "instancenorm": Norm("in", "InstanceNorm", "#b06000"),
+    "weightnorm": Norm("wn", "Weight Norm", "#f9ab00", weights=True),
+    "spectralnorm": Norm("sn", "Spectral Norm", "#5f6368", weights=True),
+    "l1_batchnorm": Norm(
+        "l1bn",
+        "ℓ1 BN",
+        "#8ab4f8",
+        True,
+        implementation="bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
+        p=1.0,
+    ),
+    "linf_batchnorm": Norm(
+        "linfbn",
+        "ℓ∞ BN",
+        "#0b3d91",
+        True,
+        implementation="bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
+        p=float("inf"),
+    ),
+    "decorrelated_batchnorm": Norm(
+        "dbn",
+        "ZCA-whitened BN",
+        "#c5221f",
+        True,
+        implementation="bnexp.nn.DecorrelatedBatchNorm (ZCA whitening per group of channels)",
+        option="whitening_group",
+    ),
+}
+NormName = Literal[tuple(NORMS)]  # type: ignore[valid-type]
+BATCH_NORMS = tuple(name for name, norm in NORMS.items() if norm.batch_statistics)
+WEIGHT_NORMS = tuple(name for name, norm in NORMS.items() if norm.weights)
