@@ -6,7 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bnexp.claims import _effect_text, evaluate
+from bnexp.claims import evaluate
+from bnexp.claims.markdown import effect_text
 from bnexp.cli import app
 from bnexp.config import ClaimConfig, ConfigError
 from bnexp.results import find_experiments
@@ -112,7 +113,7 @@ def test_equivalence_and_consistency_claims(experiment):
     assert same["verdict"] == "supported" and same["interval90"] == pytest.approx([0.0, 0.0])
     # the table prints the 90 % interval the verdict is decided by beside the 95 % one
     row = {**same, "effect": -0.0029, "interval": [-0.0125, 0.0066], "interval90": [-0.0098, 0.0039]}
-    assert _effect_text(row) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
+    assert effect_text(row) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
     far = evaluate(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
     assert far["verdict"] == "contradicted"  # differences of exactly 0.03, outside ±0.01
     # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92); Bonferroni 97.5 % intervals
