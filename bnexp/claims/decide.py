@@ -22,8 +22,7 @@ def evaluate(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
         "experiment": exp.name,
         "claim": claim.claim,
         "source": claim.source,
-        "quantity": claim.quantity
-        + (f" at {claim.at:g}" if isinstance(claim.at, float) else f" at {claim.at}" if claim.at is not None else ""),
+        "quantity": claim.quantity + (f" at {at_text(claim.at)}" if claim.at is not None else ""),
         "expect": claim.expect,
         "group": claim.group,
         "versus": claim.versus,
