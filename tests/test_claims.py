@@ -6,7 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bnexp.claims import _effect_text, evaluate
+from bnexp.claims import evaluate
+from bnexp.claims.markdown import effect_text
 from bnexp.cli import app
 from bnexp.config import ClaimConfig, ConfigError
 from bnexp.results import find_experiments
@@ -112,7 +113,7 @@ def test_equivalence_and_consistency_claims(experiment):
     assert same["verdict"] == "supported" and same["interval90"] == pytest.approx([0.0, 0.0])
     # the table prints the 90 % interval the verdict is decided by beside the 95 % one
     row = {**same, "effect": -0.0029, "interval": [-0.0125, 0.0066], "interval90": [-0.0098, 0.0039]}
-    assert _effect_text(row) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
+    assert effect_text(row) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
     far = evaluate(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
     assert far["verdict"] == "contradicted"  # differences of exactly 0.03, outside ±0.01
     # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92); Bonferroni 97.5 % intervals
@@ -252,7 +253,7 @@ def test_one_run_per_group_of_steps_until_is_undecided_not_an_error(experiment):
 
 def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
     """Hand-computed: range [-2, 2] in 8 bins (centres ±1.75, ±1.25, ±0.75, ±0.25): the middle four count."""
-    from bnexp.claims import QUANTITIES
+    from bnexp.claims import MEASURES
     from bnexp.results import Run
     from bnexp.store import RunDir
 
@@ -263,9 +264,9 @@ def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
         {"step": 5, "layer": 0, "n": 40, "hist": [0, 0, 0, 40, 0, 0, 0, 0]},
     ]
     run = Run(RunDir(tmp_path), {"probes": {"range": [-2.0, 2.0]}}, {}, [], [], records)
-    assert QUANTITIES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
-    assert QUANTITIES["linear_region_share"](run, 2) == 0.0
-    assert QUANTITIES["linear_region_share"](run, None) == pytest.approx((18 / 40 + 0) / 2)
+    assert MEASURES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
+    assert MEASURES["linear_region_share"](run, 2) == 0.0
+    assert MEASURES["linear_region_share"](run, None) == pytest.approx((18 / 40 + 0) / 2)
 
 
 def test_step_time_ratio_reads_the_step_cost_analysis_and_is_none_without_it(tmp_path):
@@ -362,3 +363,86 @@ def test_report_keeps_a_replaced_files_mode_and_refuses_links(tmp_path):
         result = CliRunner().invoke(app, ["report", str(results), "--readme", str(target)])
         assert result.exit_code == 2 and "--readme" in result.stderr and readme.read_text() == before
     assert link.is_symlink()
+
+
+def test_every_declared_quantity_has_a_measure():
+    from bnexp.claims import MEASURES
+    from bnexp.config import QUANTITIES
+
+    assert set(MEASURES) == set(QUANTITIES)
+
+
+def test_a_run_without_the_probe_has_no_value_but_a_misread_field_raises(tmp_path):
+    """Issue 32, item 4: measure() swallowed KeyError and the like, so a misspelt key read as 'not measured'. A run
+    that lacks the probe is None; a landscape record without a field every such record holds raises, as does a
+    field name that the record's spec does not allow to be absent."""
+    from bnexp.claims import measure
+    from bnexp.claims.measure import _optional
+    from bnexp.records import SUMMARY
+    from bnexp.results import Run
+    from bnexp.store import RunDir
+
+    record = {"probe": "landscape", "step": 1, "etas": [1.0], "loss_min": 0.5, "loss_max": 0.9}
+    record |= {"grad_predictiveness": 0.1, "beta_smoothness": 2.0}
+    probed = Run(RunDir(tmp_path), {}, {}, [], [], [record])
+    assert measure(probed, "landscape_loss_range", None) == pytest.approx(0.4)
+    assert measure(Run(RunDir(tmp_path), {}, {}, [], [], []), "landscape_loss_range", None) is None
+    del record["loss_max"]
+    with pytest.raises(KeyError, match="loss_max"):
+        measure(probed, "landscape_loss_range", None)
+    assert _optional({"final_test_acc": None}, "final_test_acc", SUMMARY) is None  # a diverged run: no accuracy
+    with pytest.raises(KeyError, match="final_test_accuracy"):
+        _optional({"final_test_acc": 0.9}, "final_test_accuracy", SUMMARY)
+    with pytest.raises(KeyError, match="status"):  # required: read with [ ], never absent
+        _optional({"status": "completed"}, "status", SUMMARY)
+
+
+def test_a_layer_with_a_null_weight_norm_has_no_ratio_and_the_others_still_count(tmp_path):
+    """A non-finite norm is written as null: that layer has no ratio, the other layers keep theirs."""
+    from bnexp.claims import measure
+    from bnexp.results import Run
+    from bnexp.store import RunDir
+
+    def record(norms):
+        return {"probe": "weights", "step": 1, "layers": ["a", "b", "c"], "weight_norm": norms, "effective_step": norms}
+
+    records = [record([1.0, 1.0, 1.0])] * 3 + [record([2.0, None, 5.0])] * 3
+    run = Run(RunDir(tmp_path), {}, {}, [], [], records)
+    assert measure(run, "weight_norm_growth", 1) == 2.0 and measure(run, "weight_norm_growth", 2) is None
+    assert measure(run, "weight_norm_growth", None) == 2.0  # layers a and b (not the last), b without a ratio
+    assert measure(run, "weight_norm_growth", 4) is None  # no such layer
+
+
+def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_never_reached(tmp_path):
+    """time_to_threshold holds the thresholds of the run's config; one it does not list was never looked for, which
+    is not the same as never reached (a rank test would have called every run the slowest)."""
+    from bnexp.claims import claim_rows
+
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    base = {"claim": "c", "source": "s", "quantity": "steps_to_test_acc", "group": "lenet5-bn_lr1x"}
+    base |= {"expect": "less", "versus": "lenet5_lr5x"}
+    meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    listed, unlisted = claim_rows(find_experiments(tmp_path))
+    assert listed["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
+    assert unlisted["verdict"] == "not measured" and unlisted["n"] == 0
+    assert unlisted["notes"] == [
+        "not measured: lenet5-bn_lr1x_s0 recorded no time to test accuracy 0.8 (its thresholds: 0.9)"
+    ]
+
+
+def test_a_misread_field_is_a_visible_not_measured_row_not_a_claim_measured_on_fewer_runs(tmp_path, monkeypatch):
+    """Before, the KeyError of a misspelt field was a silent None per run: the claim was decided on the runs left,
+    or called not measured without a word. Now the report's row says what went wrong."""
+    from bnexp.claims import MEASURES, claim_rows
+
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"]["claims"] = [yaml.safe_load(CLAIM)["claims"][0]]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    monkeypatch.setitem(MEASURES, "final_test_acc", lambda run, at: run.summary["final_test_accuracy"])
+    (row,) = claim_rows(find_experiments(tmp_path))
+    assert row["verdict"] == "not measured" and row["notes"] == [
+        "could not be computed (KeyError: 'final_test_accuracy')"
+    ]

@@ -1,0 +1,274 @@
+"""Claim quantities: one run's number (or True/False for the proportion kind), each quantity that
+`bnexp.config.QUANTITIES` declares measured by its function here.
+
+A quantity is None where the run genuinely has none: no probe or analysis of that kind recorded, no such layer,
+no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). A
+field that every record of its kind holds (`bnexp.records` checks it when the run is read) is read with [ ], so a
+misspelt name raises; a field a record may lack is read through `_optional`, which checks the name against the
+record's spec. A run that lacks what a claim asks of it (a threshold its config did not list) raises
+`NotRecorded`: never reaching a threshold and never recording it are different things.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+from bnexp.config import QUANTITIES, ProbeConfig
+from bnexp.records import ANALYSIS_ROWS, PROBES, SUMMARY
+from bnexp.report_sections import median  # of the finite values; NaN for none, which `measure` turns into None
+from bnexp.results import NEAR_CHANCE, Run, curve_quantities, per_step, value_at
+
+Measure = Callable[[Run, Any], Any]
+
+
+class NotRecorded(Exception):
+    """A run did not record what a quantity needs: the claim cannot be measured on it."""
+
+
+def _optional(record: dict[str, Any], field: str, spec: dict[str, str]) -> Any:
+    """A field that `spec` (bnexp.records) allows to be absent or null; a name the spec does not allow so raises."""
+    if not spec.get(field, "").endswith("?"):
+        raise KeyError(f"{field!r} is not an optional field of this record")
+    return record.get(field)
+
+
+EVAL_MODE_ROW = ANALYSIS_ROWS["eval_modes"][1]
+LONG_SEQUENCE_ROW = ANALYSIS_ROWS["long_sequences"][1]
+
+
+def _analysis(run: Run, name: str) -> dict[str, Any] | None:
+    """The result of one of the run's analyses, None where the run has none of that name."""
+    return run.analyses[name]["result"] if name in run.analyses else None
+
+
+def _layer_pick(values: list[float | None], at: Any, skip_first: bool = False, skip_last: bool = False) -> float | None:
+    """values[at − 1] for a 1-based layer number (None past the last layer), or their mean over the layers
+    (without the first or last) that have a finite value."""
+    if at is not None:
+        i = int(at) - 1
+        return values[i] if 0 <= i < len(values) else None
+    chosen = values[1 if skip_first else 0 : len(values) - 1 if skip_last else len(values)]
+    finite = [v for v in chosen if v is not None and math.isfinite(v)]
+    return statistics.fmean(finite) if finite else None
+
+
+def _summary_field(field: str) -> Measure:
+    return lambda run, at: _optional(run.summary, field, SUMMARY)  # a diverged run has no accuracy
+
+
+def _landscape(key: Callable[[dict[str, Any]], float]) -> Measure:
+    def measure(run: Run, at: Any) -> float | None:
+        records = run.probe("landscape")
+        return median([key(p) for p in records]) if records else None
+
+    return measure
+
+
+def _ics_shift(run: Run, at: Any) -> float | None:
+    records = run.probe("ics")
+    if not records:
+        return None
+    layers = len(records[0]["shift"])
+    per_layer = [median([p["shift"][i] for p in records if len(p["shift"]) == layers]) for i in range(layers)]
+    return _layer_pick(per_layer, at, skip_first=True)  # layer 1 has no layer before it: 0 by definition
+
+
+def _drift(field: str) -> Measure:
+    def measure(run: Run, at: Any) -> float | None:
+        if not run.probes:
+            return None
+        per_layer = []
+        for layer in sorted({p["layer"] for p in run.probes}):
+            values = [p[field] for p in sorted(run.probes, key=lambda p: p["step"]) if p["layer"] == layer]
+            per_layer.append(statistics.pstdev(values) if len(values) > 1 else None)
+        return _layer_pick(per_layer, at)
+
+    return measure
+
+
+def _unit_percentile_drift(run: Run, at: Any) -> float | None:
+    """sd over probe steps of one unit's 15th/50th/85th percentiles (the BN paper's Fig. 1b, c), averaged."""
+    spec = PROBES["distribution"]
+    records = sorted((p for p in run.probes if _optional(p, "unit_percentiles", spec)), key=lambda p: p["step"])
+    if len(records) < 2:
+        return None
+    series = [[p["unit_percentiles"][k] for p in records] for k in records[0]["unit_percentiles"]]
+    if any(v is None for values in series for v in values):  # a non-finite percentile: no spread to measure
+        return None
+    return statistics.fmean(statistics.pstdev(values) for values in series)
+
+
+def _last_probes(run: Run) -> list[dict[str, Any]]:
+    """The distribution records of the last probed step, by layer."""
+    last = max(p["step"] for p in run.probes)
+    return sorted((p for p in run.probes if p["step"] == last), key=lambda p: p["layer"])
+
+
+def _feature_sd_spread(run: Run, at: Any) -> float | None:
+    """Largest over smallest sd of the probed layers' values at the last probed step (E3: 'differ widely')."""
+    if not run.probes:
+        return None
+    sds = [p["std"] for p in _last_probes(run)]
+    return max(sds) / min(sds) if min(sds) > 0 else None
+
+
+def _linear_region_share(run: Run, at: Any) -> float | None:
+    """Share of the probed activation inputs with |x| < 1 (where a sigmoid is nearly linear, a3's reason for γ
+    and β) at the last probed step: histogram bins whose centre lies inside (−1, 1), over all values counted (those
+    outside the histogram's range included); per layer, or the mean over layers."""
+    if not run.probes:
+        return None
+    lo, hi = (run.config.get("probes") or {}).get("range") or ProbeConfig().range  # older configs: the default
+    shares = []
+    for p in _last_probes(run):
+        width = (hi - lo) / len(p["hist"])
+        inside = sum(c for i, c in enumerate(p["hist"]) if abs(lo + (i + 0.5) * width) < 1)
+        shares.append(inside / p["n"])  # n ≥ 1: bnexp.records refuses a distribution of no values
+    return _layer_pick(shares, at)
+
+
+WINDOW = 3  # evaluations averaged at each end for weight norms and effective steps
+
+
+def _weights(field: str) -> Measure:
+    """First-window mean over last-window mean (effective_step: how much it shrank) or the reverse (weight
+    norm: how much it grew), per layer; without `at`, the mean over all layers but the last (no norm after it).
+    A layer with a null (non-finite) value in either window has no ratio."""
+
+    def ratio(first: list[float | None], last: list[float | None]) -> float | None:
+        if None in first or None in last:
+            return None
+        a, b = statistics.fmean(first), statistics.fmean(last)  # type: ignore[arg-type]
+        if min(a, b) <= 0:
+            return None
+        return a / b if field == "effective_step" else b / a
+
+    def measure(run: Run, at: Any) -> float | None:
+        records = run.probe("weights")
+        if len(records) < 2 * WINDOW:
+            return None
+        layers = range(len(records[0][field]))
+        ratios = [
+            ratio([p[field][i] for p in records[:WINDOW]], [p[field][i] for p in records[-WINDOW:]]) for i in layers
+        ]
+        return _layer_pick(ratios, at, skip_last=True)
+
+    return measure
+
+
+def _eval_mode(run: Run, at: Any) -> float | None:
+    """Accuracy of one row of the eval_modes analysis; `at` is "mode" or "mode@N" (batch size or batches)."""
+    result = _analysis(run, "eval_modes")
+    if result is None:
+        return None
+    mode, _, size = str(at).partition("@")
+    for row in result["rows"]:
+        sizes = (_optional(row, "batch_size", EVAL_MODE_ROW), _optional(row, "batches", EVAL_MODE_ROW))
+        if row["mode"] == mode and (not size or int(size) in sizes):
+            return _optional(row, "test_acc", EVAL_MODE_ROW)
+    return None
+
+
+def _running_var_gap(run: Run, at: Any) -> float | None:
+    result = _analysis(run, "eval_modes")
+    gaps = (result or {}).get("population_gap") or []  # none recorded without BN (no running statistics)
+    return _layer_pick([g["var_log_ratio"] for g in gaps], at) if gaps else None
+
+
+def _scale(field: str) -> Measure:
+    def measure(run: Run, at: Any) -> float | None:
+        result = _analysis(run, "scale_invariance")
+        rows = [row for layer in result["layers"] for row in layer["without_eps"]] if result else []
+        values = [row[field] for row in rows]
+        if not values or None in values:  # no layer measured, or a non-finite error: no largest error
+            return None
+        return max(abs(v - 1) for v in values) if field == "grad_ratio" else max(values)
+
+    return measure
+
+
+def _curve(key: str) -> Measure:
+    def measure(run: Run, at: Any) -> float | None:
+        per_epoch = _optional(run.summary, "steps_per_epoch", SUMMARY)
+        q = curve_quantities(per_step(run.train), per_epoch, thresholds=(at,) if at else ())
+        return q[f"steps_to_loss_below_{at:g}"] if key == "steps_to" else q[key]
+
+    return measure
+
+
+def _steps_to_test_acc(run: Run, at: Any) -> float | None:
+    """The first evaluation step at or above the accuracy, None where the run never got there."""
+    hits = _optional(run.summary, "time_to_threshold", SUMMARY) or {}
+    if f"{at:g}" not in hits:
+        listed = ", ".join(hits) or "none"
+        raise NotRecorded(f"{run.name} recorded no time to test accuracy {at:g} (its thresholds: {listed})")
+    hit = hits[f"{at:g}"]
+    return hit["step"] if hit is not None else None
+
+
+def _step_time_ratio(run: Run, at: Any) -> float | None:
+    result = _analysis(run, "step_cost")
+    return result["ratio_to_batchnorm"] if result else None
+
+
+def _long_sequence_acc(run: Run, at: Any) -> float | None:
+    result = _analysis(run, "long_sequences")
+    rows = result["rows"] if result else []
+    return next((_optional(r, "test_acc", LONG_SEQUENCE_ROW) for r in rows if r["stretch"] == at), None)
+
+
+MEASURES: dict[str, Measure] = {
+    "final_test_acc": _summary_field("final_test_acc"),
+    "best_test_acc": _summary_field("best_test_acc"),
+    "final_train_loss": _summary_field("final_train_loss"),
+    "test_acc_at_epoch": lambda run, at: value_at(run, "test_acc", epoch=at),
+    "test_acc_at_step": lambda run, at: value_at(run, "test_acc", step=int(at)),
+    "steps_to_loss_below": _curve("steps_to"),
+    "last_epoch_loss": _curve("final_loss"),
+    "steps_to_test_acc": _steps_to_test_acc,
+    "left_chance_step": lambda run, at: run.course["left_chance_step"],
+    "near_chance_at_end": lambda run, at: run.course["outcome"] in NEAR_CHANCE,
+    "landscape_loss_range": _landscape(lambda p: p["loss_max"] - p["loss_min"]),
+    "landscape_grad_predictiveness": _landscape(lambda p: p["grad_predictiveness"]),
+    "landscape_beta_smoothness": _landscape(lambda p: p["beta_smoothness"]),
+    "ics_shift": _ics_shift,
+    "drift_of_mean": _drift("mean"),
+    "drift_of_sd": _drift("std"),
+    "unit_percentile_drift": _unit_percentile_drift,
+    "feature_sd_spread": _feature_sd_spread,
+    "linear_region_share": _linear_region_share,
+    "effective_step_shrink": _weights("effective_step"),
+    "weight_norm_growth": _weights("weight_norm"),
+    "eval_mode_acc": _eval_mode,
+    "running_var_gap": _running_var_gap,
+    "scale_output_change": _scale("output_rel_error"),
+    "scale_grad_ratio_error": _scale("grad_ratio"),
+    "step_time_ratio_to_bn": _step_time_ratio,
+    "long_sequence_acc": _long_sequence_acc,
+}
+if set(MEASURES) != set(QUANTITIES):  # the declaration and the measures must name the same quantities
+    raise RuntimeError(f"bnexp.config.QUANTITIES and MEASURES differ: {set(MEASURES) ^ set(QUANTITIES)}")
+
+# "steps until": a run that never got there took longer than its whole length (censored), which a mean cannot hold
+CENSORED = ("steps_to_loss_below", "steps_to_test_acc", "left_chance_step")
+# accuracies: a run that diverged has none, and is worse than any run that trained
+ACCURACIES = (
+    "final_test_acc",
+    "best_test_acc",
+    "test_acc_at_epoch",
+    "test_acc_at_step",
+    "eval_mode_acc",
+    "long_sequence_acc",
+)
+
+
+def measure(run: Run, quantity: str, at: Any) -> float | bool | None:
+    """One run's value of a claim quantity: True/False for a proportion, else a finite number, or None where the
+    run has none (a non-finite value counts as none)."""
+    value = MEASURES[quantity](run, at)
+    if value is None or isinstance(value, bool):
+        return value
+    return float(value) if math.isfinite(value) else None
