@@ -37,6 +37,12 @@ def _linestyle(exp: Experiment, run: Run) -> str:
     return LINESTYLES[lr_multipliers(exp).index(run.config["lr_multiplier"]) % len(LINESTYLES)]
 
 
+def _loss_top(top: float) -> float:
+    """The top of a loss axis: what the curves reach, at least 0.5 and at most 3.0 (just above chance, ln 10),
+    so that a diverging run does not flatten the others."""
+    return min(max(top, 0.5), 3.0)
+
+
 def convergence(exp: Experiment) -> Figure:
     """Training loss per step and test accuracy per evaluation, mean +- 1 sd over seeds (E1/E2)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
@@ -65,7 +71,7 @@ def convergence(exp: Experiment) -> Figure:
                 style(exp.variants[variant][0]),
                 "article's run (author's file), dashed" if i == 0 else None,
             )
-    ax_loss.set_ylim(0, min(max(ax_loss.get_ylim()[1], 0.5), 3.0))
+    ax_loss.set_ylim(0, _loss_top(ax_loss.get_ylim()[1]))
     ax_loss.set_title(f"training loss (moving average of {plural(k, 'record')} = {plural(k * log_every(exp), 'step')})")
     legend_below(ax_loss, 8)
     per_epoch = steps_per_epoch(exp)
@@ -140,7 +146,7 @@ def learning_rate(exp: Experiment) -> Figure:
         legend_below(ax, 8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
     for ax in axes[:-1]:
-        ax.set_ylim(0, min(max(top, 0.5), 3.0))
+        ax.set_ylim(0, _loss_top(top))
     summary_ax = axes[-1]
     marked: set[str | None] = set()
     any_mixed = False

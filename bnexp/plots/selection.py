@@ -54,6 +54,7 @@ def lr_multipliers(exp: Experiment) -> list[float]:
 
 
 def finish(fig: Figure, exp: Experiment, title: str) -> Figure:
+    """The figure's title, and under it the runs it draws and those it leaves out."""
     fig.suptitle(f"{title}\n{ran(exp)}{not_drawn(exp)}", fontsize=11)
     return fig
 
