@@ -27,19 +27,21 @@ def test_every_figure_kind_applies_and_has_its_panels(tmp_path):
         "generalization": 1,
         "distribution_drift": DRIFT_PANELS,
     }
-    assert {k.name for k in FIGURES if k.applies(exp)} == set(expected)  # the others need grids, analyses or probes
-    for kind in (k for k in FIGURES if k.applies(exp)):
-        fig = kind.draw(exp)
-        assert len(panels(fig)) == expected[kind.name], kind.name
+    assert {name for name, k in FIGURES.items() if k.applies(exp)} == set(
+        expected
+    )  # the others need grids, analyses or probes
+    for name in expected:
+        fig = FIGURES[name].draw(exp)
+        assert len(panels(fig)) == expected[name], name
         assert fig._suptitle is not None and exp.name in fig._suptitle.get_text()
         for ax in panels(fig):
-            assert (ax.get_xlabel() and ax.get_ylabel()) or kind.name in ("feature_distribution", "distribution_drift")
+            assert (ax.get_xlabel() and ax.get_ylabel()) or name in ("feature_distribution", "distribution_drift")
         plt.close(fig)
 
 
 def test_convergence_uses_the_variant_colours_and_marks_the_reference(tmp_path):
     exp = find_experiments(write_experiment(tmp_path))[0]
-    kind = next(k for k in FIGURES if k.name == "convergence")
+    kind = FIGURES["convergence"]
     fig = kind.draw(exp)
     acc = fig.axes[1]
     colours = {line.get_color() for line in acc.get_lines() if line.get_label().startswith("lenet5")}
@@ -51,7 +53,7 @@ def test_convergence_uses_the_variant_colours_and_marks_the_reference(tmp_path):
 def test_feature_distribution_rows_say_when_the_run_never_trained(tmp_path):
     """Maps of a net that never left chance are those of a net that did not learn: its row says so."""
     exp = find_experiments(write_experiment(tmp_path))[0]
-    fig = next(k for k in FIGURES if k.name == "feature_distribution").draw(exp)
+    fig = FIGURES["feature_distribution"].draw(exp)
     rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert sum("(never left chance)" in r for r in rows) == 1  # lenet5_lr5x's seed 0; the others trained
     assert sum("(" not in r for r in rows) == len(rows) - 1
@@ -65,7 +67,7 @@ def test_only_fitting_figures(tmp_path):
     for run in exp.runs:
         for r in run.evals:
             r.pop("train_acc")
-    names = {k.name for k in FIGURES if k.applies(exp)}
+    names = {name for name, k in FIGURES.items() if k.applies(exp)}
     assert names == {"convergence", "learning_rate"}
 
 
@@ -95,7 +97,7 @@ def test_batch_size_draws_no_mean_over_seeds_that_ended_differently(tmp_path):
     for r in plain:  # batch 2: one of each outcome; batch 8 and 16: one outcome each
         stuck, seed = r.config["lr_multiplier"] == 5.0, r.config["seed"]
         r.config["grid"] = {"batch_size": 2 if seed == 0 else 16 if stuck else 8}
-    kind = next(k for k in FIGURES if k.name == "batch_size")
+    kind = FIGURES["batch_size"]
     assert kind.applies(exp)
     fig = kind.draw(exp)
     err = fig.axes[0]
@@ -117,7 +119,7 @@ def test_batch_size_marks_seeds_that_did_not_train_where_all_ended_alike(tmp_pat
         r.config["grid"] = {"batch_size": 2 if r.config["lr_multiplier"] == 5.0 else 8}
     stuck = [r for r in exp.runs if r.config["lr_multiplier"] == 5.0]
     exp.runs = [r for r in exp.runs if r not in stuck] + [stuck[0]] * 2  # two seeds that never left chance
-    fig = next(k for k in FIGURES if k.name == "batch_size").draw(exp)
+    fig = FIGURES["batch_size"].draw(exp)
     rings = [ln for ln in fig.axes[0].get_lines() if ln.get_markerfacecolor() == "none" and len(ln.get_xdata())]
     xs = [ln.get_xdata()[0] for ln in rings]
     assert len(xs) == 2 and all(1.8 < x < 2.2 for x in xs) and xs[0] != xs[1]  # at batch 2, side by side
@@ -138,7 +140,7 @@ def test_batch_size_axis_says_how_the_lr_went_with_the_batch(tmp_path, lr_at, wo
     for i, r in enumerate(exp.runs):
         size = (2, 8, 32)[i % 3]
         r.config["grid"], r.config["lr"] = {"batch_size": size}, lr_at(size)
-    fig = next(k for k in FIGURES if k.name == "batch_size").draw(exp)
+    fig = FIGURES["batch_size"].draw(exp)
     assert fig.axes[0].get_xlabel() == f"batch size (images per step; {words})"
     plt.close(fig)
 
@@ -155,7 +157,7 @@ def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen
         if r.status == "diverged":
             r.summary.pop("final_test_acc")
     for name in ("batch_size", "learning_rate"):
-        fig = next(k for k in FIGURES if k.name == name).draw(exp)
+        fig = FIGURES[name].draw(exp)
         ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
         crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "x" and len(ln.get_xdata()) == 1]
         assert len(crosses) == 1 and crosses[0].get_color() == "red", name
@@ -170,7 +172,7 @@ def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen
         if r.status == "diverged":  # now a run that never left chance, like the other seed of its cell
             r.summary.update(status="completed", final_test_acc=0.1)
     for name in ("batch_size", "learning_rate"):
-        fig = next(k for k in FIGURES if k.name == name).draw(exp)
+        fig = FIGURES[name].draw(exp)
         ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
         assert not any("each seed" in t.get_text() for t in ax.get_legend().get_texts()), name
         plt.close(fig)
@@ -193,33 +195,33 @@ def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
     (run.path / "metrics.jsonl").write_text("\n".join(lines[:5]) + "\n")
     run.write_summary({**run.summary(), "status": "interrupted"})
     exp = find_experiments(exp_dir)[0]
-    kinds = [k for k in FIGURES if k.applies(exp)]
+    kinds = {name: k for name, k in FIGURES.items() if k.applies(exp)}
     assert len(kinds) == 6
-    for kind in kinds:
+    for name, kind in kinds.items():
         fig = kind.draw(exp)
         title = _suptitle(fig)
-        assert "7 runs" in title and "1 unfinished run not drawn (lenet5-bn_lr1x_s0)" in title, kind.name
-        if kind.name == "convergence":
+        assert "7 runs" in title and "1 unfinished run not drawn (lenet5-bn_lr1x_s0)" in title, name
+        if name == "convergence":
             labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
             assert fig.axes[0].get_title() == "training loss (moving average of 3 records = 6 steps)"
             assert "lenet5 BN, lr 0.01 (n=1)" in labels and "lenet5 BN, lr 0.01 (n=2)" not in labels
         plt.close(fig)
     for r in exp.runs:  # none finished: no figure at all
         r.summary["status"] = "interrupted"
-    assert not [k for k in FIGURES if k.applies(exp)]
+    assert not [k for k in FIGURES.values() if k.applies(exp)]
     assert json.loads((run.path / "summary.json").read_text())["status"] == "interrupted"
 
 
 def test_figure_words_have_their_plural_forms(tmp_path):
     """One logged window of smoothing is '1 record', and a title counts '1 run, 1 variant'."""
     exp = find_experiments(write_experiment(tmp_path))[0]  # 15 logged windows: no smoothing
-    fig = next(k for k in FIGURES if k.name == "convergence").draw(exp)
+    fig = FIGURES["convergence"].draw(exp)
     assert fig.axes[0].get_title() == "training loss (moving average of 1 record = 2 steps)"
     assert "8 runs, 4 variants" in _suptitle(fig)
     plt.close(fig)
     exp.runs = exp.runs[:1]
     exp.variants = {exp.runs[0].variant: exp.runs[:1]}
-    fig = next(k for k in FIGURES if k.name == "convergence").draw(exp)
+    fig = FIGURES["convergence"].draw(exp)
     assert "1 run, 1 variant;" in _suptitle(fig)
     plt.close(fig)
 
@@ -237,3 +239,19 @@ def test_plot_out_keeps_experiments_recorded_under_one_name_apart(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "results"), "--out", str(tmp_path / "figs")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a", "b"]
+
+
+def test_every_figure_a_family_module_draws_has_its_row_in_the_table():
+    """A figure drawn but not in `FIGURES` is never rendered: the table lists each family module's figures."""
+    import inspect
+
+    from bnexp.plots import analyses, curves, landscape, probes, sweeps
+
+    drawn = {
+        f
+        for module in (analyses, curves, landscape, probes, sweeps)
+        for name, f in inspect.getmembers(module, inspect.isfunction)
+        if f.__module__ == module.__name__ and not name.startswith("_")
+    }
+    assert len(drawn) == len(FIGURES) == len({k.build for k in FIGURES.values()})
+    assert drawn == {k.build for k in FIGURES.values()}

@@ -1,0 +1,85 @@
+"""Santurkar et al.'s figures: the loss landscape along the gradient step (Fig. 4) and the internal covariate
+shift per layer (sec. 2.2), from the runs' `landscape` and `ics` probes, mean over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from bnexp.plots.drawing import legend_below, smooth
+from bnexp.plots.selection import finish
+from bnexp.plots.style import label, variant_colors
+from bnexp.results import Experiment, Run
+
+
+def _probe_series(runs: list[Run], kind: str, value: Callable[[dict[str, Any]], float]) -> tuple[list[int], np.ndarray]:
+    """Steps common to the runs' `kind` probes and, per step, each run's value(record)."""
+    per_run = [{p["step"]: value(p) for p in r.probe(kind)} for r in runs]
+    per_run = [p for p in per_run if p]
+    if not per_run:
+        return [], np.zeros((0, 0))
+    steps = sorted(set.intersection(*(set(p) for p in per_run)))
+    return steps, np.array([[p[s] for p in per_run] for s in steps], dtype=float)
+
+
+def landscape(exp: Experiment) -> Figure:
+    """Santurkar et al. Fig. 4: along the gradient step, the loss range (min-max shaded), gradient
+    predictiveness and effective beta-smoothness vs training step, mean over seeds."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        c = colors[variant]
+        steps, lo = _probe_series(runs, "landscape", lambda p: p["loss_min"])
+        _, hi = _probe_series(runs, "landscape", lambda p: p["loss_max"])
+        if not steps:
+            continue
+        name = f"{label(runs, with_lr=True, with_n=True)}"
+        axes[0].fill_between(steps, lo.mean(1), hi.mean(1), color=c, alpha=0.3, linewidth=0, label=name)
+        for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
+            xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
+            ax.plot(xs, ys.mean(1), color=c, linewidth=1.3, label=name)
+    ranges = sorted(
+        {
+            (min(r.probe("landscape")[0]["etas"]), max(r.probe("landscape")[0]["etas"]))
+            for r in exp.runs
+            if r.probe("landscape")
+        }
+    )
+    span = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in ranges)
+    axes[0].set_title(f"range of L(θ − ηg) over η ∈ {span}" + (" (per run's lr)" if len(ranges) > 1 else ""))
+    axes[0].set_ylabel("training loss on the step's batch")
+    axes[1].set_title("gradient predictiveness: max_η ‖∇L(θ − ηg) − g‖")
+    axes[2].set_title("effective β-smoothness: max_η ‖∇L(θ − ηg) − g‖ / ‖ηg‖")
+    for ax in axes:
+        ax.set_xlabel("training step")
+    axes[1].set_yscale("log")
+    axes[2].set_yscale("log")
+    legend_below(axes[0], 7)
+    return finish(fig, exp, f"{exp.name}: loss landscape along the gradient (Santurkar et al. Fig. 4)")
+
+
+def ics(exp: Experiment) -> Figure:
+    """Internal covariate shift per layer vs step (Santurkar et al. sec. 2.2): ‖G − G′‖ and cos(G, G′)."""
+    layers = next(r.probe("ics")[0]["layers"] for r in exp.runs if r.probe("ics"))[1:]  # layer 1: 0 by definition
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.3 * len(layers), 6), layout="constrained", squeeze=False)
+    colors = variant_colors(exp)
+    for variant, runs in exp.variants.items():
+        for j in range(len(layers)):
+            for row, key in ((0, "shift"), (1, "cosine")):
+                steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
+                if steps:
+                    y = smooth(values.mean(1), max(1, len(steps) // 15))
+                    axes[row][j].plot(
+                        steps, y, color=colors[variant], linewidth=1.2, label=label(runs, with_lr=True, with_n=True)
+                    )
+    for j, name in enumerate(layers):
+        axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
+        axes[0][j].set_yscale("log")
+        axes[1][j].set_title(f"layer {j + 2}: cos(G, G′)")
+        axes[1][j].set_xlabel("training step")
+    legend_below(axes[0][0], 7)
+    return finish(fig, exp, f"{exp.name}: internal covariate shift (moving average over probe steps, mean over seeds)")
