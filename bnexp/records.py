@@ -2,17 +2,18 @@
 folder may come from someone else, and a record with a wrong type or a missing field must skip its run with a
 warning naming the file and line, never raise a traceback deep inside a plot or a report.
 
-A spec maps a field to its kind: "int", "seed", "num" (int or float), "str", "list" (of numbers), "counts" (a histogram:
-a non-empty list of non-negative numbers with a finite sum), "dict", "bool"; a trailing "?" allows null (or
-absence). Fields not named are not checked (readers do not use them).
+Each kind of record is a pydantic model below, declared once: the trainer's summary is built through `Summary` before
+it is written, and readers may lack only what a model gives a default (`optional`). Fields not declared are kept
+but not checked (readers do not use them).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bnexp.config import SAFE_NAME, DatasetConfig, ModelConfig, ReferenceConfig, from_dict
 from bnexp.errors import BnexpError
@@ -20,152 +21,283 @@ from bnexp.store import CorruptFile
 
 MAX_STEP = 10**9  # the config schema's own bound on steps
 
-TRAIN = {"step": "int", "steps": "int", "epoch": "num", "loss": "num?"}
-EVAL = {
-    "step": "int",
-    "epoch": "num",
-    "test_acc": "num?",
-    "test_loss": "num?",
-    "train_acc": "num?",
-    "dead_units": "num?",
-}
-PROBES = {
-    "distribution": {
-        "step": "int",
-        "epoch": "num",
-        "layer": "int",
-        "n": "int",
-        "mean": "num",
-        "std": "num",
-        "hist": "counts",
-        "percentiles": "dict",
-        "below_range": "int",
-        "above_range": "int",
-        "unit_percentiles": "dict?",
-        "min": "num?",
-        "max": "num?",
-    },
-    "landscape": {
-        "step": "int",
-        "etas": "list",
-        "loss_min": "num",
-        "loss_max": "num",
-        "grad_predictiveness": "num",
-        "beta_smoothness": "num",
-    },
-    "ics": {"step": "int", "layers": "list_any", "shift": "list", "cosine": "list"},
-    "weights": {"step": "int", "layers": "list_any", "weight_norm": "list", "effective_step": "list"},
-}
-SUMMARY = {
-    "status": "str",
-    "seed": "seed?",
-    "final_test_acc": "num?",
-    "best_test_acc": "num?",
-    "final_train_acc": "num?",
-    "final_train_loss": "num?",
-    "final_test_loss": "num?",
-    "final_generalization_gap": "num?",
-    "images_per_s": "num?",
-    "train_time_s": "num?",
-    "steps_per_epoch": "int?",
-    "diverged_at_step": "int?",
-    "final_dead_units": "num?",
-    "time_to_threshold": "dict?",
-    "num_classes": "int?",
-    "model": "str?",
-    "versions": "dict?",
-    "device": "dict?",
-    "segments": "list_any?",
-}
-# what a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability
-DEVICE = {
-    "type": "str?",
-    "name": "str?",
-    "torch_threads": "int?",
-    "cpu": "str?",
-    "cpu_capability": "str?",
-    "cuda": "str?",
-    "cudnn": "int?",
-}
-VERSIONS = {"torch": "str?"}
-SEGMENT = {"from_step": "int?", "torch_threads": "int?", "processes": "int?"}  # one per start or resume
-# experiment.yaml and a run's config.yaml: the fields their readers use (plots, report, export, list)
-EXPERIMENT_META = {"config": "dict", "runs": "list_any?", "data": "dict?"}
-EXPERIMENT_CONFIG = {
-    "name": "str",
-    "seeds": "list?",
-    "probes": "dict?",
-    "dataset": "dict?",
-    "reference": "dict?",
-    "grid": "dict?",
-    "claims": "list_any?",
-    "interim_looks": "list_any?",
-    "epochs": "int?",
-    "steps": "int?",
-    "log_every": "int?",
-    "thresholds": "list?",
-    "description": "str?",
-    "analyses": "dict?",
-}
-PROBE_CONFIG = {"range": "list?", "percentiles": "list?", "at_epochs": "list?", "every_steps": "int?"}
-RUN_CONFIG = {
-    "model": "dict",
-    "seed": "seed?",
-    "lr": "num?",
-    "lr_multiplier": "num?",
-    "dataset": "dict?",
-    "grid": "dict?",
-    "batch_size": "int?",
-}
-# analyses whose result is one record (the others' results hold a list of rows, below)
-ANALYSIS_FIELDS = {"step_cost": {"ratio_to_batchnorm": "num", "ratios": "list", "ms_per_step": "dict"}}
-ANALYSIS_ROWS = {
-    "eval_modes": ("rows", {"mode": "str", "test_acc": "num?", "batch_size": "int?", "batches": "int?"}),
-    "scale_invariance": ("layers", {"without_eps": "list_any", "with_eps": "list_any"}),
-    "long_sequences": ("rows", {"stretch": "int", "steps": "int", "test_acc": "num?"}),
+Int = Annotated[int, Field(ge=-MAX_STEP, le=MAX_STEP)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the config's own bound on seeds, above MAX_STEP
+Numbers = list[float | None]  # a series with gaps (a layer without a value)
+
+
+def _counts(values: list[float]) -> list[float]:
+    if not math.isfinite(sum(values)):  # figures and export divide by the number of values
+        raise ValueError("the counts do not sum to a finite number")
+    return values
+
+
+# a histogram: counts of values, at least one bin, none negative, a finite total
+Counts = Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1), AfterValidator(_counts)]
+
+
+class Record(BaseModel):
+    """A record of a run's files as its readers use it: the fields named are checked (strict types, finite
+    numbers); other fields are kept unchecked (readers do not use them)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class TrainRecord(Record):
+    step: Int
+    steps: Int
+    epoch: float
+    loss: float | None = None
+
+
+class EvalRecord(Record):
+    step: Int
+    epoch: float
+    test_acc: float | None = None
+    test_loss: float | None = None
+    train_acc: float | None = None
+    dead_units: float | None = None
+
+
+class DistributionProbe(Record):
+    step: Int
+    epoch: float
+    layer: Int
+    n: Int
+    mean: float
+    std: float
+    hist: Counts
+    percentiles: dict
+    below_range: Int
+    above_range: Int
+    unit_percentiles: dict | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_values(self) -> DistributionProbe:
+        if self.n < 1 or not self.percentiles:  # readers divide by n and index the percentiles
+            raise ValueError(f"a distribution of no values (n {self.n}, percentiles {self.percentiles})")
+        return self
+
+
+class LandscapeProbe(Record):
+    step: Int
+    etas: Numbers
+    loss_min: float
+    loss_max: float
+    grad_predictiveness: float
+    beta_smoothness: float
+
+
+class IcsProbe(Record):
+    step: Int
+    layers: list[Any]
+    shift: Numbers
+    cosine: Numbers
+
+
+class WeightsProbe(Record):
+    step: Int
+    layers: list[Any]
+    weight_norm: Numbers
+    effective_step: Numbers
+
+
+PROBES: dict[str, type[Record]] = {
+    "distribution": DistributionProbe,
+    "landscape": LandscapeProbe,
+    "ics": IcsProbe,
+    "weights": WeightsProbe,
 }
 
 
-def _ok(value: Any, kind: str) -> bool:
-    if kind.endswith("?"):
-        if value is None:
-            return True
-        kind = kind[:-1]
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_STEP
-    if kind == "seed":  # the config's own bound on seeds, 2**32 - 1, above MAX_STEP
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**32 - 1
-    if kind == "num":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if kind == "list":
-        return isinstance(value, list) and all(v is None or _ok(v, "num") for v in value)
-    if kind == "list_any":
-        return isinstance(value, list)
-    if kind == "counts":  # a histogram: counts that sum to a finite number of values (figures and export divide by it)
-        return (
-            isinstance(value, list)
-            and bool(value)
-            and all(_ok(v, "num") and v >= 0 for v in value)
-            and math.isfinite(sum(value))
-        )
-    return isinstance(value, {"str": str, "dict": dict, "bool": bool}[kind])
+class Device(Record):
+    """What a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability."""
+
+    type: str | None = None
+    name: str | None = None
+    torch_threads: Int | None = None
+    cpu: str | None = None
+    cpu_capability: str | None = None
+    cuda: str | None = None
+    cudnn: Int | None = None
 
 
-def check(record: Any, spec: dict[str, str], where: str) -> dict[str, Any]:
-    """`record` if it is a mapping whose fields match `spec`; else CorruptFile naming `where` and the field."""
+class Versions(Record):
+    torch: str | None = None
+
+
+class Segment(Record):
+    """One start or resume of a run."""
+
+    from_step: Int | None = None
+    torch_threads: Int | None = None
+    processes: Int | None = None
+
+
+class ThresholdHit(Record):
+    step: Int
+
+
+class Summary(Record):
+    status: str
+    seed: Seed | None = None
+    final_test_acc: float | None = None
+    best_test_acc: float | None = None
+    final_train_acc: float | None = None
+    final_train_loss: float | None = None
+    final_test_loss: float | None = None
+    final_generalization_gap: float | None = None
+    images_per_s: float | None = None
+    train_time_s: float | None = None
+    steps_per_epoch: Int | None = None
+    diverged_at_step: Int | None = None
+    final_dead_units: float | None = None
+    time_to_threshold: dict[str, ThresholdHit | None] | None = None
+    num_classes: Int | None = None
+    model: str | None = None
+    versions: Versions | None = None
+    device: Device | None = None
+    segments: list[Segment] | None = None
+
+
+class ProbeSettings(Record):
+    range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    percentiles: Numbers | None = None
+    at_epochs: Numbers | None = None
+    every_steps: Int | None = None
+
+
+class ExperimentConfigRecord(Record):
+    """experiment.yaml's config: what its readers use (plots, report, export, list)."""
+
+    name: Annotated[str, Field(pattern=f"^{SAFE_NAME}$")]  # it names folders, files and the README's table rows
+    seeds: Numbers | None = None
+    probes: ProbeSettings | None = None
+    dataset: dict | None = None
+    reference: dict | None = None
+    grid: dict | None = None
+    claims: list[Any] | None = None
+    interim_looks: list[Any] | None = None
+    epochs: Int | None = None
+    steps: Int | None = None
+    log_every: Int | None = None
+    thresholds: Numbers | None = None
+    description: str | None = None
+    analyses: dict | None = None
+
+
+class ExperimentMeta(Record):
+    config: ExperimentConfigRecord
+    runs: list[str] | None = None
+    data: dict | None = None
+
+
+class RunModel(Record):
+    name: str  # resolved: readers use both
+    norm: str
+
+
+class RunConfig(Record):
+    model: RunModel
+    seed: Seed | None = None
+    lr: float | None = None
+    lr_multiplier: float | None = None
+    dataset: dict | None = None
+    grid: dict | None = None
+    batch_size: Int | None = None
+
+
+class StepCost(Record):
+    ratio_to_batchnorm: float
+    ratios: Numbers
+    ms_per_step: dict
+
+
+class EvalModeRow(Record):
+    mode: str
+    test_acc: float | None = None
+    batch_size: Int | None = None
+    batches: Int | None = None
+
+
+class PopulationGap(Record):
+    layer: Int
+    mean_gap: float | None = None
+    var_log_ratio: float | None = None
+
+
+class EvalModes(Record):
+    rows: list[EvalModeRow]
+    population_gap: list[PopulationGap] = []
+
+
+class ScaleInvarianceLayer(Record):
+    without_eps: list[Any]
+    with_eps: list[Any]
+
+
+class ScaleInvariance(Record):
+    layers: list[ScaleInvarianceLayer]
+
+
+class LongSequenceRow(Record):
+    stretch: Int
+    steps: Int
+    test_acc: float | None = None
+
+
+class LongSequences(Record):
+    rows: list[LongSequenceRow]
+
+
+# an analysis file holds {"result": ...}; the result of these, as their readers use it
+ANALYSES: dict[str, type[Record]] = {
+    "step_cost": StepCost,
+    "eval_modes": EvalModes,
+    "scale_invariance": ScaleInvariance,
+    "long_sequences": LongSequences,
+}
+
+
+class AnalysisFile(Record):
+    result: dict
+
+
+class SeriesRecord(Record):
+    quantity: str
+    values: Numbers
+    key: str
+    file: str
+    steps_per_epoch: Int | None = None
+
+
+def check(record: Any, model: type[Record], where: str) -> dict[str, Any]:
+    """`record` if it is a mapping whose fields fit `model`; else CorruptFile naming `where` and the field."""
     if not isinstance(record, dict):
         raise CorruptFile(f"{where}: not a JSON object")
-    for key, kind in spec.items():
-        if key not in record and kind.endswith("?"):
-            continue
-        if key not in record:
-            raise CorruptFile(f"{where}: missing field {key!r}")
-        if not _ok(record[key], kind):
-            raise CorruptFile(
-                f"{where}: field {key!r} is {record[key]!r}, expected {kind.rstrip('?')}"
-                + (" or null" if kind.endswith("?") else "")
-            )
+    try:
+        model.model_validate(record)
+    except ValidationError as e:
+        error = e.errors(include_url=False)[0]
+        loc = error["loc"]
+        if not loc:  # a rule of the whole record
+            raise CorruptFile(f"{where}: {error['ctx']['error'] if 'ctx' in error else error['msg']}") from None
+        field = f"field {loc[0]!r}" + (f" ({_path(loc)})" if len(loc) > 1 else "")
+        if error["type"] == "missing":
+            raise CorruptFile(f"{where}: missing {field}") from None
+        raise CorruptFile(f"{where}: {field} is {error['input']!r}: {error['msg']}") from None
     return record
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def optional(model: type[Record], field: str) -> bool:
+    """Whether `model`'s records may lack `field` (or hold null there)."""
+    return not model.model_fields[field].is_required()
 
 
 def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
@@ -175,7 +307,7 @@ def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     for i, r in enumerate(records, 1):
         where = f"{path}:{i}"
         if r.get("event") == "train":
-            check(r, TRAIN, where)
+            check(r, TrainRecord, where)
             if r["steps"] < 1 or r["step"] - r["steps"] != previous:
                 raise CorruptFile(
                     f"{where}: training window steps {r['step'] - r['steps'] + 1}..{r['step']} does "
@@ -183,7 +315,7 @@ def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
                 )
             previous = r["step"]
         elif r.get("event") == "eval":
-            check(r, EVAL, where)
+            check(r, EvalRecord, where)
 
 
 def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
@@ -192,39 +324,27 @@ def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
         if kind not in PROBES:
             raise CorruptFile(f"{path}:{i}: unknown probe kind {kind!r}")
         check(r, PROBES[kind], f"{path}:{i}")
-        if kind == "distribution" and (r["n"] < 1 or not r["percentiles"]):  # readers divide by n, index percentiles
-            raise CorruptFile(f"{path}:{i}: a distribution of no values (n {r['n']}, percentiles {r['percentiles']})")
 
 
 def check_experiment_meta(path: Path, meta: Any) -> None:
-    """experiment.yaml as its readers use it: a config with a name, run names, the probes' range (a pair)."""
-    check(meta, EXPERIMENT_META, str(path))
-    config = check(meta["config"], EXPERIMENT_CONFIG, f"{path}: config")
-    if not re.fullmatch(SAFE_NAME, config["name"]):  # it names folders, files and the README's table rows
-        raise CorruptFile(f"{path}: config.name {config['name'][:80]!r} is not a plain name")
-    if not all(isinstance(name, str) for name in meta.get("runs") or []):
-        raise CorruptFile(f"{path}: runs holds something other than run names")
-    if config.get("reference") is not None:
-        _schema(ReferenceConfig, config["reference"], f"{path}: config.reference")
-    probes = config.get("probes")
-    if probes is not None:
-        check(probes, PROBE_CONFIG, f"{path}: config.probes")
-        if probes.get("range") is not None and (len(probes["range"]) != 2 or None in probes["range"]):
-            raise CorruptFile(f"{path}: config.probes.range is not a pair of numbers")
+    """experiment.yaml as its readers use it: a config with a plain name, run names, the probes' range (a pair),
+    the reference by the config's own schema."""
+    check(meta, ExperimentMeta, str(path))
+    if meta["config"].get("reference") is not None:
+        _schema(ReferenceConfig, meta["config"]["reference"], f"{path}: config.reference")
 
 
 def check_run_config(path: Path, config: Any) -> None:
     """A run's config.yaml: its model and dataset by the config's own schema (a model label of 5 or a dataset name
     that is a list broke the figures and the export)."""
-    check(config, RUN_CONFIG, str(path))
-    check(config["model"], {"name": "str", "norm": "str"}, f"{path}: model")  # resolved: readers use both
+    check(config, RunConfig, str(path))
     _schema(ModelConfig, config["model"], f"{path}: model")
     if config.get("dataset") is not None:
         _schema(DatasetConfig, config["dataset"], f"{path}: dataset")
 
 
 def _schema(cls: Any, value: Any, where: str) -> None:
-    """`value` by a config dataclass's schema, as a damaged record (CorruptFile) where it does not fit."""
+    """`value` by a config model's schema, as a damaged record (CorruptFile) where it does not fit."""
     try:
         from_dict(cls, value, where)
     except BnexpError as e:
@@ -232,40 +352,14 @@ def _schema(cls: Any, value: Any, where: str) -> None:
 
 
 def check_summary(path: Path, summary: dict[str, Any]) -> None:
-    check(summary, SUMMARY, str(path))
-    if summary.get("device") is not None:
-        check(summary["device"], DEVICE, f"{path}: device")
-    if summary.get("versions") is not None:
-        check(summary["versions"], VERSIONS, f"{path}: versions")
-    for i, segment in enumerate(summary.get("segments") or []):
-        check(segment, SEGMENT, f"{path}: segments[{i}]")
-    for key, hit in (summary.get("time_to_threshold") or {}).items():
-        if hit is not None:
-            check(hit, {"step": "int"}, f"{path}: time_to_threshold[{key!r}]")
+    check(summary, Summary, str(path))
 
 
 def check_analysis(path: Path, name: str, record: Any) -> None:
-    """An analysis file: {"result": {...}} with the rows its readers use."""
-    check(record, {"result": "dict"}, str(path))
-    if name in ANALYSIS_FIELDS:
-        check(record["result"], ANALYSIS_FIELDS[name], f"{path}: result")
-    if name in ANALYSIS_ROWS:
-        key, spec = ANALYSIS_ROWS[name]
-        rows = record["result"].get(key)
-        if not isinstance(rows, list):
-            raise CorruptFile(f"{path}: result.{key} is not a list")
-        for j, row in enumerate(rows):
-            check(row, spec, f"{path}: result.{key}[{j}]")
-        if name == "eval_modes":
-            gaps = record["result"].get("population_gap", [])
-            if not isinstance(gaps, list):
-                raise CorruptFile(f"{path}: result.population_gap is not a list")
-            for j, g in enumerate(gaps):
-                check(
-                    g,
-                    {"layer": "int", "mean_gap": "num?", "var_log_ratio": "num?"},
-                    f"{path}: result.population_gap[{j}]",
-                )
+    """An analysis file: {"result": {...}} with the fields and rows its readers use."""
+    check(record, AnalysisFile, str(path))
+    if name in ANALYSES:
+        check(record["result"], ANALYSES[name], f"{path}: result")
 
 
 def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
@@ -276,9 +370,5 @@ def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(refs, list):
             raise CorruptFile(f"{path}: {variant!r} is not a list of series")
         for j, ref in enumerate(refs):
-            check(
-                ref,
-                {"quantity": "str", "values": "list", "key": "str", "file": "str", "steps_per_epoch": "int?"},
-                f"{path}: {variant}[{j}]",
-            )
+            check(ref, SeriesRecord, f"{path}: {variant}[{j}]")
     return data

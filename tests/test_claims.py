@@ -378,7 +378,7 @@ def test_a_run_without_the_probe_has_no_value_but_a_misread_field_raises(tmp_pat
     field name that the record's spec does not allow to be absent."""
     from bnexp.claims import measure
     from bnexp.claims.measure import _optional
-    from bnexp.records import SUMMARY
+    from bnexp.records import Summary
     from bnexp.results import Run
     from bnexp.store import RunDir
 
@@ -390,11 +390,11 @@ def test_a_run_without_the_probe_has_no_value_but_a_misread_field_raises(tmp_pat
     del record["loss_max"]
     with pytest.raises(KeyError, match="loss_max"):
         measure(probed, "landscape_loss_range", None)
-    assert _optional({"final_test_acc": None}, "final_test_acc", SUMMARY) is None  # a diverged run: no accuracy
+    assert _optional({"final_test_acc": None}, "final_test_acc", Summary) is None  # a diverged run: no accuracy
     with pytest.raises(KeyError, match="final_test_accuracy"):
-        _optional({"final_test_acc": 0.9}, "final_test_accuracy", SUMMARY)
+        _optional({"final_test_acc": 0.9}, "final_test_accuracy", Summary)
     with pytest.raises(KeyError, match="status"):  # required: read with [ ], never absent
-        _optional({"status": "completed"}, "status", SUMMARY)
+        _optional({"status": "completed"}, "status", Summary)
 
 
 def test_a_layer_with_a_null_weight_norm_has_no_ratio_and_the_others_still_count(tmp_path):

@@ -61,7 +61,7 @@ def test_damaged_log_records_skip_the_run_with_a_warning(tmp_path, case, command
     ("content", "words"),
     [
         ({"status": "completed", "final_test_acc": "0.9"}, "field 'final_test_acc'"),
-        ({"status": "completed", "time_to_threshold": {"0.9": {"step": "x"}}}, "field 'step'"),
+        ({"status": "completed", "time_to_threshold": {"0.9": {"step": "x"}}}, "time_to_threshold.0.9.step"),
     ],
 )
 def test_a_summary_with_wrong_types_skips_the_run(tmp_path, content, words):

@@ -5,7 +5,7 @@ A quantity is None where the run genuinely has none: no probe or analysis of tha
 no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). A
 field that every record of its kind holds (`bnexp.records` checks it when the run is read) is read with [ ], so a
 misspelt name raises; a field a record may lack is read through `_optional`, which checks the name against the
-record's spec. A run that lacks what a claim asks of it (a threshold its config did not list) raises
+record's model. A run that lacks what a claim asks of it (a threshold its config did not list) raises
 `NotRecorded`: never reaching a threshold and never recording it are different things.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp.config import QUANTITIES, ProbeConfig
-from bnexp.records import ANALYSIS_ROWS, PROBES, SUMMARY
+from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, Record, Summary, optional
 from bnexp.report_sections import median  # of the finite values; NaN for none, which `measure` turns into None
 from bnexp.results import NEAR_CHANCE, Run, curve_quantities, per_step, value_at
 
@@ -28,15 +28,11 @@ class NotRecorded(Exception):
     """A run did not record what a quantity needs: the claim cannot be measured on it."""
 
 
-def _optional(record: dict[str, Any], field: str, spec: dict[str, str]) -> Any:
-    """A field that `spec` (bnexp.records) allows to be absent or null; a name the spec does not allow so raises."""
-    if not spec.get(field, "").endswith("?"):
-        raise KeyError(f"{field!r} is not an optional field of this record")
+def _optional(record: dict[str, Any], field: str, model: type[Record]) -> Any:
+    """A field that `model` (bnexp.records) allows to be absent or null; a name the model does not allow so raises."""
+    if field not in model.model_fields or not optional(model, field):
+        raise KeyError(f"{field!r} is not an optional field of {model.__name__}")
     return record.get(field)
-
-
-EVAL_MODE_ROW = ANALYSIS_ROWS["eval_modes"][1]
-LONG_SEQUENCE_ROW = ANALYSIS_ROWS["long_sequences"][1]
 
 
 def _analysis(run: Run, name: str) -> dict[str, Any] | None:
@@ -56,7 +52,7 @@ def _layer_pick(values: list[float | None], at: Any, skip_first: bool = False, s
 
 
 def _summary_field(field: str) -> Measure:
-    return lambda run, at: _optional(run.summary, field, SUMMARY)  # a diverged run has no accuracy
+    return lambda run, at: _optional(run.summary, field, Summary)  # a diverged run has no accuracy
 
 
 def _landscape(key: Callable[[dict[str, Any]], float]) -> Measure:
@@ -91,8 +87,9 @@ def _drift(field: str) -> Measure:
 
 def _unit_percentile_drift(run: Run, at: Any) -> float | None:
     """sd over probe steps of one unit's 15th/50th/85th percentiles (the BN paper's Fig. 1b, c), averaged."""
-    spec = PROBES["distribution"]
-    records = sorted((p for p in run.probes if _optional(p, "unit_percentiles", spec)), key=lambda p: p["step"])
+    records = sorted(
+        (p for p in run.probes if _optional(p, "unit_percentiles", DistributionProbe)), key=lambda p: p["step"]
+    )
     if len(records) < 2:
         return None
     series = [[p["unit_percentiles"][k] for p in records] for k in records[0]["unit_percentiles"]]
@@ -166,9 +163,9 @@ def _eval_mode(run: Run, at: Any) -> float | None:
         return None
     mode, _, size = str(at).partition("@")
     for row in result["rows"]:
-        sizes = (_optional(row, "batch_size", EVAL_MODE_ROW), _optional(row, "batches", EVAL_MODE_ROW))
+        sizes = (_optional(row, "batch_size", EvalModeRow), _optional(row, "batches", EvalModeRow))
         if row["mode"] == mode and (not size or int(size) in sizes):
-            return _optional(row, "test_acc", EVAL_MODE_ROW)
+            return _optional(row, "test_acc", EvalModeRow)
     return None
 
 
@@ -192,7 +189,7 @@ def _scale(field: str) -> Measure:
 
 def _curve(key: str) -> Measure:
     def measure(run: Run, at: Any) -> float | None:
-        per_epoch = _optional(run.summary, "steps_per_epoch", SUMMARY)
+        per_epoch = _optional(run.summary, "steps_per_epoch", Summary)
         q = curve_quantities(per_step(run.train), per_epoch, thresholds=(at,) if at else ())
         return q[f"steps_to_loss_below_{at:g}"] if key == "steps_to" else q[key]
 
@@ -201,7 +198,7 @@ def _curve(key: str) -> Measure:
 
 def _steps_to_test_acc(run: Run, at: Any) -> float | None:
     """The first evaluation step at or above the accuracy, None where the run never got there."""
-    hits = _optional(run.summary, "time_to_threshold", SUMMARY) or {}
+    hits = _optional(run.summary, "time_to_threshold", Summary) or {}
     if f"{at:g}" not in hits:
         listed = ", ".join(hits) or "none"
         raise NotRecorded(f"{run.name} recorded no time to test accuracy {at:g} (its thresholds: {listed})")
@@ -217,7 +214,7 @@ def _step_time_ratio(run: Run, at: Any) -> float | None:
 def _long_sequence_acc(run: Run, at: Any) -> float | None:
     result = _analysis(run, "long_sequences")
     rows = result["rows"] if result else []
-    return next((_optional(r, "test_acc", LONG_SEQUENCE_ROW) for r in rows if r["stretch"] == at), None)
+    return next((_optional(r, "test_acc", LongSequenceRow) for r in rows if r["stretch"] == at), None)
 
 
 MEASURES: dict[str, Measure] = {

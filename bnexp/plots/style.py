@@ -6,41 +6,12 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 
+from bnexp.config import NORMS
 from bnexp.results import Experiment, Run
 
-# One colour per normalization, the same in every figure (no norm orange, BN blue, as in the main article).
-NORM_COLORS = {
-    "none": "#e8710a",
-    "batchnorm": "#1a73e8",
-    "torch_batchnorm": "#174ea6",
-    "naive_batchnorm": "#12b5cb",
-    "groupnorm": "#1e8e3e",
-    "layernorm": "#9334e6",
-    "instancenorm": "#b06000",
-    "batchrenorm": "#d01884",
-    "noisy_batchnorm": "#7cb342",
-    "weightnorm": "#f9ab00",
-    "spectralnorm": "#5f6368",
-    "l1_batchnorm": "#8ab4f8",
-    "linf_batchnorm": "#0b3d91",
-    "decorrelated_batchnorm": "#c5221f",
-}
-NORM_LABELS = {
-    "none": "no norm",
-    "batchnorm": "BN",
-    "torch_batchnorm": "torch BN",
-    "naive_batchnorm": "naive BN",
-    "groupnorm": "GroupNorm",
-    "layernorm": "LayerNorm",
-    "instancenorm": "InstanceNorm",
-    "batchrenorm": "Batch Renorm",
-    "noisy_batchnorm": "noisy BN",
-    "weightnorm": "Weight Norm",
-    "spectralnorm": "Spectral Norm",
-    "l1_batchnorm": "ℓ1 BN",
-    "linf_batchnorm": "ℓ∞ BN",
-    "decorrelated_batchnorm": "ZCA-whitened BN",
-}
+# one colour and one name per normalization, the same in every figure: bnexp.config's table of norms
+NORM_COLORS = {name: norm.color for name, norm in NORMS.items()}
+NORM_LABELS = {name: norm.label for name, norm in NORMS.items()}
 LINESTYLES = ["-", "--", ":", "-."]
 
 plt.rcParams.update(
