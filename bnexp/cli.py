@@ -553,9 +553,9 @@ def list_runs(
             "run": name,
             "status": state,
             "seed": r.config.get("seed") if r else None,
-            "final_test_acc": r.summary.get("final_test_acc") if r else None,
-            "best_test_acc": r.summary.get("best_test_acc") if r else None,
-            "train_time_s": r.summary.get("train_time_s") if r else None,
+            "final_test_acc": r.summary.final_test_acc if r else None,
+            "best_test_acc": r.summary.best_test_acc if r else None,
+            "train_time_s": r.summary.train_time_s if r else None,
             "outcome": r.course["outcome"] if r else None,
         }
         for e in experiments

@@ -45,7 +45,7 @@ def variant_keys(exp: Experiment, run: Run) -> dict[str, Any]:
     return {
         "experiment": exp.name,
         "run": run.name,
-        "model": run.summary.get("model") or run.tag,
+        "model": run.summary.model or run.tag,
         "norm": model.get("norm"),
         "activation": model.get("activation"),
         "lr": run.config.get("lr"),
@@ -107,7 +107,7 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
         for exp in experiments:
             for run in exp.runs:
                 summary = {
-                    **run.summary,
+                    **run.summary.model_dump(),
                     "outcome": run.course["outcome"],
                     "left_chance_step": run.course["left_chance_step"],
                 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +32,7 @@ def _counts(values: list[float]) -> list[float]:
     return values
 
 
+R = TypeVar("R", bound="Record")
 # a histogram: counts of values, at least one bin, none negative, a finite total
 Counts = Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1), AfterValidator(_counts)]
 
@@ -141,6 +142,8 @@ class ThresholdHit(Record):
 
 
 class Summary(Record):
+    """summary.json, written by the trainer through this model (bnexp.training.summary) and read back by it."""
+
     status: str
     seed: Seed | None = None
     final_test_acc: float | None = None
@@ -160,6 +163,7 @@ class Summary(Record):
     versions: Versions | None = None
     device: Device | None = None
     segments: list[Segment] | None = None
+    error: str | None = None  # why a run failed
 
 
 class ProbeSettings(Record):
@@ -275,10 +279,16 @@ class SeriesRecord(Record):
 
 def check(record: Any, model: type[Record], where: str) -> dict[str, Any]:
     """`record` if it is a mapping whose fields fit `model`; else CorruptFile naming `where` and the field."""
+    read(record, model, where)
+    return record
+
+
+def read(record: Any, model: type[R], where: str) -> R:
+    """`record` as a `model`; CorruptFile naming `where` and the field where it does not fit."""
     if not isinstance(record, dict):
         raise CorruptFile(f"{where}: not a JSON object")
     try:
-        model.model_validate(record)
+        return model.model_validate(record)
     except ValidationError as e:
         error = e.errors(include_url=False)[0]
         loc = error["loc"]
@@ -288,7 +298,6 @@ def check(record: Any, model: type[Record], where: str) -> dict[str, Any]:
         if error["type"] == "missing":
             raise CorruptFile(f"{where}: missing {field}") from None
         raise CorruptFile(f"{where}: {field} is {error['input']!r}: {error['msg']}") from None
-    return record
 
 
 def _path(loc: tuple[str | int, ...]) -> str:
@@ -349,10 +358,6 @@ def _schema(cls: Any, value: Any, where: str) -> None:
         from_dict(cls, value, where)
     except BnexpError as e:
         raise CorruptFile(str(e)) from None
-
-
-def check_summary(path: Path, summary: dict[str, Any]) -> None:
-    check(summary, Summary, str(path))
 
 
 def check_analysis(path: Path, name: str, record: Any) -> None:

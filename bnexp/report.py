@@ -14,6 +14,7 @@ from typing import Any
 import bnexp
 from bnexp import stats
 from bnexp.claims import claim_rows, claims_markdown
+from bnexp.records import Device
 from bnexp.report_sections import SECTIONS, outcome_stats, stat_text
 from bnexp.results import (
     CHANCE_MARGIN,
@@ -82,7 +83,9 @@ def comparisons(exp: Experiment) -> list[dict[str, Any]]:
     for variant, quantities in (ref.get("final") or {}).items():
         runs = exp.finished(variant)
         for key, value in quantities.items():
-            rows.append(_compare(variant, runs, key, "end of run", value, [r.summary.get(key) for r in runs]))
+            rows.append(
+                _compare(variant, runs, key, "end of run", value, [getattr(r.summary, key, None) for r in runs])
+            )
     return rows
 
 
@@ -100,7 +103,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
                 continue
             per_epoch = ref.get("steps_per_epoch")
             theirs = curve_quantities(ref["values"], per_epoch)
-            ours = [curve_quantities(per_step(r.train), r.summary.get("steps_per_epoch")) for r in runs]
+            ours = [curve_quantities(per_step(r.train), r.summary.steps_per_epoch) for r in runs]
             for key in QUANTITIES:
                 mean, sd, n = mean_sd([q[key] for q in ours])
                 reference = theirs[key]
@@ -195,8 +198,8 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
             row["left_chance_step"] = {"mean": mean, "sd": sd, "n": n}
         thresholds: dict[str, Any] = {}
         for t in exp.config.get("thresholds") or []:
-            hits = [(r.summary.get("time_to_threshold") or {}).get(f"{t:g}") for r in done]
-            mean, sd, n = mean_sd([h["step"] if h else None for h in hits])
+            hits = [(r.summary.time_to_threshold or {}).get(f"{t:g}") for r in done]
+            mean, sd, n = mean_sd([h.step if h else None for h in hits])
             thresholds[f"{t:g}"] = {
                 "mean_step": mean if n else None,
                 "sd": sd if n else None,
@@ -205,7 +208,7 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
             }
         if thresholds:
             row["steps_to_threshold"] = thresholds
-        speeds = [r.summary.get("images_per_s") for r in runs if r.summary.get("images_per_s")]
+        speeds = [r.summary.images_per_s for r in runs if r.summary.images_per_s]
         row["images_per_s_median"] = statistics.median(speeds) if speeds else None
         rows.append(row)
     return rows
@@ -216,13 +219,13 @@ def problem_runs(exp: Experiment) -> list[dict[str, Any]]:
     for r in exp.runs:
         course = r.course
         if r.status != "completed" or course["outcome"] in NEAR_CHANCE:
-            reason = r.summary.get("error") or (
-                f"diverged at step {r.summary.get('diverged_at_step')}" if r.status == "diverged" else ""
+            reason = r.summary.error or (
+                f"diverged at step {r.summary.diverged_at_step}" if r.status == "diverged" else ""
             )
             if course["outcome"] == "never_left_chance":
                 reason = _join(reason, f"never left chance (no logged loss below {CHANCE_MARGIN} ln C)")
             elif course["outcome"] == "fell_back":
-                dead = r.summary.get("final_dead_units")
+                dead = r.summary.final_dead_units
                 reason = _join(
                     reason,
                     f"left chance at step {course['left_chance_step']}, then fell back to it"
@@ -250,18 +253,16 @@ def conditions(e: Experiment) -> list[dict[str, Any]]:
     threads (of every segment), device, and the CPU and its kernels (unknown for runs recorded before they were)."""
     groups: dict[tuple, list[Any]] = {}
     for run in e.runs:
-        device = run.summary.get("device") or {}
-        threads = sorted({s.get("torch_threads") for s in run.summary.get("segments") or []} - {None}) or [
-            device.get("torch_threads")
-        ]
-        gpu = device.get("name") if device.get("type") not in (None, "cpu") else None
+        device = run.summary.device or Device()
+        threads = sorted({s.torch_threads for s in run.summary.segments or []} - {None}) or [device.torch_threads]
+        gpu = device.name if device.type not in (None, "cpu") else None
         key = (
-            (run.summary.get("versions") or {}).get("torch"),
+            run.summary.versions.torch if run.summary.versions else None,
             "/".join(str(t) for t in threads),
-            device.get("type") or "cpu",
+            device.type or "cpu",
             gpu,
-            device.get("cpu"),
-            device.get("cpu_capability"),
+            device.cpu,
+            device.cpu_capability,
         )
         groups.setdefault(key, []).append(run.config.get("seed"))
     fields = ("torch", "threads", "device", "gpu", "cpu", "cpu_capability")
@@ -313,8 +314,8 @@ def conditions_text(groups: list[dict[str, Any]]) -> str:
 def build(experiments: list[Experiment]) -> dict[str, Any]:
     """The whole report as plain data (what --json prints)."""
     runs = [r for e in experiments for r in e.runs]
-    versions = sorted({f"torch {r.summary['versions']['torch']}" for r in runs if r.summary.get("versions")})
-    devices = sorted({f"{d['type']} ({d['name']})" for r in runs if (d := r.summary.get("device"))})
+    versions = sorted({f"torch {r.summary.versions.torch}" for r in runs if r.summary.versions})
+    devices = sorted({f"{d.type} ({d.name})" for r in runs if (d := r.summary.device)})
     return {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bnexp": bnexp.__version__,

@@ -41,7 +41,7 @@ def section(name: str, applies: Callable[[Experiment], bool]):
 
 def model_tag(run: Run) -> str:
     """The model part of a run's name (no grid values, lr or seed)."""
-    return run.summary.get("model") or run.tag
+    return run.summary.model or run.tag
 
 
 def outcome_stats(runs: list[Run], key: str) -> dict[str, Any] | None:
@@ -50,7 +50,7 @@ def outcome_stats(runs: list[Run], key: str) -> dict[str, Any] | None:
     None where no run has a value."""
     cells = {}
     for outcome in dict.fromkeys(r.course["outcome"] for r in runs):  # in the runs' order
-        mean, sd, n = mean_sd([r.summary.get(key) for r in runs if r.course["outcome"] == outcome])
+        mean, sd, n = mean_sd([getattr(r.summary, key) for r in runs if r.course["outcome"] == outcome])
         if n:
             cells[outcome] = {"mean": mean, "sd": sd, "n": n}
     if len(cells) > 1:
@@ -126,9 +126,9 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
                     "never_left_chance": outcomes.count("never_left_chance"),
                     "diverged": outcomes.count("diverged"),
                     "ci95": [lo, hi],
-                    "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in at])[:2],
+                    "final_test_acc": mean_sd([r.summary.final_test_acc for r in at])[:2],
                     "dead_units_when_near_chance": [
-                        r.summary.get("final_dead_units") for r in at if r.course["outcome"] in ("fell_back",)
+                        r.summary.final_dead_units for r in at if r.course["outcome"] in ("fell_back",)
                     ],
                 }
             )
@@ -460,10 +460,10 @@ def data_parallel(exp: Experiment) -> dict[str, Any]:
             "processes": exp_cfg.get("processes", 1),
             "bn_sync": exp_cfg.get("bn_sync"),
             "bn_running_stats": exp_cfg.get("bn_running_stats"),
-            "final_test_acc": mean_sd([r.summary.get("final_test_acc") for r in runs]),
+            "final_test_acc": mean_sd([r.summary.final_test_acc for r in runs]),
             "mean_gap": mean_sd(gaps),
             "var_gap": mean_sd(var_gaps),
-            "images_per_s": median([r.summary.get("images_per_s") for r in runs]),
+            "images_per_s": median([r.summary.images_per_s for r in runs]),
         }
     rows = [
         [

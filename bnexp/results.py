@@ -90,7 +90,7 @@ class Run:
 
     dir: RunDir
     config: dict[str, Any]
-    summary: dict[str, Any]
+    summary: records.Summary
     evals: list[dict[str, Any]]
     train: list[dict[str, Any]]
     probe_records: list[dict[str, Any]]
@@ -115,7 +115,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unfinished")
+        return self.summary.status
 
     @property
     def grid(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class Run:
         """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs); an unfinished
         run's outcome is interrupted or unfinished."""
         dataset = (self.config.get("dataset") or {}).get("name")
-        classes = self.summary.get("num_classes") or DATASET_CLASSES.get(dataset, 10)
+        classes = self.summary.num_classes or DATASET_CLASSES.get(dataset, 10)
         # diverged by its status: its step may not be recorded
         return training_course(self.train, classes, self.status == "diverged", self.status)
 
@@ -230,15 +230,14 @@ def load_run(run_dir: RunDir) -> Run:
     metrics = run_dir.metrics()
     records.check_metrics(run_dir.path / METRICS, metrics)
     probe_records = run_dir.probes()
-    summary = run_dir.summary() or {}
-    if summary:
-        records.check_summary(run_dir.path / SUMMARY, summary)
-    if summary.get("status") == "diverged":  # a diverged net's activations are NaN (null): nothing to measure
+    recorded = run_dir.summary() or {"status": "unfinished"}
+    if recorded["status"] not in FINISHED:  # an unfinished run's accuracies are not results
+        recorded = {k: v for k, v in recorded.items() if k not in UNFINISHED_DROPS}
+    summary = records.read(recorded, records.Summary, str(run_dir.path / SUMMARY))
+    if summary.status == "diverged":  # a diverged net's activations are NaN (null): nothing to measure
         probe_records = [p for p in probe_records if not _nan_distribution(p)]
     records.check_probes(run_dir.path / PROBES, probe_records)
-    if summary.get("status") not in FINISHED:  # an unfinished run's accuracies are not results
-        summary = {k: v for k, v in summary.items() if k not in UNFINISHED_DROPS}
-    if summary.get("status") == "completed" and not any(r.get("event") == "train" for r in metrics):
+    if summary.status == "completed" and not any(r.get("event") == "train" for r in metrics):
         # no outcome can be read from no log: the run is damaged, not one that never left chance
         raise CorruptFile(f"{run_dir.path / METRICS}: a completed run without its training log")
     config = run_dir.config()

@@ -441,8 +441,8 @@ def test_a_misread_field_is_a_visible_not_measured_row_not_a_claim_measured_on_f
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
     meta["config"]["claims"] = [yaml.safe_load(CLAIM)["claims"][0]]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
-    monkeypatch.setitem(MEASURES, "final_test_acc", lambda run, at: run.summary["final_test_accuracy"])
+    monkeypatch.setitem(MEASURES, "final_test_acc", lambda run, at: run.summary.final_test_accuracy)
     (row,) = claim_rows(find_experiments(tmp_path))
     assert row["verdict"] == "not measured" and row["notes"] == [
-        "could not be computed (KeyError: 'final_test_accuracy')"
+        "could not be computed (AttributeError: 'Summary' object has no attribute 'final_test_accuracy')"
     ]

@@ -155,7 +155,7 @@ def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen
         if (r.config["model"]["norm"] == "none" and r.config["seed"] == 0) or r.status == "diverged":
             r.config["grid"] = {"batch_size": 2}  # trained, never left chance, diverged
         if r.status == "diverged":
-            r.summary.pop("final_test_acc")
+            r.summary.final_test_acc = None
     for name in ("batch_size", "learning_rate"):
         fig = FIGURES[name].draw(exp)
         ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
@@ -170,7 +170,7 @@ def test_seeds_that_did_not_train_are_marked_alike_in_both_figures_and_only_seen
         stuck = r.config["model"]["norm"] == "none" and r.config["lr_multiplier"] == 5.0
         r.config["grid"] = {"batch_size": 16 if stuck else 2 if r.config["seed"] == 0 else 8}
         if r.status == "diverged":  # now a run that never left chance, like the other seed of its cell
-            r.summary.update(status="completed", final_test_acc=0.1)
+            r.summary.status, r.summary.final_test_acc = "completed", 0.1
     for name in ("batch_size", "learning_rate"):
         fig = FIGURES[name].draw(exp)
         ax = fig.axes[0] if name == "batch_size" else fig.axes[-1]
@@ -207,7 +207,7 @@ def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
             assert "lenet5 BN, lr 0.01 (n=1)" in labels and "lenet5 BN, lr 0.01 (n=2)" not in labels
         plt.close(fig)
     for r in exp.runs:  # none finished: no figure at all
-        r.summary["status"] = "interrupted"
+        r.summary.status = "interrupted"
     assert not [k for k in FIGURES.values() if k.applies(exp)]
     assert json.loads((run.path / "summary.json").read_text())["status"] == "interrupted"
 

@@ -151,7 +151,7 @@ def test_an_interrupted_runs_accuracies_are_not_pooled(tmp_path):
     (run.path / "metrics.jsonl").write_text("")
     run.write_summary({"run": "r", "status": "interrupted", "final_test_acc": 0.5, "best_test_acc": 0.6})
     loaded = load_run(run)
-    assert loaded.status == "interrupted" and "final_test_acc" not in loaded.summary
+    assert loaded.status == "interrupted" and loaded.summary.final_test_acc is None
 
 
 def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_path):
@@ -159,7 +159,7 @@ def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_p
     Run.course, so the status alone must make it diverged there."""
     exp = find_experiments(write_experiment(tmp_path))[0]
     run = next(r for r in exp.runs if r.status == "diverged")
-    run.summary["diverged_at_step"] = None
+    run.summary.diverged_at_step = None
     assert run.course["outcome"] == "diverged" and not run.course["not_training"]
 
 

@@ -257,7 +257,8 @@ def claim_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
                 NotRecorded
             ) as e:  # the runs lack what the quantity needs, e.g. a threshold their config did not list
                 rows.append(_not_measured(claim, exp, f"not measured: {e}"))
-            except (ValueError, TypeError, ZeroDivisionError, KeyError) as e:  # a record the checks let through
+            # a record the checks let through, or a misread field: a visible row that names it, never a silent None
+            except (ValueError, TypeError, ZeroDivisionError, KeyError, AttributeError) as e:
                 rows.append(_not_measured(claim, exp, f"could not be computed ({type(e).__name__}: {e})"))
     return rows
 

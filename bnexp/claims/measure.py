@@ -2,11 +2,12 @@
 `bnexp.config.QUANTITIES` declares measured by its function here.
 
 A quantity is None where the run genuinely has none: no probe or analysis of that kind recorded, no such layer,
-no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). A
-field that every record of its kind holds (`bnexp.records` checks it when the run is read) is read with [ ], so a
-misspelt name raises; a field a record may lack is read through `_optional`, which checks the name against the
-record's model. A run that lacks what a claim asks of it (a threshold its config did not list) raises
-`NotRecorded`: never reaching a threshold and never recording it are different things.
+no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). The
+summary is a typed record (`run.summary.final_test_acc`); in the other records, a field that every record of its
+kind holds (`bnexp.records` checks it when the run is read) is read with [ ], and a field a record may lack through
+`_optional`, which checks the name against the record's model: a misspelt name raises. A run that lacks what a
+claim asks of it (a threshold its config did not list) raises `NotRecorded`: never reaching a threshold and never
+recording it are different things.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp.config import QUANTITIES, ProbeConfig
-from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, Record, Summary, optional
+from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, Record, optional
 from bnexp.report_sections import median  # of the finite values; NaN for none, which `measure` turns into None
 from bnexp.results import NEAR_CHANCE, Run, curve_quantities, per_step, value_at
 
@@ -52,7 +53,7 @@ def _layer_pick(values: list[float | None], at: Any, skip_first: bool = False, s
 
 
 def _summary_field(field: str) -> Measure:
-    return lambda run, at: _optional(run.summary, field, Summary)  # a diverged run has no accuracy
+    return lambda run, at: getattr(run.summary, field)  # None for a diverged run: it has no accuracy
 
 
 def _landscape(key: Callable[[dict[str, Any]], float]) -> Measure:
@@ -189,7 +190,7 @@ def _scale(field: str) -> Measure:
 
 def _curve(key: str) -> Measure:
     def measure(run: Run, at: Any) -> float | None:
-        per_epoch = _optional(run.summary, "steps_per_epoch", Summary)
+        per_epoch = run.summary.steps_per_epoch
         q = curve_quantities(per_step(run.train), per_epoch, thresholds=(at,) if at else ())
         return q[f"steps_to_loss_below_{at:g}"] if key == "steps_to" else q[key]
 
@@ -198,12 +199,12 @@ def _curve(key: str) -> Measure:
 
 def _steps_to_test_acc(run: Run, at: Any) -> float | None:
     """The first evaluation step at or above the accuracy, None where the run never got there."""
-    hits = _optional(run.summary, "time_to_threshold", Summary) or {}
+    hits = run.summary.time_to_threshold or {}
     if f"{at:g}" not in hits:
         listed = ", ".join(hits) or "none"
         raise NotRecorded(f"{run.name} recorded no time to test accuracy {at:g} (its thresholds: {listed})")
     hit = hits[f"{at:g}"]
-    return hit["step"] if hit is not None else None
+    return hit.step if hit is not None else None
 
 
 def _step_time_ratio(run: Run, at: Any) -> float | None:

@@ -56,7 +56,7 @@ def step_cost(exp: Experiment) -> Figure:
             cost.scatter([offsets] * len(t["ratios"]), t["ratios"], s=10, alpha=0.5, **style)
         if timed:
             cost.hlines(float(np.median([t["ratio_to_batchnorm"] for t in timed])), i - 0.3, i + 0.3, **style)
-        accs = [r.summary["final_test_acc"] for r in runs if r.summary.get("final_test_acc") is not None]
+        accs = [r.summary.final_test_acc for r in runs if r.summary.final_test_acc is not None]
         acc.scatter([i] * len(accs), accs, s=14, **style)
     names = [label(runs, with_lr=False) for _, runs in variants]
     for ax in (cost, acc):

@@ -156,14 +156,14 @@ def learning_rate(exp: Experiment) -> Figure:
             mixed = mixed_outcomes(runs)
             any_mixed |= mixed
             if not mixed:
-                m, sd, _n = mean_sd([r.summary.get("final_test_acc") for r in runs])
+                m, sd, _n = mean_sd([r.summary.final_test_acc for r in runs])
                 lrs.append(runs[0].config["lr"])
                 means.append(m)
                 sds.append(sd)
             # every seed of a cell whose runs ended differently is a point (no mean over them), side by side, with
             # the seeds that did not train marked
             for i, r in enumerate(runs):
-                acc = r.summary.get("final_test_acc") or 0.0  # a diverged run may have none
+                acc = r.summary.final_test_acc or 0.0  # a diverged run may have none
                 x = r.config["lr"] * 1.05 ** (i - (len(runs) - 1) / 2)
                 marked.add(mark_seed(summary_ax, x, acc, r, color(groups[0][0]) if mixed else None))
         summary_ax.errorbar(

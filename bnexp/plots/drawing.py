@@ -124,7 +124,7 @@ def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[
         band(ax, xs, values, style_of(runs[0]), label_of(runs), k, per_seed=mixed_outcomes(runs))
         for run in runs:
             if run.status == "diverged":
-                at = run.summary.get("diverged_at_step")
+                at = run.summary.diverged_at_step
                 ax.axvline(at, color=style_of(run)["color"], alpha=0.4, linewidth=0.8, linestyle=":")
     ax.axhline(LN10, color="black", linewidth=0.8, linestyle="--", alpha=0.6)
     lo, hi = ax.get_xlim()

@@ -92,8 +92,8 @@ def ran(exp: Experiment) -> str:
 
 def steps_per_epoch(exp: Experiment) -> int | None:
     for run in exp.runs:
-        if run.summary.get("steps_per_epoch"):
-            return run.summary["steps_per_epoch"]
+        if run.summary.steps_per_epoch:
+            return run.summary.steps_per_epoch
     return None
 
 
@@ -113,5 +113,5 @@ def model_groups(exp: Experiment) -> dict[str, list[Run]]:
     """Runs by model (the variant without grid values, lr and seed)."""
     out: dict[str, list[Run]] = {}
     for run in exp.runs:
-        out.setdefault(run.summary.get("model") or run.tag, []).append(run)
+        out.setdefault(run.summary.model or run.tag, []).append(run)
     return out

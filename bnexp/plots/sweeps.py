@@ -35,12 +35,12 @@ def batch_size(exp: Experiment) -> Figure:
             mixed = mixed_outcomes(cell)
             if not mixed:
                 sizes.append(size)
-                stats.append(mean_sd([r.summary.get("final_test_acc") for r in cell]))
+                stats.append(mean_sd([r.summary.final_test_acc for r in cell]))
             any_mixed |= mixed
             # each seed that did not train is marked, also where all ended alike (E3's batch-1 nets fell back);
             # seeds sit side by side, and each norm's beside the next, so that runs with one accuracy stay apart
             for i, r in enumerate(cell):
-                acc = r.summary.get("final_test_acc") or 0.0  # a diverged run may have none
+                acc = r.summary.final_test_acc or 0.0  # a diverged run may have none
                 x = size * 2 ** (0.06 * (g - (len(groups) - 1) / 2) + 0.03 * (i - (len(cell) - 1) / 2))
                 for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
                     marked.add(mark_seed(ax, x, y, r, style["color"] if mixed else None))
@@ -96,10 +96,7 @@ def init_scale(exp: Experiment) -> Figure:
         at_scale: dict[float | None, list[Run]] = {}
         for run in runs:
             at_scale.setdefault(run.model.get("init_std"), []).append(run)
-        accs = {
-            sd: [a for a in (r.summary.get("final_test_acc") for r in rs) if a is not None]
-            for sd, rs in at_scale.items()
-        }
+        accs = {sd: [a for a in (r.summary.final_test_acc for r in rs) if a is not None] for sd, rs in at_scale.items()}
         default = accs.pop(None, [])
         for sd in accs:
             diverged = sum(r.status == "diverged" for r in at_scale[sd])
