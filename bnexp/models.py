@@ -1,4 +1,5 @@
-"""Models, registered by name. Every normalization layer comes from `bnexp.nn.norm_factory`."""
+"""Models: `MODELS`, at the end, maps each config `name` to its builder. Every normalization layer comes from
+`bnexp.nn.norm_factory`."""
 
 from __future__ import annotations
 
@@ -24,15 +25,6 @@ class InputSpec:
 
 
 ModelBuilder = Callable[[ModelConfig, InputSpec], nn.Module]
-MODELS: dict[str, ModelBuilder] = {}
-
-
-def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    def add(builder: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = builder
-        return builder
-
-    return add
 
 
 def build_model(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
@@ -118,7 +110,6 @@ class Classifier(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
-@register("lenet5")
 def lenet5(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """LeNet5 as in the main article (E1): conv 6@5x5 pad 2, pool, conv 16@5x5, pool, fc 120, fc 84, fc."""
     norm, act = norm_factory(cfg), cfg.activation
@@ -137,7 +128,6 @@ def lenet5(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     )
 
 
-@register("convnet4")
 def convnet4(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """The main article's E3 net (bn_can_obtain_more_stable_feature_map.py): four 32-channel 3x3 convs with
     padding 1 (norm after each), each followed by activation and a 2x2 max-pool (28 -> 14 -> 7 -> 3 -> 1 on
@@ -155,7 +145,6 @@ def convnet4(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     )
 
 
-@register("mlp")
 def mlp(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """The BN paper's MNIST net (sec. 4.1): 3 fully connected hidden layers of 100 units, norm on each.
     Its N(0, 0.05) initialization is `init_std: 0.05` in the config."""
@@ -193,7 +182,6 @@ def _alexnet(cfg: ModelConfig, inputs: InputSpec, first_kernel: int, first_strid
     )
 
 
-@register("alexnet")
 def alexnet(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """AlexNet as in the main article's E5 script (for 224x224 input): conv 96@11x11 stride 4 without padding,
     pool 3 s2, conv 256@5x5, pool, conv 384, 384, 256 @3x3, pool, fc 4096, 4096, classes; `dropout` after each
@@ -201,7 +189,6 @@ def alexnet(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     return _alexnet(cfg, inputs, first_kernel=11, first_stride=4, first_pad=0)
 
 
-@register("alexnet_small")
 def alexnet_small(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """AlexNet for native 32x32 input: the same depth and widths, first conv 3x3 stride 1."""
     return _alexnet(cfg, inputs, first_kernel=3, first_stride=1, first_pad=1)
@@ -228,7 +215,6 @@ class RowLSTM(nn.Module):
         return self.head(self.rnn(x.permute(0, 2, 1, 3).reshape(n, h, c * w)))
 
 
-@register("lstm")
 def lstm(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """An LSTM of 100 units over the rows of the image (28 steps of 28 values on Fashion-MNIST), with recurrent
     BN (statistics per time step, Cooijmans et al. 2016), LayerNorm (Ba et al. 2016) or no norm on its
@@ -236,3 +222,14 @@ def lstm(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     if cfg.norm not in RECURRENT_NORMS:
         raise ValueError(f"lstm takes norm: {', '.join(RECURRENT_NORMS)}; got {cfg.norm!r}")
     return RowLSTM(cfg, inputs)
+
+
+# the registry: a config's model `name` -> its builder
+MODELS: dict[str, ModelBuilder] = {
+    "lenet5": lenet5,
+    "convnet4": convnet4,
+    "mlp": mlp,
+    "alexnet": alexnet,
+    "alexnet_small": alexnet_small,
+    "lstm": lstm,
+}

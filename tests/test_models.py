@@ -19,6 +19,16 @@ def test_registry_has_lenet5():
     assert "lenet5" in MODELS
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_builds_and_classifies(name):
+    """Each entry of the registry is a builder of a classifier for the config's input shape (AlexNet's 11x11
+    stride-4 first conv needs more than 28x28 pixels)."""
+    inputs = InputSpec(3, 67, 67, 10) if name == "alexnet" else MNIST_LIKE
+    model = build_model(ModelConfig(name=name, norm="none"), inputs)
+    logits = model(torch.zeros(2, inputs.channels, inputs.height, inputs.width))
+    assert logits.shape == (2, inputs.num_classes)
+
+
 def test_lenet5_structure_matches_the_article():
     model = build_model(ModelConfig(name="lenet5", norm="none"), MNIST_LIKE)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

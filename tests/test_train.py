@@ -301,3 +301,30 @@ def test_a_link_planted_in_place_of_a_running_runs_folder_takes_no_write_outside
     code = run(tiny_config, tmp_path / "out", tiny_root, ["models=[{name: lenet5}]"])
     assert code == 1 and swapped
     assert list(outside.iterdir()) == []
+
+
+def test_a_loss_that_is_not_finite_or_above_the_ceiling_is_where_a_run_diverged():
+    from bnexp.training.loss_window import first_divergent
+
+    nan, inf = float("nan"), float("inf")
+    assert first_divergent([2.3, 1.0], None) is None
+    assert first_divergent([2.3, nan, 1.0], None) == 1
+    assert first_divergent([2.3, 1.0, -inf], 10.0) == 2
+    assert first_divergent([2.3, 11.0, nan], 10.0) == 1
+    assert first_divergent([11.0], None) is None  # no ceiling configured
+
+
+def test_the_loss_window_empties_when_read_and_continues_from_a_checkpoints_losses():
+    from bnexp.distributed import World
+    from bnexp.training.loss_window import LossWindow
+
+    window = LossWindow(3, torch.device("cpu"))
+    for value in (1.0, 2.0):
+        window.add(torch.tensor(value, requires_grad=True) * 1)
+    saved = window.values().clone()
+    assert not window.full
+    assert window.read(False, World()) == ([1.0, 2.0], False) and window.count == 0
+    window.restore(saved)
+    window.add(torch.tensor(3.0))
+    # one process: a stop request is the caller's to act on at once, not a decision agreed at the window
+    assert window.full and window.read(True, World()) == ([1.0, 2.0, 3.0], False)
