@@ -146,6 +146,8 @@ class Summary(Record):
 
     status: str
     seed: Seed | None = None
+    steps: Int | None = None
+    epochs: float | None = None
     final_test_acc: float | None = None
     best_test_acc: float | None = None
     final_train_acc: float | None = None
@@ -154,6 +156,7 @@ class Summary(Record):
     final_generalization_gap: float | None = None
     images_per_s: float | None = None
     train_time_s: float | None = None
+    eval_time_s: float | None = None
     steps_per_epoch: Int | None = None
     diverged_at_step: Int | None = None
     final_dead_units: float | None = None

@@ -13,23 +13,12 @@ import torch
 import torchvision
 
 import bnexp
-from bnexp.config import BATCH_NORMS, ExperimentConfig, ModelConfig, RunPlan
+from bnexp import records
+from bnexp.config import BATCH_NORMS, NORMS, ExperimentConfig, ModelConfig, RunPlan
 from bnexp.distributed import World
 from bnexp.nn import convert_momentum
 from bnexp.results import training_course
 from bnexp.store import RunDir
-
-IMPLEMENTATIONS = {
-    "batchnorm": "bnexp.nn.BatchNorm (analytic backward)",
-    "naive_batchnorm": "bnexp.nn.NaiveBatchNorm (autograd through mean/var)",
-    "torch_batchnorm": "torch.nn.BatchNorm1d/2d",
-    "batchrenorm": "bnexp.nn.BatchRenorm (BatchNorm with clipped r, d corrections)",
-    "noisy_batchnorm": "bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
-    "l1_batchnorm": "bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
-    "linf_batchnorm": "bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
-    "decorrelated_batchnorm": "bnexp.nn.DecorrelatedBatchNorm (ZCA whitening per group of channels)",
-}
-
 
 NON_STANDARD_CONVENTIONS = {
     norm: {
@@ -52,7 +41,7 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
     momentum = cfg.bn_momentum
     out = {
         "norm": cfg.norm,
-        "implementation": IMPLEMENTATIONS[cfg.norm],
+        "implementation": NORMS[cfg.norm].implementation,
         "momentum": momentum,
         "momentum_convention": "torch: running = (1 - momentum) * running + momentum * batch"
         if momentum is not None
@@ -191,14 +180,14 @@ def run_summary(
         summary["final_train_acc"] = evals[-1]["train_acc"]
         summary["best_train_acc"] = max(r["train_acc"] for r in evals)
         summary["final_generalization_gap"] = evals[-1]["train_acc"] - evals[-1]["test_acc"]
-    return summary
+    return records.check(summary, records.Summary, f"{plan.name}: summary")  # the record its readers will check
 
 
 def failed_summary(
     plan: RunPlan, error: Exception, *, started: str, step: int, device: torch.device, rank: int
 ) -> dict[str, Any]:
     """The summary of a run that raised `error` at `step` (on process `rank`)."""
-    return {
+    summary = {
         "run": plan.name,
         "status": "failed",
         "seed": plan.seed,
@@ -208,3 +197,4 @@ def failed_summary(
         "step": step,
         **provenance(device),
     }
+    return records.check(summary, records.Summary, f"{plan.name}: summary")
