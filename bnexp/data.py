@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
-from bnexp.config import DatasetConfig
+from bnexp.config import DATASET_CLASSES, DatasetConfig
 from bnexp.errors import BnexpError
 from bnexp.models import InputSpec
 
@@ -220,6 +220,8 @@ SOURCES: dict[str, Source] = {
     "mnist": IdxSource(datasets.MNIST),
     "cifar100": CifarSource(),
 }
+if {name: s.inputs.num_classes for name, s in SOURCES.items()} != DATASET_CLASSES:
+    raise RuntimeError("bnexp.data.SOURCES and bnexp.config.DATASET_CLASSES must name the same datasets and classes")
 
 
 def model_inputs(cfg: DatasetConfig) -> InputSpec:

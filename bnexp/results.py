@@ -20,6 +20,7 @@ from typing import Any
 
 from bnexp import records
 from bnexp.config import (
+    DATASET_CLASSES,
     NOT_COMPARED,
     ClaimConfig,
     ExperimentConfig,
@@ -48,7 +49,6 @@ REFERENCES_FILE = "references.json"  # the series a config's reference names, co
 CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is below 0.9 x ln(classes)
 NEAR_CHANCE = ("never_left_chance", "fell_back")  # the outcomes of runs that end near chance
 RUNNING, NOT_STARTED = "running", "not started"  # what `bnexp list` shows beside the recorded statuses
-DATASET_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar100": 100}
 Warn = Callable[[str], None]
 
 

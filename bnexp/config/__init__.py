@@ -7,6 +7,7 @@ into named runs, `rules` checks the plan as a whole, `norms` and `quantities` ar
 name. Checks that need the model registry or the datasets are passed in by the caller (`bnexp.validate`).
 """
 
+from bnexp.config.datasets import DATASET_CLASSES
 from bnexp.config.errors import ConfigError, Locate
 from bnexp.config.load import MAX_RUNS, Check, from_dict, load_config
 from bnexp.config.norms import BATCH_NORMS, NORMS, WEIGHT_NORMS, Norm, NormName
@@ -45,6 +46,7 @@ from bnexp.config.schema import (
 
 __all__ = [
     "BATCH_NORMS",
+    "DATASET_CLASSES",
     "EVAL_MODES",
     "MAX_LOOKS",
     "MAX_RUNS",

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from bnexp.config.datasets import DatasetName
 from bnexp.config.norms import BATCH_NORMS, NORMS, NormName
 from bnexp.config.quantities import EVAL_MODES, QUANTITIES
 
@@ -82,7 +83,7 @@ class Schema(BaseModel):
 
 
 class DatasetConfig(Schema):
-    name: Literal["fashion_mnist", "mnist", "cifar100"]
+    name: DatasetName
     subset: int | None = Field(default=None, ge=1)  # class-balanced train subset size
     test_subset: int | None = Field(default=None, ge=1)  # class-balanced test subset size
     # standardize: (x/255 - mean)/std with the train split's statistics; unit: x/255 (torchvision ToTensor)
