@@ -170,86 +170,60 @@ def run(
     2 bad usage, config or data, 130/143 stopped by SIGINT/SIGTERM.
     """
 
-    from bnexp.distributed import LAUNCHER_ENV, RankCommand, from_environment, shutdown
-    from bnexp.progress import make_reporter
-    from bnexp.runner import Shard, run_experiment
+    from bnexp.distributed import from_environment, shutdown
+    from bnexp.job import Shard, load_job
+    from bnexp.plan import check_committed, show_plan, show_plans
+    from bnexp.progress import duration, make_reporter
+    from bnexp.runner import run as run_job
     from bnexp.train import DistributedRunFailed, StopRequest
-    from bnexp.validate import load
+    from bnexp.wording import plural
 
     if len(configs) > 1 and not dry_run:
         _fail(BnexpError(f"{len(configs)} configs: give one experiment to run, or add --dry-run for their budget"))
     if len(configs) > 1 and (restart or restart_run):
         _fail(BnexpError("--restart and --restart-run name one experiment's runs: give one config"))
-    if len(configs) > 1:
-        try:
-            _check_committed(out, False, write_committed)
-        except BnexpError as e:
-            _fail(e)
-        _catalogue_budget(configs, list(set_ or []), smoke, max_runs, out, jobs, shard, data_root, device)
-    config = configs[0]
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         _fail(BnexpError(f"--device: unknown value {device!r}; allowed: auto, cpu, cuda, mps"))
-    overrides = list(set_ or [])
-    world_size = _world_size()
-    users_torchrun = world_size > 1 and LAUNCHER_ENV not in os.environ
-    if nproc is not None and users_torchrun:
-        _fail(BnexpError("--nproc starts its own processes; under torchrun leave it out"))
     if (nproc or 1) > 1 and jobs > 1:
         _fail(BnexpError("--nproc and --jobs cannot be combined: --jobs runs single-process runs side by side"))
     world = None
     try:
-        split = Shard.parse(shard) if shard is not None else None
-        processes = nproc or (world_size if users_torchrun else None)
-        cfg = load(
-            config, overrides + ([f"processes={processes}"] if processes else []), smoke=smoke, max_runs=max_runs
+        options = dict(
+            out=out,
+            data_root=data_root,
+            device_name=device,
+            restart=restart,
+            restart_runs=tuple(restart_run or ()),
+            keep_checkpoints=keep_checkpoints,
+            jobs=jobs,
+            shard=Shard.parse(shard) if shard is not None else None,
         )
-        if processes and any("processes" in (k.strip() for k in key.split(",")) for key in cfg.grid):
-            raise BnexpError(
-                f"{config}: the config's grid varies processes; leave out --nproc and torchrun, "
-                "bnexp run starts each run's processes itself"
-            )
-        _check_committed(out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
-        if dry_run:
-            from bnexp.runner import dry_run as show_plan
 
-            show_plan(cfg, out, make_reporter(True), restart, tuple(restart_run or ()), jobs, split, data_root, device)
+        def load(config: Path):
+            return load_job(config, set_ or [], smoke, max_runs, nproc, **options)
+
+        check_committed(out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
+        if dry_run and len(configs) > 1:  # each experiment's plan, then the catalogue's budget
+            total = show_plans((load(config) for config in configs), make_reporter(True))
+            typer.echo(
+                f"catalogue: {plural(len(configs), 'experiment')}, {plural(total.runs, 'run')} to train, "
+                f"{duration(total.run_seconds)} of run time, {duration(total.wall_seconds)} of wall time with "
+                f"--jobs {jobs} (one experiment after another); nothing was written"
+            )
             raise typer.Exit(0)
+        if dry_run:
+            show_plan(load(configs[0]), make_reporter(True))
+            raise typer.Exit(0)
+        job = load(configs[0])
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
-            typer.confirm(f"Delete the previous results of {cfg.name} under {out} and start over?", abort=True)
+            typer.confirm(f"Delete the previous results of {job.cfg.name} under {out} and start over?", abort=True)
         stop = StopRequest()
         stop.install()
-        world = from_environment((device or cfg.device).replace("auto", "cuda" if _cuda() else "cpu"))
-        # what the processes bnexp starts for multi-process runs are told (never --restart: decided here)
-        launch_argv = [
-            str(config),
-            *(f"--set={a}" for a in overrides),
-            f"--out={out}",
-            "--quiet",
-            *([f"--data-root={data_root}"] if data_root else []),
-            *([f"--device={device}"] if device else []),
-            *(["--smoke"] if smoke else []),
-            *(["--keep-checkpoints"] if keep_checkpoints else []),
-            *(["--write-committed"] if write_committed else []),
-            *([f"--nproc={nproc}"] if nproc else []),
-        ]
-        code = run_experiment(
-            cfg,
-            out,
-            make_reporter(quiet or jobs > 1 or world.size > 1),  # concurrent bars would overwrite each other
-            data_root,
-            device,
-            restart=restart,
-            keep_checkpoints=keep_checkpoints,
-            stop=stop,
-            jobs=jobs,
-            restart_runs=tuple(restart_run or ()),
-            world=world,
-            config_dir=config.parent,
-            ranks=RankCommand(launch_argv, rank_main),
-            shard=split,
-        )
+        world = from_environment(device or job.cfg.device)
+        # concurrent bars would overwrite each other
+        code = run_job(job, make_reporter(quiet or jobs > 1 or world.size > 1), stop, world)
     except BnexpError as e:
         if world is not None:  # under torchrun: every rank says why before any exits (torchrun ends the rest)
             typer.echo(f"error: {e}", err=True)
@@ -266,107 +240,6 @@ def run(
         if world is not None:
             shutdown(world)
     raise typer.Exit(code)
-
-
-def _catalogue_budget(
-    configs: list[Path],
-    overrides: list[str],
-    smoke: bool,
-    max_runs: int,
-    out: Path,
-    jobs: int,
-    shard: str | None,
-    data_root: Path | None,
-    device: str | None,
-) -> None:
-    """`bnexp run configs/*.yaml --dry-run`: each experiment's plan, then the whole: runs to train, run time and
-    wall time with these --jobs, one experiment after another. Writes nothing; exits 0, or 2 at the first bad one."""
-    from bnexp.progress import duration, make_reporter
-    from bnexp.runner import Shard, dry_run
-    from bnexp.validate import load
-    from bnexp.wording import plural
-
-    runs, run_seconds, wall = 0, 0.0, 0.0
-    try:
-        split = Shard.parse(shard) if shard is not None else None
-        for config in configs:
-            cost = dry_run(
-                load(config, overrides, smoke=smoke, max_runs=max_runs),
-                out,
-                make_reporter(True),
-                jobs=jobs,
-                shard=split,
-                data_root=data_root,
-                device_name=device,
-            )
-            runs, run_seconds, wall = runs + cost.runs, run_seconds + cost.run_seconds, wall + cost.wall_seconds
-            typer.echo("")
-    except BnexpError as e:
-        _fail(e)
-    typer.echo(
-        f"catalogue: {plural(len(configs), 'experiment')}, {plural(runs, 'run')} to train, {duration(run_seconds)} "
-        f"of run time, {duration(wall)} of wall time with --jobs {jobs} (one experiment after another); nothing "
-        "was written"
-    )
-    raise typer.Exit(0)
-
-
-def _check_committed(out: Path, restart: bool, allowed: bool) -> None:
-    """Committed results are added to on purpose only, and never deleted by a restart (exit 2 otherwise)."""
-    from bnexp.store import COMMITTED_MARK, committed_folder
-
-    folder = committed_folder(out)
-    if folder is None:
-        return
-    if restart:
-        raise BnexpError(
-            f"--out {out}: {folder} holds committed results (it carries {COMMITTED_MARK}); --restart and "
-            "--restart-run would delete them: train into a working folder (--out runs, the default) instead"
-        )
-    if not allowed:
-        raise BnexpError(
-            f"--out {out}: {folder} holds committed results (it carries {COMMITTED_MARK}); bnexp run writes into "
-            "runs/ by default: leave out --out, or add --write-committed to add runs there"
-        )
-
-
-def rank_main(argv: list[str], threads: int) -> None:
-    """One process of a multi-process run started by `bnexp run` itself: `bnexp run ARGV` as a rank."""
-    import torch
-
-    torch.set_num_threads(threads)
-    code = app(["run", *argv], standalone_mode=False)
-    if code in (130, 143):
-        # stopped by a signal, checkpoint written: the launcher is shutting down and will not collect a return
-        # value, so end now rather than wait for it until its 30-second grace ends in SIGKILL
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    if code:
-        sys.exit(code)
-
-
-def _world_size() -> int:
-    """WORLD_SIZE as torchrun sets it (1 without torchrun); anything else is a usage error (exit 2)."""
-    raw = os.environ.get("WORLD_SIZE", "1")
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if not 1 <= size <= 65_536:
-        _fail(
-            BnexpError(
-                f"WORLD_SIZE={raw!r} in the environment: expected the number of processes (a positive "
-                "integer, as torchrun sets it); unset it to run one process"
-            )
-        )
-    return size
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 @app.command()

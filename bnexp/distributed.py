@@ -1,16 +1,15 @@
 """Distributed plumbing: which process this is, the collectives training needs, and the launcher.
 
 A run with several processes is started by torchrun (`torchrun --nproc_per_node=N -m bnexp run CONFIG`, also
-across machines) or by `bnexp run CONFIG --nproc N`, which starts the same workers through torch's elastic
-launcher. Every process trains on its shard of each global batch (the same seeded permutation everywhere),
-DistributedDataParallel averages the gradients, and only rank 0 writes files. With one process, `World()`
-is a no-op and nothing here touches torch.distributed.
+across machines: every process runs the command) or by `bnexp run CONFIG --nproc N`, which starts its processes
+through torch's elastic launcher (`launch`; what they run is bnexp.ranks). Every process trains on its shard of
+each global batch (the same seeded permutation everywhere), DistributedDataParallel averages the gradients, and
+only rank 0 writes files. With one process, `World()` is a no-op and nothing here touches torch.distributed.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import signal
 import uuid
@@ -28,10 +27,6 @@ from bnexp.config import ExperimentConfig
 from bnexp.errors import BnexpError
 from bnexp.lifetime import die_with_parent
 from bnexp.nn import BatchNorm
-
-# set by bnexp's own launcher for the processes it starts: the runs to train and what to do with each (JSON);
-# the launcher holds the experiment's lock and has written experiment.yaml
-LAUNCHER_ENV = "BNEXP_LAUNCHED_RUNS"
 
 
 @dataclass(frozen=True)
@@ -125,10 +120,25 @@ def sync_buffers(model: nn.Module, mode: str, world: World) -> None:
         b.copy_(part.view_as(b))
 
 
-def from_environment(device_type: str) -> World:
+def world_size() -> int:
+    """WORLD_SIZE as torchrun sets it (1 without torchrun); anything else is a usage error (exit 2)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 65_536:
+        raise BnexpError(
+            f"WORLD_SIZE={raw!r} in the environment: expected the number of processes (a positive "
+            "integer, as torchrun sets it); unset it to run one process"
+        )
+    return size
+
+
+def from_environment(device_name: str) -> World:
     """The World that torchrun's environment describes (initializing the default process group), or one
-    process. Backend: nccl on CUDA, gloo otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    process. Backend: nccl on CUDA (`device_name` cuda, or auto on a machine with CUDA), gloo otherwise."""
+    size = world_size()
     if size <= 1:
         return World()
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
@@ -137,7 +147,8 @@ def from_environment(device_type: str) -> World:
             f"WORLD_SIZE={size} but {', '.join(missing)} not set: start several processes with "
             "torchrun --nproc_per_node=N -m bnexp run CONFIG, or bnexp run CONFIG --nproc N"
         )
-    backend = "nccl" if device_type == "cuda" else "gloo"
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    backend = "nccl" if cuda else "gloo"
     die_with_parent(os.getppid())  # a rank never trains on after its launcher (bnexp's or torchrun) was killed
     if not dist.is_initialized():
         # a rank that dies makes the others' collectives fail instead of waiting forever
@@ -150,24 +161,13 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-RankEntry = Callable[[list[str], int], None]
-
-
-@dataclass(frozen=True)
-class RankCommand:
-    """What each process of a multi-process run executes: `entry(argv, torch_threads)`, where `entry` repeats this
-    `bnexp run` (its arguments `argv`) as one rank. The CLI passes its own entry down, so nothing here imports
-    it; the processes are spawned, so `entry` must be a module-level function."""
-
-    argv: list[str]
-    entry: RankEntry
-
-
-def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[int, str, int | None]:
-    """Run `command` in `nproc` local processes through torch's elastic launcher (what torchrun uses),
-    training the runs of `actions` ({run: start | resume}). Returns (0, "", None); (1, what failed per rank,
-    None); or, when this process got SIGINT/SIGTERM (the launcher forwards it to the processes, which stop at
-    their next log window with a checkpoint), (1, "", the signal number)."""
+def launch(nproc: int, entry: Callable[..., None], args: tuple) -> tuple[int, str, int | None]:
+    """Run `entry(*args, threads)` in `nproc` local processes through torch's elastic launcher (what torchrun
+    uses), with torch's distributed environment set (see from_environment) and `threads` the share of this
+    process's cores each may use. `entry` must be a module-level function (the processes are spawned, and
+    `args` pickled to them). Returns (0, "", None); (1, what failed per rank, None); or, when this process got
+    SIGINT/SIGTERM (the launcher forwards it to the processes, which stop at their next log window with a
+    checkpoint), (1, "", the signal number)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -182,8 +182,6 @@ def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[i
         max_restarts=0,
         monitor_interval=0.2,
     )
-    saved = os.environ.get(LAUNCHER_ENV)
-    os.environ[LAUNCHER_ENV] = json.dumps(actions)
     # as torchrun does: the cores shared out, never more threads than cores (spinning OpenMP threads of
     # oversubscribed processes slow a step down by an order of magnitude)
     threads = max(1, len(os.sched_getaffinity(0)) // nproc)
@@ -191,7 +189,7 @@ def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[i
     # later single-process run of the same experiment would fail that run instead of stopping it
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        elastic_launch(config, command.entry)(command.argv, threads)
+        elastic_launch(config, entry)(*args, threads)
     except ChildFailedError as e:
         return 1, e.format_msg(), None
     except SignalException as e:
@@ -199,8 +197,4 @@ def launch(nproc: int, command: RankCommand, actions: dict[str, str]) -> tuple[i
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        if saved is None:
-            os.environ.pop(LAUNCHER_ENV, None)
-        else:
-            os.environ[LAUNCHER_ENV] = saved
     return 0, "", None

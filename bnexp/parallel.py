@@ -25,6 +25,7 @@ import torch
 from bnexp.claim import Claim, claimed, record_failure, status_of, to_train
 from bnexp.config import RunPlan
 from bnexp.data import DataCache
+from bnexp.execute import Context, Runs
 from bnexp.lifetime import die_with_parent
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
@@ -106,21 +107,24 @@ class _Slot:
         self.conn.send(plan)
 
 
-def run_parallel(
-    todo: list[RunPlan],
-    jobs: int,
-    data_root: Any,
-    device_name: str | None,
-    keep_checkpoints: bool,
-    stop: StopRequest,
-    reporter: PlainReporter,
-    claim: Claim,
-) -> dict[str, str]:
-    """Run `todo` on `jobs` worker processes, each run claimed by its worker (`claim`); returns each run's final
-    status. `device_name` (--device) overrides every run's device; None: each run's own config says."""
+class Workers:
+    """The executor of `--jobs N`: one-process runs side by side in N worker processes (also a single run: with
+    --jobs N every run computes with cores/N threads, which decide its numbers bitwise)."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+
+    def execute(self, runs: Runs, ctx: Context) -> dict[str, str]:
+        return run_parallel([plan for plan, _ in runs], self.jobs, ctx)
+
+
+def run_parallel(todo: list[RunPlan], jobs: int, context: Context) -> dict[str, str]:
+    """Run `todo` on `jobs` worker processes, each run claimed by its worker (`context.claim`); returns each run's
+    final status. The job's --device overrides every run's device; without it each run's own config says."""
+    claim, job, stop, reporter = context.claim, context.job, context.stop, context.reporter
     out_dir = claim.out_dir
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    args = (claim, data_root, device_name, keep_checkpoints)
+    args = (claim, job.data_root, job.device_name, job.keep_checkpoints)
     pending = list(todo)
     # cores/jobs threads per run also when fewer runs are left: a run's threads decide its numbers bitwise
     slots = [_Slot(ctx, cores, args) for cores in core_slices(jobs)[: len(todo)]]

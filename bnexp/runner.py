@@ -5,17 +5,21 @@ diverged are skipped, runs with a checkpoint resume from it, the rest start. Sev
 fill one experiment folder together (`--shard I/N` splits the plan; each run is trained by whoever claims its
 lock, see bnexp.lock). A run whose files are damaged is named with what is wrong and left alone;
 `--restart-run NAME` starts just that run over.
+
+`run` is the whole command, in five steps: the plan (a bnexp.job.Job: the runs, expanded once; checked by
+bnexp.plan before anything is written), the claim on the experiment folder (its lock, each run's action,
+experiment.yaml), the execution (each run by the executor `executors` chooses for it: bnexp.execute), the
+analyses, the exit code.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,35 +27,24 @@ from typing import Any
 import yaml
 
 from bnexp.analyses import analyze_experiment, requested
-from bnexp.claim import (
-    FINISHED,
-    OTHER_SHARD,
-    Claim,
-    claimed,
-    left_to_others,
-    mtime,
-    plan_actions,
-    record_failure,
-    recorded_status,
-    status_of,
-    to_train,
-)
-from bnexp.config import ExperimentConfig, RunPlan, config_diff, expand_grid, load_series
-from bnexp.data import DataCache, check_present, data_digest, download_folder
-from bnexp.distributed import LAUNCHER_ENV, RankCommand, World, launch
+from bnexp.claim import Claim, left_to_others, status_of, to_train
+from bnexp.config import ExperimentConfig, RunPlan, config_diff, load_series
+from bnexp.data import DataCache, data_digest
+from bnexp.distributed import World
 from bnexp.errors import BnexpError
-from bnexp.estimate import RunCost, busy_note, estimate, steps_left, wall_seconds
-from bnexp.lock import alone, experiment_lock, holder
-from bnexp.parallel import run_parallel
-from bnexp.progress import PlainReporter, RunLeft, duration
+from bnexp.estimate import steps_left
+from bnexp.execute import EXIT_FOR_SIGNAL, Context, Executor, Runs, Sequential
+from bnexp.job import Job, Shard
+from bnexp.lock import alone, experiment_lock
+from bnexp.parallel import Workers
+from bnexp.plan import check, decide_actions, dry_run, format_plan
+from bnexp.progress import PlainReporter, RunLeft
+from bnexp.ranks import Ranks
 from bnexp.results import REFERENCES_FILE
 from bnexp.store import (
-    CHECKPOINT,
     EXPERIMENT_FILE,
-    SUMMARY,
     WRITERS_CONFIG,
     CorruptFile,
-    RunDir,
     child_path,
     dump_yaml,
     parse_yaml,
@@ -61,171 +54,155 @@ from bnexp.store import (
     remove_temp_files,
     write_atomic,
 )
-from bnexp.train import Silent, StopRequest, provenance, select_device, train_run
-from bnexp.wording import plural
+from bnexp.train import Silent, StopRequest, provenance
 
-EXIT_FOR_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM
-
-
-def format_plan(
-    cfg: ExperimentConfig, plans: list[RunPlan], actions: dict[str, str], out_dir: Path, device: str
-) -> str:
-    length = plural(cfg.epochs, "epoch") if cfg.epochs else plural(cfg.steps, "step")
-    lines = [
-        f"experiment {cfg.name}: {plural(len(plans), 'run')} on {cfg.dataset.name}, {length}, batch {cfg.batch_size}, "
-        f"{cfg.optimizer.name}, device {device} -> {out_dir}",
-        f"  {'run':<36} {'model':<10} {'norm':<16} {'act':<8} {'lr':>10} {'seed':>5}  action",
-    ]
-    lines += [
-        f"  {p.name:<36} {p.model.name:<10} {p.model.norm:<16} {p.model.activation:<8} {p.lr:>10.4g} {p.seed:>5}  "
-        f"{actions[p.name]}" + (f" ({p.experiment.processes} processes)" if p.experiment.processes > 1 else "")
-        for p in plans
-    ]
-    return "\n".join(lines)
+__all__ = ["Job", "Shard", "dry_run", "executors", "run", "run_experiment"]
 
 
-def dry_run(
+def run_experiment(
     cfg: ExperimentConfig,
     out: str | Path,
     reporter: PlainReporter,
-    restart: bool = False,
-    restart_runs: tuple[str, ...] = (),
-    jobs: int = 1,
-    shard: Shard | None = None,
     data_root: str | Path | None = None,
     device_name: str | None = None,
-) -> PlanCost:
-    """The plan: what each run would do (start, resume, skip, busy, blocked, another shard's) and how long, and
-    the wall time, calibrated on the device the runs would train on. First refuses, as run_experiment would and
-    with its messages (BnexpError, exit 2), a device that is not here and a dataset whose files are not under the
-    data root or the cache (present, not read: damaged files are found by the run). Reads the results folder;
-    writes nothing, anywhere."""
-    device = select_device(device_name or cfg.device)
-    check_torch_sync(cfg, device.type)
-    plans = expand_grid(cfg)
-    check_restarts_in_shard(plans, restart_runs, shard)
-    to_download = check_cells(cfg, plans, device, device_name, data_root, shard)
-    out_dir = Path(out) / cfg.name
-    actions = (
-        plan_actions(plans, out_dir, restart, restart_runs) if out_dir.is_dir() else {p.name: "start" for p in plans}
+    *,
+    stop: StopRequest | None = None,
+    world: World = World(),
+    **options: Any,
+) -> int:
+    """`run` of `cfg`'s Job; `options` are Job's fields (restart=..., restart_runs=..., keep_checkpoints=...,
+    jobs=..., shard=..., config_dir=...)."""
+    return run(Job.of(cfg, out, data_root, device_name, **options), reporter, stop, world)
+
+
+def run(job: Job, reporter: PlainReporter, stop: StopRequest | None = None, world: World = World()) -> int:
+    """Train every run of the job's plan that is not done yet; returns the exit code: 0 all completed or diverged,
+    1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before anything
+    is written. Under the user's torchrun every process calls this with its World; rank 0 writes."""
+    stop = stop if stop is not None else StopRequest()
+    reporter = reporter if world.main else Silent()
+    device, _ = check(job, world)
+    cache = DataCache(job.data_root)  # each grid cell's own dataset settings, shared where they agree
+    data = cache.get(job.cfg.dataset, device)
+    claim = Claim(child_path(job.out, job.cfg.name), job.restart, job.restart_runs, since=time.time())
+    with claim_experiment(job, claim, data, device, reporter, world) as actions:
+        context = Context(job, claim, device, cache, reporter, stop, world)
+        statuses = execute(job, actions, context)
+        problems = analyse(job, statuses, context)
+    world.barrier()
+    return outcome(job, statuses, problems, reporter, stop)
+
+
+@contextmanager
+def claim_experiment(
+    job: Job, claim: Claim, data: Any, device: Any, reporter: PlainReporter, world: World
+) -> Iterator[dict[str, str]]:
+    """The experiment folder, held (shared with the other processes that fill it) while the block runs, and each
+    run's action: start, resume, skip, busy, blocked, another shard's. Rank 0 decides and tells the others; it
+    prints the plan and records the experiment (experiment.yaml, the reference series). A folder that cannot be
+    written or that another config is filling is refused (BnexpError), on every rank."""
+    out_dir = claim.out_dir
+    with ExitStack() as held:
+        actions, refused = None, None
+        if world.main:
+            try:
+                _check_writable(job.out, out_dir)
+                alone_here = held.enter_context(experiment_lock(out_dir, lambda: _first_writer(out_dir, job.cfg)))
+                # also when alone: two processes can each find the folder free (flock's EX -> SH is no atomic
+                # step); the second to record its config then finds the first's gone, and is refused
+                _check_same_experiment(out_dir, job.cfg, fallback=not alone_here)
+                actions = decide_actions(job, claim.since)
+            except BnexpError as e:  # under torchrun the other ranks must hear it, not wait forever
+                refused = str(e)
+            if world.size > 1 and actions is not None:  # a user's torchrun: it trains the runs of its size
+                for p in job.runs:
+                    if p.experiment.processes != world.size and to_train(actions[p.name]):
+                        actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
+        refused, actions = world.broadcast((refused, actions))
+        if refused:
+            world.barrier()  # every rank has the message before any exits (torchrun ends the rest then)
+            raise BnexpError(refused)
+        if world.main:
+            reporter.message(format_plan(job, actions, str(device)))
+            _record_experiment(job, out_dir, data, device)
+        yield actions
+
+
+def execute(job: Job, actions: dict[str, str], context: Context) -> dict[str, str]:
+    """Every run's status: those not to train here as their action says, the others as their executor ends them."""
+    reporter, out_dir = context.reporter, context.claim.out_dir
+    todo = [(p, actions[p.name]) for p in job.runs if to_train(actions[p.name])]
+    reporter.start_experiment(
+        {p.name: RunLeft(steps_left(p, a, out_dir), p.experiment.batch_size) for p, a in todo}
+        if context.world.main
+        else {}
     )
-    actions = split(plans, actions, shard)
-    devices = {p.name: cell_device(p, cfg, device, device_name) for p in plans if to_train(actions[p.name])}
-    costs = estimate(plans, actions, out_dir, jobs, devices, reporter.message)
-    shown = {name: f"{a} ({_cost(costs[name])})" if name in costs else a for name, a in actions.items()}
-    reporter.message(format_plan(cfg, plans, shown, out_dir, str(device)))
-    kinds = [status_of(a) for a in actions.values()]
-    count = {k: kinds.count(k) for k in ("start", "resume", "busy", "blocked", OTHER_SHARD)}
-    sources = [c.source for c in costs.values()]
-    wall = duration(wall_seconds(costs, jobs))
-    elsewhere = f"{count['busy']} busy in another process, " if count["busy"] else ""
-    elsewhere += f"{count[OTHER_SHARD]} {OTHER_SHARD}, " if shard else ""
-    reporter.message(
-        f"dry run: {count['start']} to start, {count['resume']} to resume, "
-        f"{len(kinds) - sum(count.values())} finished, {elsewhere}{count['blocked']} blocked; estimated wall time "
-        f"{wall} with --jobs {jobs} (per-run times: {sources.count('measured')} from finished runs of the same "
-        f"shape, {sources.count('calibrated')} calibrated here, "
-        + (
-            f"{sources.count('extrapolated')} too large to calibrate here, extrapolated from a sub-batch, "
-            if "extrapolated" in sources
-            else ""
-        )
-        + "without probes and multi-process collectives); nothing was written"
-    )
-    if to_download:  # a dry run downloads nothing; the run will, first
+    statuses: dict[str, str] = {}
+    for plan in job.runs:
+        if not to_train(actions[plan.name]):
+            statuses[plan.name] = status_of(actions[plan.name])
+            reporter.skip_run(f"{plan.name}: {actions[plan.name]}")
+    for executor, runs in executors(todo, job, context.world):
+        statuses |= executor.execute(runs, context)
+    reporter.close()
+    return statuses
+
+
+def executors(todo: Runs, job: Job, world: World) -> list[tuple[Executor, Runs]]:
+    """The one place that decides how each run trains. Under the user's torchrun: every run here, by all its
+    processes together (they are the runs of its size). Otherwise the runs of N > 1 processes first, by N
+    processes bnexp starts (fewest first), then the one-process runs: by --jobs workers, or here one after
+    another."""
+    if world.size > 1:
+        return [(Sequential(), todo)] if todo else []
+    chosen: list[tuple[Executor, Runs]] = [
+        (Ranks(n), [(p, a) for p, a in todo if p.experiment.processes == n])
+        for n in sorted({p.experiment.processes for p, _ in todo} - {1})
+    ]
+    single = [(p, a) for p, a in todo if p.experiment.processes == 1]
+    if single:
+        chosen.append((Workers(job.jobs) if job.jobs > 1 else Sequential(), single))
+    return chosen
+
+
+def analyse(job: Job, statuses: dict[str, str], context: Context) -> int:
+    """The experiment's analyses (the config's `analyses:`), by the last of the processes filling the folder to
+    finish (the others say so); returns how many could not run."""
+    reporter, out_dir = context.reporter, context.claim.out_dir
+    if not context.world.main or not requested(job.cfg.analyses) or context.stop:
+        return 0
+    waiting = left_to_others(job.runs, out_dir, statuses)
+    if waiting:
         reporter.message(
-            f"note: {', '.join(sorted(to_download))} not found here: the run downloads it first, into "
-            f"{download_folder()}"
+            f"analyses: {len(waiting)} of {len(job.runs)} runs are with other processes; the last to "
+            f"end computes them (or run `bnexp analyze {out_dir}` then)"
         )
-    note = busy_note() if {"calibrated", "extrapolated"} & set(sources) else None
-    if note:
-        reporter.message(f"note: {note}")
-    return PlanCost(len(costs), sum(c.seconds for c in costs.values()), wall_seconds(costs, jobs))
+        return 0
+    with alone(out_dir) as first:
+        if not first:
+            reporter.message("analyses: another process is computing them")
+            return 0
+        return analyze_experiment(out_dir, job.data_root, context.device, False, reporter.message, job.out)
 
 
-@dataclasses.dataclass(frozen=True)
-class PlanCost:
-    """What a dry run estimated: the runs to start or resume, their summed run time and the wall time."""
-
-    runs: int
-    run_seconds: float
-    wall_seconds: float
-
-
-def _cost(cost: RunCost) -> str:
-    """A run's estimate as the plan shows it: `~12 min, calibrated`; a shape too large to calibrate says so."""
-    if cost.extrapolated_from is None:
-        return f"~{duration(cost.seconds)}, {cost.source}"
-    per_step = f"{cost.per_step:.3g} s" if cost.per_step < 60 else duration(cost.per_step)
-    return (
-        f"~{duration(cost.seconds)}: too large to calibrate here, ~{per_step} per step, extrapolated from a "
-        f"batch of {cost.extrapolated_from}"
-    )
-
-
-def check_cells(
-    cfg: ExperimentConfig,
-    plans: list[RunPlan],
-    device: Any,
-    device_name: str | None,
-    data_root: Any,
-    shard: Shard | None,
-) -> set[str]:
-    """Before anything is written (the run and its dry run alike): the device and the data files of the config and
-    of every grid cell of this shard's runs, refused with the run's own messages (BnexpError). Returns the datasets
-    the run will download first (files missing, downloads allowed). Files that are present are read by the run."""
-    to_download = {cfg.dataset.name} if check_present(cfg.dataset, data_root) is None else set()
-    for i, plan in enumerate(plans):
-        if shard is None or i % shard.count == shard.index:
-            cell_device(plan, cfg, device, device_name)
-            if check_present(plan.experiment.dataset, data_root) is None:
-                to_download.add(plan.experiment.dataset.name)
-    return to_download
-
-
-def cell_device(plan: RunPlan, cfg: ExperimentConfig, device: Any, device_name: str | None) -> Any:
-    """The device a grid cell trains on: --device's, else the cell's own `device` where a grid sets it."""
-    return device if device_name or plan.experiment.device == cfg.device else select_device(plan.experiment.device)
-
-
-@dataclasses.dataclass(frozen=True)
-class Shard:
-    """`--shard INDEX/COUNT`: this process trains the runs whose position in the plan is INDEX modulo COUNT."""
-
-    index: int
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        index, _, count = text.partition("/")
-        digits = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit also takes '²'
-        if not (digits.fullmatch(index) and digits.fullmatch(count) and int(index) < int(count)):
-            raise BnexpError(
-                f"--shard {text}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. --shard 0/4 "
-                "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+def outcome(job: Job, statuses: dict[str, str], problems: int, reporter: PlainReporter, stop: StopRequest) -> int:
+    """The exit code, and the lines that explain it: what each run ended as, why the command stopped."""
+    out_dir = job.out_dir
+    counts = {s: sum(v == s for v in statuses.values()) for s in dict.fromkeys(statuses.values())}
+    reporter.message(f"{job.cfg.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out_dir}")
+    interrupted = [name for name, s in statuses.items() if s == "interrupted"]
+    if stop or interrupted:
+        signum = stop.signum if stop else 15
+        reporter.message(f"stopped by signal {signum}; run the same command again to resume")
+        return EXIT_FOR_SIGNAL.get(signum, 1)
+    for kind in ("failed", "blocked", "busy"):
+        names = [name for name, s in statuses.items() if s == kind]
+        if names:
+            reporter.message(
+                f"{kind} runs: {', '.join(names)}"
+                + (" (trained by other processes: run again after they end to check)" if kind == "busy" else "")
             )
-        return cls(int(index), int(count))
-
-
-def split(plans: list[RunPlan], actions: dict[str, str], shard: Shard | None) -> dict[str, str]:
-    """Runs of other shards that are left to do, or blocked, are theirs (busy and finished runs say so as they are)."""
-    if shard is None:
-        return actions
-    theirs = {p.name for i, p in enumerate(plans) if i % shard.count != shard.index}
-    return {
-        name: OTHER_SHARD if name in theirs and not a.startswith(("skip", "busy")) else a for name, a in actions.items()
-    }
-
-
-def check_restarts_in_shard(plans: list[RunPlan], restart_runs: tuple[str, ...], shard: Shard | None) -> None:
-    """A run to restart that another shard trains is a usage error (exit 2): this shard would not restart it."""
-    position = {p.name: i for i, p in enumerate(plans)}
-    for name in restart_runs if shard else ():
-        if name in position and position[name] % shard.count != shard.index:
-            raise BnexpError(
-                f"--restart-run {name}: that run is shard {position[name] % shard.count}/{shard.count}'s"
-                f", not this one's ({shard.index}/{shard.count}); restart it there"
-            )
+    return 1 if problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
 
 
 def _check_writable(out: Path, out_dir: Path) -> None:
@@ -242,184 +219,16 @@ def _check_writable(out: Path, out_dir: Path) -> None:
         ) from None
 
 
-def check_torch_sync(cfg: ExperimentConfig, device_type: str) -> None:
-    """torch's nn.SyncBatchNorm is CUDA-only (exit 2 before anything runs)."""
-    for plan in expand_grid(cfg):
-        exp = plan.experiment
-        if (
-            exp.processes > 1
-            and exp.bn_sync == "sync"
-            and plan.model.norm == "torch_batchnorm"
-            and device_type != "cuda"
-        ):
-            raise BnexpError(
-                f"{cfg.name}: bn_sync: sync with norm: torch_batchnorm needs CUDA (torch's "
-                "nn.SyncBatchNorm); on CPU use norm: batchnorm, whose BN synchronizes on gloo too"
-            )
-
-
-def run_experiment(
-    cfg: ExperimentConfig,
-    out: str | Path,
-    reporter: PlainReporter,
-    data_root: str | Path | None = None,
-    device_name: str | None = None,
-    restart: bool = False,
-    keep_checkpoints: bool = False,
-    stop: StopRequest | None = None,
-    jobs: int = 1,
-    restart_runs: tuple[str, ...] = (),
-    world: World = World(),
-    config_dir: Path | None = None,
-    ranks: RankCommand | None = None,
-    shard: Shard | None = None,
-) -> int:
-    """Train every run of the grid that is not done yet; returns the exit code: 0 all completed or diverged,
-    1 some failed or are blocked, 130/143 stopped by SIGINT/SIGTERM. Bad input raises BnexpError before
-    anything is written.
-
-    Runs with `processes: N > 1` are trained by N processes: this process starts them with
-    torch's elastic launcher, running `ranks` (this command, repeated in each) on the runs to do; they call this
-    function again as ranks of one World. Under a user's own torchrun every rank calls it; rank 0 writes."""
-    device = select_device(device_name or cfg.device)
-    if world.size > 1 and device.type == "cuda":
-        device = select_device("cuda", world.local_rank)
-    check_torch_sync(cfg, device.type)
-    if jobs > 1 and world.size > 1:
-        raise BnexpError("--jobs runs single-process runs side by side; it cannot be combined with torchrun")
-    plans = expand_grid(cfg)
-    check_restarts_in_shard(plans, restart_runs, shard)
-    check_cells(cfg, plans, device, device_name, data_root, shard)
-    launched = os.environ.get(LAUNCHER_ENV)  # this process is a rank started by our own launcher
-    cache = DataCache(data_root)  # each grid cell's own dataset settings, shared where they agree
-    data = cache.get(cfg.dataset, device)
-    out_dir = child_path(Path(out), cfg.name)
-    if not world.main:
-        reporter = Silent()
-    stop = stop if stop is not None else StopRequest()
-    since = time.time()
-    with ExitStack() as held:
-        if launched:
-            actions = json.loads(os.environ[LAUNCHER_ENV])  # the launcher decided
-            actions = {p.name: actions.get(p.name, "skip (another launch)") for p in plans}
-        else:
-            actions, refused = None, None
-            if world.main:
-                try:
-                    _check_writable(Path(out), out_dir)
-                    alone_here = held.enter_context(experiment_lock(out_dir, lambda: _first_writer(out_dir, cfg)))
-                    # also when alone: two processes can each find the folder free (flock's EX -> SH is no atomic
-                    # step); the second to record its config then finds the first's gone, and is refused
-                    _check_same_experiment(out_dir, cfg, fallback=not alone_here)
-                    actions = split(plans, plan_actions(plans, out_dir, restart, restart_runs, since), shard)
-                except BnexpError as e:  # under torchrun the other ranks must hear it, not wait forever
-                    refused = str(e)
-                if world.size > 1 and actions is not None:  # a user's torchrun: it trains the runs of its size
-                    for p in plans:
-                        if p.experiment.processes != world.size and to_train(actions[p.name]):
-                            actions[p.name] = f"skip (needs processes: {p.experiment.processes})"
-            refused, actions = world.broadcast((refused, actions))
-            if refused:
-                world.barrier()  # every rank has the message before any exits (torchrun ends the rest then)
-                raise BnexpError(refused)
-            if world.main:
-                reporter.message(format_plan(cfg, plans, actions, out_dir, str(device)))
-                write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, plans, data, device)))
-                if cfg.reference and cfg.reference.series and config_dir is not None:
-                    series = {
-                        variant: [{**ref.model_dump(), **load_series(config_dir, ref)} for ref in refs]
-                        for variant, refs in cfg.reference.series.items()
-                    }
-                    write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
-        # a rank of our launcher counts only its launch's runs (the launcher reports on the others)
-        reporter.start_experiment(
-            {
-                p.name: RunLeft(steps_left(p, actions[p.name], out_dir), p.experiment.batch_size)
-                for p in plans
-                if to_train(actions[p.name])
-            }
-            if world.main
-            else {}
-        )
-        statuses: dict[str, str] = {}
-        for plan in plans:
-            action = actions[plan.name]
-            if not to_train(action) and not launched:
-                statuses[plan.name] = status_of(action)
-                reporter.skip_run(f"{plan.name}: {action}")
-        todo = [(p, actions[p.name]) for p in plans if to_train(actions[p.name])]
-        if world.size == 1 and not launched:
-            multi = [(p, a) for p, a in todo if p.experiment.processes > 1]
-            todo = [(p, a) for p, a in todo if p.experiment.processes == 1]
-            for n in sorted({p.experiment.processes for p, _ in multi}):
-                group = [(p, a) for p, a in multi if p.experiment.processes == n]
-                if ranks is None:
-                    raise BnexpError(
-                        f"{group[0][0].name} needs {n} processes: start it with `bnexp run` (which "
-                        f"launches them) or torchrun --nproc_per_node={n}"
-                    )
-                if not stop:
-                    ended = launch_group(group, n, ranks, out_dir, reporter, stop)
-                    for name, status in ended.items():  # the experiment's progress, as for --jobs workers
-                        reporter.run_finished(name, status)
-                    statuses |= ended
-        claim = (
-            Claim(out_dir, restart, restart_runs, since)
-            if not launched  # the launcher's starts are restarts
-            else Claim(out_dir, restart_runs=tuple(n for n, a in actions.items() if a == "start"))
-        )
-        if jobs > 1 and todo:  # also for a single run: with --jobs N every run computes with cores/N threads
-            statuses |= run_parallel(
-                [p for p, _ in todo], jobs, data_root, device_name, keep_checkpoints, stop, reporter, claim
-            )
-            todo = []
-        for plan, _ in todo:
-            if stop:
-                break
-            with claimed(plan, claim, world) as action:
-                if not to_train(action):  # another process finished or took it since the plan was made
-                    statuses[plan.name] = status_of(action)
-                    reporter.skip_run(f"{plan.name}: {action}", plan.name)
-                    continue
-                on = cell_device(plan, cfg, device, device_name)  # a grid over device: the cell's own
-                summary = train_run(
-                    plan,
-                    action,
-                    RunDir(out_dir / plan.name),
-                    cache.get(plan.experiment.dataset, on),
-                    on,
-                    reporter,
-                    stop,
-                    keep_checkpoints,
-                    world,
-                )
-            statuses[plan.name] = summary["status"]
-        reporter.close()
-        analysis_problems = 0
-        if world.main and not launched and requested(cfg.analyses) and not stop:
-            analysis_problems = _analyze_when_all_ended(
-                cfg, plans, statuses, out_dir, data_root, device, reporter, Path(out)
-            )
-    world.barrier()
-    if launched:  # the launcher reports for the whole experiment
-        if stop:  # a stopped rank says so (130/143): it then ends at once instead of waiting on the launcher
-            return EXIT_FOR_SIGNAL.get(stop.signum, 1)
-        return 1 if any(s == "failed" for s in statuses.values()) else 0
-    counts = {s: sum(v == s for v in statuses.values()) for s in dict.fromkeys(statuses.values())}
-    reporter.message(f"{cfg.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" -> {out_dir}")
-    interrupted = [name for name, s in statuses.items() if s == "interrupted"]
-    if stop or interrupted:
-        signum = stop.signum if stop else 15
-        reporter.message(f"stopped by signal {signum}; run the same command again to resume")
-        return EXIT_FOR_SIGNAL.get(signum, 1)
-    for kind in ("failed", "blocked", "busy"):
-        names = [name for name, s in statuses.items() if s == kind]
-        if names:
-            reporter.message(
-                f"{kind} runs: {', '.join(names)}"
-                + (" (trained by other processes: run again after they end to check)" if kind == "busy" else "")
-            )
-    return 1 if analysis_problems or any(s in ("failed", "blocked") for s in statuses.values()) else 0
+def _record_experiment(job: Job, out_dir: Path, data: Any, device: Any) -> None:
+    """experiment.yaml (the config, the plan's runs, the data by content, where it ran) and the reference series."""
+    cfg, config_dir = job.cfg, job.config_dir
+    write_atomic(out_dir / EXPERIMENT_FILE, dump_yaml(_experiment_record(cfg, job.runs, data, device)))
+    if cfg.reference and cfg.reference.series and config_dir is not None:
+        series = {
+            variant: [{**ref.model_dump(), **load_series(config_dir, ref)} for ref in refs]
+            for variant, refs in cfg.reference.series.items()
+        }
+        write_atomic(out_dir / REFERENCES_FILE, json.dumps(series) + "\n")
 
 
 def _first_writer(out_dir: Path, cfg: ExperimentConfig) -> None:
@@ -451,31 +260,6 @@ def _check_same_experiment(out_dir: Path, cfg: ExperimentConfig, fallback: bool 
         )
 
 
-def _analyze_when_all_ended(
-    cfg: ExperimentConfig,
-    plans: list[RunPlan],
-    statuses: dict[str, str],
-    out_dir: Path,
-    data_root: Any,
-    device: Any,
-    reporter: PlainReporter,
-    results: Path,
-) -> int:
-    """The experiment's analyses, by the last of the processes filling the folder to finish (the others say so)."""
-    waiting = left_to_others(plans, out_dir, statuses)
-    if waiting:
-        reporter.message(
-            f"analyses: {len(waiting)} of {len(plans)} runs are with other processes; the last to "
-            f"end computes them (or run `bnexp analyze {out_dir}` then)"
-        )
-        return 0
-    with alone(out_dir) as first:
-        if not first:
-            reporter.message("analyses: another process is computing them")
-            return 0
-        return analyze_experiment(out_dir, data_root, device, False, reporter.message, results)
-
-
 def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, device: Any) -> dict:
     return {
         "config": cfg.model_dump(),
@@ -492,60 +276,3 @@ def _experiment_record(cfg: ExperimentConfig, plans: list[RunPlan], data: Any, d
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(device),
     }
-
-
-def launch_group(
-    group: list[tuple[RunPlan, str]],
-    nproc: int,
-    ranks: RankCommand,
-    out_dir: Path,
-    reporter: PlainReporter,
-    stop: StopRequest,
-) -> dict[str, str]:
-    """Train `group` (runs of `nproc` processes) with `nproc` processes started by torch's elastic launcher.
-    A process that fails ends its group: its run is marked failed (by the process itself, or here from the
-    launcher's report when it died without a word) and the processes start again for the group's other runs."""
-    statuses: dict[str, str] = {}
-    todo = dict((p.name, a) for p, a in group)
-    code = 0
-    while todo and not stop:
-        started = time.time()
-        reporter.message(f"starting {nproc} processes for {', '.join(todo)}")
-        code, message, signum = launch(nproc, ranks, todo)
-        if signum is not None:  # the launcher took over SIGINT/SIGTERM while it ran: ours again, and stop
-            stop.install()
-            stop.request(signum)
-        for name in list(todo):
-            run = RunDir(out_dir / name)
-            status = recorded_status(run.path)
-            if status and mtime(run.path / SUMMARY) >= started:
-                statuses[name] = status
-                del todo[name]
-            elif code and mtime(run.path / "config.yaml") >= started:  # it died without a word
-                record_failure(run, f"a process ended: {message[-500:]}", message + "\n")
-                statuses[name] = "failed"
-                del todo[name]
-        if code == 0 or stop:
-            break
-        if code:
-            reporter.message(message)
-            if not any(s == "failed" for s in statuses.values()):
-                break  # nothing to blame and skip: do not loop
-        todo = {
-            n: ("resume" if (out_dir / n / CHECKPOINT).is_file() else "start") if a == "resume" else a
-            for n, a in todo.items()
-        }
-    for name in todo:  # not trained by this launch: stopped, or rank 0 found it taken, finished or blocked meanwhile
-        declined = "blocked" if code == 0 else "failed"  # a launch that ended well left it on purpose (ranks said why)
-        recorded = recorded_status(out_dir / name)
-        statuses.setdefault(
-            name,
-            "interrupted"
-            if stop
-            else "busy"
-            if holder(out_dir / name)
-            else recorded
-            if recorded in FINISHED
-            else declined,
-        )
-    return statuses

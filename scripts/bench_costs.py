@@ -21,8 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bnexp.cli import rank_main
-from bnexp.distributed import RankCommand
 from bnexp.runner import run_experiment
 from bnexp.train import Silent
 from bnexp.validate import load
@@ -64,14 +62,7 @@ def train_time(config: Path, overrides: list[str], data_root: str | None, out: P
     """Seconds of training (all evaluation intervals), of it the seconds spent in probes, and images trained,
     from the run's files."""
     cfg = load(config, overrides)
-    argv = [
-        str(config),
-        *(f"--set={o}" for o in overrides),
-        f"--out={out}",
-        "--quiet",
-        *([f"--data-root={data_root}"] if data_root else []),
-    ]
-    code = run_experiment(cfg, out, Silent(), data_root, "cpu", restart=True, ranks=RankCommand(argv, rank_main))
+    code = run_experiment(cfg, out, Silent(), data_root, "cpu", restart=True)  # runs of 2 processes start them
     if code:
         raise SystemExit(f"bench run failed ({overrides})")
     run = next(p for p in (out / "bench").iterdir() if p.is_dir())

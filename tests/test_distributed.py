@@ -287,3 +287,19 @@ def test_a_second_torchrun_leaves_the_busy_run_and_the_ranks_die_with_a_killed_t
         first.communicate(timeout=120)
     assert wait_gone(ranks), "ranks outlived their torchrun"
     assert RunDir(tmp_path / "tiny" / RUN).summary() is None  # nobody finished the run behind the user's back
+
+
+def test_the_processes_of_a_run_get_their_work_as_arguments(tiny_config, tmp_path):
+    """Issue 32, item 3: what each process bnexp starts trains (the Job: the config as read, the launch's runs, the
+    command's options; and each run's action) reaches it pickled as it is, through a module-level entry; no
+    command line is rebuilt for it to parse again."""
+    import pickle
+
+    from bnexp.job import Job, Shard
+    from bnexp.ranks import rank_main
+    from bnexp.validate import load
+
+    cfg = load(tiny_config, ["processes=2", "models=[{name: lenet5, norm: batchnorm}]", "bn_sync=sync"])
+    job = Job.of(cfg, tmp_path, tmp_path / "data", "cpu", keep_checkpoints=True, shard=Shard(1, 2), config_dir=tmp_path)
+    assert pickle.loads(pickle.dumps(job)) == job and job.runs[0].experiment.bn_sync == "sync"
+    assert pickle.loads(pickle.dumps(rank_main)) is rank_main

@@ -199,11 +199,11 @@ def test_a_grid_over_dataset_keys_trains_each_cell_on_its_own_data(tiny_config, 
 
 def test_a_grid_over_device_uses_each_cells_device(tiny_config, tiny_root, tmp_path, monkeypatch):
     """Issue 19, item 1: the device of each cell is asked for (only CPUs here: the calls show it)."""
-    from bnexp import runner
+    from bnexp import job as planning
 
     asked = []
-    real = runner.select_device
-    monkeypatch.setattr(runner, "select_device", lambda name, *a: asked.append(name) or real("cpu"))
+    real = planning.select_device
+    monkeypatch.setattr(planning, "select_device", lambda name, *a: asked.append(name) or real("cpu"))
     overrides = [
         "models=[{name: lenet5, norm: none}]",
         "grid={device: [cpu, auto]}",
@@ -282,3 +282,87 @@ def test_a_dry_run_on_a_busy_machine_says_its_calibration_is_inflated(tiny_confi
     assert busy.exit_code == 0 and f"note: the machine is busy (load {2.0 * cores:.1f} on {cores} cores)" in busy.output
     monkeypatch.setattr(estimate.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert "the machine is busy" not in CliRunner().invoke(app, args).output
+
+
+def test_one_bnexp_run_expands_the_plan_once(tiny_config, tiny_root, tmp_path, monkeypatch):
+    """Issue 32, item 3: the run and its dry run expand the grid once (the Job's list is handed to everything that
+    needs the runs: checks, plan, executors); the config's own validation is bnexp.config's business."""
+    from typer.testing import CliRunner
+
+    from bnexp import job as planning
+    from bnexp.cli import app
+
+    calls = []
+    real = planning.expand_grid
+    monkeypatch.setattr(planning, "expand_grid", lambda cfg: calls.append(cfg.name) or real(cfg))
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--set", "epochs=1"]
+    for extra in (["--dry-run"], ["--quiet"]):
+        calls.clear()
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        assert calls == ["tiny"]
+
+
+def test_the_executor_of_each_run_is_chosen_in_one_place(tiny_config):
+    """Runs of N > 1 processes by N processes bnexp starts (fewest first), then the one-process runs by --jobs
+    workers or one after another here; under the user's torchrun every run here, by all its processes."""
+    from bnexp.distributed import World
+    from bnexp.execute import Sequential
+    from bnexp.job import Job
+    from bnexp.parallel import Workers
+    from bnexp.ranks import Ranks
+    from bnexp.runner import executors
+    from bnexp.validate import load as load_config
+
+    cfg = load_config(tiny_config, ["grid.processes=[4, 1, 2]", "models=[{name: lenet5, norm: batchnorm}]"])
+    job = Job.of(cfg, "out")
+    todo = [(p, "start") for p in job.runs]
+    chosen = executors(todo, job, World())
+    assert [type(e) for e, _ in chosen] == [Ranks, Ranks, Sequential]
+    assert [e.processes for e, _ in chosen[:2]] == [2, 4]
+    assert [[p.experiment.processes for p, _ in runs] for _, runs in chosen] == [[2], [4], [1]]
+    parallel = executors(todo, Job.of(cfg, "out", jobs=2), World())
+    assert isinstance(parallel[-1][0], Workers) and parallel[-1][0].jobs == 2
+    assert executors([], job, World()) == []
+    two = [(p, a) for p, a in todo if p.experiment.processes == 2]
+    assert [(type(e), runs) for e, runs in executors(two, job, World(rank=1, size=2))] == [(Sequential, two)]
+
+
+def test_nothing_below_the_cli_imports_it():
+    """Processes bnexp starts get their work as arguments (bnexp.ranks), never by re-entering the command line."""
+    import ast
+    from pathlib import Path
+
+    import bnexp
+
+    package = Path(bnexp.__file__).parent
+    importers = []
+    for path in package.rglob("*.py"):
+        if path.name == "__main__.py" or path == package / "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
+            importers += [
+                str(path.relative_to(package)) for n in names if n == "bnexp.cli" or n.startswith("bnexp.cli.")
+            ]
+    assert not importers
+
+
+def test_a_dry_run_of_a_shard_of_a_new_experiment_leaves_the_other_shards_runs_to_them(
+    tiny_config, tiny_root, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from bnexp.cli import app
+
+    args = ["run", str(tiny_config), "--data-root", str(tiny_root), "--out", str(tmp_path), "--dry-run"]
+    result = CliRunner().invoke(app, [*args, "--shard", "1/2"])
+    assert result.exit_code == 0, result.output
+    assert "dry run: 1 to start, 0 to resume, 0 finished, 1 in another shard, 0 blocked" in result.output
+    assert "lenet5_lr1x_s0" in result.output and not (tmp_path / "tiny").exists()
