@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from bnexp.config import SAFE_NAME, DatasetConfig, ModelConfig, ReferenceConfig, from_dict
 from bnexp.errors import BnexpError
@@ -23,7 +23,16 @@ MAX_STEP = 10**9  # the config schema's own bound on steps
 
 Int = Annotated[int, Field(ge=-MAX_STEP, le=MAX_STEP)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # the config's own bound on seeds, above MAX_STEP
-Numbers = list[float | None]  # a series with gaps (a layer without a value)
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value  # as recorded: a float field would turn a recorded 0 into 0.0, which export and list would print
+
+
+Number = Annotated[int | float, PlainValidator(_number)]
+Numbers = list[Number | None]  # a series with gaps (a layer without a value)
 
 
 def _counts(values: list[float]) -> list[float]:
@@ -47,33 +56,33 @@ class Record(BaseModel):
 class TrainRecord(Record):
     step: Int
     steps: Int
-    epoch: float
-    loss: float | None = None
+    epoch: Number
+    loss: Number | None = None
 
 
 class EvalRecord(Record):
     step: Int
-    epoch: float
-    test_acc: float | None = None
-    test_loss: float | None = None
-    train_acc: float | None = None
-    dead_units: float | None = None
+    epoch: Number
+    test_acc: Number | None = None
+    test_loss: Number | None = None
+    train_acc: Number | None = None
+    dead_units: Number | None = None
 
 
 class DistributionProbe(Record):
     step: Int
-    epoch: float
+    epoch: Number
     layer: Int
     n: Int
-    mean: float
-    std: float
+    mean: Number
+    std: Number
     hist: Counts
     percentiles: dict
     below_range: Int
     above_range: Int
     unit_percentiles: dict | None = None
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
 
     @model_validator(mode="after")
     def _has_values(self) -> DistributionProbe:
@@ -85,10 +94,10 @@ class DistributionProbe(Record):
 class LandscapeProbe(Record):
     step: Int
     etas: Numbers
-    loss_min: float
-    loss_max: float
-    grad_predictiveness: float
-    beta_smoothness: float
+    loss_min: Number
+    loss_max: Number
+    grad_predictiveness: Number
+    beta_smoothness: Number
 
 
 class IcsProbe(Record):
@@ -147,19 +156,19 @@ class Summary(Record):
     status: str
     seed: Seed | None = None
     steps: Int | None = None
-    epochs: float | None = None
-    final_test_acc: float | None = None
-    best_test_acc: float | None = None
-    final_train_acc: float | None = None
-    final_train_loss: float | None = None
-    final_test_loss: float | None = None
-    final_generalization_gap: float | None = None
-    images_per_s: float | None = None
-    train_time_s: float | None = None
-    eval_time_s: float | None = None
+    epochs: Number | None = None
+    final_test_acc: Number | None = None
+    best_test_acc: Number | None = None
+    final_train_acc: Number | None = None
+    final_train_loss: Number | None = None
+    final_test_loss: Number | None = None
+    final_generalization_gap: Number | None = None
+    images_per_s: Number | None = None
+    train_time_s: Number | None = None
+    eval_time_s: Number | None = None
     steps_per_epoch: Int | None = None
     diverged_at_step: Int | None = None
-    final_dead_units: float | None = None
+    final_dead_units: Number | None = None
     time_to_threshold: dict[str, ThresholdHit | None] | None = None
     num_classes: Int | None = None
     model: str | None = None
@@ -209,30 +218,30 @@ class RunModel(Record):
 class RunConfig(Record):
     model: RunModel
     seed: Seed | None = None
-    lr: float | None = None
-    lr_multiplier: float | None = None
+    lr: Number | None = None
+    lr_multiplier: Number | None = None
     dataset: dict | None = None
     grid: dict | None = None
     batch_size: Int | None = None
 
 
 class StepCost(Record):
-    ratio_to_batchnorm: float
+    ratio_to_batchnorm: Number
     ratios: Numbers
     ms_per_step: dict
 
 
 class EvalModeRow(Record):
     mode: str
-    test_acc: float | None = None
+    test_acc: Number | None = None
     batch_size: Int | None = None
     batches: Int | None = None
 
 
 class PopulationGap(Record):
     layer: Int
-    mean_gap: float | None = None
-    var_log_ratio: float | None = None
+    mean_gap: Number | None = None
+    var_log_ratio: Number | None = None
 
 
 class EvalModes(Record):
@@ -252,7 +261,7 @@ class ScaleInvariance(Record):
 class LongSequenceRow(Record):
     stretch: Int
     steps: Int
-    test_acc: float | None = None
+    test_acc: Number | None = None
 
 
 class LongSequences(Record):
@@ -300,7 +309,8 @@ def read(record: Any, model: type[R], where: str) -> R:
         field = f"field {loc[0]!r}" + (f" ({_path(loc)})" if len(loc) > 1 else "")
         if error["type"] == "missing":
             raise CorruptFile(f"{where}: missing {field}") from None
-        raise CorruptFile(f"{where}: {field} is {error['input']!r}: {error['msg']}") from None
+        why = error["ctx"]["error"] if error["type"] == "value_error" else error["msg"]
+        raise CorruptFile(f"{where}: {field} is {error['input']!r}: {why}") from None
 
 
 def _path(loc: tuple[str | int, ...]) -> str:

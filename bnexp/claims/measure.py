@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp.config import QUANTITIES, ProbeConfig
-from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, Record, optional
+from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, PopulationGap, Record, optional
 from bnexp.report_sections import median  # of the finite values; NaN for none, which `measure` turns into None
 from bnexp.results import NEAR_CHANCE, Run, curve_quantities, per_step, value_at
 
@@ -173,7 +173,7 @@ def _eval_mode(run: Run, at: Any) -> float | None:
 def _running_var_gap(run: Run, at: Any) -> float | None:
     result = _analysis(run, "eval_modes")
     gaps = (result or {}).get("population_gap") or []  # none recorded without BN (no running statistics)
-    return _layer_pick([g["var_log_ratio"] for g in gaps], at) if gaps else None
+    return _layer_pick([_optional(g, "var_log_ratio", PopulationGap) for g in gaps], at) if gaps else None
 
 
 def _scale(field: str) -> Measure:

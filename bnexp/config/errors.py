@@ -85,6 +85,7 @@ class _Walk:
                 continue
             part = rest.pop(0)
             self.parent = tp
+            index = origin is list  # a list's position is [i]; a mapping's key (even an integer) is .key
             if isinstance(tp, type) and issubclass(tp, BaseModel):
                 field = tp.model_fields.get(str(part))
                 self.type = field.annotation if field else Any
@@ -100,7 +101,7 @@ class _Walk:
                     self.type = get_args(tp)[1]
             else:
                 self.type = Any
-            self.path = join(self.path, part if isinstance(part, int) else str(part))
+            self.path = join(self.path, part if index else str(part))
 
 
 TYPE_ERRORS = ("_type", "_parsing", "literal_error", "union_tag", "model_attributes_type", "is_instance_of")
@@ -147,8 +148,9 @@ def translate(error: ValidationError, root: type[BaseModel], locate: Locate, dat
     """The first of pydantic's errors as a ConfigError. Inside a union (`at: NUMBER or MODE`), an alternative whose
     type fits but whose value does not (a layer out of range) is reported; where no type fits, the union's."""
     errors = error.errors(include_url=False)
-    # an unknown key first: it is often a misspelt required key, which pydantic also reports as missing
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    # an unknown key before a missing key of the same mapping: it is often that key misspelt
+    missing = {e["loc"][:-1] for e in errors if e["type"] == "missing"}
+    first = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] in missing), errors[0])
     walk = _Walk(root, first["loc"])
     if walk.union_at is not None:
         inside = [e for e in errors if _Walk(root, e["loc"]).union_at == walk.union_at]

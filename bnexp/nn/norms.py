@@ -85,7 +85,8 @@ BUILDERS: dict[str, Builder] = {
         c, group_size=cfg.whitening_group or 16, **_batch(cfg)
     ),
 }
-assert BUILDERS.keys() == NORMS.keys(), "every norm of bnexp.config.NORMS has a builder here"
+if BUILDERS.keys() != NORMS.keys():  # every norm of the table is built here, and nothing else
+    raise RuntimeError(f"bnexp.config.NORMS and BUILDERS differ: {set(BUILDERS) ^ set(NORMS)}")
 
 
 def norm_factory(cfg: ModelConfig) -> NormFactory:
