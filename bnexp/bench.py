@@ -41,7 +41,7 @@ SYNCING_CALLS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index_
 
 class HostSyncCounter(TorchFunctionMode):
     """Counts the syncing tensor calls (item, tolist, bool(), .cpu(), ...) made from bnexp's own files,
-    per call site ("train.py:285 tolist").
+    per call site ("loss_window.py:51 tolist").
 
     It works on any device, so a CPU test can check that the training loop has no per-step sync. Calls
     inside torch are not counted: its optimizers call item() on step counters that live on the CPU, which

@@ -123,7 +123,7 @@ PROBES: dict[str, type[Record]] = {
 
 
 class Device(Record):
-    """What a run computed on (bnexp.train.provenance); older runs lack cpu and cpu_capability."""
+    """What a run computed on (bnexp.training.summary.provenance); older runs lack cpu and cpu_capability."""
 
     type: str | None = None
     name: str | None = None

@@ -249,8 +249,9 @@ def _interim_looks(e: Experiment) -> dict[str, Any] | None:
 
 
 def conditions(e: Experiment) -> list[dict[str, Any]]:
-    """The runs grouped by what bitwise reproduction needs to match (bnexp.train.provenance): torch version, torch
-    threads (of every segment), device, and the CPU and its kernels (unknown for runs recorded before they were)."""
+    """The runs grouped by what bitwise reproduction needs to match (bnexp.training.summary.provenance): torch
+    version, torch threads (of every segment), device, and the CPU and its kernels (unknown for runs recorded before
+    they were)."""
     groups: dict[tuple, list[Any]] = {}
     for run in e.runs:
         device = run.summary.device or Device()

@@ -10,22 +10,17 @@ name. Checks that need the model registry or the datasets are passed in by the c
 from bnexp.config.datasets import DATASET_CLASSES
 from bnexp.config.errors import ConfigError, Locate
 from bnexp.config.load import MAX_RUNS, Check, from_dict, load_config
-from bnexp.config.norms import BATCH_NORMS, NORMS, WEIGHT_NORMS, Norm, NormName
+from bnexp.config.norms import BATCH_NORMS, NORMS, WEIGHT_NORMS
 from bnexp.config.plan import (
     NOT_COMPARED,
     RunPlan,
     config_diff,
-    count_runs,
     expand_grid,
-    grid_cells,
-    grid_tag,
-    variant_name,
 )
-from bnexp.config.quantities import EVAL_MODES, QUANTITIES, Quantity
+from bnexp.config.quantities import QUANTITIES
 from bnexp.config.reference import load_series
-from bnexp.config.rules import MAX_RUN_NAME, interim_looks_fit
+from bnexp.config.rules import interim_looks_fit
 from bnexp.config.schema import (
-    MAX_LOOKS,
     SAFE_NAME,
     AnalysesConfig,
     ClaimConfig,
@@ -47,10 +42,7 @@ from bnexp.config.schema import (
 __all__ = [
     "BATCH_NORMS",
     "DATASET_CLASSES",
-    "EVAL_MODES",
-    "MAX_LOOKS",
     "MAX_RUNS",
-    "MAX_RUN_NAME",
     "NORMS",
     "NOT_COMPARED",
     "QUANTITIES",
@@ -69,23 +61,16 @@ __all__ = [
     "LongSequencesConfig",
     "ModelConfig",
     "NoiseConfig",
-    "Norm",
-    "NormName",
     "OptimizerConfig",
     "ProbeConfig",
-    "Quantity",
     "ReferenceConfig",
     "RenormConfig",
     "RunPlan",
     "SeriesRef",
     "config_diff",
-    "count_runs",
     "expand_grid",
     "from_dict",
-    "grid_cells",
-    "grid_tag",
     "interim_looks_fit",
     "load_config",
     "load_series",
-    "variant_name",
 ]
