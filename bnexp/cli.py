@@ -172,7 +172,7 @@ def run(
 
     from bnexp.distributed import from_environment, shutdown
     from bnexp.job import Shard, load_job
-    from bnexp.plan import check_committed, show_plan, show_plans
+    from bnexp.preflight import check_committed, show_plan, show_plans
     from bnexp.progress import duration, make_reporter
     from bnexp.runner import run as run_job
     from bnexp.train import DistributedRunFailed, StopRequest

@@ -1,6 +1,6 @@
 """One `bnexp run` of one config, as data: the Job holds the config, its runs (the grid expanded once, here) and
 how they are to run (the command's options). Everything that needs the runs (the checks and the dry run in
-bnexp.plan, the run in bnexp.runner, the executors, the processes bnexp starts) is handed the Job's list;
+bnexp.preflight, the run in bnexp.runner, the executors, the processes bnexp starts) is handed the Job's list;
 nothing expands the grid again."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ lock, see bnexp.lock). A run whose files are damaged is named with what is wrong
 `--restart-run NAME` starts just that run over.
 
 `run` is the whole command, in five steps: the plan (a bnexp.job.Job: the runs, expanded once; checked by
-bnexp.plan before anything is written), the claim on the experiment folder (its lock, each run's action,
+bnexp.preflight before anything is written), the claim on the experiment folder (its lock, each run's action,
 experiment.yaml), the execution (each run by the executor `executors` chooses for it: bnexp.execute), the
 analyses, the exit code.
 """
@@ -37,7 +37,7 @@ from bnexp.execute import EXIT_FOR_SIGNAL, Context, Executor, Runs, Sequential
 from bnexp.job import Job, Shard
 from bnexp.lock import alone, experiment_lock
 from bnexp.parallel import Workers
-from bnexp.plan import check, decide_actions, dry_run, format_plan
+from bnexp.preflight import check, decide_actions, dry_run, format_plan
 from bnexp.progress import PlainReporter, RunLeft
 from bnexp.ranks import Ranks
 from bnexp.results import REFERENCES_FILE

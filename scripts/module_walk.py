@@ -21,6 +21,10 @@ Data: $BNEXP_DATA, else ../shared/data beside this checkout. Definitions (the sa
   first (control was in B, went elsewhere, and a call brings it back): their total is the sum over modules of
   visits - 1. The raw count (every cross-module call, repeats included) is printed too.
 
+`--by-package`: the same walk with each package of bnexp as one unit (bnexp.config, bnexp.claims, bnexp.plots, bnexp.nn;
+bnexp.training as bnexp.train, the module it was split from), so that a module split into a package of modules
+compares with what it was: a call between two modules of one package is then no cross-module call.
+
 `--rank`: what one process of a multi-process run executes, from the entry point the launcher starts to its
 exit, here in this process as a world of one (no WORLD_SIZE: it trains the runs alone). Before issue 32 that
 entry was `bnexp.cli.rank_main(argv, threads)`, which ran `bnexp run ARGV` again; since, it is
@@ -46,9 +50,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+BY_PACKAGE = False  # --by-package: a package (bnexp.config, bnexp.training, ...) counts as one module
+
+
 def bnexp_module(frame: FrameType | None) -> str | None:
     name = frame.f_globals.get("__name__", "") if frame is not None else ""
-    return name if name == "bnexp" or name.startswith("bnexp.") else None
+    if not (name == "bnexp" or name.startswith("bnexp.")):
+        return None
+    if BY_PACKAGE:  # bnexp.config.load -> bnexp.config; bnexp.training.loop -> bnexp.train, the module it was
+        name = ".".join(name.split(".")[:2]).replace("bnexp.training", "bnexp.train")
+    return name
 
 
 def caller(frame: FrameType) -> FrameType | None:
@@ -146,9 +157,12 @@ def main() -> None:
     mode.add_argument("--rank", action="store_true", help="one process of the run with --nproc 2")
     parser.add_argument("--out", default=None, help="the --out folder (default: a fresh temp folder)")
     parser.add_argument("--walk", action="store_true", help="print the walk, one cross-module call per line")
+    parser.add_argument("--by-package", action="store_true", help="count each package of bnexp as one module")
     parser.add_argument("--json", default=None, help="also write the counts and the walk to this JSON file")
     parser.add_argument("extra", nargs="*", help="more `bnexp run` arguments, after --: -- --set=epochs=1")
     args = parser.parse_args()
+    global BY_PACKAGE
+    BY_PACKAGE = args.by_package
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("BNEXP_DATA", str(REPO.parent / "shared" / "data"))
     import_everything()

@@ -146,8 +146,9 @@ def load_config(
         )
     _check_cell(cfg, src.where, path.parent, checks)
     _check_grid(cfg, data, src, path.parent, checks)
-    check_run_names(expand_grid(cfg), src.where)
-    check_claims(written if written is not None else cfg, src.where)
+    plans = expand_grid(cfg)
+    check_run_names(plans, src.where)
+    check_claims(written if written is not None else cfg, plans if written is None else expand_grid(written), src.where)
     check_interim_looks(written if written is not None else cfg, src.where)
     return cfg
 

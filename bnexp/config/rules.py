@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 
 from bnexp.config.errors import ConfigError, Locate
-from bnexp.config.plan import RunPlan, expand_grid
+from bnexp.config.plan import RunPlan
 from bnexp.config.schema import MAX_LOOKS, ExperimentConfig
 
 MAX_RUN_NAME = 160
@@ -53,10 +53,10 @@ def check_interim_looks(cfg: ExperimentConfig, where: Locate) -> None:
         )
 
 
-def check_claims(cfg: ExperimentConfig, where: Locate) -> None:
-    """Claims have distinct ids and name variants of the config as written (a smoke profile or --set may leave some
-    without runs: the report then says not measured). Each claim's own keys are checked by its schema."""
-    variants = list(dict.fromkeys(p.variant for p in expand_grid(cfg)))
+def check_claims(cfg: ExperimentConfig, plans: list[RunPlan], where: Locate) -> None:
+    """Claims have distinct ids and name variants of `plans`, the config's as written (a smoke profile or --set may
+    leave some without runs: the report then says not measured). Each claim's own keys are checked by its schema."""
+    variants = list(dict.fromkeys(p.variant for p in plans))
     seen: set[str] = set()
     for i, c in enumerate(cfg.claims):
         p = f"claims[{i}]"
