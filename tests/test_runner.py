@@ -338,7 +338,7 @@ def test_nothing_below_the_cli_imports_it():
     package = Path(bnexp.__file__).parent
     importers = []
     for path in package.rglob("*.py"):
-        if path.name == "__main__.py" or path == package / "cli.py":
+        if path.name == "__main__.py" or path.is_relative_to(package / "cli"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = (
