@@ -48,8 +48,8 @@ class Context:
 class Executor(Protocol):
     def execute(self, runs: Runs, ctx: Context) -> dict[str, str]:
         """Train `runs`, each claimed first; returns the status each ended with (completed, diverged, failed,
-        interrupted, or busy, skipped, blocked when the claim found it so). A run it never got to (a stop) may
-        be missing."""
+        interrupted; or, where the claim found it so, busy, blocked, or the status of a run it skips). A run it
+        never got to (a stop) may be missing."""
         ...
 
 

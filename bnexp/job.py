@@ -98,12 +98,14 @@ def load_job(
     smoke: bool = False,
     max_runs: int = MAX_RUNS,
     nproc: int | None = None,
+    *,
+    from_torchrun: bool = True,
     **options: Any,
 ) -> Job:
     """The Job of a config file: the config read and checked (`bnexp.validate.load`), every run on `nproc`
-    processes if given (--nproc) or on as many as the user's torchrun started (its WORLD_SIZE), and `options`
-    (Job's fields) for how it runs."""
-    torchrun = world_size()  # 1 without torchrun
+    processes if given (--nproc) or, with `from_torchrun`, on as many as the user's torchrun started (its WORLD_SIZE),
+    and `options` (Job's fields) for how it runs."""
+    torchrun = world_size() if from_torchrun else 1  # 1 without torchrun
     if nproc is not None and torchrun > 1:
         raise BnexpError("--nproc starts its own processes; under torchrun leave it out")
     processes = nproc or (torchrun if torchrun > 1 else None)

@@ -1,6 +1,6 @@
 """The plan of one `bnexp run` of one config (a bnexp.job.Job): what is checked before anything is written
-(device, data, shards, committed results), what each run is to do, and the plan shown without training
-(`--dry-run`)."""
+(device, data, shards; a committed results folder by `check_committed`, which the CLI calls), what each run is
+to do, and the plan shown without training (`--dry-run`)."""
 
 from __future__ import annotations
 

@@ -58,7 +58,9 @@ class Ranks:
             started = time.time()
             reporter.message(f"starting {self.processes} processes for {', '.join(todo)}")
             # the launch's runs; --restart and --restart-run were decided here (the actions say start)
-            job = dataclasses.replace(ctx.job, runs=[plans[name] for name in todo], restart=False, restart_runs=())
+            job = dataclasses.replace(
+                ctx.job, runs=[plans[name] for name in todo], restart=False, restart_runs=(), jobs=1, shard=None
+            )
             code, message, signum = launch(self.processes, rank_main, (job, dict(todo)))
             if signum is not None:  # the launcher took over SIGINT/SIGTERM while it ran: ours again, and stop
                 stop.install()

@@ -194,6 +194,10 @@ def test_committed_results_are_written_only_on_purpose_and_never_restarted(tiny_
         assert result.exit_code == 2 and "would delete them" in result.stderr
     assert sorted(p.name for p in committed.iterdir()) == [COMMITTED_MARK]  # nothing written
     assert invoke(*args, "--out", str(committed), "--dry-run").exit_code == 2  # the dry run refuses as the run does
+    bad = tmp_path / "bad.yaml"  # a config's own error comes first, as without the mark
+    bad.write_text(tiny_config.read_text().replace("batch_size: 32", "batch_sise: 32"))
+    result = invoke("run", str(bad), "--out", str(committed), "--dry-run")
+    assert result.exit_code == 2 and "batch_sise" in result.stderr and "holds committed results" not in result.stderr
     assert invoke(*args, "--out", str(committed), "--dry-run", "--write-committed").exit_code == 0
     result = invoke(*args, "--out", str(committed), "--write-committed")
     assert result.exit_code == 0, result.output
@@ -262,4 +266,9 @@ def test_several_configs_give_the_catalogues_budget_with_dry_run_only(tiny_confi
     assert "experiment tiny:" in result.stdout and "experiment other:" in result.stdout
     assert "catalogue: 2 experiments, 4 runs to train" in result.stdout and "wall time with --jobs 1" in result.stdout
     assert invoke(*args).exit_code == 2 and invoke(*args, "--dry-run", "--restart-run", "x").exit_code == 2
+    # each config on its own processes: --nproc is for one experiment's runs (a grid over processes stays valid)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(tiny_config.read_text().replace("name: tiny", "name: grid") + "grid: {processes: [1, 2]}\n")
+    result = invoke(*args[:2], str(grid), *args[3:], "--dry-run", "--nproc", "2")
+    assert result.exit_code == 0 and "catalogue: 2 experiments, 6 runs to train" in result.stdout, result.output
     assert not (tmp_path / "out").exists()

@@ -157,22 +157,23 @@ def run(
             shard=Shard.parse(shard) if shard is not None else None,
         )
 
-        def load(config: Path):
-            return load_job(config, set_ or [], smoke, max_runs, nproc, **options)
-
-        check_committed(out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
+        committed = (out, restart or bool(restart_run), write_committed)  # the dry run refuses what the run does
         if dry_run and len(configs) > 1:  # each experiment's plan, then the catalogue's budget
-            total = show_plans((load(config) for config in configs), make_reporter(True))
+            # each config on its own processes: --nproc and torchrun's WORLD_SIZE are for one experiment's runs
+            catalogue = [load_job(c, set_ or [], smoke, max_runs, from_torchrun=False, **options) for c in configs]
+            check_committed(*committed)
+            total = show_plans(catalogue, make_reporter(True))
             typer.echo(
                 f"catalogue: {plural(len(configs), 'experiment')}, {plural(total.runs, 'run')} to train, "
                 f"{duration(total.run_seconds)} of run time, {duration(total.wall_seconds)} of wall time with "
                 f"--jobs {jobs} (one experiment after another); nothing was written"
             )
             raise typer.Exit(0)
+        job = load_job(configs[0], set_ or [], smoke, max_runs, nproc, **options)
+        check_committed(*committed)
         if dry_run:
-            show_plan(load(configs[0]), make_reporter(True))
+            show_plan(job, make_reporter(True))
             raise typer.Exit(0)
-        job = load(configs[0])
         if restart and not yes:
             if not sys.stdin.isatty():
                 raise BnexpError("--restart deletes previous results of this experiment; add --yes to confirm")
