@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,10 +43,16 @@ class Source:
         return self.file
 
 
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter:
+    """One adapter per type: a grid's cells and every run record's model and dataset are validated by it."""
+    return TypeAdapter(tp)
+
+
 def validate(tp: type[T] | Any, data: Any, where: Locate) -> T:
     """`data` as `tp` (a config model, or e.g. list[ClaimConfig]), strictly: YAML's 1 is no string, "1" no number."""
     try:
-        return TypeAdapter(tp).validate_python(data, strict=True)
+        return _adapter(tp).validate_python(data, strict=True)
     except ValidationError as e:
         raise translate(e, tp, where, data) from None
 

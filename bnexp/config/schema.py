@@ -52,6 +52,14 @@ def _ordered(strict: bool) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _no_duplicates(model: BaseModel, keys: tuple[str, ...]) -> None:
+    """The seeds and learning-rate multipliers of a model or an experiment: each value once (it names a run)."""
+    for key in keys:
+        values = getattr(model, key)
+        if values and len(set(values)) != len(values):
+            raise rule(key, f"{'duplicate seeds' if key == 'seeds' else 'duplicates'} in {values}")
+
+
 Name = Annotated[str, _matching(SAFE_NAME, "1-64 letters, digits, '_', '.', '+', '-' (not starting with '.' or '-')")]
 # text that goes into a Markdown table cell (which escapes '|') and between README's comment markers
 OneLine = Annotated[
@@ -158,10 +166,7 @@ class ModelConfig(Schema):
         for name, norm in NORMS.items():
             if norm.option and getattr(self, norm.option) is not None and self.norm != name:
                 raise rule(norm.option, f"only for norm: {name}")
-        for key in ("lr_multipliers", "seeds"):
-            values = getattr(self, key)
-            if values and len(set(values)) != len(values):
-                raise rule(key, f"{'duplicate seeds' if key == 'seeds' else 'duplicates'} in {values}")
+        _no_duplicates(self, ("lr_multipliers", "seeds"))
         return self
 
 
@@ -399,10 +404,7 @@ class ExperimentConfig(Schema):
                     "a distinct label",
                 )
             seen.setdefault(m.tag, (i, same))
-        for key in ("seeds", "lr_multipliers"):
-            values = getattr(self, key)
-            if len(set(values)) != len(values):
-                raise rule(key, f"{'duplicate seeds' if key == 'seeds' else 'duplicates'} in {values}")
+        _no_duplicates(self, ("seeds", "lr_multipliers"))
         if self.processes > 1:
             self._processes_agree()
         if self.dataset.subset is not None and self.dataset.subset < self.batch_size:

@@ -61,6 +61,10 @@ def _layer(cfg: ModelConfig, c: int, spatial: bool) -> nn.Module:
     return nn.LayerNorm(c, eps=cfg.bn_eps, elementwise_affine=cfg.affine)
 
 
+def _lp(cfg: ModelConfig, c: int, spatial: bool) -> nn.Module:
+    return LpBatchNorm(c, p=NORMS[cfg.norm].p, **_batch(cfg))  # p from the table: 1 or inf
+
+
 def _identity(cfg: ModelConfig, c: int, spatial: bool) -> nn.Module:
     return nn.Identity()
 
@@ -79,8 +83,8 @@ BUILDERS: dict[str, Builder] = {
     ),
     "weightnorm": _identity,
     "spectralnorm": _identity,
-    "l1_batchnorm": lambda cfg, c, spatial: LpBatchNorm(c, p=NORMS[cfg.norm].p, **_batch(cfg)),
-    "linf_batchnorm": lambda cfg, c, spatial: LpBatchNorm(c, p=NORMS[cfg.norm].p, **_batch(cfg)),
+    "l1_batchnorm": _lp,
+    "linf_batchnorm": _lp,
     "decorrelated_batchnorm": lambda cfg, c, spatial: DecorrelatedBatchNorm(
         c, group_size=cfg.whitening_group or 16, **_batch(cfg)
     ),
