@@ -267,6 +267,10 @@ class ClaimConfig(Schema):
     id: Name
     claim: OneLine
     source: OneLine  # article file and passage, or paper and figure
+    # article: an article's own claim (counted in the headline, the multiplicity family); the other kinds are
+    # shown beneath it: literature (a paper beyond the articles), diagnostic (bnexp's own question),
+    # consistency (an article's single run against ours), identity (holds by construction)
+    kind: Literal["article", "literature", "diagnostic", "consistency", "identity"] = "article"
     quantity: Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
