@@ -29,6 +29,8 @@ ModelBuilder = Callable[[ModelConfig, InputSpec], nn.Module]
 
 def build_model(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     model = MODELS[cfg.name](cfg, inputs)
+    if cfg.dropout and not any(isinstance(m, nn.Dropout) for m in model.modules()):
+        raise ValueError(f"dropout: {cfg.name} has no hidden fc layers to drop units of (lenet5, mlp and alexnet have)")
     if cfg.init_std is not None:
         gaussian_init(model, cfg.init_std)
     if not cfg.bias_before_norm:
@@ -122,7 +124,9 @@ def lenet5(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     return Classifier(
         features,
         lambda n: nn.Sequential(
-            *fc_block(n, 120, norm, act), *fc_block(120, 84, norm, act), nn.Linear(84, inputs.num_classes)
+            *fc_block(n, 120, norm, act, cfg.dropout),
+            *fc_block(120, 84, norm, act, cfg.dropout),
+            nn.Linear(84, inputs.num_classes),
         ),
         inputs,
     )
@@ -152,9 +156,9 @@ def mlp(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     n_in = inputs.channels * inputs.height * inputs.width
     return nn.Sequential(
         nn.Flatten(),
-        *fc_block(n_in, 100, norm, act),
-        *fc_block(100, 100, norm, act),
-        *fc_block(100, 100, norm, act),
+        *fc_block(n_in, 100, norm, act, cfg.dropout),
+        *fc_block(100, 100, norm, act, cfg.dropout),
+        *fc_block(100, 100, norm, act, cfg.dropout),
         nn.Linear(100, inputs.num_classes),
     )
 

@@ -157,3 +157,13 @@ def test_weight_norm_starts_from_the_same_function_and_spectral_norm_bounds_sigm
     again = build_model(ModelConfig(name="lenet5", norm="spectralnorm"), MNIST_LIKE).train()
     again.load_state_dict(sn.state_dict())
     assert torch.equal(again(x), sn(x))
+
+
+def test_dropout_follows_each_hidden_fc_layer_and_is_refused_where_a_model_has_none():
+    inputs = MNIST_LIKE
+    for name, hidden in (("lenet5", 2), ("mlp", 3)):
+        model = build_model(ModelConfig(name=name, norm="batchnorm", dropout=0.5), inputs)
+        assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == hidden
+        assert not any(isinstance(m, torch.nn.Dropout) for m in build_model(ModelConfig(name=name), inputs).modules())
+    with pytest.raises(ValueError, match="convnet4 has no hidden fc layers"):
+        build_model(ModelConfig(name="convnet4", dropout=0.5), inputs)

@@ -197,6 +197,30 @@ def _curve(key: str) -> Measure:
     return measure
 
 
+def _last_evals(run: Run, k: int, needs: str) -> list[dict[str, Any]] | None:
+    """The run's last k evaluations, None where it has fewer or one of them lacks `needs` (a diverged run)."""
+    last = run.evals[-k:]
+    if len(last) < k or any(r.get(needs) is None for r in last):
+        return None
+    return last
+
+
+def _test_acc_last_mean(run: Run, at: Any) -> float | None:
+    """Test accuracy averaged over the last `at` evaluations: an endpoint less noisy than the last one alone."""
+    last = _last_evals(run, int(at), "test_acc")
+    return statistics.fmean(r["test_acc"] for r in last) if last else None
+
+
+def _generalization_gap(run: Run, at: Any) -> float | None:
+    """Training-subset accuracy minus test accuracy, averaged over the last `at` evaluations."""
+    if run.evals and all(r.get("train_acc") is None for r in run.evals):
+        raise NotRecorded(f"{run.name} recorded no training accuracy (its config has no eval_train_subset)")
+    last = _last_evals(run, int(at), "train_acc")
+    if not last or any(r.get("test_acc") is None for r in last):
+        return None
+    return statistics.fmean(r["train_acc"] - r["test_acc"] for r in last)
+
+
 def _steps_to_test_acc(run: Run, at: Any) -> float | None:
     """The first evaluation step at or above the accuracy, None where the run never got there."""
     hits = run.summary.time_to_threshold or {}
@@ -224,6 +248,8 @@ MEASURES: dict[str, Measure] = {
     "final_train_loss": _summary_field("final_train_loss"),
     "test_acc_at_epoch": lambda run, at: value_at(run, "test_acc", epoch=at),
     "test_acc_at_step": lambda run, at: value_at(run, "test_acc", step=int(at)),
+    "test_acc_last_mean": _test_acc_last_mean,
+    "generalization_gap": _generalization_gap,
     "steps_to_loss_below": _curve("steps_to"),
     "last_epoch_loss": _curve("final_loss"),
     "steps_to_test_acc": _steps_to_test_acc,
@@ -258,6 +284,7 @@ ACCURACIES = (
     "best_test_acc",
     "test_acc_at_epoch",
     "test_acc_at_step",
+    "test_acc_last_mean",
     "eval_mode_acc",
     "long_sequence_acc",
 )

@@ -14,8 +14,8 @@ from typing import Literal
 class Quantity:
     kind: Literal["value", "proportion"] = "value"  # a number per run, or true/false per run
     # what `at` is: none taken; a number (epoch, step, threshold: required); a 1-based layer (optional, absent:
-    # the mean over layers); an evaluation mode, MODE or MODE@BATCH
-    at: Literal["none", "number", "layer", "mode"] = "none"
+    # the mean over layers); how many of the last evaluations (required); an evaluation mode, MODE or MODE@BATCH
+    at: Literal["none", "number", "layer", "count", "mode"] = "none"
 
 
 QUANTITIES: dict[str, Quantity] = {
@@ -24,6 +24,8 @@ QUANTITIES: dict[str, Quantity] = {
     "final_train_loss": Quantity(),
     "test_acc_at_epoch": Quantity(at="number"),
     "test_acc_at_step": Quantity(at="number"),
+    "test_acc_last_mean": Quantity(at="count"),  # averaged over the last `at` evaluations
+    "generalization_gap": Quantity(at="count"),  # training-subset minus test accuracy, same
     "steps_to_loss_below": Quantity(at="number"),
     "last_epoch_loss": Quantity(),
     "steps_to_test_acc": Quantity(at="number"),

@@ -140,7 +140,7 @@ class ModelConfig(Schema):
     norm_layers: Literal["all", "conv"] = "all"
     renorm: RenormConfig | None = None  # batchrenorm only (default: the paper's r_max 3, d_max 5, no ramp)
     noise: NoiseConfig | None = None  # noisy_batchnorm only (default: the ranges above)
-    dropout: float = Field(default=0.0, ge=0.0, le=1.0)  # after hidden fc layers (alexnet)
+    dropout: float = Field(default=0.0, ge=0.0, le=1.0)  # after each hidden fc layer (lenet5, mlp, alexnet)
     # N(0, init_std) weights and zero biases for every conv/fc layer; null = torch's default init
     init_std: float | None = Field(default=None, gt=0.0, le=100.0)
     # this model's own learning-rate multipliers, instead of the experiment's (e.g. BN-x30 without a no-BN x30)
@@ -332,6 +332,8 @@ class ClaimConfig(Schema):
                 raise rule(
                     "at", f"{self.quantity}: at is a layer number (1, 2, ...) or absent for the mean over layers"
                 )
+            if need == "count" and not (isinstance(at, float) and at >= 1 and at == int(at)):
+                raise rule("at", f"{self.quantity} needs at: N, how many of the last evaluations (1, 2, ...)")
             if need == "mode":
                 mode, _, size = str(at).partition("@")
                 if mode not in EVAL_MODES or (size and not re.fullmatch(r"[0-9]{1,9}", size)):
