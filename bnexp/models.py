@@ -89,15 +89,36 @@ def flat_features(features: nn.Module, inputs: InputSpec) -> int:
     return out.numel()
 
 
+@dataclass(frozen=True)
+class LayerStyle:
+    """How a model's conv and fc blocks are built from its config: the norm, the activation, which of the two
+    comes first, and the dropout after each hidden fc layer."""
+
+    norm: NormFactory
+    activation: str
+    norm_after_activation: bool = False
+    dropout: float = 0.0
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> LayerStyle:
+        after = cfg.norm_position == "after_activation"
+        return cls(norm_factory(cfg), cfg.activation, after, cfg.dropout)
+
+    def normalized(self, num_features: int, spatial: bool) -> list[nn.Module]:
+        """norm -> activation (the BN paper's order), or activation -> norm."""
+        pair = [self.norm(num_features, spatial), activation(self.activation)]
+        return pair[::-1] if self.norm_after_activation else pair
+
+
 def conv_block(
-    cin: int, cout: int, kernel: int, norm: NormFactory, act: str, padding: int = 0, stride: int = 1
+    cin: int, cout: int, kernel: int, style: LayerStyle, padding: int = 0, stride: int = 1
 ) -> list[nn.Module]:
-    """conv -> norm -> activation: the norm sits before the nonlinearity, as in the BN paper."""
-    return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding), norm(cout, True), activation(act)]
+    return [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding), *style.normalized(cout, True)]
 
 
-def fc_block(fin: int, fout: int, norm: NormFactory, act: str, dropout: float = 0.0) -> list[nn.Module]:
-    return [nn.Linear(fin, fout), norm(fout, False), activation(act)] + ([nn.Dropout(dropout)] if dropout else [])
+def fc_block(fin: int, fout: int, style: LayerStyle) -> list[nn.Module]:
+    dropout = [nn.Dropout(style.dropout)] if style.dropout else []
+    return [nn.Linear(fin, fout), *style.normalized(fout, False), *dropout]
 
 
 class Classifier(nn.Module):
@@ -114,18 +135,18 @@ class Classifier(nn.Module):
 
 def lenet5(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """LeNet5 as in the main article (E1): conv 6@5x5 pad 2, pool, conv 16@5x5, pool, fc 120, fc 84, fc."""
-    norm, act = norm_factory(cfg), cfg.activation
+    style = LayerStyle.of(cfg)
     features = nn.Sequential(
-        *conv_block(inputs.channels, 6, 5, norm, act, padding=2),
+        *conv_block(inputs.channels, 6, 5, style, padding=2),
         nn.MaxPool2d(2),
-        *conv_block(6, 16, 5, norm, act),
+        *conv_block(6, 16, 5, style),
         nn.MaxPool2d(2),
     )
     return Classifier(
         features,
         lambda n: nn.Sequential(
-            *fc_block(n, 120, norm, act, cfg.dropout),
-            *fc_block(120, 84, norm, act, cfg.dropout),
+            *fc_block(n, 120, style),
+            *fc_block(120, 84, style),
             nn.Linear(84, inputs.num_classes),
         ),
         inputs,
@@ -136,14 +157,18 @@ def convnet4(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """The main article's E3 net (bn_can_obtain_more_stable_feature_map.py): four 32-channel 3x3 convs with
     padding 1 (norm after each), each followed by activation and a 2x2 max-pool (28 -> 14 -> 7 -> 3 -> 1 on
     Fashion-MNIST), then fc 32 -> 120 -> 84 -> classes without normalization."""
-    norm, act = norm_factory(cfg), cfg.activation
+    style = LayerStyle.of(cfg)
     layers: list[nn.Module] = []
     for i in range(4):
-        layers += [*conv_block(inputs.channels if i == 0 else 32, 32, 3, norm, act, padding=1), nn.MaxPool2d(2)]
+        layers += [*conv_block(inputs.channels if i == 0 else 32, 32, 3, style, padding=1), nn.MaxPool2d(2)]
     return Classifier(
         nn.Sequential(*layers),
         lambda n: nn.Sequential(
-            nn.Linear(n, 120), activation(act), nn.Linear(120, 84), activation(act), nn.Linear(84, inputs.num_classes)
+            nn.Linear(n, 120),
+            activation(style.activation),
+            nn.Linear(120, 84),
+            activation(style.activation),
+            nn.Linear(84, inputs.num_classes),
         ),
         inputs,
     )
@@ -152,34 +177,34 @@ def convnet4(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
 def mlp(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     """The BN paper's MNIST net (sec. 4.1): 3 fully connected hidden layers of 100 units, norm on each.
     Its N(0, 0.05) initialization is `init_std: 0.05` in the config."""
-    norm, act = norm_factory(cfg), cfg.activation
+    style = LayerStyle.of(cfg)
     n_in = inputs.channels * inputs.height * inputs.width
     return nn.Sequential(
         nn.Flatten(),
-        *fc_block(n_in, 100, norm, act, cfg.dropout),
-        *fc_block(100, 100, norm, act, cfg.dropout),
-        *fc_block(100, 100, norm, act, cfg.dropout),
+        *fc_block(n_in, 100, style),
+        *fc_block(100, 100, style),
+        *fc_block(100, 100, style),
         nn.Linear(100, inputs.num_classes),
     )
 
 
 def _alexnet(cfg: ModelConfig, inputs: InputSpec, first_kernel: int, first_stride: int, first_pad: int) -> nn.Module:
-    norm, act = norm_factory(cfg), cfg.activation
+    style = LayerStyle.of(cfg)
     features = nn.Sequential(
-        *conv_block(inputs.channels, 96, first_kernel, norm, act, padding=first_pad, stride=first_stride),
+        *conv_block(inputs.channels, 96, first_kernel, style, padding=first_pad, stride=first_stride),
         nn.MaxPool2d(3, 2),
-        *conv_block(96, 256, 5, norm, act, padding=2),
+        *conv_block(96, 256, 5, style, padding=2),
         nn.MaxPool2d(3, 2),
-        *conv_block(256, 384, 3, norm, act, padding=1),
-        *conv_block(384, 384, 3, norm, act, padding=1),
-        *conv_block(384, 256, 3, norm, act, padding=1),
+        *conv_block(256, 384, 3, style, padding=1),
+        *conv_block(384, 384, 3, style, padding=1),
+        *conv_block(384, 256, 3, style, padding=1),
         nn.MaxPool2d(3, 2),
     )
     return Classifier(
         features,
         lambda n: nn.Sequential(
-            *fc_block(n, 4096, norm, act, cfg.dropout),
-            *fc_block(4096, 4096, norm, act, cfg.dropout),
+            *fc_block(n, 4096, style),
+            *fc_block(4096, 4096, style),
             nn.Linear(4096, inputs.num_classes),
         ),
         inputs,
@@ -225,6 +250,8 @@ def lstm(cfg: ModelConfig, inputs: InputSpec) -> nn.Module:
     input-to-hidden and hidden-to-hidden terms and its cell state (bnexp.nn.recurrent)."""
     if cfg.norm not in RECURRENT_NORMS:
         raise ValueError(f"lstm takes norm: {', '.join(RECURRENT_NORMS)}; got {cfg.norm!r}")
+    if cfg.norm_position != "before_activation":
+        raise ValueError("norm_position: the lstm normalizes its gates' terms, before their activations, only")
     return RowLSTM(cfg, inputs)
 
 

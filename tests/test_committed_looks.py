@@ -70,6 +70,6 @@ def test_every_earlier_look_at_a_committed_experiment_is_among_its_interim_looks
 
 
 def test_a_report_row_gives_its_experiment_the_n_it_printed():
-    row = "| With BN ... (`a-claim`) | a5 | q: a > b | 0.9 (n = 3) vs 0.8 (n = 3) | +0.1 [0.0, 0.2] | 3 | **supported** |"
+    row = "| With BN (`a-claim`) | a5 | q: a > b | 0.9 (n = 3) vs 0.8 (n = 3) | +0.1 [0.0, 0.2] | 3 | **supported** |"
     other = "| x (`unknown-claim`) | s | q | m | e | 7 | **supported** |"
     assert seeds_printed(f"{row}\n{other}", {"a-claim": "exp"}) == {"exp": 3}

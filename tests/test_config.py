@@ -564,3 +564,14 @@ def test_a_grid_cell_breaking_a_rule_of_two_keys_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, ["run", str(write(tmp_path, text)), "--out", str(out)])
     assert result.exit_code == 2 and "the cell batch_size=2, processes=4" in result.output
     assert not out.exists()
+
+
+def test_a_norm_position_needs_a_norm(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: x\ndataset: {name: fashion_mnist}\n"
+        "models:\n  - {name: lenet5, norm: none, norm_position: after_activation}\n"
+        "optimizer: {name: sgd, lr: 0.1}\nbatch_size: 8\nepochs: 1\nseeds: [0]\n"
+    )
+    with pytest.raises(ConfigError, match="a position for the norm needs a norm"):
+        load_config(path)

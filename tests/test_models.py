@@ -167,3 +167,15 @@ def test_dropout_follows_each_hidden_fc_layer_and_is_refused_where_a_model_has_n
         assert not any(isinstance(m, torch.nn.Dropout) for m in build_model(ModelConfig(name=name), inputs).modules())
     with pytest.raises(ValueError, match="convnet4 has no hidden fc layers"):
         build_model(ModelConfig(name="convnet4", dropout=0.5), inputs)
+
+
+def test_the_norm_sits_before_the_activation_unless_the_config_puts_it_after():
+    kinds = lambda model: [type(m).__name__ for m in model.features][:3]  # noqa: E731
+    before = build_model(ModelConfig(name="lenet5", norm="batchnorm"), MNIST_LIKE)
+    after = build_model(ModelConfig(name="lenet5", norm="batchnorm", norm_position="after_activation"), MNIST_LIKE)
+    assert kinds(before) == ["Conv2d", "BatchNorm", "ReLU"] and kinds(after) == ["Conv2d", "ReLU", "BatchNorm"]
+    assert [type(m).__name__ for m in after.head][:3] == ["Linear", "ReLU", "BatchNorm"]
+    assert ModelConfig(name="lenet5", norm="batchnorm", norm_position="after_activation").tag == "lenet5-bn-postact"
+    after.train()(torch.randn(4, 1, 28, 28)).sum().backward()
+    with pytest.raises(ValueError, match="lstm normalizes"):
+        build_model(ModelConfig(name="lstm", norm="batchnorm", norm_position="after_activation"), MNIST_LIKE)

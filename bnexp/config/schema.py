@@ -138,6 +138,8 @@ class ModelConfig(Schema):
     # which layers get the norm: all (conv and hidden fc) or conv only (the fc layers then normalize nothing,
     # which separates a conv-only BN from the fc layers' per-batch statistics at tiny batches)
     norm_layers: Literal["all", "conv"] = "all"
+    # where the norm sits in each conv/fc block: before the activation (the BN paper's order) or after it
+    norm_position: Literal["before_activation", "after_activation"] = "before_activation"
     renorm: RenormConfig | None = None  # batchrenorm only (default: the paper's r_max 3, d_max 5, no ramp)
     noise: NoiseConfig | None = None  # noisy_batchnorm only (default: the ranges above)
     dropout: float = Field(default=0.0, ge=0.0, le=1.0)  # after each hidden fc layer (lenet5, mlp, alexnet)
@@ -157,6 +159,7 @@ class ModelConfig(Schema):
             self.name,
             NORMS[self.norm].tag,
             "conv" if self.norm_layers == "conv" and self.norm != "none" else "",
+            "postact" if self.norm_position == "after_activation" else "",
             "sigmoid" if self.activation == "sigmoid" else "",
         ]
         return "-".join(p for p in parts if p)
@@ -166,6 +169,8 @@ class ModelConfig(Schema):
         for name, norm in NORMS.items():
             if norm.option and getattr(self, norm.option) is not None and self.norm != name:
                 raise rule(norm.option, f"only for norm: {name}")
+        if self.norm == "none" and self.norm_position != "before_activation":
+            raise rule("norm_position", "a position for the norm needs a norm (this model has norm: none)")
         _no_duplicates(self, ("lr_multipliers", "seeds"))
         return self
 
