@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import bnexp
-from bnexp import stats
+from bnexp import sequential, stats
 from bnexp.claims import claim_rows, claims_markdown
 from bnexp.records import Device
 from bnexp.report_sections import SECTIONS, outcome_stats, stat_text
@@ -240,12 +240,21 @@ def _join(a: str, b: str) -> str:
 
 
 def _interim_looks(e: Experiment) -> dict[str, Any] | None:
-    """Seeds added after the claims were looked at: the looks, the final number of seeds, and the chance of a
-    wrong verdict on a true null that those uncorrected looks allow (5 % with one look)."""
+    """Seeds added after the claims were looked at: the looks, the final number of seeds, the chance of a wrong
+    verdict on a true null that uncorrected 5 % looks allow, and the group-sequential boundary for those looks
+    (each look's nominal level, and the chance they allow), both by simulated paired t tests."""
     if not (looks := e.interim_looks):
         return None
     final = len(e.config["seeds"])
-    return {"looks": looks, "seeds": final, "error": stats.repeated_looks_error([*looks, final])}
+    every = [*looks, final]
+    levels = sequential.nominal_levels(every)
+    return {
+        "looks": looks,
+        "seeds": final,
+        "error": sequential.achieved_level(every, [sequential.LEVEL] * len(every)),
+        "levels": levels,
+        "error_with_boundary": sequential.achieved_level(every, levels),
+    }
 
 
 def conditions(e: Experiment) -> list[dict[str, Any]]:

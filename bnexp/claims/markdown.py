@@ -88,15 +88,19 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
     if not looked:
         return []
     each = "; ".join(
-        f"{name}: {', '.join(map(str, x['looks']))}, then {x['seeds']} ({100 * x['error']:.1f} %)" for name, x in looked
+        f"{name}: {', '.join(map(str, x['looks']))}, then {x['seeds']} ({100 * x['error']:.1f} %; boundary "
+        f"{' / '.join(f'{p:.2g}' for p in x['levels'])}: {100 * x['error_with_boundary']:.1f} %)"
+        for name, x in looked
     )
     return [
         "",
         "Seeds added after a look. These experiments' claims were looked at with fewer seeds, and seeds were "
         "added because some were undecided (the number fixed from the power estimate before they ran). The "
         "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
-        "at every look would call it supported or contradicted with the chance in brackets (a normal statistic, "
-        f"Armitage, McPherson & Rowe 1969). Seeds at each look: {each}.",
+        "at every look would call it supported or contradicted with the first chance in brackets (200,000 "
+        "simulated paired t tests). A group-sequential boundary holds the level over the looks that happened "
+        "(Lan & DeMets 1983, O'Brien–Fleming-type spending at n_k / N): the nominal two-sided level at each look, "
+        f"and the chance it allows for t tests, follow. Seeds at each look: {each}.",
     ]
 
 
