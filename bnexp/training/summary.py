@@ -138,7 +138,8 @@ def run_summary(
     diverged, train = run.metrics("diverged"), run.metrics("train")
     best = max(evals, key=lambda r: r["test_acc"], default=None)
     speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
-    course = training_course(train, num_classes, bool(diverged), status)
+    logged = [records.TrainRecord.model_validate(r) for r in train]  # the records its readers will get
+    course = training_course(logged, num_classes, bool(diverged), status)
     summary: dict[str, Any] = {
         "run": plan.name,
         "status": status,
