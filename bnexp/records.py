@@ -298,7 +298,11 @@ ANALYSES: dict[str, type[Record]] = {
 
 
 class AnalysisFile(Record):
+    """<run>/analyses/<name>.json: the result, and what it was computed with (bnexp.analyses)."""
+
     result: dict
+    settings: Any = None  # the analysis' settings; null for older files
+    weights_sha256: str | None = None  # the final weights it read; null for older files
 
 
 class SeriesRecord(Record):
