@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from bnexp.config import RunPlan
 from bnexp.data import SOURCES, model_inputs
 from bnexp.models import build_model
-from bnexp.parallel import core_slices
 from bnexp.store import CorruptFile, RunDir
-from bnexp.train import make_optimizer, steps_per_epoch, torch_threads
+from bnexp.train import core_slices, make_optimizer, steps_per_epoch, torch_threads
 
 # Seconds of calibration per shape (its probe, warm-up, timed steps and evaluation; the step under way finishes):
 # enough for a median of several full steps of any model whose step fits, little enough that a dry run of a few

@@ -59,19 +59,21 @@ def metric_rows(run: Run) -> Iterator[tuple[int, float | None, str, float]]:
     """(step, epoch, metric, value) for every number the run logged: train/<key> and test|train/<key> of
     evaluations (dead units included), and the per-layer lists as metric[i]."""
     for record in run.train:
-        if record.get("loss") is not None:
-            yield record["step"], record.get("epoch"), "train/loss", record["loss"]
+        if record.loss is not None:
+            yield record.step, record.epoch, "train/loss", record.loss
     for record in run.evals:
-        for key, value in record.items():
+        # the fields recorded (declared ones in the order the trainer writes them, then any others): a newer
+        # trainer's numbers are exported too
+        for key, value in record.model_dump(exclude_unset=True).items():
             if key in ("event", "step", "epoch"):
                 continue
             name = key.replace("_", "/", 1) if key.startswith(("test_", "train_")) else key
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                yield record["step"], record.get("epoch"), name, value
+                yield record.step, record.epoch, name, value
             elif isinstance(value, list):
                 for i, v in enumerate(value):
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        yield record["step"], record.get("epoch"), f"{name}[{i}]", v
+                        yield record.step, record.epoch, f"{name}[{i}]", v
 
 
 def spreadsheet_safe(row: list[Any]) -> list[Any]:
@@ -149,20 +151,20 @@ def to_tensorboard(experiments: list[Experiment], out: Path) -> list[Path]:
                 for step, _, metric, value in metric_rows(run):
                     writer.add_scalar(metric, float(value), step)
                 for p in run.probes:
-                    counts = np.asarray(p["hist"], dtype=float)
+                    counts = np.asarray(p.hist, dtype=float)
                     lo, hi = exp.config["probes"]["range"]
                     edges = np.linspace(lo, hi, len(counts) + 1)
-                    squares = (p["std"] ** 2 + p["mean"] ** 2) * p["n"]
+                    squares = (p.std**2 + p.mean**2) * p.n
                     writer.add_histogram_raw(
-                        f"activations/layer{p['layer'] + 1}",
-                        min=p.get("min", lo),
-                        max=p.get("max", hi),
+                        f"activations/layer{p.layer + 1}",
+                        min=lo if p.min is None else p.min,  # older runs recorded no min and max
+                        max=hi if p.max is None else p.max,
                         num=int(counts.sum()),
-                        sum=p["mean"] * p["n"],
+                        sum=p.mean * p.n,
                         sum_squares=squares,
                         bucket_limits=edges[1:].tolist(),
                         bucket_counts=counts.tolist(),
-                        global_step=p["step"],
+                        global_step=p.step,
                     )
                 writer.add_text("config", "```\n" + json.dumps(run.config, indent=1, default=str) + "\n```", 0)
             written.append(folder)

@@ -29,16 +29,9 @@ from bnexp.execute import Context, Runs
 from bnexp.lifetime import die_with_parent
 from bnexp.progress import PlainReporter
 from bnexp.store import RunDir
-from bnexp.train import StopRequest, select_device, train_run
+from bnexp.train import StopRequest, core_slices, select_device, train_run
 
 KILL_GRACE_S = 10.0
-
-
-def core_slices(jobs: int) -> list[list[int]]:
-    """Disjoint groups of the cores this process may use, one per job (shared round-robin if jobs > cores)."""
-    cores = sorted(os.sched_getaffinity(0))
-    per_job = max(1, len(cores) // jobs)
-    return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
 
 
 def _worker(

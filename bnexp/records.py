@@ -3,8 +3,10 @@ folder may come from someone else, and a record with a wrong type or a missing f
 warning naming the file and line, never raise a traceback deep inside a plot or a report.
 
 Each kind of record is a pydantic model below, declared once: the trainer's summary is built through `Summary` before
-it is written, and readers may lack only what a model gives a default (`optional`). Fields not declared are kept
-but not checked (readers do not use them).
+it is written, and readers may lack only what a model gives a default. The readers get the models (`read_*`)
+and read their fields by attribute: a misspelt name raises AttributeError, and a field a record may lack is
+`X | None = None`, its None handled where it is read. Fields not declared are kept but not checked (readers do not
+use them).
 """
 
 from __future__ import annotations
@@ -61,12 +63,18 @@ class TrainRecord(Record):
 
 
 class EvalRecord(Record):
+    """An evaluation, its fields in the order the trainer writes them (bnexp.training.evaluate): the export lists
+    a record's numbers in this order. A run evaluates on training images only with eval_train_subset, and counts
+    dead units only where its net has ReLUs."""
+
     step: Int
     epoch: Number
-    test_acc: Number | None = None
     test_loss: Number | None = None
+    test_acc: Number | None = None
+    train_loss: Number | None = None
     train_acc: Number | None = None
     dead_units: Number | None = None
+    dead_units_per_layer: Numbers | None = None
 
 
 class DistributionProbe(Record):
@@ -80,6 +88,7 @@ class DistributionProbe(Record):
     percentiles: dict
     below_range: Int
     above_range: Int
+    unit: Int | None = None  # the unit whose percentiles unit_percentiles holds (older runs lack both)
     unit_percentiles: dict | None = None
     min: Number | None = None
     max: Number | None = None
@@ -249,13 +258,24 @@ class EvalModes(Record):
     population_gap: list[PopulationGap] = []
 
 
+class ScaleRow(Record):
+    """BN's output and gradient with the weights before it scaled by `a` (null where not finite)."""
+
+    a: Number
+    output_rel_error: Number | None
+    grad_ratio: Number | None
+
+
 class ScaleInvarianceLayer(Record):
-    without_eps: list[Any]
-    with_eps: list[Any]
+    eps: Number
+    without_eps: list[ScaleRow]
+    with_eps: list[ScaleRow]
 
 
 class ScaleInvariance(Record):
+    scales: list[Number]
     layers: list[ScaleInvarianceLayer]
+    has_batchnorm: bool | None = None  # older results lack it
 
 
 class LongSequenceRow(Record):
@@ -278,7 +298,11 @@ ANALYSES: dict[str, type[Record]] = {
 
 
 class AnalysisFile(Record):
+    """<run>/analyses/<name>.json: the result, and what it was computed with (bnexp.analyses)."""
+
     result: dict
+    settings: Any = None  # the analysis' settings; null for older files
+    weights_sha256: str | None = None  # the final weights it read; null for older files
 
 
 class SeriesRecord(Record):
@@ -317,35 +341,37 @@ def _path(loc: tuple[str | int, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def optional(model: type[Record], field: str) -> bool:
-    """Whether `model`'s records may lack `field` (or hold null there)."""
-    return not model.model_fields[field].is_required()
-
-
-def check_metrics(path: Path, records: list[dict[str, Any]]) -> None:
-    """Train and eval records, and the train windows contiguous (step − steps = the previous record's step):
-    the per-step series built from them is then no longer than the data present."""
-    previous = 0
+def read_metrics(path: Path, records: list[dict[str, Any]]) -> tuple[list[TrainRecord], list[EvalRecord]]:
+    """The train and eval records of a run's log, the train windows contiguous (step − steps = the previous
+    record's step): the per-step series built from them is then no longer than the data present. Other events
+    (a divergence's last losses) are left out: no reader uses them."""
+    train, evals, previous = [], [], 0
     for i, r in enumerate(records, 1):
         where = f"{path}:{i}"
         if r.get("event") == "train":
-            check(r, TrainRecord, where)
-            if r["steps"] < 1 or r["step"] - r["steps"] != previous:
+            record = read(r, TrainRecord, where)
+            if record.steps < 1 or record.step - record.steps != previous:
                 raise CorruptFile(
-                    f"{where}: training window steps {r['step'] - r['steps'] + 1}..{r['step']} does "
+                    f"{where}: training window steps {record.step - record.steps + 1}..{record.step} does "
                     f"not follow the previous one (ending at step {previous})"
                 )
-            previous = r["step"]
+            previous = record.step
+            train.append(record)
         elif r.get("event") == "eval":
-            check(r, EvalRecord, where)
+            evals.append(read(r, EvalRecord, where))
+    return train, evals
 
 
-def check_probes(path: Path, records: list[dict[str, Any]]) -> None:
+def read_probes(path: Path, records: list[dict[str, Any]]) -> list[Record]:
+    """probes.jsonl's records, each as the model of its kind (`PROBES`; a record without a kind is a
+    distribution)."""
+    out = []
     for i, r in enumerate(records, 1):
         kind = r.get("probe", "distribution") if isinstance(r, dict) else None
         if kind not in PROBES:
             raise CorruptFile(f"{path}:{i}: unknown probe kind {kind!r}")
-        check(r, PROBES[kind], f"{path}:{i}")
+        out.append(read(r, PROBES[kind], f"{path}:{i}"))
+    return out
 
 
 def check_experiment_meta(path: Path, meta: Any) -> None:
@@ -373,20 +399,20 @@ def _schema(cls: Any, value: Any, where: str) -> None:
         raise CorruptFile(str(e)) from None
 
 
-def check_analysis(path: Path, name: str, record: Any) -> None:
-    """An analysis file: {"result": {...}} with the fields and rows its readers use."""
-    check(record, AnalysisFile, str(path))
-    if name in ANALYSES:
-        check(record["result"], ANALYSES[name], f"{path}: result")
+def read_analysis(path: Path, name: str, record: Any) -> Record:
+    """An analysis file's result ({"result": {...}}): as its model (`ANALYSES`) with the fields and rows its
+    readers use; an analysis no model declares (a newer bnexp's) as a plain record."""
+    file = read(record, AnalysisFile, str(path))
+    return read(file.result, ANALYSES.get(name, Record), f"{path}: result")
 
 
-def check_series(path: Path, data: Any) -> dict[str, list[dict[str, Any]]]:
+def read_series(path: Path, data: Any) -> dict[str, list[SeriesRecord]]:
     """references.json: variant -> [{quantity, values (numbers), ...}]."""
     if not isinstance(data, dict):
         raise CorruptFile(f"{path}: not a mapping of variants to series")
+    out = {}
     for variant, refs in data.items():
         if not isinstance(refs, list):
             raise CorruptFile(f"{path}: {variant!r} is not a list of series")
-        for j, ref in enumerate(refs):
-            check(ref, SeriesRecord, f"{path}: {variant}[{j}]")
-    return data
+        out[variant] = [read(ref, SeriesRecord, f"{path}: {variant}[{j}]") for j, ref in enumerate(refs)]
+    return out

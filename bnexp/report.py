@@ -14,7 +14,7 @@ from typing import Any
 import bnexp
 from bnexp import sequential, stats
 from bnexp.claims import claim_rows, claims_markdown
-from bnexp.records import Device
+from bnexp.records import Device, SeriesRecord
 from bnexp.report_sections import SECTIONS, outcome_stats, stat_text
 from bnexp.results import (
     CHANCE_MARGIN,
@@ -98,11 +98,10 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
     for variant, refs in exp.reference_series().items():
         runs = exp.finished(variant)
         for ref in refs:
-            if ref.get("quantity") != "train_loss_per_step":
+            if ref.quantity != "train_loss_per_step":
                 rows += _accuracy_series_rows(variant, runs, ref)
                 continue
-            per_epoch = ref.get("steps_per_epoch")
-            theirs = curve_quantities(ref["values"], per_epoch)
+            theirs = curve_quantities(ref.values, ref.steps_per_epoch)
             ours = [curve_quantities(per_step(r.train), r.summary.steps_per_epoch) for r in runs]
             for key in QUANTITIES:
                 mean, sd, n = mean_sd([q[key] for q in ours])
@@ -116,7 +115,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
                     "n": n,
                     "runs": len(runs),
                     "difference": mean - reference if n and reference is not None else None,
-                    "source": f"{ref['key']} ({ref['file']})",
+                    "source": f"{ref.key} ({ref.file})",
                 }
                 row["verdict"], row["p_value"] = _series_verdict(reference, [q[key] for q in ours], len(runs))
                 rows.append(row)
@@ -129,7 +128,7 @@ def series_comparisons(exp: Experiment) -> list[dict[str, Any]]:
                     "runs": len(runs),
                     "matching": same,
                     "outcomes": dict(Counter(q["outcome"] for q in ours)),
-                    "source": f"{ref['key']} ({ref['file']})",
+                    "source": f"{ref.key} ({ref.file})",
                     "verdict": f"{same} of {len(runs)} seeds" if runs else "not measured",
                 }
             )
@@ -153,12 +152,12 @@ def _series_verdict(reference: float | None, values: list[float | None], runs: i
     return word + ("" if len(reached) == runs else f", {len(reached)}/{runs} reached it"), p
 
 
-def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) -> list[dict[str, Any]]:
-    values = ref["values"]
-    key = "train_acc" if ref["quantity"] == "train_acc_per_epoch" else "test_acc"
+def _accuracy_series_rows(variant: str, runs: list[Run], ref: SeriesRecord) -> list[dict[str, Any]]:
+    values = ref.values
+    key = "train_acc" if ref.quantity == "train_acc_per_epoch" else "test_acc"
     rows = []
     for name, reference, pick in (("best", max(values), max), ("final", values[-1], lambda v: v[-1])):
-        mine = [pick([e[key] for e in r.evals if e.get(key) is not None] or [math.nan]) for r in runs]
+        mine = [pick([v for e in r.evals if (v := getattr(e, key)) is not None] or [math.nan]) for r in runs]
         mean, sd, n = mean_sd(mine)
         word, p = verdict(reference, [v for v in mine if math.isfinite(v)])
         rows.append(
@@ -171,7 +170,7 @@ def _accuracy_series_rows(variant: str, runs: list[Run], ref: dict[str, Any]) ->
                 "n": n,
                 "runs": len(runs),
                 "difference": mean - reference if n else None,
-                "source": f"{ref['key']} ({ref['file']})",
+                "source": f"{ref.key} ({ref.file})",
                 "verdict": word,
                 "p_value": p,
             }

@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnexp import stats
+from bnexp.records import (
+    DistributionProbe,
+    EvalModeRow,
+    EvalModes,
+    IcsProbe,
+    LandscapeProbe,
+    ScaleInvariance,
+    WeightsProbe,
+)
 from bnexp.results import FINISHED, NEAR_CHANCE, Experiment, Run, mean_sd
 from bnexp.wording import plural
 
@@ -204,29 +213,29 @@ MODE_LABELS = {
 }
 
 
-def mode_key(row: dict[str, Any]) -> str:
-    if "batches" in row:
-        extra = f", {plural(row['batches'], 'batch', 'batches')}"
-    elif row.get("batch_size") and row["mode"].startswith("b_"):
-        extra = f", batch {row['batch_size']}"
+def mode_key(row: EvalModeRow) -> str:
+    if row.batches is not None:
+        extra = f", {plural(row.batches, 'batch', 'batches')}"
+    elif row.batch_size and row.mode.startswith("b_"):
+        extra = f", batch {row.batch_size}"
     else:
         extra = ""
-    return MODE_LABELS.get(row["mode"], row["mode"]) + extra
+    return MODE_LABELS.get(row.mode, row.mode) + extra
 
 
-@section("eval_modes", applies=lambda exp: any("eval_modes" in r.analyses for r in exp.runs))
+@section("eval_modes", applies=lambda exp: any(r.analysis(EvalModes) is not None for r in exp.runs))
 def eval_modes(exp: Experiment) -> dict[str, Any]:
     per_variant: dict[str, dict[str, list[float]]] = {}
     gaps: dict[str, dict[int, list[tuple[float, float]]]] = {}
     for variant, runs in exp.variants.items():
         for run in runs:
-            result = run.analyses.get("eval_modes", {}).get("result")
-            if not result:
+            result = run.analysis(EvalModes)
+            if result is None:
                 continue
-            for row in result["rows"]:
-                per_variant.setdefault(variant, {}).setdefault(mode_key(row), []).append(row["test_acc"])
-            for g in result["population_gap"]:
-                gaps.setdefault(variant, {}).setdefault(g["layer"], []).append((g["mean_gap"], g["var_log_ratio"]))
+            for row in result.rows:
+                per_variant.setdefault(variant, {}).setdefault(mode_key(row), []).append(row.test_acc)
+            for g in result.population_gap:
+                gaps.setdefault(variant, {}).setdefault(g.layer, []).append((g.mean_gap, g.var_log_ratio))
     variants = list(per_variant)
     modes = list(dict.fromkeys(m for v in per_variant.values() for m in v))
     rows = [[m, *(pm(per_variant[v].get(m, []), 3) for v in variants)] for m in modes]
@@ -267,17 +276,17 @@ def eval_modes(exp: Experiment) -> dict[str, Any]:
     }
 
 
-@section("landscape", applies=lambda exp: any(r.probe("landscape") for r in exp.runs))
+@section("landscape", applies=lambda exp: any(r.probe(LandscapeProbe) for r in exp.runs))
 def landscape(exp: Experiment) -> dict[str, Any]:
     keys = {
-        "loss range (max - min over the step sizes)": lambda p: p["loss_max"] - p["loss_min"],
-        "gradient predictiveness (max ‖g(η) − g‖)": lambda p: p["grad_predictiveness"],
-        "effective beta-smoothness": lambda p: p["beta_smoothness"],
+        "loss range (max - min over the step sizes)": lambda p: p.loss_max - p.loss_min,
+        "gradient predictiveness (max ‖g(η) − g‖)": lambda p: p.grad_predictiveness,
+        "effective beta-smoothness": lambda p: p.beta_smoothness,
     }
     data = {}
     for variant, runs in exp.variants.items():
         data[variant] = {
-            name: mean_sd([median([f(p) for p in r.probe("landscape")]) for r in runs]) for name, f in keys.items()
+            name: mean_sd([median([f(p) for p in r.probe(LandscapeProbe)]) for r in runs]) for name, f in keys.items()
         }
     rows = [[v, *(f"{d[k][0]:.3g} ± {d[k][1]:.2g}" for k in keys)] for v, d in data.items()]
     md = [
@@ -289,16 +298,16 @@ def landscape(exp: Experiment) -> dict[str, Any]:
     return {"data": data, "markdown": md}
 
 
-@section("ics", applies=lambda exp: any(r.probe("ics") for r in exp.runs))
+@section("ics", applies=lambda exp: any(r.probe(IcsProbe) for r in exp.runs))
 def ics(exp: Experiment) -> dict[str, Any]:
     data = {}
     for variant, runs in exp.variants.items():
-        records = [p for r in runs for p in r.probe("ics")]
-        layers = records[0]["layers"]
+        records = [p for r in runs for p in r.probe(IcsProbe)]
+        layers = records[0].layers
         data[variant] = {
             "layers": layers,
-            "shift": [median([p["shift"][i] for p in records]) for i in range(len(layers))],
-            "cosine": [median([p["cosine"][i] for p in records]) for i in range(len(layers))],
+            "shift": [median([p.shift[i] for p in records]) for i in range(len(layers))],
+            "cosine": [median([p.cosine[i] for p in records]) for i in range(len(layers))],
         }
     layers = next(iter(data.values()))["layers"]
     rows = [[v, *(f"{s:.3g} / {c:.3f}" for s, c in zip(d["shift"], d["cosine"], strict=True))] for v, d in data.items()]
@@ -311,9 +320,9 @@ def ics(exp: Experiment) -> dict[str, Any]:
     return {"data": data, "markdown": md}
 
 
-def _drift(records: list[dict[str, Any]], layer: int) -> tuple[float, float, float]:
-    recs = sorted((p for p in records if p["layer"] == layer), key=lambda p: p["step"])
-    means, stds = [p["mean"] for p in recs], [p["std"] for p in recs]
+def _drift(records: list[DistributionProbe], layer: int) -> tuple[float, float, float]:
+    recs = sorted((p for p in records if p.layer == layer), key=lambda p: p.step)
+    means, stds = [p.mean for p in recs], [p.std for p in recs]
     steps = [abs(b - a) for a, b in itertools.pairwise(means)]
     return (
         statistics.pstdev(means) if len(means) > 1 else 0.0,
@@ -329,7 +338,7 @@ def _drift(records: list[dict[str, Any]], layer: int) -> tuple[float, float, flo
 def distribution_drift(exp: Experiment) -> dict[str, Any]:
     data = {}
     for variant, runs in exp.variants.items():
-        layers = sorted({p["layer"] for r in runs for p in r.probes})
+        layers = sorted({p.layer for r in runs for p in r.probes})
         data[variant] = {layer: [_drift(r.probes, layer) for r in runs] for layer in layers}
     layers = sorted({layer for d in data.values() for layer in d})
     rows = [
@@ -355,37 +364,30 @@ def distribution_drift(exp: Experiment) -> dict[str, Any]:
 
 @section(
     "scale_invariance",
-    applies=lambda exp: any("scale_invariance" in r.analyses or r.probe("weights") for r in exp.runs),
+    applies=lambda exp: any(r.analysis(ScaleInvariance) is not None or r.probe(WeightsProbe) for r in exp.runs),
 )
 def scale_invariance(exp: Experiment) -> dict[str, Any]:
     md: list[str] = []
     data: dict[str, Any] = {"identity": {}, "weights": {}}
     for variant, runs in exp.variants.items():
-        results = [r.analyses["scale_invariance"]["result"] for r in runs if "scale_invariance" in r.analyses]
-        results = [x for x in results if x.get("has_batchnorm")]
+        results = [x for r in runs if (x := r.analysis(ScaleInvariance)) is not None and x.has_batchnorm]
         if results:
-            scales = results[0]["scales"]
+            scales = results[0].scales
             worst = {
                 kind: [
                     max(
-                        row["output_rel_error"]
+                        row.output_rel_error
                         for x in results
-                        for layer in x["layers"]
-                        for row in layer[kind]
-                        if row["a"] == a
+                        for layer in x.layers
+                        for row in getattr(layer, kind)
+                        if row.a == a
                     )
                     for a in scales
                 ]
                 for kind in ("with_eps", "without_eps")
             }
             ratio = [
-                [
-                    row["grad_ratio"]
-                    for x in results
-                    for layer in x["layers"]
-                    for row in layer["without_eps"]
-                    if row["a"] == a
-                ]
+                [row.grad_ratio for x in results for layer in x.layers for row in layer.without_eps if row.a == a]
                 for a in scales
             ]
             ranges = [[min(r), max(r)] for r in ratio]
@@ -407,13 +409,13 @@ def scale_invariance(exp: Experiment) -> dict[str, Any]:
                 "",
             ]
     for variant, runs in exp.variants.items():
-        per_run = [r.probe("weights") for r in runs if r.probe("weights")]
+        per_run = [r.probe(WeightsProbe) for r in runs if r.probe(WeightsProbe)]
         if per_run:
-            layers = per_run[0][0]["layers"]
-            first = [[p[0]["weight_norm"][i] for p in per_run] for i in range(len(layers))]
-            last = [[p[-1]["weight_norm"][i] for p in per_run] for i in range(len(layers))]
-            step0 = [[p[0]["effective_step"][i] for p in per_run] for i in range(len(layers))]
-            step1 = [[p[-1]["effective_step"][i] for p in per_run] for i in range(len(layers))]
+            layers = per_run[0][0].layers
+            first = [[p[0].weight_norm[i] for p in per_run] for i in range(len(layers))]
+            last = [[p[-1].weight_norm[i] for p in per_run] for i in range(len(layers))]
+            step0 = [[p[0].effective_step[i] for p in per_run] for i in range(len(layers))]
+            step1 = [[p[-1].effective_step[i] for p in per_run] for i in range(len(layers))]
             data["weights"][variant] = {
                 "layers": layers,
                 "norm_first": first,
@@ -445,16 +447,9 @@ def scale_invariance(exp: Experiment) -> dict[str, Any]:
 def data_parallel(exp: Experiment) -> dict[str, Any]:
     data = {}
     for variant, runs in exp.variants.items():
-        gaps = [
-            statistics.fmean(g["mean_gap"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
-            for r in runs
-            if "eval_modes" in r.analyses
-        ]
-        var_gaps = [
-            statistics.fmean(g["var_log_ratio"] for g in r.analyses["eval_modes"]["result"]["population_gap"])
-            for r in runs
-            if "eval_modes" in r.analyses
-        ]
+        results = [result for r in runs if (result := r.analysis(EvalModes)) is not None]
+        gaps = [statistics.fmean(g.mean_gap for g in result.population_gap) for result in results]
+        var_gaps = [statistics.fmean(g.var_log_ratio for g in result.population_gap) for result in results]
         exp_cfg = runs[0].config
         data[variant] = {
             "processes": exp_cfg.get("processes", 1),

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from bnexp import records
 from bnexp.config import (
@@ -50,6 +50,8 @@ CHANCE_MARGIN = 0.9  # a run has left chance once a logged training loss is belo
 NEAR_CHANCE = ("never_left_chance", "fell_back")  # the outcomes of runs that end near chance
 RUNNING, NOT_STARTED = "running", "not started"  # what `bnexp list` shows beside the recorded statuses
 Warn = Callable[[str], None]
+P = TypeVar("P", bound=records.Record)
+R = TypeVar("R", bound=records.Record)
 
 
 def warn_stderr(message: str) -> None:
@@ -57,7 +59,7 @@ def warn_stderr(message: str) -> None:
 
 
 def training_course(
-    train: list[dict[str, Any]], classes: int, diverged: bool, status: str = "completed"
+    train: list[records.TrainRecord], classes: int, diverged: bool, status: str = "completed"
 ) -> dict[str, Any]:
     """What happened to a run, from its logged training losses (means over `log_every` steps):
 
@@ -69,8 +71,8 @@ def training_course(
     not_training: never left chance (and did not diverge).
     """
     line = CHANCE_MARGIN * math.log(classes)
-    left = next((r["step"] for r in train if r.get("loss") is not None and r["loss"] < line), None)
-    final = train[-1].get("loss") if train else None
+    left = next((r.step for r in train if r.loss is not None and r.loss < line), None)
+    final = train[-1].loss if train else None
     if status not in FINISHED and not diverged:
         outcome = "interrupted" if status == "interrupted" else "unfinished"
     elif diverged:
@@ -91,10 +93,10 @@ class Run:
     dir: RunDir
     config: dict[str, Any]
     summary: records.Summary
-    evals: list[dict[str, Any]]
-    train: list[dict[str, Any]]
-    probe_records: list[dict[str, Any]]
-    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evals: list[records.EvalRecord]
+    train: list[records.TrainRecord]
+    probe_records: list[records.Record]  # each as its kind's model (records.PROBES)
+    analyses: dict[str, records.Record] = field(default_factory=dict)  # name -> its result (records.ANALYSES)
 
     @property
     def name(self) -> str:
@@ -122,12 +124,23 @@ class Run:
         return self.config.get("grid") or {}
 
     @property
-    def probes(self) -> list[dict[str, Any]]:
+    def probes(self) -> list[records.DistributionProbe]:
         """Activation-distribution records (the probes.jsonl lines without a `probe` kind)."""
-        return [p for p in self.probe_records if p.get("probe", "distribution") == "distribution"]
+        return self.probe(records.DistributionProbe)
 
-    def probe(self, kind: str) -> list[dict[str, Any]]:
-        return [p for p in self.probe_records if p.get("probe") == kind]
+    def probe(self, kind: type[P]) -> list[P]:
+        """The records of one probe kind, `kind` its model in records.PROBES."""
+        if kind not in records.PROBES.values():
+            raise KeyError(f"{kind.__name__} is not a probe's model (records.PROBES)")
+        return [p for p in self.probe_records if isinstance(p, kind)]
+
+    def analysis(self, model: type[R]) -> R | None:
+        """The result of one of the run's analyses, `model` its model in records.ANALYSES; None where the run has
+        none of that analysis."""
+        name = next((name for name, m in records.ANALYSES.items() if m is model), None)
+        if name is None:
+            raise KeyError(f"{model.__name__} is not an analysis' model (records.ANALYSES)")
+        return cast(R | None, self.analyses.get(name))  # read as `model` (records.read_analysis)
 
     @property
     def course(self) -> dict[str, Any]:
@@ -191,13 +204,13 @@ class Experiment:
             return []
         return looks
 
-    def reference_series(self) -> dict[str, list[dict[str, Any]]]:
+    def reference_series(self) -> dict[str, list[records.SeriesRecord]]:
         """variant -> the author's curves ({key, quantity, values, source, ...}), from references.json."""
         path = self.dir / REFERENCES_FILE
         if not path.is_file():
             return {}
         try:
-            return records.check_series(path, parse_json(read_regular(path, follow=False)))
+            return records.read_series(path, parse_json(read_regular(path, follow=False)))
         except (OSError, ValueError, CorruptFile) as e:
             warn_stderr(f"{path}: unreadable ({e}); no reference series")
             return {}
@@ -223,12 +236,10 @@ def load_run(run_dir: RunDir) -> Run:
         raise CorruptFile(f"{folder}: a link; files of a results folder are read only where they are")
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            analyses[p.stem] = parse_json(read_regular(p, follow=False))
-            records.check_analysis(p, p.stem, analyses[p.stem])
+            analyses[p.stem] = records.read_analysis(p, p.stem, parse_json(read_regular(p, follow=False)))
         except (OSError, ValueError, CorruptFile) as e:
             raise CorruptFile(f"{p}: unreadable ({e}); redo it with bnexp analyze --force") from None
-    metrics = run_dir.metrics()
-    records.check_metrics(run_dir.path / METRICS, metrics)
+    train, evals = records.read_metrics(run_dir.path / METRICS, run_dir.metrics())
     probe_records = run_dir.probes()
     recorded = run_dir.summary() or {"status": "unfinished"}
     if recorded["status"] not in FINISHED:  # an unfinished run's accuracies are not results
@@ -236,8 +247,8 @@ def load_run(run_dir: RunDir) -> Run:
     summary = records.read(recorded, records.Summary, str(run_dir.path / SUMMARY))
     if summary.status == "diverged":  # a diverged net's activations are NaN (null): nothing to measure
         probe_records = [p for p in probe_records if not _nan_distribution(p)]
-    records.check_probes(run_dir.path / PROBES, probe_records)
-    if summary.status == "completed" and not any(r.get("event") == "train" for r in metrics):
+    probes = records.read_probes(run_dir.path / PROBES, probe_records)
+    if summary.status == "completed" and not train:
         # no outcome can be read from no log: the run is damaged, not one that never left chance
         raise CorruptFile(f"{run_dir.path / METRICS}: a completed run without its training log")
     config = run_dir.config()
@@ -246,9 +257,9 @@ def load_run(run_dir: RunDir) -> Run:
         dir=run_dir,
         config=config,
         summary=summary,
-        evals=[r for r in metrics if r.get("event") == "eval"],
-        train=[r for r in metrics if r.get("event") == "train"],
-        probe_records=probe_records,
+        evals=evals,
+        train=train,
+        probe_records=probes,
         analyses=analyses,
     )
 
@@ -388,9 +399,10 @@ def mean_sd(values: list[float | None]) -> tuple[float, float, int]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
 
 
-def aligned(runs: list[Run], records: str, key: str, x: str = "step") -> tuple[list[float], list[list[float]]]:
-    """The x values common to all runs' `records` ("evals" or "train") and, per x, the runs' `key` values."""
-    per_run = [{r[x]: r.get(key) for r in getattr(run, records)} for run in runs]
+def aligned(runs: list[Run], kind: str, key: str, x: str = "step") -> tuple[list[float], list[list[float]]]:
+    """The x values common to all runs' records of one `kind` ("evals" or "train") and, per x, the runs' `key`
+    values (fields of the records' model: a misspelt one raises AttributeError)."""
+    per_run = [{getattr(r, x): getattr(r, key) for r in getattr(run, kind)} for run in runs]
     per_run = [p for p in per_run if p]
     if not per_run:
         return [], []
@@ -401,8 +413,8 @@ def aligned(runs: list[Run], records: str, key: str, x: str = "step") -> tuple[l
 def value_at(run: Run, key: str, epoch: float | None = None, step: int | None = None) -> float | None:
     """An eval record's `key` at an epoch or a step, or None if the run has no evaluation there."""
     for r in run.evals:
-        if (epoch is not None and abs(r["epoch"] - epoch) < 1e-9) or (step is not None and r["step"] == step):
-            return r.get(key)
+        if (epoch is not None and abs(r.epoch - epoch) < 1e-9) or (step is not None and r.step == step):
+            return getattr(r, key)
     return None
 
 
@@ -422,12 +434,12 @@ def status_counts(runs: list[Run]) -> dict[str, int]:
 SMOOTH_STEPS = 20  # non-overlapping windows of 20 steps (steps 1-20, 21-40, ...)
 
 
-def per_step(train: list[dict[str, Any]]) -> list[float | None]:
+def per_step(train: list[records.TrainRecord]) -> list[float | None]:
     """A per-step loss series from logged window means (each window's mean stands for each of its steps)."""
     out: list[float | None] = []
     for r in train:
-        start = r["step"] - r.get("steps", 1)
-        out += [None] * (start - len(out)) + [r.get("loss")] * (r["step"] - start)
+        start = r.step - r.steps
+        out += [None] * (start - len(out)) + [r.loss] * (r.step - start)
     return out
 
 

@@ -34,10 +34,10 @@ from bnexp.distributed import World
 from bnexp.errors import BnexpError
 from bnexp.estimate import steps_left
 from bnexp.execute import EXIT_FOR_SIGNAL, Context, Executor, Runs, Sequential
-from bnexp.job import Job, Shard
+from bnexp.job import Job
 from bnexp.lock import alone, experiment_lock
 from bnexp.parallel import Workers
-from bnexp.preflight import check, decide_actions, dry_run, format_plan
+from bnexp.preflight import check, decide_actions, format_plan
 from bnexp.progress import PlainReporter, RunLeft
 from bnexp.ranks import Ranks
 from bnexp.results import REFERENCES_FILE
@@ -55,8 +55,6 @@ from bnexp.store import (
     write_atomic,
 )
 from bnexp.train import Silent, StopRequest, provenance
-
-__all__ = ["Job", "Shard", "dry_run", "executors", "run", "run_experiment"]
 
 
 def run_experiment(

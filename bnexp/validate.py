@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from bnexp.config import BATCH_NORMS, MAX_RUNS, ConfigError, ExperimentConfig, Locate, load_config
+from bnexp.config import (
+    BATCH_NORMS,
+    MAX_RUNS,
+    AnalysesConfig,
+    ConfigError,
+    DatasetConfig,
+    ExperimentConfig,
+    Locate,
+    ModelConfig,
+    ProbeConfig,
+    load_config,
+)
 from bnexp.data import SOURCES, model_inputs
 from bnexp.models import MODELS, build_model
 from bnexp.probes.distributions import probe_points
@@ -21,21 +33,36 @@ def load(
     """`bnexp.config.load_config` with every check below, for the config and each cell of its grid (once per
     distinct setting of what they read: a grid of 1,000 learning rates builds its models once)."""
     done: set[str] = set()
+    read = {f.name for f in fields(Checked)}
 
     def check_once(cfg: ExperimentConfig, where: Locate) -> None:
-        key = json.dumps(cfg.model_dump(include=set(CHECKED)), sort_keys=True, default=str)
+        key = json.dumps(cfg.model_dump(include=read), sort_keys=True, default=str)
         if key not in done:
-            check_against_models_and_data(cfg, where)
+            check_against_models_and_data(Checked.of(cfg), where)
             done.add(key)
 
     return load_config(path, overrides, smoke, checks=[check_once], max_runs=max_runs)
 
 
-# what check_against_models_and_data reads of a config
-CHECKED = ("dataset", "models", "batch_size", "probes", "analyses", "eval_train_subset")
+@dataclass(frozen=True)
+class Checked:
+    """What the checks below read of a config, and all they are given: they run once per distinct value of it,
+    and a check that read a field left out here raises AttributeError (a list of names beside the checks could
+    fall behind them unseen, and a grid over that field would then be checked at one cell only)."""
+
+    dataset: DatasetConfig
+    models: list[ModelConfig]
+    batch_size: int
+    probes: ProbeConfig | None
+    analyses: AnalysesConfig | None
+    eval_train_subset: int | None
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> Checked:
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
-def check_against_models_and_data(cfg: ExperimentConfig, where: Locate) -> None:
+def check_against_models_and_data(cfg: Checked, where: Locate) -> None:
     source = SOURCES[cfg.dataset.name]
     inputs = model_inputs(cfg.dataset)
     classes = inputs.num_classes
@@ -111,7 +138,7 @@ def _check_one_image_trains(model: torch.nn.Module, inputs, where: Locate, p: st
         ) from None
 
 
-def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Locate, p: str) -> None:
+def _check_probe_points(cfg: Checked, model: torch.nn.Module, where: Locate, p: str) -> None:
     points = probe_points(model)
     layers = cfg.probes.layers
     if isinstance(layers, list):
@@ -135,7 +162,7 @@ def _check_probe_points(cfg: ExperimentConfig, model: torch.nn.Module, where: Lo
         )
 
 
-def _activation_widths(model: torch.nn.Module, modules: list[torch.nn.Module], cfg: ExperimentConfig) -> list[int]:
+def _activation_widths(model: torch.nn.Module, modules: list[torch.nn.Module], cfg: Checked) -> list[int]:
     widths: list[int] = []
     handles = [m.register_forward_pre_hook(lambda mod, args: widths.append(args[0].shape[1])) for m in modules]
     inputs = model_inputs(cfg.dataset)

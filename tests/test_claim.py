@@ -16,9 +16,11 @@ from bnexp.claim import Claim, claimed, plan_actions
 from bnexp.cli import app
 from bnexp.config import expand_grid
 from bnexp.errors import BnexpError
+from bnexp.job import Shard
 from bnexp.lock import Busy, experiment_lock, holder, run_lock
+from bnexp.preflight import dry_run
 from bnexp.progress import PlainReporter
-from bnexp.runner import Shard, dry_run, run_experiment
+from bnexp.runner import run_experiment
 from bnexp.store import RunDir
 from bnexp.validate import load as load_config
 

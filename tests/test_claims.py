@@ -10,6 +10,15 @@ from bnexp.claims import evaluate
 from bnexp.claims.markdown import effect_text
 from bnexp.cli import app
 from bnexp.config import ClaimConfig, ConfigError
+from bnexp.records import (
+    DistributionProbe,
+    EvalRecord,
+    LandscapeProbe,
+    LongSequenceRow,
+    LongSequences,
+    StepCost,
+    WeightsProbe,
+)
 from bnexp.results import find_experiments
 from bnexp.store import EXPERIMENT_FILE
 from bnexp.validate import load as load_config
@@ -259,9 +268,9 @@ def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
 
     hist = [1, 2, 3, 4, 5, 6, 7, 8]  # 36 values in range, 4 outside it: n = 40
     records = [
-        {"step": 10, "layer": 0, "n": 40, "hist": hist},
-        {"step": 10, "layer": 1, "n": 10, "hist": [0] * 8},
-        {"step": 5, "layer": 0, "n": 40, "hist": [0, 0, 0, 40, 0, 0, 0, 0]},
+        DistributionProbe.model_construct(step=10, layer=0, n=40, hist=hist),
+        DistributionProbe.model_construct(step=10, layer=1, n=10, hist=[0] * 8),
+        DistributionProbe.model_construct(step=5, layer=0, n=40, hist=[0, 0, 0, 40, 0, 0, 0, 0]),
     ]
     run = Run(RunDir(tmp_path), {"probes": {"range": [-2.0, 2.0]}}, {}, [], [], records)
     assert MEASURES["linear_region_share"](run, 1) == pytest.approx((3 + 4 + 5 + 6) / 40)  # the last step only
@@ -274,7 +283,8 @@ def test_step_time_ratio_reads_the_step_cost_analysis_and_is_none_without_it(tmp
     from bnexp.results import Run
     from bnexp.store import RunDir
 
-    timed = Run(RunDir(tmp_path), {}, {}, [], [], [], {"step_cost": {"result": {"ratio_to_batchnorm": 1.6}}})
+    cost = StepCost(ratio_to_batchnorm=1.6, ratios=[], ms_per_step={})
+    timed = Run(RunDir(tmp_path), {}, {}, [], [], [], {"step_cost": cost})
     assert measure(timed, "step_time_ratio_to_bn", None) == 1.6
     assert measure(Run(RunDir(tmp_path), {}, {}, [], [], []), "step_time_ratio_to_bn", None) is None
 
@@ -284,8 +294,8 @@ def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(t
     from bnexp.results import Run
     from bnexp.store import RunDir
 
-    rows = [{"stretch": 1, "steps": 28, "test_acc": 0.8}, {"stretch": 2, "steps": 56, "test_acc": 0.6}]
-    run = Run(RunDir(tmp_path), {}, {}, [], [], [], {"long_sequences": {"result": {"rows": rows}}})
+    rows = [LongSequenceRow(stretch=1, steps=28, test_acc=0.8), LongSequenceRow(stretch=2, steps=56, test_acc=0.6)]
+    run = Run(RunDir(tmp_path), {}, {}, [], [], [], {"long_sequences": LongSequences(rows=rows)})
     assert measure(run, "long_sequence_acc", 2.0) == 0.6 and measure(run, "long_sequence_acc", 1.0) == 0.8
     assert measure(run, "long_sequence_acc", 4.0) is None
 
@@ -374,27 +384,23 @@ def test_every_declared_quantity_has_a_measure():
 
 def test_a_run_without_the_probe_has_no_value_but_a_misread_field_raises(tmp_path):
     """Issue 32, item 4: measure() swallowed KeyError and the like, so a misspelt key read as 'not measured'. A run
-    that lacks the probe is None; a landscape record without a field every such record holds raises, as does a
-    field name that the record's spec does not allow to be absent."""
+    that lacks the probe is None; a misspelt field of a record raises (records are their models, read by
+    attribute), and so does a probe kind that is no probe's."""
     from bnexp.claims import measure
-    from bnexp.claims.measure import _optional
-    from bnexp.records import Summary
+    from bnexp.claims.measure import _landscape
     from bnexp.results import Run
     from bnexp.store import RunDir
 
-    record = {"probe": "landscape", "step": 1, "etas": [1.0], "loss_min": 0.5, "loss_max": 0.9}
-    record |= {"grad_predictiveness": 0.1, "beta_smoothness": 2.0}
+    record = LandscapeProbe(
+        step=1, etas=[1.0], loss_min=0.5, loss_max=0.9, grad_predictiveness=0.1, beta_smoothness=2.0
+    )
     probed = Run(RunDir(tmp_path), {}, {}, [], [], [record])
     assert measure(probed, "landscape_loss_range", None) == pytest.approx(0.4)
     assert measure(Run(RunDir(tmp_path), {}, {}, [], [], []), "landscape_loss_range", None) is None
-    del record["loss_max"]
-    with pytest.raises(KeyError, match="loss_max"):
-        measure(probed, "landscape_loss_range", None)
-    assert _optional({"final_test_acc": None}, "final_test_acc", Summary) is None  # a diverged run: no accuracy
-    with pytest.raises(KeyError, match="final_test_accuracy"):
-        _optional({"final_test_acc": 0.9}, "final_test_accuracy", Summary)
-    with pytest.raises(KeyError, match="status"):  # required: read with [ ], never absent
-        _optional({"status": "completed"}, "status", Summary)
+    with pytest.raises(AttributeError, match="loss_maximum"):
+        _landscape(lambda p: p.loss_maximum - p.loss_min)(probed, None)
+    with pytest.raises(KeyError, match="EvalRecord"):
+        probed.probe(EvalRecord)
 
 
 def test_a_layer_with_a_null_weight_norm_has_no_ratio_and_the_others_still_count(tmp_path):
@@ -404,7 +410,7 @@ def test_a_layer_with_a_null_weight_norm_has_no_ratio_and_the_others_still_count
     from bnexp.store import RunDir
 
     def record(norms):
-        return {"probe": "weights", "step": 1, "layers": ["a", "b", "c"], "weight_norm": norms, "effective_step": norms}
+        return WeightsProbe(step=1, layers=["a", "b", "c"], weight_norm=norms, effective_step=norms)
 
     records = [record([1.0, 1.0, 1.0])] * 3 + [record([2.0, None, 5.0])] * 3
     run = Run(RunDir(tmp_path), {}, {}, [], [], records)

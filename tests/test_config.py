@@ -490,6 +490,22 @@ def test_the_checks_against_models_and_data_run_once_per_setting_they_read(tmp_p
     assert len(expand_grid(cfg)) == 100 * 2 * 2 and len(calls) == 3  # the config as written, batch 8, batch 16
 
 
+def test_the_checks_against_models_and_data_are_given_only_what_they_run_once_per(tmp_path):
+    """Issue 32: the fields that key the checks' runs are the fields the checks are given (validate.Checked), so a
+    check that read another one (a grid over it would be checked at one cell) raises instead."""
+    from dataclasses import fields
+
+    from bnexp.config import ExperimentConfig
+    from bnexp.validate import Checked
+
+    cfg = load_config(write(tmp_path, TINY_CONFIG))
+    checked = Checked.of(cfg)
+    assert {f.name for f in fields(Checked)} <= set(ExperimentConfig.model_fields)
+    assert checked.models == cfg.models and checked.batch_size == cfg.batch_size
+    with pytest.raises(AttributeError, match="seeds"):
+        checked.seeds  # noqa: B018
+
+
 # -- the schema's errors in bnexp's words (bnexp.config.errors) -----------------------------------------------
 
 CLAIM = (

@@ -14,8 +14,8 @@ from bnexp import estimate
 from bnexp.cli import app
 from bnexp.config import expand_grid, load_config
 from bnexp.estimate import calibrate, calibrate_shapes
+from bnexp.preflight import dry_run
 from bnexp.progress import PlainReporter
-from bnexp.runner import dry_run
 
 from .conftest import TINY_CONFIG
 

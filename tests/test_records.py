@@ -223,3 +223,25 @@ def test_recorded_sections_are_checked_by_the_configs_own_schema(tmp_path, where
         result = CliRunner().invoke(app, [command[0], str(tmp_path / "results"), *command[1:]])
         assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
         assert str(path) in result.output
+
+
+def test_a_misspelt_field_of_an_eval_or_probe_record_raises_and_an_absent_optional_one_is_none(tmp_path):
+    """Issue 32, item 2: readers get the records' models and read them by attribute, so a misspelt field raises
+    instead of reading as None (what `row.get("test_accuracy")` did); a field a record may lack is None."""
+    from bnexp.records import DistributionProbe, EvalRecord, TrainRecord
+    from bnexp.results import aligned, find_experiments, value_at
+
+    write_experiment(tmp_path / "results")
+    run = next(r for r in find_experiments(tmp_path / "results")[0].runs if r.name == RUN)
+    evaluation, probe = run.evals[0], run.probes[0]
+    assert isinstance(evaluation, EvalRecord) and isinstance(probe, DistributionProbe)
+    assert isinstance(run.train[0], TrainRecord)
+    assert 0 <= evaluation.test_acc <= 1 and evaluation.dead_units is None  # not recorded by these runs
+    with pytest.raises(AttributeError, match="test_accuracy"):
+        evaluation.test_accuracy  # noqa: B018
+    with pytest.raises(AttributeError, match="stdev"):
+        probe.stdev  # noqa: B018
+    with pytest.raises(AttributeError, match="test_accuracy"):
+        value_at(run, "test_accuracy", epoch=evaluation.epoch)
+    with pytest.raises(AttributeError, match="losses"):
+        aligned([run], "train", "losses")

@@ -8,6 +8,7 @@ import math
 import pytest
 import yaml
 
+from bnexp.records import EvalModeRow, EvalModes, StepCost, TrainRecord
 from bnexp.results import curve_quantities, find_experiments, per_step, training_course, windowed
 from bnexp.store import RunDir
 
@@ -17,7 +18,7 @@ LN10 = math.log(10)
 
 
 def records(losses, every=5):
-    return [{"step": (i + 1) * every, "loss": v, "steps": every} for i, v in enumerate(losses)]
+    return [TrainRecord(step=(i + 1) * every, loss=v, steps=every, epoch=0) for i, v in enumerate(losses)]
 
 
 @pytest.mark.parametrize(
@@ -45,9 +46,9 @@ def test_the_bn_paper_mlp_without_bn_is_stalled_not_untrained():
 
 def test_per_step_and_windows_treat_logged_means_and_per_step_series_alike():
     train = [
-        {"step": 5, "steps": 5, "loss": 2.0},
-        {"step": 8, "steps": 3, "loss": 1.0},
-        {"step": 13, "steps": 5, "loss": 0.5},
+        TrainRecord(step=5, steps=5, epoch=0, loss=2.0),
+        TrainRecord(step=8, steps=3, epoch=0, loss=1.0),
+        TrainRecord(step=13, steps=5, epoch=0, loss=0.5),
     ]
     assert per_step(train) == [2.0] * 5 + [1.0] * 3 + [0.5] * 5
     assert windowed([1.0] * 40 + [0.0] * 10, 20) == [(20, 1.0), (40, 1.0)]
@@ -137,7 +138,11 @@ def test_analyses_are_read_with_the_run(tmp_path):
     folder.mkdir()
     (folder / "eval_modes.json").write_text(json.dumps({"result": {"rows": []}}))
     run = next(r for r in find_experiments(tmp_path)[0].runs if r.name == "lenet5-bn_lr1x_s0")
-    assert run.analyses == {"eval_modes": {"result": {"rows": []}}}
+    result = run.analysis(EvalModes)
+    assert isinstance(result, EvalModes) and result.rows == [] and result.population_gap == []
+    assert run.analysis(StepCost) is None  # none recorded
+    with pytest.raises(KeyError, match="EvalModeRow"):
+        run.analysis(EvalModeRow)  # a model of no analysis is no "none recorded"
     assert yaml.safe_load((exp_dir / "experiment.yaml").read_text())["runs"]
 
 

@@ -328,3 +328,20 @@ def test_the_loss_window_empties_when_read_and_continues_from_a_checkpoints_loss
     window.add(torch.tensor(3.0))
     # one process: a stop request is the caller's to act on at once, not a decision agreed at the window
     assert window.full and window.read(True, World()) == ([1.0, 2.0, 3.0], False)
+
+
+def test_a_summary_records_each_batch_norms_conventions_from_the_table_of_norms():
+    """Issue 32: how a norm takes the batch's variance and the running one is a column of NORMS (BN's by default),
+    not a table beside it."""
+    from bnexp.config import BATCH_NORMS, ModelConfig
+    from bnexp.training.summary import bn_conventions
+
+    def conventions(norm):
+        out = bn_conventions(ModelConfig(name="lenet5", norm=norm))
+        return out["train_variance"], out["running_variance"]
+
+    assert conventions("batchnorm") == ("biased (divide by m)", "unbiased (m / (m - 1))")
+    assert conventions("l1_batchnorm")[0].endswith("s = mean absolute deviation of the centred batch per channel")
+    assert conventions("linf_batchnorm")[1] == "running_var is the running average of s^2 (no m / (m - 1) factor)"
+    assert conventions("decorrelated_batchnorm")[0].startswith("whitened: Sigma^(-1/2)")
+    assert all(conventions(n) == (NORMS[n].train_variance, NORMS[n].running_variance) for n in BATCH_NORMS)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from torch import nn
 
 import bnexp
+from bnexp import records
 from bnexp.analyses import eval_modes, long_sequences, scale_invariance, step_cost
 from bnexp.config import AnalysesConfig, DatasetConfig, ModelConfig, from_dict
 from bnexp.data import Data, DataCache
@@ -94,8 +95,8 @@ def analyze_experiment(
     for name in names if isinstance(names, list) else []:
         try:
             run = RunDir(child_path(experiment_dir, str(name)))
-            summary = run.summary() or {}
-            if summary.get("status") not in ("completed", "diverged"):
+            summary = records.read(run.summary() or {"status": "unfinished"}, records.Summary, f"{run.path}: summary")
+            if summary.status not in ("completed", "diverged"):
                 say(f"{name}: not finished; no analysis")
                 continue
             weights = run.path / WEIGHTS
@@ -162,11 +163,7 @@ def _settings(settings: Any) -> Any:
 def _done(target: Path, settings: Any, digest: str | None) -> bool:
     """The analysis is recorded with these settings, on these weights (on any, where they are not kept)."""
     try:
-        old = parse_json(read_regular(target, follow=False))
+        old = records.read(parse_json(read_regular(target, follow=False)), records.AnalysisFile, str(target))
     except (OSError, ValueError, CorruptFile):
         return False
-    return (
-        isinstance(old, dict)
-        and old.get("settings") == settings
-        and (digest is None or old.get("weights_sha256") == digest)
-    )
+    return old.settings == settings and (digest is None or old.weights_sha256 == digest)

@@ -2,12 +2,11 @@
 `bnexp.config.QUANTITIES` declares measured by its function here.
 
 A quantity is None where the run genuinely has none: no probe or analysis of that kind recorded, no such layer,
-no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). The
-summary is a typed record (`run.summary.final_test_acc`); in the other records, a field that every record of its
-kind holds (`bnexp.records` checks it when the run is read) is read with [ ], and a field a record may lack through
-`_optional`, which checks the name against the record's model: a misspelt name raises. A run that lacks what a
-claim asks of it (a threshold its config did not list) raises `NotRecorded`: never reaching a threshold and never
-recording it are different things.
+no evaluation at that epoch, a value it never reached, or a value recorded as null (a non-finite number). Every
+record is its model of `bnexp.records` (checked when the run is read), read by attribute: a misspelt field raises
+AttributeError, and a field a record may lack is None there. A run that lacks what a claim asks of it (a threshold
+its config did not list) raises `NotRecorded`: never reaching a threshold and never recording it are different
+things.
 """
 
 from __future__ import annotations
@@ -18,7 +17,16 @@ from collections.abc import Callable
 from typing import Any
 
 from bnexp.config import QUANTITIES, ProbeConfig
-from bnexp.records import DistributionProbe, EvalModeRow, LongSequenceRow, PopulationGap, Record, optional
+from bnexp.records import (
+    DistributionProbe,
+    EvalModes,
+    IcsProbe,
+    LandscapeProbe,
+    LongSequences,
+    ScaleInvariance,
+    StepCost,
+    WeightsProbe,
+)
 from bnexp.report_sections import median  # of the finite values; NaN for none, which `measure` turns into None
 from bnexp.results import NEAR_CHANCE, Run, curve_quantities, per_step, value_at
 
@@ -27,18 +35,6 @@ Measure = Callable[[Run, Any], Any]
 
 class NotRecorded(Exception):
     """A run did not record what a quantity needs: the claim cannot be measured on it."""
-
-
-def _optional(record: dict[str, Any], field: str, model: type[Record]) -> Any:
-    """A field that `model` (bnexp.records) allows to be absent or null; a name the model does not allow so raises."""
-    if field not in model.model_fields or not optional(model, field):
-        raise KeyError(f"{field!r} is not an optional field of {model.__name__}")
-    return record.get(field)
-
-
-def _analysis(run: Run, name: str) -> dict[str, Any] | None:
-    """The result of one of the run's analyses, None where the run has none of that name."""
-    return run.analyses[name]["result"] if name in run.analyses else None
 
 
 def _layer_pick(values: list[float | None], at: Any, skip_first: bool = False, skip_last: bool = False) -> float | None:
@@ -56,20 +52,20 @@ def _summary_field(field: str) -> Measure:
     return lambda run, at: getattr(run.summary, field)  # None for a diverged run: it has no accuracy
 
 
-def _landscape(key: Callable[[dict[str, Any]], float]) -> Measure:
+def _landscape(key: Callable[[LandscapeProbe], float]) -> Measure:
     def measure(run: Run, at: Any) -> float | None:
-        records = run.probe("landscape")
+        records = run.probe(LandscapeProbe)
         return median([key(p) for p in records]) if records else None
 
     return measure
 
 
 def _ics_shift(run: Run, at: Any) -> float | None:
-    records = run.probe("ics")
+    records = run.probe(IcsProbe)
     if not records:
         return None
-    layers = len(records[0]["shift"])
-    per_layer = [median([p["shift"][i] for p in records if len(p["shift"]) == layers]) for i in range(layers)]
+    layers = len(records[0].shift)
+    per_layer = [median([p.shift[i] for p in records if len(p.shift) == layers]) for i in range(layers)]
     return _layer_pick(per_layer, at, skip_first=True)  # layer 1 has no layer before it: 0 by definition
 
 
@@ -78,8 +74,8 @@ def _drift(field: str) -> Measure:
         if not run.probes:
             return None
         per_layer = []
-        for layer in sorted({p["layer"] for p in run.probes}):
-            values = [p[field] for p in sorted(run.probes, key=lambda p: p["step"]) if p["layer"] == layer]
+        for layer in sorted({p.layer for p in run.probes}):
+            values = [getattr(p, field) for p in sorted(run.probes, key=lambda p: p.step) if p.layer == layer]
             per_layer.append(statistics.pstdev(values) if len(values) > 1 else None)
         return _layer_pick(per_layer, at)
 
@@ -88,28 +84,26 @@ def _drift(field: str) -> Measure:
 
 def _unit_percentile_drift(run: Run, at: Any) -> float | None:
     """sd over probe steps of one unit's 15th/50th/85th percentiles (the BN paper's Fig. 1b, c), averaged."""
-    records = sorted(
-        (p for p in run.probes if _optional(p, "unit_percentiles", DistributionProbe)), key=lambda p: p["step"]
-    )
+    records = sorted((p for p in run.probes if p.unit_percentiles), key=lambda p: p.step)
     if len(records) < 2:
         return None
-    series = [[p["unit_percentiles"][k] for p in records] for k in records[0]["unit_percentiles"]]
+    series = [[p.unit_percentiles[k] for p in records] for k in records[0].unit_percentiles]
     if any(v is None for values in series for v in values):  # a non-finite percentile: no spread to measure
         return None
     return statistics.fmean(statistics.pstdev(values) for values in series)
 
 
-def _last_probes(run: Run) -> list[dict[str, Any]]:
+def _last_probes(run: Run) -> list[DistributionProbe]:
     """The distribution records of the last probed step, by layer."""
-    last = max(p["step"] for p in run.probes)
-    return sorted((p for p in run.probes if p["step"] == last), key=lambda p: p["layer"])
+    last = max(p.step for p in run.probes)
+    return sorted((p for p in run.probes if p.step == last), key=lambda p: p.layer)
 
 
 def _feature_sd_spread(run: Run, at: Any) -> float | None:
     """Largest over smallest sd of the probed layers' values at the last probed step (E3: 'differ widely')."""
     if not run.probes:
         return None
-    sds = [p["std"] for p in _last_probes(run)]
+    sds = [p.std for p in _last_probes(run)]
     return max(sds) / min(sds) if min(sds) > 0 else None
 
 
@@ -122,9 +116,9 @@ def _linear_region_share(run: Run, at: Any) -> float | None:
     lo, hi = (run.config.get("probes") or {}).get("range") or ProbeConfig().range  # older configs: the default
     shares = []
     for p in _last_probes(run):
-        width = (hi - lo) / len(p["hist"])
-        inside = sum(c for i, c in enumerate(p["hist"]) if abs(lo + (i + 0.5) * width) < 1)
-        shares.append(inside / p["n"])  # n ≥ 1: bnexp.records refuses a distribution of no values
+        width = (hi - lo) / len(p.hist)
+        inside = sum(c for i, c in enumerate(p.hist) if abs(lo + (i + 0.5) * width) < 1)
+        shares.append(inside / p.n)  # n ≥ 1: bnexp.records refuses a distribution of no values
     return _layer_pick(shares, at)
 
 
@@ -145,13 +139,12 @@ def _weights(field: str) -> Measure:
         return a / b if field == "effective_step" else b / a
 
     def measure(run: Run, at: Any) -> float | None:
-        records = run.probe("weights")
+        records = run.probe(WeightsProbe)
         if len(records) < 2 * WINDOW:
             return None
-        layers = range(len(records[0][field]))
-        ratios = [
-            ratio([p[field][i] for p in records[:WINDOW]], [p[field][i] for p in records[-WINDOW:]]) for i in layers
-        ]
+        layers = range(len(getattr(records[0], field)))
+        first, last = records[:WINDOW], records[-WINDOW:]
+        ratios = [ratio([getattr(p, field)[i] for p in first], [getattr(p, field)[i] for p in last]) for i in layers]
         return _layer_pick(ratios, at, skip_last=True)
 
     return measure
@@ -159,28 +152,27 @@ def _weights(field: str) -> Measure:
 
 def _eval_mode(run: Run, at: Any) -> float | None:
     """Accuracy of one row of the eval_modes analysis; `at` is "mode" or "mode@N" (batch size or batches)."""
-    result = _analysis(run, "eval_modes")
+    result = run.analysis(EvalModes)
     if result is None:
         return None
     mode, _, size = str(at).partition("@")
-    for row in result["rows"]:
-        sizes = (_optional(row, "batch_size", EvalModeRow), _optional(row, "batches", EvalModeRow))
-        if row["mode"] == mode and (not size or int(size) in sizes):
-            return _optional(row, "test_acc", EvalModeRow)
+    for row in result.rows:
+        if row.mode == mode and (not size or int(size) in (row.batch_size, row.batches)):
+            return row.test_acc
     return None
 
 
 def _running_var_gap(run: Run, at: Any) -> float | None:
-    result = _analysis(run, "eval_modes")
-    gaps = (result or {}).get("population_gap") or []  # none recorded without BN (no running statistics)
-    return _layer_pick([_optional(g, "var_log_ratio", PopulationGap) for g in gaps], at) if gaps else None
+    result = run.analysis(EvalModes)
+    gaps = result.population_gap if result else []  # none recorded without BN (no running statistics)
+    return _layer_pick([g.var_log_ratio for g in gaps], at) if gaps else None
 
 
 def _scale(field: str) -> Measure:
     def measure(run: Run, at: Any) -> float | None:
-        result = _analysis(run, "scale_invariance")
-        rows = [row for layer in result["layers"] for row in layer["without_eps"]] if result else []
-        values = [row[field] for row in rows]
+        result = run.analysis(ScaleInvariance)
+        rows = [row for layer in result.layers for row in layer.without_eps] if result else []
+        values = [getattr(row, field) for row in rows]
         if not values or None in values:  # no layer measured, or a non-finite error: no largest error
             return None
         return max(abs(v - 1) for v in values) if field == "grad_ratio" else max(values)
@@ -232,14 +224,14 @@ def _steps_to_test_acc(run: Run, at: Any) -> float | None:
 
 
 def _step_time_ratio(run: Run, at: Any) -> float | None:
-    result = _analysis(run, "step_cost")
-    return result["ratio_to_batchnorm"] if result else None
+    result = run.analysis(StepCost)
+    return result.ratio_to_batchnorm if result else None
 
 
 def _long_sequence_acc(run: Run, at: Any) -> float | None:
-    result = _analysis(run, "long_sequences")
-    rows = result["rows"] if result else []
-    return next((_optional(r, "test_acc", LongSequenceRow) for r in rows if r["stretch"] == at), None)
+    result = run.analysis(LongSequences)
+    rows = result.rows if result else []
+    return next((r.test_acc for r in rows if r.stretch == at), None)
 
 
 MEASURES: dict[str, Measure] = {
@@ -255,9 +247,9 @@ MEASURES: dict[str, Measure] = {
     "steps_to_test_acc": _steps_to_test_acc,
     "left_chance_step": lambda run, at: run.course["left_chance_step"],
     "near_chance_at_end": lambda run, at: run.course["outcome"] in NEAR_CHANCE,
-    "landscape_loss_range": _landscape(lambda p: p["loss_max"] - p["loss_min"]),
-    "landscape_grad_predictiveness": _landscape(lambda p: p["grad_predictiveness"]),
-    "landscape_beta_smoothness": _landscape(lambda p: p["beta_smoothness"]),
+    "landscape_loss_range": _landscape(lambda p: p.loss_max - p.loss_min),
+    "landscape_grad_predictiveness": _landscape(lambda p: p.grad_predictiveness),
+    "landscape_beta_smoothness": _landscape(lambda p: p.beta_smoothness),
     "ics_shift": _ics_shift,
     "drift_of_mean": _drift("mean"),
     "drift_of_sd": _drift("std"),

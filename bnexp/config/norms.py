@@ -2,7 +2,8 @@
 
 The layers themselves are built by `bnexp.nn.norms` (torch lives above this layer); everything else — run-name
 tags, the human names and colours of figures, which norms use batch statistics, which can be synchronized across
-processes, the conventions recorded in a run's summary — is read from `NORMS`.
+processes, the conventions recorded in a run's summary (its implementation, how it takes the batch's variance and
+the running one) — is read from `NORMS`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ class Norm:
     weights: bool = False  # reparametrizes the weights of every conv/fc layer instead of normalizing activations
     sync: Literal["any", "cuda", "none"] = "none"  # where bn_sync: sync can synchronize its statistics
     implementation: str = ""  # the layer, as a run's summary records it (batch norms)
+    # the batch norms' conventions, as a run's summary records them: BN's unless the norm says otherwise
+    train_variance: str = "biased (divide by m)"
+    running_variance: str = "unbiased (m / (m - 1))"
     p: float | None = None  # the ℓp batch norms' p
     option: str | None = None  # the model key that configures this norm only
 
+
+LP_RUNNING_VARIANCE = "running_var is the running average of s^2 (no m / (m - 1) factor)"
 
 NORMS: dict[str, Norm] = {
     "batchnorm": Norm("bn", "BN", "#1a73e8", True, sync="any", implementation="bnexp.nn.BatchNorm (analytic backward)"),
@@ -67,6 +73,8 @@ NORMS: dict[str, Norm] = {
         True,
         implementation="bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
         p=1.0,
+        train_variance="none: divides by sqrt(s^2 + eps), s = mean absolute deviation of the centred batch per channel",
+        running_variance=LP_RUNNING_VARIANCE,
     ),
     "linf_batchnorm": Norm(
         "linfbn",
@@ -75,6 +83,9 @@ NORMS: dict[str, Norm] = {
         True,
         implementation="bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
         p=float("inf"),
+        train_variance="none: divides by sqrt(s^2 + eps), s = largest absolute deviation of the centred batch per "
+        "channel",
+        running_variance=LP_RUNNING_VARIANCE,
     ),
     "decorrelated_batchnorm": Norm(
         "dbn",
@@ -83,6 +94,8 @@ NORMS: dict[str, Norm] = {
         True,
         implementation="bnexp.nn.DecorrelatedBatchNorm (ZCA whitening per group of channels)",
         option="whitening_group",
+        train_variance="whitened: Sigma^(-1/2) (x - mean) per group, Sigma the biased batch covariance + eps I",
+        running_variance="running covariance per group, unbiased (m / (m - 1))",
     ),
 }
 NormName = Literal[tuple(NORMS)]  # type: ignore[valid-type]

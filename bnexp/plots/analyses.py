@@ -4,7 +4,6 @@ step, accuracy under each evaluation mode, and BN's scale invariance (with the w
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,7 +12,8 @@ from matplotlib.figure import Figure
 from bnexp.plots.drawing import dots_and_median_line, finish_accuracy_axes, legend_below
 from bnexp.plots.selection import finish
 from bnexp.plots.style import color, label, variant_colors
-from bnexp.results import Experiment, Run, mean_sd
+from bnexp.records import EvalModes, LongSequences, ScaleInvariance, StepCost, WeightsProbe
+from bnexp.results import Experiment, mean_sd
 
 
 def long_sequences(exp: Experiment) -> Figure:
@@ -24,12 +24,13 @@ def long_sequences(exp: Experiment) -> Figure:
     for runs in exp.variants.values():
         by_steps: dict[int, list[float]] = {}
         for run in runs:
-            for row in _result(run, "long_sequences").get("rows", []):
-                lengths.add(row["steps"])
-                if row.get("test_acc") is not None:
-                    by_steps.setdefault(row["steps"], []).append(row["test_acc"])
-                if row.get("stretch") == 1:
-                    trained = row["steps"]
+            result = run.analysis(LongSequences)
+            for row in result.rows if result else []:
+                lengths.add(row.steps)
+                if row.test_acc is not None:
+                    by_steps.setdefault(row.steps, []).append(row.test_acc)
+                if row.stretch == 1:
+                    trained = row.steps
         if by_steps:
             dots_and_median_line(ax, by_steps, {"color": color(runs[0])}, label(runs, with_lr=False))
     if trained:
@@ -50,12 +51,12 @@ def step_cost(exp: Experiment) -> Figure:
     variants = list(exp.variants.items())
     for i, (_, runs) in enumerate(variants):
         style = {"color": color(runs[0])}
-        timed = [r.analyses["step_cost"]["result"] for r in runs if "step_cost" in r.analyses]
+        timed = [t for r in runs if (t := r.analysis(StepCost)) is not None]
         for j, t in enumerate(timed):
             offsets = i + 0.08 * (j - (len(timed) - 1) / 2)
-            cost.scatter([offsets] * len(t["ratios"]), t["ratios"], s=10, alpha=0.5, **style)
+            cost.scatter([offsets] * len(t.ratios), t.ratios, s=10, alpha=0.5, **style)
         if timed:
-            cost.hlines(float(np.median([t["ratio_to_batchnorm"] for t in timed])), i - 0.3, i + 0.3, **style)
+            cost.hlines(float(np.median([t.ratio_to_batchnorm for t in timed])), i - 0.3, i + 0.3, **style)
         accs = [r.summary.final_test_acc for r in runs if r.summary.final_test_acc is not None]
         acc.scatter([i] * len(accs), accs, s=14, **style)
     names = [label(runs, with_lr=False) for _, runs in variants]
@@ -78,8 +79,9 @@ def eval_modes(exp: Experiment) -> Figure:
     table: dict[str, dict[str, list[float]]] = {}
     for variant, runs in exp.variants.items():
         for run in runs:
-            for row in _result(run, "eval_modes").get("rows", []):
-                table.setdefault(mode_key(row), {}).setdefault(variant, []).append(row["test_acc"])
+            result = run.analysis(EvalModes)
+            for row in result.rows if result else []:
+                table.setdefault(mode_key(row), {}).setdefault(variant, []).append(row.test_acc)
     modes = list(table)
     variants = [v for v in exp.variants if any(v in table[m] for m in modes)]
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(modes) * max(1, len(variants)) / 2 + 1.5), layout="constrained")
@@ -105,11 +107,6 @@ def eval_modes(exp: Experiment) -> Figure:
     return finish(fig, exp, f"{exp.name}: each trained model, evaluated {len(modes)} ways")
 
 
-def _result(run: Run, analysis: str) -> dict[str, Any]:
-    """What a post-training analysis of the run found ({} where it did not run)."""
-    return (run.analyses.get(analysis) or {}).get("result") or {}
-
-
 def _positive(x: float) -> float:
     """A value for a log axis: an exact 0 is left out (NaN) rather than drawn at an invented floor."""
     return x if x > 0 else math.nan
@@ -123,28 +120,29 @@ def scale_invariance(exp: Experiment) -> Figure:
     for variant, runs in exp.variants.items():
         c = colors[variant]
         for run in runs[:1]:
-            for i, layer in enumerate(_result(run, "scale_invariance").get("layers", [])):
-                a = [row["a"] for row in layer["with_eps"]]
-                with_eps = (layer["with_eps"], {"marker": "o", "markersize": 3}, f"eps {layer['eps']:g}")
-                without_eps = (layer["without_eps"], {"linestyle": "--"}, "eps 0")
+            result = run.analysis(ScaleInvariance)
+            for i, layer in enumerate(result.layers if result else []):
+                a = [row.a for row in layer.with_eps]
+                with_eps = (layer.with_eps, {"marker": "o", "markersize": 3}, f"eps {layer.eps:g}")
+                without_eps = (layer.without_eps, {"linestyle": "--"}, "eps 0")
                 for ax, key, shown in ((axes[0], "output_rel_error", _positive), (axes[1], "grad_ratio", None)):
                     for rows, style, eps in (with_eps, without_eps):
                         ax.plot(
                             a,
-                            [shown(row[key]) if shown else row[key] for row in rows],
+                            [shown(getattr(row, key)) if shown else getattr(row, key) for row in rows],
                             color=c,
                             linewidth=1,
                             label=f"{variant}, {eps}" if i == 0 else None,
                             **style,
                         )
         for ax, key in ((axes[2], "weight_norm"), (axes[3], "effective_step")):
-            per_run = [r.probe("weights") for r in runs if r.probe("weights")]
+            per_run = [r.probe(WeightsProbe) for r in runs if r.probe(WeightsProbe)]
             if not per_run:
                 continue
-            steps = [p["step"] for p in per_run[0]]
-            n_layers = len(per_run[0][0]["layers"])
+            steps = [p.step for p in per_run[0]]
+            n_layers = len(per_run[0][0].layers)
             for i in range(n_layers):
-                y = np.mean([[p[key][i] for p in recs[: len(steps)]] for recs in per_run], axis=0)
+                y = np.mean([[getattr(p, key)[i] for p in recs[: len(steps)]] for recs in per_run], axis=0)
                 ax.plot(
                     steps,
                     y,

@@ -28,6 +28,7 @@ from bnexp.plots.selection import (
     steps_per_epoch,
 )
 from bnexp.plots.style import LINESTYLES, color, label, tag_colors, variant_colors
+from bnexp.records import EvalModes
 from bnexp.results import Experiment, Run, aligned, mean_sd
 from bnexp.wording import plural
 
@@ -226,9 +227,9 @@ def data_parallel(exp: Experiment) -> Figure:
                 f"{variant} (n={len(runs)})",
             )
         g = [
-            np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
+            np.mean([x.mean_gap for x in result.population_gap])
             for r in runs
-            if "eval_modes" in r.analyses
+            if (result := r.analysis(EvalModes)) is not None
         ]
         gaps.append((variant, g))
     ax_acc.set(

@@ -4,7 +4,7 @@ shift per layer (sec. 2.2), from the runs' `landscape` and `ics` probes, mean ov
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,12 +13,15 @@ from matplotlib.figure import Figure
 from bnexp.plots.drawing import legend_below, smooth
 from bnexp.plots.selection import finish
 from bnexp.plots.style import label, variant_colors
+from bnexp.records import IcsProbe, LandscapeProbe, Record
 from bnexp.results import Experiment, Run
 
+P = TypeVar("P", bound=Record)
 
-def _probe_series(runs: list[Run], kind: str, value: Callable[[dict[str, Any]], float]) -> tuple[list[int], np.ndarray]:
+
+def _probe_series(runs: list[Run], kind: type[P], value: Callable[[P], float]) -> tuple[list[int], np.ndarray]:
     """Steps common to the runs' `kind` probes and, per step, each run's value(record)."""
-    per_run = [{p["step"]: value(p) for p in r.probe(kind)} for r in runs]
+    per_run = [{p.step: value(p) for p in r.probe(kind)} for r in runs]
     per_run = [p for p in per_run if p]
     if not per_run:
         return [], np.zeros((0, 0))
@@ -33,20 +36,20 @@ def landscape(exp: Experiment) -> Figure:
     colors = variant_colors(exp)
     for variant, runs in exp.variants.items():
         c = colors[variant]
-        steps, lo = _probe_series(runs, "landscape", lambda p: p["loss_min"])
-        _, hi = _probe_series(runs, "landscape", lambda p: p["loss_max"])
+        steps, lo = _probe_series(runs, LandscapeProbe, lambda p: p.loss_min)
+        _, hi = _probe_series(runs, LandscapeProbe, lambda p: p.loss_max)
         if not steps:
             continue
         name = f"{label(runs, with_lr=True, with_n=True)}"
         axes[0].fill_between(steps, lo.mean(1), hi.mean(1), color=c, alpha=0.3, linewidth=0, label=name)
         for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
-            xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
+            xs, ys = _probe_series(runs, LandscapeProbe, lambda p, key=key: getattr(p, key))
             ax.plot(xs, ys.mean(1), color=c, linewidth=1.3, label=name)
     ranges = sorted(
         {
-            (min(r.probe("landscape")[0]["etas"]), max(r.probe("landscape")[0]["etas"]))
+            (min(r.probe(LandscapeProbe)[0].etas), max(r.probe(LandscapeProbe)[0].etas))
             for r in exp.runs
-            if r.probe("landscape")
+            if r.probe(LandscapeProbe)
         }
     )
     span = "; ".join(f"[{lo:g}, {hi:g}]" for lo, hi in ranges)
@@ -64,13 +67,13 @@ def landscape(exp: Experiment) -> Figure:
 
 def ics(exp: Experiment) -> Figure:
     """Internal covariate shift per layer vs step (Santurkar et al. sec. 2.2): ‖G − G′‖ and cos(G, G′)."""
-    layers = next(r.probe("ics")[0]["layers"] for r in exp.runs if r.probe("ics"))[1:]  # layer 1: 0 by definition
+    layers = next(r.probe(IcsProbe)[0].layers for r in exp.runs if r.probe(IcsProbe))[1:]  # layer 1: 0 by definition
     fig, axes = plt.subplots(2, len(layers), figsize=(3.3 * len(layers), 6), layout="constrained", squeeze=False)
     colors = variant_colors(exp)
     for variant, runs in exp.variants.items():
         for j in range(len(layers)):
             for row, key in ((0, "shift"), (1, "cosine")):
-                steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
+                steps, values = _probe_series(runs, IcsProbe, lambda p, key=key, j=j: getattr(p, key)[j + 1])
                 if steps:
                     y = smooth(values.mean(1), max(1, len(steps) // 15))
                     axes[row][j].plot(

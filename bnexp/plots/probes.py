@@ -23,23 +23,23 @@ def _histogram_runs(exp: Experiment) -> list[Run]:
 def feature_distribution(exp: Experiment) -> Figure:
     """Layers x variants grid of pre-activation histograms at the first and last probed epoch vs N(0,1) (E3)."""
     runs = _histogram_runs(exp)
-    layers = sorted({p["layer"] for p in runs[0].probes})
+    layers = sorted({p.layer for p in runs[0].probes})
     size = (2.9 * len(layers), 2.5 * len(runs) + 0.6)
     fig, axes = plt.subplots(len(runs), len(layers), figsize=size, squeeze=False, sharex=True, layout="constrained")
     lo, hi = exp.config["probes"]["range"]
     grid = np.linspace(lo, hi, 400)
     normal = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
     for row, run in zip(axes, runs, strict=True):
-        epochs = sorted({p["epoch"] for p in run.probes})
+        epochs = sorted({p.epoch for p in run.probes})
         first, last = epochs[0], epochs[-1]
         # a probe in an epoch's first batch sits at a fractional epoch (step / steps per epoch): name its epoch
         first_name, last_name = (f"epoch {math.ceil(e - 1e-9)}" for e in (first, last))
         for ax, layer in zip(row, layers, strict=True):
             for epoch, fill in ((first, True), (last, False)) if first != last else ((last, False),):
-                rec = next(p for p in run.probes if p["layer"] == layer and p["epoch"] == epoch)
-                counts = np.array(rec["hist"], dtype=float)
+                rec = next(p for p in run.probes if p.layer == layer and p.epoch == epoch)
+                counts = np.array(rec.hist, dtype=float)
                 edges = np.linspace(lo, hi, len(counts) + 1)
-                density = counts / (rec["n"] * (edges[1] - edges[0]))
+                density = counts / (rec.n * (edges[1] - edges[0]))
                 if fill:
                     ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=first_name)
                 else:
@@ -48,14 +48,14 @@ def feature_distribution(exp: Experiment) -> Figure:
             ax.text(
                 0.98,
                 0.95,
-                f"{last_name}:\nmean {rec['mean']:.2f}\nstd {rec['std']:.2f}",
+                f"{last_name}:\nmean {rec.mean:.2f}\nstd {rec.std:.2f}",
                 transform=ax.transAxes,
                 ha="right",
                 va="top",
                 fontsize=7,
                 bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0},
             )
-            outside = (rec["below_range"] + rec["above_range"]) / rec["n"]
+            outside = (rec.below_range + rec.above_range) / rec.n
             if outside > 0.001:
                 ax.text(
                     0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6, va="top"
@@ -105,23 +105,23 @@ def percentiles(exp: Experiment) -> Figure:
     qs = [str(q).removesuffix(".0") for q in exp.config["probes"]["percentiles"]]
     for i, (ax, runs) in enumerate(zip(axes[1:], groups, strict=True)):
         run = runs[0]
-        layer = run.probes[0]["layer"]
-        recs = [p for p in run.probes if p["layer"] == layer]
-        steps = [p["step"] for p in recs]
+        layer = run.probes[0].layer
+        recs = [p for p in run.probes if p.layer == layer]
+        steps = [p.step for p in recs]
         for j, q in enumerate(qs):
-            key = next(k for k in recs[0]["unit_percentiles"] if k.removesuffix(".0") == q)
+            key = next(k for k in recs[0].unit_percentiles if k.removesuffix(".0") == q)
             middle = j == len(qs) // 2
-            unit_label = f"{'th, '.join(qs)}th pct of unit {recs[0]['unit']}" if middle else None
+            unit_label = f"{'th, '.join(qs)}th pct of unit {recs[0].unit}" if middle else None
             ax.plot(
                 steps,
-                [p["unit_percentiles"][key] for p in recs],
+                [p.unit_percentiles[key] for p in recs],
                 color=colors[run.variant],
                 linewidth=1.8 if middle else 1.0,
                 label=unit_label,
             )
             ax.plot(
                 steps,
-                [p["percentiles"][key] for p in recs],
+                [p.percentiles[key] for p in recs],
                 color="gray",
                 linewidth=0.8,
                 linestyle="--",
@@ -142,7 +142,7 @@ def percentiles(exp: Experiment) -> Figure:
 
 def distribution_drift(exp: Experiment) -> Figure:
     """Test accuracy, and each probed layer's pre-activation mean and sd over training, per variant (noisy BN)."""
-    layers = sorted({p["layer"] for r in exp.runs for p in r.probes})
+    layers = sorted({p.layer for r in exp.runs for p in r.probes})
     fig, axes = plt.subplots(
         2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained", squeeze=False
     )
@@ -164,10 +164,10 @@ def distribution_drift(exp: Experiment) -> Figure:
             )
         run = runs[0]
         for j, layer in enumerate(layers):
-            recs = sorted((p for p in run.probes if p["layer"] == layer), key=lambda p: p["step"])
-            steps = [p["step"] for p in recs]
-            axes[0][j + 1].plot(steps, [p["mean"] for p in recs], color=c, linewidth=1.1)
-            axes[1][j + 1].plot(steps, [p["std"] for p in recs], color=c, linewidth=1.1)
+            recs = sorted((p for p in run.probes if p.layer == layer), key=lambda p: p.step)
+            steps = [p.step for p in recs]
+            axes[0][j + 1].plot(steps, [p.mean for p in recs], color=c, linewidth=1.1)
+            axes[1][j + 1].plot(steps, [p.std for p in recs], color=c, linewidth=1.1)
     axes[0][0].set_title(f"test accuracy, {spread_text(list(exp.variants.values()))}")
     legend_below(axes[0][0], 7)
     axes[1][0].set_title("training loss")

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots import analyses, curves, landscape, probes, sweeps
 from bnexp.plots.selection import finished_only, several_lrs_per_model
+from bnexp.records import PROBES
 from bnexp.results import Experiment
 from bnexp.store import atomic_file, real_dir
 
@@ -41,7 +42,7 @@ def _configured_probes(key: str) -> Callable[[Experiment], bool]:
 
 def _probed(kind: str) -> Callable[[Experiment], bool]:
     """Some run recorded probes of this kind."""
-    return lambda exp: any(r.probe(kind) for r in exp.runs)
+    return lambda exp: any(r.probe(PROBES[kind]) for r in exp.runs)
 
 
 def _analysed(analysis: str) -> Callable[[Experiment], bool]:
@@ -63,7 +64,7 @@ FIGURES: dict[str, FigureKind] = {
     "feature_distribution": FigureKind(_configured_probes("at_epochs"), probes.feature_distribution),
     "percentiles": FigureKind(_configured_probes("every_steps"), probes.percentiles),
     "generalization": FigureKind(
-        lambda exp: any(r.evals and "train_acc" in r.evals[-1] for r in exp.runs), curves.generalization
+        lambda exp: any(r.evals and r.evals[-1].train_acc is not None for r in exp.runs), curves.generalization
     ),
     "batch_size": FigureKind(
         lambda exp: len({r.grid["batch_size"] for r in exp.runs if "batch_size" in r.grid}) > 1, sweeps.batch_size

@@ -42,10 +42,10 @@ def mixed_outcomes(runs: list[Run]) -> bool:
 def reference_loss_curves(exp: Experiment) -> dict[str, list[float]]:
     """variant -> the author's per-step loss history, where the config names one."""
     return {
-        variant: ref["values"]
+        variant: ref.values
         for variant, refs in exp.reference_series().items()
         for ref in refs
-        if ref.get("quantity") == "train_loss_per_step"
+        if ref.quantity == "train_loss_per_step"
     }
 
 

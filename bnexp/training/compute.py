@@ -54,6 +54,14 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
+def core_slices(jobs: int) -> list[list[int]]:
+    """Disjoint groups of the cores this process may use, one per job (shared round-robin if jobs > cores): the
+    cores and thread count of each `--jobs` worker (bnexp.parallel), which the dry run's estimate assumes too."""
+    cores = sorted(os.sched_getaffinity(0))
+    per_job = max(1, len(cores) // jobs)
+    return [[cores[(i * per_job + j) % len(cores)] for j in range(per_job)] for i in range(jobs)]
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The mixed-precision context of a run: bf16 convs/matmuls under `precision: bf16`, a no-op for fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

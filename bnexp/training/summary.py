@@ -20,28 +20,16 @@ from bnexp.nn import convert_momentum
 from bnexp.results import training_course
 from bnexp.store import RunDir
 
-NON_STANDARD_CONVENTIONS = {
-    norm: {
-        "train_variance": f"none: divides by sqrt(s^2 + eps), s = {scale} of the centred batch per channel",
-        "running_variance": "running_var is the running average of s^2 (no m / (m - 1) factor)",
-    }
-    for norm, scale in (("l1_batchnorm", "mean absolute deviation"), ("linf_batchnorm", "largest absolute deviation"))
-} | {
-    "decorrelated_batchnorm": {
-        "train_variance": "whitened: Sigma^(-1/2) (x - mean) per group, Sigma the biased batch covariance + eps I",
-        "running_variance": "running covariance per group, unbiased (m / (m - 1))",
-    }
-}
-
 
 def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world: World = World()) -> dict[str, Any]:
     """The normalization settings and conventions a run used, for its summary."""
     if cfg.norm not in BATCH_NORMS:
         return {"norm": cfg.norm, "eps": cfg.bn_eps, "affine": cfg.affine, "groups": cfg.groups}
     momentum = cfg.bn_momentum
+    norm = NORMS[cfg.norm]
     out = {
         "norm": cfg.norm,
-        "implementation": NORMS[cfg.norm].implementation,
+        "implementation": norm.implementation,
         "momentum": momentum,
         "momentum_convention": "torch: running = (1 - momentum) * running + momentum * batch"
         if momentum is not None
@@ -49,10 +37,9 @@ def bn_conventions(cfg: ModelConfig, exp: ExperimentConfig | None = None, world:
         "momentum_in_article_convention": None if momentum is None else convert_momentum(momentum, "torch", "article"),
         "eps": cfg.bn_eps,
         "affine": cfg.affine,
-        "train_variance": "biased (divide by m)",
-        "running_variance": "unbiased (m / (m - 1))",
+        "train_variance": norm.train_variance,
+        "running_variance": norm.running_variance,
         "running_var_init": 1.0,
-        **NON_STANDARD_CONVENTIONS.get(cfg.norm, {}),
         "placement": "after conv/fc, before the activation; not after the last layer",
     }
     if world.size > 1 and exp is not None:
@@ -138,7 +125,8 @@ def run_summary(
     diverged, train = run.metrics("diverged"), run.metrics("train")
     best = max(evals, key=lambda r: r["test_acc"], default=None)
     speeds = [t["images_per_s"] for t in timings if t["images_per_s"]]
-    course = training_course(train, num_classes, bool(diverged), status)
+    logged = [records.TrainRecord.model_validate(r) for r in train]  # the records its readers will get
+    course = training_course(logged, num_classes, bool(diverged), status)
     summary: dict[str, Any] = {
         "run": plan.name,
         "status": status,
