@@ -460,15 +460,15 @@ def test_last_mean_and_generalization_gap_average_the_last_evaluations(tmp_path)
     from bnexp.store import RunDir
 
     accs = [(0.5, 0.6), (0.7, 0.9), (0.8, 1.0), (0.9, 1.0)]  # (test, train) per evaluation
-    evals = [{"step": i, "epoch": i, "test_acc": t, "train_acc": tr} for i, (t, tr) in enumerate(accs, 1)]
+    evals = [EvalRecord(step=i, epoch=i, test_acc=t, train_acc=tr) for i, (t, tr) in enumerate(accs, 1)]
     run = Run(RunDir(tmp_path), {}, {}, evals, [], [])
     assert measure(run, "test_acc_last_mean", 3.0) == pytest.approx(0.8)
     assert measure(run, "test_acc_last_mean", 1.0) == pytest.approx(0.9)
     assert measure(run, "generalization_gap", 2.0) == pytest.approx(0.15)
     assert measure(run, "test_acc_last_mean", 5.0) is None  # fewer evaluations than asked for
-    diverged = Run(RunDir(tmp_path), {}, {}, [*evals[:3], {"step": 4, "epoch": 4, "train_acc": 0.1}], [], [])
+    diverged = Run(RunDir(tmp_path), {}, {}, [*evals[:3], EvalRecord(step=4, epoch=4, train_acc=0.1)], [], [])
     assert measure(diverged, "test_acc_last_mean", 3.0) is None
-    no_train = Run(RunDir(tmp_path), {}, {}, [{"step": 1, "epoch": 1, "test_acc": 0.5}], [], [])
+    no_train = Run(RunDir(tmp_path), {}, {}, [EvalRecord(step=1, epoch=1, test_acc=0.5)], [], [])
     with pytest.raises(NotRecorded, match="no training accuracy"):
         measure(no_train, "generalization_gap", 1.0)
 

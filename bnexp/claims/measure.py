@@ -20,6 +20,7 @@ from bnexp.config import QUANTITIES, ProbeConfig
 from bnexp.records import (
     DistributionProbe,
     EvalModes,
+    EvalRecord,
     IcsProbe,
     LandscapeProbe,
     LongSequences,
@@ -189,28 +190,26 @@ def _curve(key: str) -> Measure:
     return measure
 
 
-def _last_evals(run: Run, k: int, needs: str) -> list[dict[str, Any]] | None:
-    """The run's last k evaluations, None where it has fewer or one of them lacks `needs` (a diverged run)."""
+def _last_evals(run: Run, k: int) -> list[EvalRecord] | None:
+    """The run's last k evaluations, None where it has fewer or one of them has no test accuracy (diverged)."""
     last = run.evals[-k:]
-    if len(last) < k or any(r.get(needs) is None for r in last):
-        return None
-    return last
+    return last if len(last) == k and all(r.test_acc is not None for r in last) else None
 
 
 def _test_acc_last_mean(run: Run, at: Any) -> float | None:
     """Test accuracy averaged over the last `at` evaluations: an endpoint less noisy than the last one alone."""
-    last = _last_evals(run, int(at), "test_acc")
-    return statistics.fmean(r["test_acc"] for r in last) if last else None
+    last = _last_evals(run, int(at))
+    return statistics.fmean(r.test_acc for r in last) if last else None
 
 
 def _generalization_gap(run: Run, at: Any) -> float | None:
     """Training-subset accuracy minus test accuracy, averaged over the last `at` evaluations."""
-    if run.evals and all(r.get("train_acc") is None for r in run.evals):
+    if run.evals and all(r.train_acc is None for r in run.evals):
         raise NotRecorded(f"{run.name} recorded no training accuracy (its config has no eval_train_subset)")
-    last = _last_evals(run, int(at), "train_acc")
-    if not last or any(r.get("test_acc") is None for r in last):
+    last = _last_evals(run, int(at))
+    if not last or any(r.train_acc is None for r in last):
         return None
-    return statistics.fmean(r["train_acc"] - r["test_acc"] for r in last)
+    return statistics.fmean(r.train_acc - r.test_acc for r in last)
 
 
 def _steps_to_test_acc(run: Run, at: Any) -> float | None:
