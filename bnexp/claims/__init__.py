@@ -15,11 +15,14 @@ greater / less) or within the runs that trained (for equivalent, or against a va
 from bnexp.claims.decide import claim_rows, evaluate
 from bnexp.claims.markdown import CLAIMS_BEGIN, CLAIMS_END, claims_excerpt, claims_markdown
 from bnexp.claims.measure import MEASURES, NotRecorded, measure
+from bnexp.claims.result import ClaimResult, Decision
 
 __all__ = [
     "CLAIMS_BEGIN",
     "CLAIMS_END",
     "MEASURES",
+    "ClaimResult",
+    "Decision",
     "NotRecorded",
     "claim_rows",
     "claims_excerpt",

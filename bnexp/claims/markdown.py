@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bnexp.claims.result import ClaimResult, Decision
 from bnexp.claims.text import signed
 
 CLAIMS_BEGIN, CLAIMS_END = "<!-- claims:begin -->", "<!-- claims:end -->"  # README's generated block
@@ -28,22 +29,27 @@ CLAIMS_RULE = (
 )
 
 
-def effect_text(row: dict[str, Any]) -> str:
-    if row.get("effect") is None:
+def effect_text(d: Decision) -> str:
+    if d.effect is None:
         return "–"
-    low, high = row.get("interval", [math.nan, math.nan])
+    low, high = d.interval or (math.nan, math.nan)
     ci = f" [{signed(low)}, {signed(high)}]" if not math.isnan(low) else ""
-    if "interval90" in row and not math.isnan(row["interval90"][0]):  # the interval an equivalence is decided by
-        ci += f"; 90 %: [{signed(row['interval90'][0])}, {signed(row['interval90'][1])}]"
-    return signed(row["effect"]) + ci
+    if d.interval90 is not None and not math.isnan(d.interval90[0]):  # the interval an equivalence is decided by
+        ci += f"; 90 %: [{signed(d.interval90[0])}, {signed(d.interval90[1])}]"
+    return signed(d.effect) + ci
 
 
-def _p_text(row: dict[str, Any]) -> str:
+def _p_text(d: Decision) -> str:
     """The p-value of the test that decided: a contradicted rank comparison is decided by the opposite
     direction's test (the claim's own p is then near 1)."""
-    if row["verdict"].startswith("contradicted") and row.get("p_opposite") is not None:
-        return f" (p = {row['p_opposite']:.2g}, the opposite direction)"
-    return f" (p = {row['p_value']:.2g})" if row.get("p_value") is not None else ""
+    if d.verdict.startswith("contradicted") and d.p_opposite is not None:
+        return f" (p = {d.p_opposite:.2g}, the opposite direction)"
+    return f" (p = {d.p_value:.2g})" if d.p_value is not None else ""
+
+
+def _contradiction_text(d: Decision) -> str:
+    """The effect and its interval, or (a rank comparison has no effect) what was measured and the deciding p."""
+    return effect_text(d) if d.effect is not None else (d.measured or "–") + _p_text(d)
 
 
 def _cell(text: str) -> str:
@@ -51,7 +57,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]], out_dir: Any) -> list[str]:
+def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], out_dir: Any) -> list[str]:
     """The claims table that opens REPORT.md, with the notes of each claim below it."""
     if not rows:
         return []
@@ -67,16 +73,16 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         "|---|---|---|---|---:|---:|---|---|",
     ]
     for r in rows:
-        compared = f"{r['quantity']}: {r['compared']}"
-        fig = figures.get((r["experiment"], r["figure"] or ""))
-        link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
-        p = _p_text(r)
+        d = r.decision
+        compared = f"{r.quantity}: {r.compared}"
+        fig = figures.get((r.experiment, r.figure or ""))
+        link = f"[{r.figure}]({os.path.relpath(fig, out_dir)})" if fig else "–"
         lines.append(
-            f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
-            f"{_cell(r.get('measured', '–'))} | {effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
+            f"| {_cell(r.claim)} (`{r.id}`) | {_cell(r.source)} | {_cell(compared)} | "
+            f"{_cell(d.measured or '–')} | {effect_text(d)} | {d.n} | **{d.verdict}**{_p_text(d)} | "
             f"{link} |"
         )
-    notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
+    notes = [(r.id, n) for r in rows for n in r.decision.notes]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
     return [*lines, *_looks_paragraph(experiments), ""]
@@ -103,12 +109,12 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
 VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
 
 
-def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
+def claims_tally(rows: list[ClaimResult]) -> list[str]:
     """One row per experiment: how many of its claims got each verdict."""
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
-        kind = next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))
-        counts.setdefault(r["experiment"], dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
+        kind = next(k for k in VERDICT_KINDS if r.decision.verdict.startswith(k))
+        counts.setdefault(r.experiment, dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
     header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
     lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
     for name, c in counts.items():
@@ -117,7 +123,7 @@ def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) -> list[str]:
+def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> list[str]:
     """The claims in short, for a README: the verdicts counted per experiment, then every claim our runs
     contradict, with its effect, interval and n; every claim is in the report (written by `bnexp report
     --readme`)."""
@@ -129,13 +135,10 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if r["verdict"].startswith("contradicted")]
+    contradicted = [r for r in rows if r.decision.verdict.startswith("contradicted")]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
         lines += [
-            f"- {r['experiment']}: {r['claim']}: "
-            f"{effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
-            f"n = {r['n']}"
-            for r in contradicted
+            f"- {r.experiment}: {r.claim}: {_contradiction_text(r.decision)}, n = {r.decision.n}" for r in contradicted
         ]
     return lines
