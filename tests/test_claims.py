@@ -6,6 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bnexp import stats
 from bnexp.claims import evaluate
 from bnexp.claims.markdown import effect_text
 from bnexp.cli import app
@@ -136,13 +137,17 @@ def test_mixed_outcomes_are_counted_not_averaged(experiment):
     assert any("mixed outcomes (1 never left chance, 1 diverged)" in n for n in row.notes)
     # no run of lr5x trained, so there is no accuracy to average: the share of runs that trained decides
     assert row.measured == "trained 0/2 vs 2/2" and row.method.startswith("share of runs that trained")
-    assert row.effect == -1.0 and row.verdict == "contradicted"  # Newcombe: [-1, -0.07], below 0
-    assert decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment).verdict == ("supported")
+    # Boschloo's exact test: the only table as extreme has probability (1 − π)²π², at most 1/16 (π = 1/2); two
+    # runs a side cannot decide at 5 % two-sided (Newcombe's interval, [-1, -0.07], called it contradicted)
+    assert row.effect == -1.0 and row.p_value == pytest.approx(2 / 16) and not row.favours
+    assert row.verdict == "undecided at n = 2 (the estimate points the other way)"
+    less = decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)
+    assert less.verdict.startswith("undecided at n = 2 (≈ ") and less.favours
     # a quantity that is not an accuracy has no such order: every run of the group is kept, and ranked
     loss = decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
-    assert loss.method.startswith("Mann-Whitney") and loss.p_value == pytest.approx(1 / 6)
+    assert loss.method.startswith("Mann-Whitney") and loss.p_value == pytest.approx(2 / 6)
     share = decide(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
-    assert share.measured == "1/2 vs 0/2" and share.method.startswith("Newcombe")
+    assert share.measured == "1/2 vs 0/2" and share.method.startswith("Boschloo")
     assert share.verdict.startswith("undecided at n = 2")
 
 
@@ -202,13 +207,13 @@ def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     experiment.variants["mixed"] = experiment.variants["lenet5_lr1x"] + experiment.variants["lenet5_lr5x"]
     row = decide(claim(versus="mixed"), experiment)
     assert row.method.startswith("Mann-Whitney") and "every run ranked" in row.method
-    assert row.p_value == pytest.approx(1 / 15) and row.effect is None
+    assert row.p_value == pytest.approx(2 / 15) and row.effect is None  # two-sided: twice the one-sided 1/15
     assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
     assert "2 trained, 1 never left chance, 1 diverged" in row.measured
     assert any(n.startswith("mixed: mixed outcomes (") and n.endswith("; every run ranked") for n in row.notes)
     other_way = decide(claim(versus="mixed", expect="less"), experiment)
     assert other_way.verdict == "undecided at n = 2 (the ranks point the other way)"
-    assert other_way.p_value == pytest.approx(1.0) and other_way.p_opposite == pytest.approx(1 / 15)
+    assert other_way.p_value == pytest.approx(2 / 15) and not other_way.favours
     # "about as well as" has no rank form: compared within the runs that trained, as before
     equivalent = decide(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
     assert any(n.endswith("compared within the runs that trained") for n in equivalent.notes)
@@ -219,7 +224,7 @@ def test_a_mixed_group_without_a_run_that_trained_keeps_every_run_for_other_quan
     lenet5_lr5x (never left chance, diverged) has spread ratio 2 in both runs, lenet5-bn_lr1x 1: a complete
     separation of 2 runs against 2, p = 1/6, which cannot decide at 0.025."""
     row = decide(claim(quantity="feature_sd_spread", expect="less", versus="lenet5_lr5x"), experiment)
-    assert row.measured.startswith("1.00 vs 2.00 (medians;") and row.p_value == pytest.approx(1 / 6)
+    assert row.measured.startswith("1.00 vs 2.00 (medians;") and row.p_value == pytest.approx(2 / 6)
     assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
     assert "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged); every run ranked" in row.notes
     # without a second group there is no rank test, and no "within the runs that trained" to claim
@@ -241,7 +246,8 @@ def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
     """lenet5_lr5x never reaches 0.9 test accuracy; lenet5-bn_lr1x does in both seeds (step 20)."""
     row = decide(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
     assert row.method.startswith("Mann-Whitney") and "never" in row.measured
-    assert row.p_value == pytest.approx(1 / 6)  # 2 vs 2, complete separation: 1 of C(4, 2) splits
+    # 2 vs 2, complete separation: 1 of C(4, 2) splits each way, two-sided twice that
+    assert row.p_value == pytest.approx(2 / 6) and row.favours
     assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
 
 
@@ -308,10 +314,12 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
             compared="c",
             figure=None,
             decision=decision,
+            expect="less",
+            verdict=verdict,
         )
 
     # a rank comparison has no effect: what was measured, and the deciding p
-    ranked = row("b", "v", "contradicted", None, measured="2.07 vs 0.3026 (medians)", p_value=0.99, p_opposite=0.014)
+    ranked = row("b", "v", "contradicted", None, measured="2.07 vs 0.3026 (medians)", p_value=0.029, favours=False)
     rows = [
         row("a", "x", "supported"),
         row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
@@ -323,7 +331,7 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
     assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
     assert [line for line in lines if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
-        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3",
+        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.029), n = 3",
     ]
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
@@ -447,3 +455,87 @@ def test_a_misread_field_raises_not_a_claim_quietly_not_measured(tmp_path, monke
     monkeypatch.setitem(MEASURES, "final_test_acc", lambda run, at: run.summary.final_test_accuracy)
     with pytest.raises(AttributeError, match="final_test_accuracy"):
         claim_rows(find_experiments(tmp_path))
+
+
+def _result(experiment, id, p, verdict, kind="article", favours=True, expect="greater"):
+    from bnexp.claims import ClaimResult, Decision
+
+    decision = Decision(verdict=verdict, n=5, p_value=p, favours=favours)
+    return ClaimResult(
+        id=id,
+        experiment=experiment,
+        claim=id,
+        source="s",
+        kind=kind,
+        expect=expect,
+        quantity="final_test_acc",
+        compared="a > b",
+        figure=None,
+        decision=decision,
+        verdict=verdict,
+    )
+
+
+def test_multiplicity_holm_within_an_experiments_article_claims_and_bh_over_the_report():
+    """Family a: raw p 0.01, 0.03, 0.04 (all supported at 5 %) -> Holm 0.03, 0.06, 0.06: two fall to undecided;
+    a literature claim (p 0.03) is in no family and keeps its verdict; experiment b decides each by its own p;
+    a consistency claim whose raw p said 'outside' is kept consistent when its Holm p is not below 5 %. BH over
+    all seven p's (0.01, 0.03, 0.04, 0.03, 0.02, 0.2, 0.03), by hand: sorted 0.01, 0.02, 0.03 ×3, 0.04, 0.2 times
+    7/rank: 0.07, 0.07, 0.07, 0.0525, 0.042, 0.0467, 0.2 -> stepped up from the top: 0.042 for ranks 1-5."""
+    from bnexp.claims.multiplicity import adjust
+
+    rows = [
+        _result("a", "x", 0.01, "supported"),
+        _result("a", "y", 0.03, "supported"),
+        _result("a", "z", 0.04, "contradicted", favours=False),
+        _result("a", "lit", 0.03, "supported", kind="literature"),
+        _result("b", "w", 0.02, "supported"),
+        _result("a", "undecided", 0.2, "undecided at n = 5 (≈ 9 would decide)"),
+        _result("c", "run", 0.03, "contradicted", favours=False, expect="consistent"),
+        _result("a", "none", None, "not measured"),
+    ]
+    x, y, z, lit, w, undecided, run, none = adjust(rows, {"a": "holm", "b": "none", "c": "holm"})
+    # family a: 0.01, 0.03, 0.04, 0.2 -> ×4, ×3, ×2, ×1: 0.04, 0.09, 0.08 -> 0.09, 0.2
+    assert [r.p_holm for r in (x, y, z, undecided)] == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert x.verdict == "supported" and y.verdict == "undecided at n = 5 (after Holm)"
+    assert z.verdict == "undecided at n = 5 (after Holm)" and z.decision.verdict == "contradicted"
+    assert undecided.verdict == "undecided at n = 5 (≈ 9 would decide)"
+    assert lit.p_holm is None and lit.family == "not in a family" and lit.verdict == "supported"
+    assert w.p_holm is None and w.family == "not adjusted (multiplicity: none)" and w.verdict == "supported"
+    assert run.p_holm == pytest.approx(0.03) and run.verdict == "contradicted"  # a family of one
+    qs = [r.q_bh for r in (x, y, z, lit, w, undecided, run)]
+    assert qs == pytest.approx([0.042, 0.042, 0.0467, 0.042, 0.042, 0.2, 0.042], abs=1e-4)
+    assert none.q_bh is None and none.p_holm is None and none.verdict == "not measured"
+    # a consistency claim in a family whose Holm p is not below 5 %: the article's run is no longer outside ours
+    (kept, _) = adjust([rows[6], _result("c", "v", 0.04, "supported")], {"c": "holm"})
+    assert kept.p_holm == pytest.approx(0.06) and kept.verdict == "supported"
+
+
+def test_the_claims_table_shows_raw_holm_and_bh_and_the_raw_verdict_where_it_differs(tmp_path):
+    from bnexp.claims import claims_markdown
+    from bnexp.claims.multiplicity import adjust
+
+    # Holm over x, y, z: 0.01 × 3, 0.03 × 2, 0.3: 0.03, 0.06, 0.3; BH over all four: 0.04, 0.06, 0.4, 0.5
+    rows = [
+        _result("a", "x", 0.01, "supported"),
+        _result("a", "y", 0.03, "supported"),
+        _result("a", "z", 0.3, "undecided at n = 5"),
+    ]
+    rows = adjust([*rows, _result("a", "l", 0.5, "undecided at n = 5", kind="literature")], {"a": "holm"})
+    lines = claims_markdown(rows, [], tmp_path)
+    table = {line.split("`")[1]: line for line in lines if line.startswith("| ") and "(`" in line}
+    assert "| 0.01 | 0.03 | 0.04 | **supported** |" in table["x"]
+    assert "| 0.03 | 0.06 | 0.06 | **undecided at n = 5 (after Holm)** (raw: supported) |" in table["y"]
+    assert "| 0.5 | not in a family | 0.5 | **undecided at n = 5** |" in table["l"]
+    assert "| p | Holm p | BH q | verdict |" in "\n".join(lines)
+
+
+def test_a_share_against_a_value_is_decided_by_the_exact_binomial_test(experiment):
+    """near_chance_at_end: 0 of lenet5-bn_lr1x's 2 runs. Claimed above 0.5: the estimate points the other way, and
+    more runs would not help; claimed below: binomial p of 0/2 at 1/2 is 1/4, two-sided 1/2: undecided, with the
+    one-sample formula's runs."""
+    up = decide(claim(quantity="near_chance_at_end", expect="greater", value=0.5), experiment)
+    assert up.verdict == "undecided at n = 2 (the estimate points the other way)" and not up.favours
+    down = decide(claim(quantity="near_chance_at_end", expect="less", value=0.5), experiment)
+    assert down.p_value == pytest.approx(0.5) and down.favours and down.method.startswith("exact binomial")
+    assert down.verdict == f"undecided at n = 2 (≈ {stats.seeds_needed_proportion(0.0, 0.5)} would decide)"

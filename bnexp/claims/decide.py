@@ -9,6 +9,7 @@ import statistics
 from bnexp import stats
 from bnexp.claims.groups import censored_ranks, group_values, outcome_notes, outcome_ranks
 from bnexp.claims.measure import ACCURACIES, CENSORED, NotRecorded, measure
+from bnexp.claims.multiplicity import adjust
 from bnexp.claims.result import ClaimResult, Decision
 from bnexp.claims.text import at_text, mean_text, num, signed, verdict_text
 from bnexp.config import QUANTITIES, ClaimConfig
@@ -41,10 +42,12 @@ def _result(claim: ClaimConfig, exp: Experiment, decision: Decision) -> ClaimRes
         claim=claim.claim,
         source=claim.source,
         kind=claim.kind,
+        expect=claim.expect,
         quantity=claim.quantity + at,
         compared=_compared_text(claim),
         figure=claim.figure,
         decision=decision,
+        verdict=decision.verdict,
     )
 
 
@@ -64,56 +67,85 @@ def _compared_text(claim: ClaimConfig) -> str:
 
 
 def _proportion(claim: ClaimConfig, a: list[Run], b: list[Run]) -> Decision:
+    """A share of runs against another group's (Boschloo's exact test) or a fixed value (the exact binomial test):
+    exact tests, whose level holds at the few runs a group has; the interval beside it is Newcombe's (Wilson's)."""
     ka = sum(bool(measure(r, claim.quantity, claim.at)) for r in a)
     sign = 1 if claim.expect == "greater" else -1
     if claim.versus:
         kb = sum(bool(measure(r, claim.quantity, claim.at)) for r in b)
-        ci = stats.proportion_difference(ka, len(a), kb, len(b))
-        needed = stats.seeds_needed_proportions(ka / len(a), kb / len(b))
-        reference = 0.0
-    else:
-        ci = stats.wilson(ka, len(a))
-        reference = float(claim.value)  # type: ignore[arg-type]
-        needed = stats.seeds_needed_proportions(ka / len(a), reference)
-        ci = stats.Interval(ci.estimate - reference, ci.low - reference, ci.high - reference, ci.n, ci.method)
-    decided = _side(ci, sign, reference=0.0)
-    n = min(len(a), len(b)) if b else len(a)
+        return _shares(ka, len(a), kb, len(b), sign).model_copy(update={"reference": 0.0})
+    reference = float(claim.value)  # type: ignore[arg-type]
+    ci = stats.wilson(ka, len(a))
+    p, favours = _one_of_two(*stats.binomial(ka, len(a), reference), sign)
+    needed = stats.seeds_needed_proportion(ka / len(a), reference)
     return Decision(
-        effect=ci.estimate,
-        interval=(ci.low, ci.high),
-        n=n,
-        method=ci.method,
-        measured=f"{ka}/{len(a)}" + (f" vs {kb}/{len(b)}" if claim.versus else f" vs {reference:g}"),
-        verdict=verdict_text(decided, n, needed),
+        effect=ci.estimate - reference,
+        interval=(ci.low - reference, ci.high - reference),
+        n=len(a),
+        method=f"exact binomial test (twice the smaller one-sided p); {ci.method} interval",
+        measured=f"{ka}/{len(a)} vs {reference:g}",
+        p_value=p,
+        favours=favours,
+        verdict=_verdict_by_p(p, favours, len(a), needed, (ka / len(a) - reference) * sign),
         reference=reference,
     )
 
 
-def _side(ci: stats.Interval, sign: int, reference: float) -> bool | None:
-    """True when the interval lies beyond `reference` on the expected side, False on the other, else None."""
+def _shares(ka: int, na: int, kb: int, nb: int, sign: int) -> Decision:
+    """Two groups' shares of runs (that met a condition, or that trained): Boschloo's exact test decides, with
+    Newcombe's interval of the difference beside it."""
+    ci = stats.proportion_difference(ka, na, kb, nb)
+    p, favours = _one_of_two(*stats.boschloo(ka, na, kb, nb), sign)
+    needed = stats.seeds_needed_proportions(ka / na, kb / nb)
+    n = min(na, nb)
+    return Decision(
+        effect=ci.estimate,
+        interval=(ci.low, ci.high),
+        n=n,
+        method=f"Boschloo's exact test (twice the smaller one-sided p); {ci.method} interval",
+        measured=f"{ka}/{na} vs {kb}/{nb}",
+        p_value=p,
+        favours=favours,
+        verdict=_verdict_by_p(p, favours, n, needed, ci.estimate * sign),
+    )
+
+
+def _one_of_two(p_greater: float, p_less: float, sign: int) -> tuple[float, bool]:
+    """A two-sided p from a test's one-sided p's, and whether its smaller side is the claimed one."""
+    claimed, other = (p_greater, p_less) if sign > 0 else (p_less, p_greater)
+    return stats.two_sided(claimed, other), claimed <= other
+
+
+def _verdict_by_p(p: float, favours: bool, n: int, needed: int | None, toward_claim: float) -> str:
+    """supported / contradicted where p < 5 % (by which side the test favours), else undecided with the runs that
+    would decide, or why none would (`toward_claim` < 0: the estimate lies on the other side)."""
+    decided = favours if p < stats.ALPHA else None
+    if decided is None and toward_claim < 0:
+        return verdict_text(None, n, None, "the estimate points the other way")
+    return verdict_text(decided, n, needed, "no difference measured")
+
+
+def _side(ci: stats.Interval, sign: int) -> bool | None:
+    """True when the interval lies beyond 0 on the expected side, False on the other, else None."""
     if math.isnan(ci.low):
         return None
-    if (ci.low > reference) if sign > 0 else (ci.high < reference):
+    if (ci.low > 0) if sign > 0 else (ci.high < 0):
         return True
-    if (ci.high < reference) if sign > 0 else (ci.low > reference):
+    if (ci.high < 0) if sign > 0 else (ci.low > 0):
         return False
     return None
 
 
 def _trained_shares(a: list[Run], b: list[Run], sign: int) -> Decision:
     """An accuracy compared when every run of a group diverged (no accuracy to average): by the share of runs that
-    trained, the difference with Newcombe's interval."""
+    trained."""
     ka, kb = (sum(r.course["outcome"] == "trained" for r in runs) for runs in (a, b))
-    ci = stats.proportion_difference(ka, len(a), kb, len(b))
-    needed = stats.seeds_needed_proportions(ka / len(a), kb / len(b))
-    n = min(len(a), len(b))
-    return Decision(
-        effect=ci.estimate,
-        interval=(ci.low, ci.high),
-        n=n,
-        method=f"share of runs that trained ({ci.method}): no run of one group trained to an accuracy",
-        measured=f"trained {ka}/{len(a)} vs {kb}/{len(b)}",
-        verdict=verdict_text(_side(ci, sign, reference=0.0), n, needed),
+    shares = _shares(ka, len(a), kb, len(b), sign)
+    return shares.model_copy(
+        update={
+            "method": f"share of runs that trained ({shares.method}): no run of one group trained to an accuracy",
+            "measured": f"trained {shares.measured}",
+        }
     )
 
 
@@ -151,9 +183,9 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
         xa = list(a.values())
         if not xa:
             return Decision(verdict="not measured", n=0, notes=tuple(notes))
-        one = stats.mean_interval(xa)
         value = float(claim.value)  # type: ignore[arg-type]
-        spread = stats.Interval(one.estimate - value, one.low - value, one.high - value, one.n, one.method)
+        one = stats.mean_interval(xa, null=value)
+        spread = stats.Interval(one.estimate - value, one.low - value, one.high - value, one.n, one.method, one.p_value)
         paired, sd = True, _sd(xa)
         measured = f"{mean_text(xa)} vs {value:g}"
     n = spread.n
@@ -162,10 +194,15 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
         ci90, equivalent = stats.equivalence(xa, xb, paired, margin)
         outside = not math.isnan(spread.low) and (spread.low > margin or spread.high < -margin)
         decided = True if equivalent else False if outside else None
+        tests = stats.equivalence_p(xa, xb, paired, margin)
         room = margin - abs(spread.estimate)  # how far the estimate is from the margin it must stay within
-        needed = stats.seeds_needed(room, sd, paired) if room > 0 else None
+        # each of TOST's one-sided tests is at 5 %: sized at that level
+        needed = stats.seeds_needed(room, sd, paired, alpha=stats.ALPHA) if room > 0 else None
         why = "the estimate lies outside the margin" if room <= 0 else ""
         return Decision(
+            # at most one of the two tests is below 5 % (the intervals cannot lie both inside and beyond)
+            p_value=None if math.isnan(tests.tost) else min(tests.tost, tests.outside),
+            favours=None if math.isnan(tests.tost) else tests.tost <= tests.outside,
             effect=spread.estimate,
             interval=(spread.low, spread.high),
             interval90=(ci90.low, ci90.high),
@@ -175,12 +212,14 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
             verdict=verdict_text(decided, n, needed, why),
             notes=tuple(notes),
         )
-    decided = _side(spread, sign, reference=0.0)
+    decided = _side(spread, sign)
     needed = stats.seeds_needed(spread.estimate, sd, paired)
     why = "no difference measured"
     if decided is None and spread.estimate * sign < 0:
         needed, why = None, "the estimate points the other way"  # more seeds would not support the claim
     return Decision(
+        p_value=None if math.isnan(spread.p_value) else spread.p_value,
+        favours=None if math.isnan(spread.p_value) else spread.estimate * sign > 0,
         effect=spread.estimate,
         interval=(spread.low, spread.high),
         n=n,
@@ -226,7 +265,9 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
         interval=(worst[2].low - worst[1], worst[2].high - worst[1]),
         method=f"{pct} prediction interval of one new run, t with n − 1 df"
         + (f" (Bonferroni over {len(points)} points)" if len(points) > 1 else ""),
-        p_value=worst[2].p_value,
+        # Bonferroni's p: below 5 % exactly when a point lies outside its 1 − 5 %/k interval
+        p_value=min(1.0, len(points) * worst[2].p_value),
+        favours=False,  # a small p says the article's run is unlike ours
         measured=(
             f"ours {num(worst[2].mean)}, PI {num(worst[2].low)}–{num(worst[2].high)}, article "
             f"{num(worst[1])}" + (f" (least likely at {at_text(worst[0])})" if len(points) > 1 else "")
@@ -245,8 +286,9 @@ def _sd(x: list[float]) -> float:
 
 
 def claim_rows(experiments: list[Experiment]) -> list[ClaimResult]:
-    """Every claim of every experiment decided; a claim whose runs lack what its quantity needs is a row "not
-    measured" whose note says why (one claim never stops the report). Any other error is a bug, and raises."""
+    """Every claim of every experiment decided, its p adjusted within its family and over the report
+    (`multiplicity`); a claim whose runs lack what its quantity needs is a row "not measured" whose note says why
+    (one claim never stops the report). Any other error is a bug, and raises."""
     rows = []
     for exp in experiments:
         for claim in exp.claims:
@@ -255,4 +297,4 @@ def claim_rows(experiments: list[Experiment]) -> list[ClaimResult]:
             except NotRecorded as e:  # e.g. a threshold the runs' config did not list
                 decision = Decision(verdict="not measured", n=0, notes=(f"not measured: {e}",))
             rows.append(_result(claim, exp, decision))
-    return rows
+    return adjust(rows, {exp.name: exp.multiplicity for exp in experiments})

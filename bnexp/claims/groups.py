@@ -48,8 +48,8 @@ def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: s
     why = "the ranks point the other way" if other.p_value < test.p_value else "the ranks do not separate the groups"
     return Decision(
         n=n,
-        p_value=test.p_value,
-        p_opposite=other.p_value,
+        p_value=stats.two_sided(test.p_value, other.p_value),  # below 5 % exactly when one side is below 2.5 %
+        favours=test.p_value <= other.p_value,
         method=f"{test.method}; {method}",
         measured=measured,
         verdict=verdict_text(decided, n, needed, why),

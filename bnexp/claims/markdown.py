@@ -16,16 +16,27 @@ CLAIMS_BEGIN, CLAIMS_END = "<!-- claims:begin -->", "<!-- claims:end -->"  # REA
 CLAIMS_RULE = (
     "greater / less: difference of means with its 95 % interval (paired t by seed when both groups ran the same "
     "seeds, Welch's t otherwise), supported when the interval lies on the claimed side of 0, contradicted when on "
-    "the other; proportions: Newcombe's hybrid score interval of the difference (Wilson for one group against a "
-    "value); equivalent: two one-sided tests, the 90 % interval inside ±margin (contradicted when the 95 % interval "
-    "lies outside); consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over "
-    "several points); undecided claims give the seeds that would decide at 80 % power from the observed effect and "
-    "spread (noncentral t at one-sided 2.5 % for means, equivalences included, which are decided at 5 %: their "
-    "estimates are on the high side; the normal approximation for two proportions, also against a fixed value). "
+    "the other (p: the t test's, two-sided); proportions: Boschloo's exact test for two groups, the exact binomial "
+    "test against a value (exact tests hold their level at a few runs per group; Boschloo's rather than Fisher's, "
+    "which conditions on a total of successes the design never fixed and so errs conservative), shown with "
+    "Newcombe's hybrid score interval of the difference (Wilson's against a value); equivalent: two one-sided tests "
+    "at 5 % each, supported when the 90 % interval lies inside ±margin (p: the larger one-sided p), contradicted "
+    "when the 95 % interval lies beyond it (p: twice the smaller one-sided p of that test), the smaller p shown; "
+    "consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over several "
+    "points: p is the least likely point's times the points). "
     "Groups whose runs ended differently are counted per outcome, never averaged: "
-    "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest), for "
-    "equivalent and against a value they are compared within the runs that trained; where no run of a group "
-    "trained, accuracies are compared by the share of runs that trained (Newcombe), other quantities over every run"
+    "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest; p: "
+    "twice the smaller one-sided p), for equivalent and against a value they are compared within the runs that "
+    "trained; where no run of a group trained, accuracies are compared by the share of runs that trained "
+    "(Boschloo), other quantities over every run. Every p is on one scale, a decision at 5 % (each direction at "
+    "2.5 %). Multiplicity: an experiment's article claims are one family, whose verdicts are decided by their "
+    "Holm-adjusted p (below 5 %; the raw verdict beside it where they differ); q is the Benjamini–Hochberg q over "
+    "every claim of the report with a p; claims of other kinds are in no family and keep their own p's verdict, "
+    "as do an experiment's with `multiplicity: none`. Undecided claims give the seeds that would decide the raw "
+    "test at 80 % power from the observed effect and spread (more under Holm): noncentral t at one-sided 2.5 % for "
+    "means, at 5 % for an equivalence (each of its tests, sized on the distance to the nearer margin); for "
+    "proportions the normal approximation, two-sample or one-sample against a fixed value, a guide to the exact "
+    "test; none where the estimate points the other way"
 )
 
 
@@ -39,17 +50,14 @@ def effect_text(d: Decision) -> str:
     return signed(d.effect) + ci
 
 
-def _p_text(d: Decision) -> str:
-    """The p-value of the test that decided: a contradicted rank comparison is decided by the opposite
-    direction's test (the claim's own p is then near 1)."""
-    if d.verdict.startswith("contradicted") and d.p_opposite is not None:
-        return f" (p = {d.p_opposite:.2g}, the opposite direction)"
-    return f" (p = {d.p_value:.2g})" if d.p_value is not None else ""
+def _p(p: float | None) -> str:
+    return f"{p:.2g}" if p is not None else "–"
 
 
-def _contradiction_text(d: Decision) -> str:
+def _contradiction_text(r: ClaimResult) -> str:
     """The effect and its interval, or (a rank comparison has no effect) what was measured and the deciding p."""
-    return effect_text(d) if d.effect is not None else (d.measured or "–") + _p_text(d)
+    d = r.decision
+    return effect_text(d) if d.effect is not None else f"{d.measured or '–'} (p = {_p(d.p_value)})"
 
 
 def _cell(text: str) -> str:
@@ -69,18 +77,20 @@ def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], 
         "",
         *claims_tally(rows),
         "",
-        "| claim | source | compared | measured | effect [95 % CI] | n | verdict | figure |",
-        "|---|---|---|---|---:|---:|---|---|",
+        "| claim | source | compared | measured | effect [95 % CI] | n | p | Holm p | BH q | verdict | figure |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         d = r.decision
         compared = f"{r.quantity}: {r.compared}"
         fig = figures.get((r.experiment, r.figure or ""))
         link = f"[{r.figure}]({os.path.relpath(fig, out_dir)})" if fig else "–"
+        holm = _p(r.p_holm) if r.p_holm is not None or d.p_value is None else r.family
+        raw = f" (raw: {d.verdict})" if r.verdict != d.verdict else ""
         lines.append(
             f"| {_cell(r.claim)} (`{r.id}`) | {_cell(r.source)} | {_cell(compared)} | "
-            f"{_cell(d.measured or '–')} | {effect_text(d)} | {d.n} | **{d.verdict}**{_p_text(d)} | "
-            f"{link} |"
+            f"{_cell(d.measured or '–')} | {effect_text(d)} | {d.n} | {_p(d.p_value)} | {holm} | {_p(r.q_bh)} | "
+            f"**{r.verdict}**{raw} | {link} |"
         )
     notes = [(r.id, n) for r in rows for n in r.decision.notes]
     if notes:
@@ -113,7 +123,7 @@ def claims_tally(rows: list[ClaimResult]) -> list[str]:
     """One row per experiment: how many of its claims got each verdict."""
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
-        kind = next(k for k in VERDICT_KINDS if r.decision.verdict.startswith(k))
+        kind = next(k for k in VERDICT_KINDS if r.verdict.startswith(k))
         counts.setdefault(r.experiment, dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
     header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
     lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
@@ -135,10 +145,8 @@ def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> li
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if r.decision.verdict.startswith("contradicted")]
+    contradicted = [r for r in rows if r.verdict.startswith("contradicted")]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
-        lines += [
-            f"- {r.experiment}: {r.claim}: {_contradiction_text(r.decision)}, n = {r.decision.n}" for r in contradicted
-        ]
+        lines += [f"- {r.experiment}: {r.claim}: {_contradiction_text(r)}, n = {r.decision.n}" for r in contradicted]
     return lines

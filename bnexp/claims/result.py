@@ -19,8 +19,11 @@ class Decision(BaseModel):
     interval90: tuple[float, float] | None = None  # the interval an equivalence is decided by
     method: str | None = None
     measured: str | None = None
-    p_value: float | None = None  # the claim's direction (a rank test), or the prediction interval's
-    p_opposite: float | None = None  # a rank test of the opposite direction (what a contradiction rests on)
+    # the raw p of the test the verdict rests on, on the scale of a two-sided test at 5 % (twice the smaller
+    # one-sided p of a t, rank or exact test; TOST's p or its outside test's, whichever is smaller; the
+    # prediction interval's, times its points): below 5 % exactly when the verdict is supported or contradicted
+    p_value: float | None = None
+    favours: bool | None = None  # whether a small p_value speaks for the claim (else against it)
     notes: tuple[str, ...] = ()
     points: int | None = None  # consistent: the article's points, and how many lie inside ours
     inside: int | None = None
@@ -39,8 +42,13 @@ class ClaimResult(BaseModel):
     experiment: str
     claim: str
     source: str
-    kind: str
+    kind: str  # article (one family per experiment), literature, diagnostic, consistency or identity
+    expect: str
     quantity: str  # with its `at` where the compared text does not carry it
     compared: str
     figure: str | None
-    decision: Decision
+    decision: Decision  # what the claim's own p decided (the raw verdict)
+    verdict: str  # what the report says: the raw verdict, or undecided where the Holm p is not below 5 %
+    p_holm: float | None = None  # within its experiment's family of article claims
+    q_bh: float | None = None  # Benjamini–Hochberg over every claim of the report with a p
+    family: str = ""  # why a claim has no Holm p: "not in a family", "not adjusted (multiplicity: none)"
