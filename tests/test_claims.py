@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -122,13 +124,21 @@ def test_equivalence_and_consistency_claims(experiment):
     assert effect_text(shown) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
     far = decide(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
     assert far.verdict == "contradicted"  # differences of exactly 0.03, outside ±0.01
-    # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92); Bonferroni 97.5 % intervals
+    # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92), on the mean over both epochs: ours
+    # 0.895 and 0.915 (mean 0.905, sd 0.01414), the article's 0.885; PI 0.905 ± 12.706 · 0.01414 · √1.5
     ok = decide(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.88, 2.0: 0.89}), experiment)
-    assert ok.verdict == "supported" and ok.points == 2 and ok.inside == 2
-    assert any("below the article's at all 2 points" not in n for n in [*ok.notes, "x"])
-    assert any("our mean is above the article's at all 2 points" in n for n in ok.notes)
-    off = decide(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.3}), experiment)
-    assert off.verdict == "contradicted" and off.p_value < 0.05
+    assert ok.verdict == "consistent with ours" and ok.points == 2 and ok.effect == pytest.approx(0.02)
+    assert ok.interval == pytest.approx((0.02 - 0.22007, 0.02 + 0.22007), abs=1e-4)
+    assert ok.p_value == pytest.approx(1 - 2 / math.pi * math.atan(0.02 / (0.014142 * math.sqrt(1.5))), rel=1e-3)
+    assert "(mean over 1, 2)" in ok.measured and not ok.notes
+    # a constant offset: t = 20 at each epoch, inside each point's Bonferroni 97.5 % interval (t(1) 25.45, p 0.032
+    # > 0.025), which could not see it; on the mean, outside the 95 % one (12.71): p = 1 − 2/π · atan(20)
+    shifted = decide(
+        claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.5536, 2.0: 0.5636}), experiment
+    )
+    assert shifted.p_value == pytest.approx(1 - 2 / math.pi * math.atan(20), rel=1e-3) and not shifted.favours
+    assert shifted.verdict == "outside ours (p = 0.032)" and shifted.effect == pytest.approx(0.3464)
+    assert shifted.notes == ("our runs are systematically above the article's: offset +0.3464 (mean over 1, 2)",)
 
 
 def test_mixed_outcomes_are_counted_not_averaged(experiment):
@@ -491,7 +501,7 @@ def test_multiplicity_holm_within_an_experiments_article_claims_and_bh_over_the_
         _result("a", "lit", 0.03, "supported", kind="literature"),
         _result("b", "w", 0.02, "supported"),
         _result("a", "undecided", 0.2, "undecided at n = 5 (≈ 9 would decide)"),
-        _result("c", "run", 0.03, "contradicted", favours=False, expect="consistent"),
+        _result("c", "run", 0.03, "outside ours (p = 0.03)", favours=False, expect="consistent"),
         _result("a", "none", None, "not measured"),
     ]
     x, y, z, lit, w, undecided, run, none = adjust(rows, {"a": "holm", "b": "none", "c": "holm"})
@@ -502,13 +512,13 @@ def test_multiplicity_holm_within_an_experiments_article_claims_and_bh_over_the_
     assert undecided.verdict == "undecided at n = 5 (≈ 9 would decide)"
     assert lit.p_holm is None and lit.family == "not in a family" and lit.verdict == "supported"
     assert w.p_holm is None and w.family == "not adjusted (multiplicity: none)" and w.verdict == "supported"
-    assert run.p_holm == pytest.approx(0.03) and run.verdict == "contradicted"  # a family of one
+    assert run.p_holm == pytest.approx(0.03) and run.verdict == "outside ours (p = 0.03)"  # a family of one
     qs = [r.q_bh for r in (x, y, z, lit, w, undecided, run)]
     assert qs == pytest.approx([0.042, 0.042, 0.0467, 0.042, 0.042, 0.2, 0.042], abs=1e-4)
     assert none.q_bh is None and none.p_holm is None and none.verdict == "not measured"
     # a consistency claim in a family whose Holm p is not below 5 %: the article's run is no longer outside ours
     (kept, _) = adjust([rows[6], _result("c", "v", 0.04, "supported")], {"c": "holm"})
-    assert kept.p_holm == pytest.approx(0.06) and kept.verdict == "supported"
+    assert kept.p_holm == pytest.approx(0.06) and kept.verdict == "consistent with ours"
 
 
 def test_the_claims_table_shows_raw_holm_and_bh_and_the_raw_verdict_where_it_differs(tmp_path):
@@ -539,3 +549,15 @@ def test_a_share_against_a_value_is_decided_by_the_exact_binomial_test(experimen
     down = decide(claim(quantity="near_chance_at_end", expect="less", value=0.5), experiment)
     assert down.p_value == pytest.approx(0.5) and down.favours and down.method.startswith("exact binomial")
     assert down.verdict == f"undecided at n = 2 (≈ {stats.seeds_needed_proportion(0.0, 0.5)} would decide)"
+
+
+def test_an_article_run_outside_ours_counts_as_contradicted_and_consistent_as_supported(tmp_path):
+    from bnexp.claims import claims_excerpt
+
+    rows = [
+        _result("e", "in", 0.4, "consistent with ours", favours=False, expect="consistent"),
+        _result("e", "out", 0.015, "outside ours (p = 0.015)", favours=False, expect="consistent"),
+    ]
+    lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
+    assert "| e | 2 | 1 | 1 | – | – |" in lines
+    assert [line for line in lines if line.startswith("- ")] == ["- e: out: – (p = 0.015), n = 5"]

@@ -4,8 +4,9 @@ statistics of `bnexp.stats` (`decide`, with `groups` for runs that ended differe
 claims of one report (`multiplicity`: Holm within an experiment's article claims, Benjamini–Hochberg over the
 report), held in one model (`result`) and written as Markdown (`markdown`, in the words of `text`).
 
-Verdicts: **supported** (the interval lies on the expected side, or the article's run lies inside our
-prediction interval), **contradicted** (the interval lies on the other side, or outside it), **undecided at
+Verdicts: **supported** (the interval lies on the expected side), **contradicted** (the interval lies on the
+other side), for an article's single run **consistent with ours** or **outside ours** (our prediction
+interval, on the mean over the points it reports), **undecided at
 n = N** with the seeds that a power estimate says would decide (or "after Holm" where only the family's
 adjusted p keeps it from a verdict), or **not measured** (no finished runs, or runs
 that did not record what the quantity needs, with a note saying so).

@@ -11,7 +11,7 @@ from bnexp.claims.groups import censored_ranks, group_values, outcome_notes, out
 from bnexp.claims.measure import ACCURACIES, CENSORED, NotRecorded, measure
 from bnexp.claims.multiplicity import adjust
 from bnexp.claims.result import ClaimResult, Decision
-from bnexp.claims.text import at_text, mean_text, num, signed, verdict_text
+from bnexp.claims.text import CONSISTENT, OUTSIDE, at_text, mean_text, num, signed, verdict_text
 from bnexp.config import QUANTITIES, ClaimConfig
 from bnexp.results import Experiment, Run
 
@@ -231,50 +231,56 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
 
 
 def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
-    """The article's single run(s) against the prediction interval of ours, one per point; with k points each
-    interval is at the 1 − 0.05/k level (Bonferroni), so the family errs 5 % of the time when all hold."""
+    """The article's single run against ours on one summary fixed in advance: the mean of its values over the
+    points it reports (one point: that value), against the same mean of each of our runs, by the 95 % prediction
+    interval of one new run (t, n − 1 df). One summary of all points, so a constant offset shows (testing
+    correlated points one by one, Bonferroni-corrected, could not see one)."""
     points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
-    level = 1 - (1 - stats.LEVEL) / len(points)
-    checks, notes = [], []
-    for at, article in points.items():
+    per_point, notes = [], []
+    for at in points:
         values, outcomes, missing = group_values(runs, claim.quantity, at)
         notes += outcome_notes(claim.group, outcomes, missing, claim.quantity) if not notes else []
-        pred = stats.prediction_interval(list(values.values()), float(article), level) if values else None
-        checks.append((at, float(article), pred))
-    measured = [p for _, _, p in checks if p is not None and p.n >= 2]
-    n = min((p.n for _, _, p in checks if p is not None), default=0)
-    if len(measured) < len(checks):
+        per_point.append(values)
+    seeds = sorted(set.intersection(*(set(v) for v in per_point)))  # runs with a value at every point
+    ours = [statistics.fmean(v[s] for v in per_point) for s in seeds]
+    article = statistics.fmean(float(v) for v in points.values())
+    if len(ours) < 2:
+        n = len(ours)
         return Decision(verdict=f"undecided at n = {n} (a prediction interval needs 2+ runs)", n=n, notes=tuple(notes))
-    inside = [p.low <= art <= p.high for _, art, p in checks]
-    offsets = [p.mean - art for _, art, p in checks]
-    worst = min(checks, key=lambda c: c[2].p_value)
-    pct = f"{level:.1%}" if len(points) > 1 else "95 %"
-    below, above = sum(o < 0 for o in offsets), sum(o > 0 for o in offsets)
-    if len(points) > 1 and (below == len(points) or above == len(points)):
-        side = "below" if below else "above"
+    pred = stats.prediction_interval(ours, article)
+    over = f"mean over {_points_text(list(points))}" if len(points) > 1 else ""
+    offset = pred.mean - article
+    if pred.low <= article <= pred.high:
+        verdict = CONSISTENT
+    else:
+        verdict = f"{OUTSIDE} (p = {pred.p_value:.2g})"
+        side = "below" if offset < 0 else "above"
         notes = [
             *notes,
-            f"offset: our mean is {side} the article's at all {len(points)} points "
-            f"(mean offset {signed(statistics.fmean(offsets))})",
+            f"our runs are systematically {side} the article's: offset {signed(offset)} ({over or 'ours − article'})",
         ]
     return Decision(
-        effect=worst[2].mean - worst[1],
-        n=n,
+        effect=offset,
+        n=len(ours),
         points=len(points),
-        inside=sum(inside),
-        interval=(worst[2].low - worst[1], worst[2].high - worst[1]),
-        method=f"{pct} prediction interval of one new run, t with n − 1 df"
-        + (f" (Bonferroni over {len(points)} points)" if len(points) > 1 else ""),
-        # Bonferroni's p: below 5 % exactly when a point lies outside its 1 − 5 %/k interval
-        p_value=min(1.0, len(points) * worst[2].p_value),
+        interval=(pred.low - article, pred.high - article),
+        method="95 % prediction interval of one new run, t with n − 1 df"
+        + (f", on each run's {over} (the article's {len(points)} points)" if over else ""),
+        p_value=pred.p_value,
         favours=False,  # a small p says the article's run is unlike ours
-        measured=(
-            f"ours {num(worst[2].mean)}, PI {num(worst[2].low)}–{num(worst[2].high)}, article "
-            f"{num(worst[1])}" + (f" (least likely at {at_text(worst[0])})" if len(points) > 1 else "")
-        ),
-        verdict="supported" if all(inside) else "contradicted",
+        measured=f"ours {num(pred.mean)}, PI {num(pred.low)}–{num(pred.high)}, article {num(article)}"
+        + (f" ({over})" if over else ""),
+        verdict=verdict,
         notes=tuple(notes),
     )
+
+
+def _points_text(ats: list) -> str:
+    """'1–5' for consecutive whole numbers (epochs), else the points listed: '2, 1' (loss thresholds)."""
+    whole = all(isinstance(a, (int, float)) and float(a).is_integer() for a in ats)
+    if whole and len(ats) > 2 and sorted(ats) == list(range(int(min(ats)), int(max(ats)) + 1)):
+        return f"{at_text(min(ats))}–{at_text(max(ats))}"
+    return ", ".join(at_text(a) for a in ats)
 
 
 def _var(x: list[float]) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bnexp.claims.result import ClaimResult, Decision
-from bnexp.claims.text import signed
+from bnexp.claims.text import VERDICT_KINDS, signed, verdict_kind
 
 CLAIMS_BEGIN, CLAIMS_END = "<!-- claims:begin -->", "<!-- claims:end -->"  # README's generated block
 
@@ -22,8 +22,10 @@ CLAIMS_RULE = (
     "Newcombe's hybrid score interval of the difference (Wilson's against a value); equivalent: two one-sided tests "
     "at 5 % each, supported when the 90 % interval lies inside ±margin (p: the larger one-sided p), contradicted "
     "when the 95 % interval lies beyond it (p: twice the smaller one-sided p of that test), the smaller p shown; "
-    "consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over several "
-    "points: p is the least likely point's times the points). "
+    "consistent: the article's single run against ours on one summary fixed in advance, the mean over the points it "
+    "reports (its epochs), against each of our runs' mean over the same points: consistent with ours when inside "
+    "the 95 % prediction interval of one new run (t, n − 1 df), outside ours (p: how likely a run lies that far "
+    "from our mean) otherwise, the offset (ours − article) in the effect column. "
     "Groups whose runs ended differently are counted per outcome, never averaged: "
     "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest; p: "
     "twice the smaller one-sided p), for equivalent and against a value they are compared within the runs that "
@@ -116,14 +118,11 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
-
-
 def claims_tally(rows: list[ClaimResult]) -> list[str]:
     """One row per experiment: how many of its claims got each verdict."""
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
-        kind = next(k for k in VERDICT_KINDS if r.verdict.startswith(k))
+        kind = verdict_kind(r.verdict)
         counts.setdefault(r.experiment, dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
     header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
     lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
@@ -145,7 +144,7 @@ def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> li
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if r.verdict.startswith("contradicted")]
+    contradicted = [r for r in rows if verdict_kind(r.verdict) == "contradicted"]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
         lines += [f"- {r.experiment}: {r.claim}: {_contradiction_text(r)}, n = {r.decision.n}" for r in contradicted]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bnexp import stats
 from bnexp.claims.result import ClaimResult
+from bnexp.claims.text import CONSISTENT
 
 FAMILY_KIND = "article"
 
@@ -37,10 +38,11 @@ def adjust(rows: list[ClaimResult], multiplicity: dict[str, str]) -> list[ClaimR
 
 def adjusted_verdict(r: ClaimResult, p_holm: float | None) -> str:
     """The verdict the family's adjusted p allows: a raw verdict that rests on p < 5 % stands only where the
-    Holm p is below 5 % too; one that does not is kept as the claim's own p gave it (an adjusted p is never smaller)."""
+    Holm p is below 5 % too (an article's run outside ours is otherwise consistent with ours); one that does not is
+    kept as the claim's own p gave it (an adjusted p is never smaller)."""
     d = r.decision
     if p_holm is None or d.p_value is None or d.p_value >= stats.ALPHA or p_holm < stats.ALPHA:
         return d.verdict
-    if not d.favours and r.expect == "consistent":
-        return "supported"  # the article's run is no longer shown outside ours
+    if r.expect == "consistent":
+        return CONSISTENT  # the article's run is no longer shown outside ours
     return f"undecided at n = {d.n} (after Holm)"

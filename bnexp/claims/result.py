@@ -25,8 +25,7 @@ class Decision(BaseModel):
     p_value: float | None = None
     favours: bool | None = None  # whether a small p_value speaks for the claim (else against it)
     notes: tuple[str, ...] = ()
-    points: int | None = None  # consistent: the article's points, and how many lie inside ours
-    inside: int | None = None
+    points: int | None = None  # consistent: the article's points, summarized by their mean
     reference: float | None = None  # a proportion's value it is compared with (0 for two groups)
 
     def with_notes(self, notes: list[str]) -> Decision:

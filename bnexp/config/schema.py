@@ -260,10 +260,10 @@ class ClaimConfig(Schema):
 
     `group` (and `versus`) are variants: run names without the seed, e.g. lenet5-bn_lr1x or lenet5-gn_b8_lr1x.
     expect greater / less: group's quantity above / below versus's (or `value`); equivalent: within ±margin of
-    versus's (two one-sided tests); consistent: the article's single run `value` (or values per `at`, a mapping)
-    lies in the 95 % prediction interval of our runs. With `versus_at`, the comparison is with the same quantity
-    at another `at` (of versus, or of the group itself), paired by seed: e.g. one model's accuracy in two
-    evaluation modes."""
+    versus's (two one-sided tests); consistent: the article's single run `value` (or values per `at`, a mapping:
+    their mean, against each of our runs' mean over the same `at`s) lies in the 95 % prediction interval of ours.
+    With `versus_at`, the comparison is with the same quantity at another `at` (of versus, or of the group
+    itself), paired by seed: e.g. one model's accuracy in two evaluation modes."""
 
     id: Name
     claim: OneLine
