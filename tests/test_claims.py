@@ -561,3 +561,20 @@ def test_an_article_run_outside_ours_counts_as_contradicted_and_consistent_as_su
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
     assert "| e | 2 | 1 | 1 | – | – |" in lines
     assert [line for line in lines if line.startswith("- ")] == ["- e: out: – (p = 0.015), n = 5"]
+
+
+def test_an_experiments_multiplicity_is_read_from_its_record_and_checked(tmp_path):
+    from bnexp.records import check_experiment_meta
+    from bnexp.store import CorruptFile
+
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"].pop("multiplicity", None)
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].multiplicity == "holm"  # a record from before the key: the default
+    meta["config"]["multiplicity"] = "none"
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].multiplicity == "none"
+    meta["config"]["multiplicity"] = "bonferroni"
+    with pytest.raises(CorruptFile, match="multiplicity"):
+        check_experiment_meta(exp_dir / EXPERIMENT_FILE, meta)
