@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
@@ -205,6 +205,7 @@ class ExperimentConfigRecord(Record):
     grid: dict | None = None
     claims: list[Any] | None = None
     interim_looks: list[Any] | None = None
+    multiplicity: Literal["holm", "none"] | None = None
     epochs: Int | None = None
     steps: Int | None = None
     log_every: Int | None = None

@@ -186,6 +186,11 @@ class Experiment:
             return []
 
     @property
+    def multiplicity(self) -> str:
+        """holm or none (bnexp.records checked the value when experiment.yaml was read; an older one has none)."""
+        return self.config.get("multiplicity") or "holm"
+
+    @property
     def interim_looks(self) -> list[int]:
         """The seed counts at which the claims were looked at before more seeds ran (schema-checked; none, with a
         warning, if they do not parse)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bnexp import stats
 from bnexp.claims import evaluate
 from bnexp.claims.markdown import effect_text
 from bnexp.cli import app
@@ -98,6 +101,11 @@ def claim(**kw) -> ClaimConfig:
     return ClaimConfig(**{**base, **kw})
 
 
+def decide(claim, experiment):
+    """What the runs decide about a claim (evaluate's result, without the claim's identity)."""
+    return evaluate(claim, experiment).decision
+
+
 @pytest.fixture
 def experiment(tmp_path):
     return find_experiments(write_experiment(tmp_path))[0]
@@ -105,51 +113,61 @@ def experiment(tmp_path):
 
 def test_verdicts_supported_contradicted_undecided_and_not_measured(experiment):
     # final accuracies: lenet5-bn_lr1x 0.91 / 0.93, lenet5_lr1x 0.88 / 0.90 (seeds 0 / 1): paired differences 0.03
-    supported = evaluate(claim(versus="lenet5_lr1x"), experiment)
-    assert supported["verdict"] == "supported" and supported["effect"] == pytest.approx(0.03)
-    assert "paired t, 2 pairs" in supported["method"]
-    contradicted = evaluate(claim(versus="lenet5_lr1x", expect="less"), experiment)
-    assert contradicted["verdict"] == "contradicted"
+    supported = decide(claim(versus="lenet5_lr1x"), experiment)
+    assert supported.verdict == "supported" and supported.effect == pytest.approx(0.03)
+    assert "paired t, 2 pairs" in supported.method
+    contradicted = decide(claim(versus="lenet5_lr1x", expect="less"), experiment)
+    assert contradicted.verdict == "contradicted"
     # against a value: mean 0.92, 95 % CI 0.92 ± 12.706 * 0.014142 / sqrt(2) = ± 0.127
-    undecided = evaluate(claim(value=0.915), experiment)
-    assert undecided["interval"] == pytest.approx([0.005 - 0.12706, 0.005 + 0.12706], abs=1e-4)
-    assert undecided["verdict"].startswith("undecided at n = 2 (≈ ") and "would decide" in undecided["verdict"]
-    assert evaluate(claim(group="lenet5-gn_lr1x", value=0.5), experiment)["verdict"] == "not measured"
+    undecided = decide(claim(value=0.915), experiment)
+    assert undecided.interval == pytest.approx((0.005 - 0.12706, 0.005 + 0.12706), abs=1e-4)
+    assert undecided.verdict.startswith("undecided at n = 2 (≈ ") and "would decide" in undecided.verdict
+    assert decide(claim(group="lenet5-gn_lr1x", value=0.5), experiment).verdict == "not measured"
 
 
 def test_equivalence_and_consistency_claims(experiment):
-    same = evaluate(claim(versus="lenet5-bn_lr1x", expect="equivalent", margin=0.01), experiment)
-    assert same["verdict"] == "supported" and same["interval90"] == pytest.approx([0.0, 0.0])
+    same = decide(claim(versus="lenet5-bn_lr1x", expect="equivalent", margin=0.01), experiment)
+    assert same.verdict == "supported" and same.interval90 == pytest.approx((0.0, 0.0))
     # the table prints the 90 % interval the verdict is decided by beside the 95 % one
-    row = {**same, "effect": -0.0029, "interval": [-0.0125, 0.0066], "interval90": [-0.0098, 0.0039]}
-    assert effect_text(row) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
-    far = evaluate(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
-    assert far["verdict"] == "contradicted"  # differences of exactly 0.03, outside ±0.01
-    # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92); Bonferroni 97.5 % intervals
-    ok = evaluate(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.88, 2.0: 0.89}), experiment)
-    assert ok["verdict"] == "supported" and ok["points"] == 2 and ok["inside"] == 2
-    assert any("below the article's at all 2 points" not in n for n in ok["notes"] + ["x"])
-    assert any("our mean is above the article's at all 2 points" in n for n in ok["notes"])
-    off = evaluate(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.3}), experiment)
-    assert off["verdict"] == "contradicted" and off["p_value"] < 0.05
+    shown = same.model_copy(update={"effect": -0.0029, "interval": (-0.0125, 0.0066), "interval90": (-0.0098, 0.0039)})
+    assert effect_text(shown) == "-0.0029 [-0.0125, +0.0066]; 90 %: [-0.0098, +0.0039]"
+    far = decide(claim(versus="lenet5_lr1x", expect="equivalent", margin=0.01), experiment)
+    assert far.verdict == "contradicted"  # differences of exactly 0.03, outside ±0.01
+    # the article's epoch-1 and -2 runs against ours (0.89/0.91 and 0.90/0.92), on the mean over both epochs: ours
+    # 0.895 and 0.915 (mean 0.905, sd 0.01414), the article's 0.885; PI 0.905 ± 12.706 · 0.01414 · √1.5
+    ok = decide(claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.88, 2.0: 0.89}), experiment)
+    assert ok.verdict == "consistent with ours" and ok.points == 2 and ok.effect == pytest.approx(0.02)
+    assert ok.interval == pytest.approx((0.02 - 0.22007, 0.02 + 0.22007), abs=1e-4)
+    assert ok.p_value == pytest.approx(1 - 2 / math.pi * math.atan(0.02 / (0.014142 * math.sqrt(1.5))), rel=1e-3)
+    assert "(mean over 1, 2)" in ok.measured and not ok.notes
+    # a constant offset: t = 20 at each epoch, inside each point's Bonferroni 97.5 % interval (t(1) 25.45, p 0.032
+    # > 0.025), which could not see it; on the mean, outside the 95 % one (12.71): p = 1 − 2/π · atan(20)
+    shifted = decide(
+        claim(quantity="test_acc_at_epoch", expect="consistent", value={1.0: 0.5536, 2.0: 0.5636}), experiment
+    )
+    assert shifted.p_value == pytest.approx(1 - 2 / math.pi * math.atan(20), rel=1e-3) and not shifted.favours
+    assert shifted.verdict == "outside ours (p = 0.032)" and shifted.effect == pytest.approx(0.3464)
+    assert shifted.notes == ("our runs are systematically above the article's: offset +0.3464 (mean over 1, 2)",)
 
 
 def test_mixed_outcomes_are_counted_not_averaged(experiment):
     """lenet5_lr5x: seed 0 never left chance, seed 1 diverged: no mean over them."""
-    row = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x"), experiment)
-    assert any("mixed outcomes (1 never left chance, 1 diverged)" in n for n in row["notes"])
+    row = decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x"), experiment)
+    assert any("mixed outcomes (1 never left chance, 1 diverged)" in n for n in row.notes)
     # no run of lr5x trained, so there is no accuracy to average: the share of runs that trained decides
-    assert row["measured"] == "trained 0/2 vs 2/2" and row["method"].startswith("share of runs that trained")
-    assert row["effect"] == -1.0 and row["verdict"] == "contradicted"  # Newcombe: [-1, -0.07], below 0
-    assert evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)["verdict"] == (
-        "supported"
-    )
+    assert row.measured == "trained 0/2 vs 2/2" and row.method.startswith("share of runs that trained")
+    # Boschloo's exact test: the only table as extreme has probability (1 − π)²π², at most 1/16 (π = 1/2); two
+    # runs a side cannot decide at 5 % two-sided (Newcombe's interval, [-1, -0.07], called it contradicted)
+    assert row.effect == -1.0 and row.p_value == pytest.approx(2 / 16) and not row.favours
+    assert row.verdict == "undecided at n = 2 (the estimate points the other way)"
+    less = decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x", expect="less"), experiment)
+    assert less.verdict.startswith("undecided at n = 2 (≈ ") and less.favours
     # a quantity that is not an accuracy has no such order: every run of the group is kept, and ranked
-    loss = evaluate(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
-    assert loss["method"].startswith("Mann-Whitney") and loss["p_value"] == pytest.approx(1 / 6)
-    share = evaluate(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
-    assert share["measured"] == "1/2 vs 0/2" and share["method"].startswith("Newcombe")
-    assert share["verdict"].startswith("undecided at n = 2")
+    loss = decide(claim(group="lenet5_lr5x", versus="lenet5_lr1x", quantity="final_train_loss"), experiment)
+    assert loss.method.startswith("Mann-Whitney") and loss.p_value == pytest.approx(2 / 6)
+    share = decide(claim(group="lenet5_lr5x", quantity="near_chance_at_end", versus="lenet5_lr1x"), experiment)
+    assert share.measured == "1/2 vs 0/2" and share.method.startswith("Boschloo")
+    assert share.verdict.startswith("undecided at n = 2")
 
 
 def test_report_opens_with_the_claims_table(tmp_path):
@@ -206,49 +224,50 @@ def test_groups_with_mixed_outcomes_are_compared_run_by_run_by_rank(experiment):
     ranked below every run) against lenet5-bn_lr1x (0.91, 0.93): no mean over the mixed group; the rank test
     sees a complete separation, p = 1 / C(6, 2) = 1/15, not below 0.025 at 2 runs against 4."""
     experiment.variants["mixed"] = experiment.variants["lenet5_lr1x"] + experiment.variants["lenet5_lr5x"]
-    row = evaluate(claim(versus="mixed"), experiment)
-    assert row["method"].startswith("Mann-Whitney") and "every run ranked" in row["method"]
-    assert row["p_value"] == pytest.approx(1 / 15) and row["effect"] is None
-    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
-    assert "2 trained, 1 never left chance, 1 diverged" in row["measured"]
-    assert any(n.startswith("mixed: mixed outcomes (") and n.endswith("; every run ranked") for n in row["notes"])
-    other_way = evaluate(claim(versus="mixed", expect="less"), experiment)
-    assert other_way["verdict"] == "undecided at n = 2 (the ranks point the other way)"
-    assert other_way["p_value"] == pytest.approx(1.0) and other_way["p_opposite"] == pytest.approx(1 / 15)
+    row = decide(claim(versus="mixed"), experiment)
+    assert row.method.startswith("Mann-Whitney") and "every run ranked" in row.method
+    assert row.p_value == pytest.approx(2 / 15) and row.effect is None  # two-sided: twice the one-sided 1/15
+    assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
+    assert "2 trained, 1 never left chance, 1 diverged" in row.measured
+    assert any(n.startswith("mixed: mixed outcomes (") and n.endswith("; every run ranked") for n in row.notes)
+    other_way = decide(claim(versus="mixed", expect="less"), experiment)
+    assert other_way.verdict == "undecided at n = 2 (the ranks point the other way)"
+    assert other_way.p_value == pytest.approx(2 / 15) and not other_way.favours
     # "about as well as" has no rank form: compared within the runs that trained, as before
-    equivalent = evaluate(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
-    assert any(n.endswith("compared within the runs that trained") for n in equivalent["notes"])
+    equivalent = decide(claim(versus="mixed", expect="equivalent", margin=0.1), experiment)
+    assert any(n.endswith("compared within the runs that trained") for n in equivalent.notes)
 
 
 def test_a_mixed_group_without_a_run_that_trained_keeps_every_run_for_other_quantities(experiment):
     """E3 at batch 1: one net never left chance, the other fell back; their feature maps are still measured.
     lenet5_lr5x (never left chance, diverged) has spread ratio 2 in both runs, lenet5-bn_lr1x 1: a complete
     separation of 2 runs against 2, p = 1/6, which cannot decide at 0.025."""
-    row = evaluate(claim(quantity="feature_sd_spread", expect="less", versus="lenet5_lr5x"), experiment)
-    assert row["measured"].startswith("1.00 vs 2.00 (medians;") and row["p_value"] == pytest.approx(1 / 6)
-    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
-    assert "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged); every run ranked" in row["notes"]
+    row = decide(claim(quantity="feature_sd_spread", expect="less", versus="lenet5_lr5x"), experiment)
+    assert row.measured.startswith("1.00 vs 2.00 (medians;") and row.p_value == pytest.approx(2 / 6)
+    assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
+    assert "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged); every run ranked" in row.notes
     # without a second group there is no rank test, and no "within the runs that trained" to claim
-    alone = evaluate(claim(group="lenet5_lr5x", quantity="feature_sd_spread", value=1.0), experiment)
-    assert alone["n"] == 2 and "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged)" in alone["notes"]
+    alone = decide(claim(group="lenet5_lr5x", quantity="feature_sd_spread", value=1.0), experiment)
+    assert alone.n == 2 and "lenet5_lr5x: mixed outcomes (1 never left chance, 1 diverged)" in alone.notes
 
 
 def test_a_group_whose_runs_all_failed_alike_says_so(experiment):
     """Not mixed, so no rank test, but a spread or accuracy measured on runs that never trained is worth a note."""
     experiment.variants["stuck"] = experiment.variants["lenet5_lr5x"][:1]  # seed 0: never left chance
-    row = evaluate(claim(versus="stuck"), experiment)
-    assert "stuck: the run never left chance" in row["notes"]
+    row = decide(claim(versus="stuck"), experiment)
+    assert "stuck: the run never left chance" in row.notes
     experiment.variants["stuck"] = experiment.variants["lenet5_lr5x"][:1] * 2
-    assert "stuck: both runs never left chance" in evaluate(claim(versus="stuck"), experiment)["notes"]
-    assert not evaluate(claim(versus="lenet5_lr1x"), experiment)["notes"]  # runs that trained: nothing to say
+    assert "stuck: both runs never left chance" in decide(claim(versus="stuck"), experiment).notes
+    assert not decide(claim(versus="lenet5_lr1x"), experiment).notes  # runs that trained: nothing to say
 
 
 def test_steps_until_with_runs_that_never_got_there_use_ranks(experiment):
     """lenet5_lr5x never reaches 0.9 test accuracy; lenet5-bn_lr1x does in both seeds (step 20)."""
-    row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
-    assert row["method"].startswith("Mann-Whitney") and "never" in row["measured"]
-    assert row["p_value"] == pytest.approx(1 / 6)  # 2 vs 2, complete separation: 1 of C(4, 2) splits
-    assert row["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
+    row = decide(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
+    assert row.method.startswith("Mann-Whitney") and "never" in row.measured
+    # 2 vs 2, complete separation: 1 of C(4, 2) splits each way, two-sided twice that
+    assert row.p_value == pytest.approx(2 / 6) and row.favours
+    assert row.verdict == "undecided at n = 2 (≈ 4 would decide)"
 
 
 def test_one_run_per_group_of_steps_until_is_undecided_not_an_error(experiment):
@@ -256,8 +275,8 @@ def test_one_run_per_group_of_steps_until_is_undecided_not_an_error(experiment):
     one = experiment.variants["lenet5_lr5x"][:1]
     experiment.variants["lenet5_lr5x"] = one
     experiment.variants["lenet5-bn_lr1x"] = experiment.variants["lenet5-bn_lr1x"][:1]
-    row = evaluate(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
-    assert row["verdict"].startswith("undecided at n = 1")
+    row = decide(claim(quantity="steps_to_test_acc", at=0.9, versus="lenet5_lr5x", expect="less"), experiment)
+    assert row.verdict.startswith("undecided at n = 1")
 
 
 def test_linear_region_share_counts_the_bins_inside_minus_one_to_one(tmp_path):
@@ -301,24 +320,26 @@ def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(t
 
 
 def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contradicted(tmp_path):
-    from bnexp.claims import claims_excerpt
+    from bnexp.claims import ClaimResult, Decision, claims_excerpt
 
-    def row(exp, claim, verdict, effect=0.1):
-        return {
-            "experiment": exp,
-            "claim": claim,
-            "verdict": verdict,
-            "effect": effect,
-            "interval": [-0.3, -0.1],
-            "n": 3,
-        }
+    def row(exp, claim, verdict, effect=0.1, **decided):
+        decision = Decision(verdict=verdict, effect=effect, interval=(-0.3, -0.1), n=3, **decided)
+        return ClaimResult(
+            id=claim,
+            experiment=exp,
+            claim=claim,
+            source="s",
+            kind="article",
+            quantity="q",
+            compared="c",
+            figure=None,
+            decision=decision,
+            expect="less",
+            verdict=verdict,
+        )
 
-    ranked = {
-        **row("b", "v", "contradicted", None),
-        "measured": "2.07 vs 0.3026 (medians)",
-        "p_value": 0.99,
-        "p_opposite": 0.014,
-    }  # a rank comparison has no effect: what was measured, and the deciding p
+    # a rank comparison has no effect: what was measured, and the deciding p
+    ranked = row("b", "v", "contradicted", None, measured="2.07 vs 0.3026 (medians)", p_value=0.029, favours=False)
     rows = [
         row("a", "x", "supported"),
         row("a", "y", "undecided at n = 3 (≈ 9 would decide)"),
@@ -330,7 +351,7 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
     assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
     assert [line for line in lines if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
-        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3",
+        "- b: v: 2.07 vs 0.3026 (medians) (p = 0.029), n = 3",
     ]
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
@@ -431,16 +452,16 @@ def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_nev
     meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     listed, unlisted = claim_rows(find_experiments(tmp_path))
-    assert listed["verdict"] == "undecided at n = 2 (≈ 4 would decide)"
-    assert unlisted["verdict"] == "not measured" and unlisted["n"] == 0
-    assert unlisted["notes"] == [
-        "not measured: lenet5-bn_lr1x_s0 recorded no time to test accuracy 0.8 (its thresholds: 0.9)"
-    ]
+    assert listed.decision.verdict == "undecided at n = 2 (≈ 4 would decide)"
+    assert unlisted.decision.verdict == "not measured" and unlisted.decision.n == 0
+    assert unlisted.decision.notes == (
+        "not measured: lenet5-bn_lr1x_s0 recorded no time to test accuracy 0.8 (its thresholds: 0.9)",
+    )
 
 
-def test_a_misread_field_is_a_visible_not_measured_row_not_a_claim_measured_on_fewer_runs(tmp_path, monkeypatch):
-    """Before, the KeyError of a misspelt field was a silent None per run: the claim was decided on the runs left,
-    or called not measured without a word. Now the report's row says what went wrong."""
+def test_a_misread_field_raises_not_a_claim_quietly_not_measured(tmp_path, monkeypatch):
+    """A misspelt field is a bug: it raises, where a broad except once made it a "not measured" row (and before
+    that a silent None per run). Only a run that lacks what the quantity needs (NotRecorded) is not measured."""
     from bnexp.claims import MEASURES, claim_rows
 
     exp_dir = write_experiment(tmp_path)
@@ -448,10 +469,121 @@ def test_a_misread_field_is_a_visible_not_measured_row_not_a_claim_measured_on_f
     meta["config"]["claims"] = [yaml.safe_load(CLAIM)["claims"][0]]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     monkeypatch.setitem(MEASURES, "final_test_acc", lambda run, at: run.summary.final_test_accuracy)
-    (row,) = claim_rows(find_experiments(tmp_path))
-    assert row["verdict"] == "not measured" and row["notes"] == [
-        "could not be computed (AttributeError: 'Summary' object has no attribute 'final_test_accuracy')"
+    with pytest.raises(AttributeError, match="final_test_accuracy"):
+        claim_rows(find_experiments(tmp_path))
+
+
+def _result(experiment, id, p, verdict, kind="article", favours=True, expect="greater"):
+    from bnexp.claims import ClaimResult, Decision
+
+    decision = Decision(verdict=verdict, n=5, p_value=p, favours=favours)
+    return ClaimResult(
+        id=id,
+        experiment=experiment,
+        claim=id,
+        source="s",
+        kind=kind,
+        expect=expect,
+        quantity="final_test_acc",
+        compared="a > b",
+        figure=None,
+        decision=decision,
+        verdict=verdict,
+    )
+
+
+def test_multiplicity_holm_within_an_experiments_article_claims_and_bh_over_the_report():
+    """Family a: raw p 0.01, 0.03, 0.04 (all supported at 5 %) -> Holm 0.03, 0.06, 0.06: two fall to undecided;
+    a literature claim (p 0.03) is in no family and keeps its verdict; experiment b decides each by its own p;
+    a consistency claim whose raw p said 'outside' is kept consistent when its Holm p is not below 5 %. BH over
+    all seven p's (0.01, 0.03, 0.04, 0.03, 0.02, 0.2, 0.03), by hand: sorted 0.01, 0.02, 0.03 ×3, 0.04, 0.2 times
+    7/rank: 0.07, 0.07, 0.07, 0.0525, 0.042, 0.0467, 0.2 -> stepped up from the top: 0.042 for ranks 1-5."""
+    from bnexp.claims.multiplicity import adjust
+
+    rows = [
+        _result("a", "x", 0.01, "supported"),
+        _result("a", "y", 0.03, "supported"),
+        _result("a", "z", 0.04, "contradicted", favours=False),
+        _result("a", "lit", 0.03, "supported", kind="literature"),
+        _result("b", "w", 0.02, "supported"),
+        _result("a", "undecided", 0.2, "undecided at n = 5 (≈ 9 would decide)"),
+        _result("c", "run", 0.03, "outside ours (p = 0.03)", favours=False, expect="consistent"),
+        _result("a", "none", None, "not measured"),
     ]
+    x, y, z, lit, w, undecided, run, none = adjust(rows, {"a": "holm", "b": "none", "c": "holm"})
+    # family a: 0.01, 0.03, 0.04, 0.2 -> ×4, ×3, ×2, ×1: 0.04, 0.09, 0.08 -> 0.09, 0.2
+    assert [r.p_holm for r in (x, y, z, undecided)] == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert x.verdict == "supported" and y.verdict == "undecided at n = 5 (after Holm)"
+    assert z.verdict == "undecided at n = 5 (after Holm)" and z.decision.verdict == "contradicted"
+    assert undecided.verdict == "undecided at n = 5 (≈ 9 would decide)"
+    assert lit.p_holm is None and lit.family == "not in a family" and lit.verdict == "supported"
+    assert w.p_holm is None and w.family == "not adjusted (multiplicity: none)" and w.verdict == "supported"
+    assert run.p_holm == pytest.approx(0.03) and run.verdict == "outside ours (p = 0.03)"  # a family of one
+    qs = [r.q_bh for r in (x, y, z, lit, w, undecided, run)]
+    assert qs == pytest.approx([0.042, 0.042, 0.0467, 0.042, 0.042, 0.2, 0.042], abs=1e-4)
+    assert none.q_bh is None and none.p_holm is None and none.verdict == "not measured"
+    # a consistency claim in a family whose Holm p is not below 5 %: the article's run is no longer outside ours
+    (kept, _) = adjust([rows[6], _result("c", "v", 0.04, "supported")], {"c": "holm"})
+    assert kept.p_holm == pytest.approx(0.06) and kept.verdict == "consistent with ours"
+
+
+def test_the_claims_table_shows_raw_holm_and_bh_and_the_raw_verdict_where_it_differs(tmp_path):
+    from bnexp.claims import claims_markdown
+    from bnexp.claims.multiplicity import adjust
+
+    # Holm over x, y, z: 0.01 × 3, 0.03 × 2, 0.3: 0.03, 0.06, 0.3; BH over all four: 0.04, 0.06, 0.4, 0.5
+    rows = [
+        _result("a", "x", 0.01, "supported"),
+        _result("a", "y", 0.03, "supported"),
+        _result("a", "z", 0.3, "undecided at n = 5"),
+    ]
+    rows = adjust([*rows, _result("a", "l", 0.5, "undecided at n = 5", kind="literature")], {"a": "holm"})
+    lines = claims_markdown(rows, [], tmp_path)
+    table = {line.split("`")[1]: line for line in lines if line.startswith("| ") and "(`" in line}
+    assert "| 0.01 | 0.03 | 0.04 | **supported** |" in table["x"]
+    assert "| 0.03 | 0.06 | 0.06 | **undecided at n = 5 (after Holm)** (raw: supported) |" in table["y"]
+    assert "| 0.5 | not in a family | 0.5 | **undecided at n = 5** |" in table["l"]
+    assert "| p | Holm p | BH q | verdict |" in "\n".join(lines)
+
+
+def test_a_share_against_a_value_is_decided_by_the_exact_binomial_test(experiment):
+    """near_chance_at_end: 0 of lenet5-bn_lr1x's 2 runs. Claimed above 0.5: the estimate points the other way, and
+    more runs would not help; claimed below: binomial p of 0/2 at 1/2 is 1/4, two-sided 1/2: undecided, with the
+    one-sample formula's runs."""
+    up = decide(claim(quantity="near_chance_at_end", expect="greater", value=0.5), experiment)
+    assert up.verdict == "undecided at n = 2 (the estimate points the other way)" and not up.favours
+    down = decide(claim(quantity="near_chance_at_end", expect="less", value=0.5), experiment)
+    assert down.p_value == pytest.approx(0.5) and down.favours and down.method.startswith("exact binomial")
+    assert down.verdict == f"undecided at n = 2 (≈ {stats.seeds_needed_proportion(0.0, 0.5)} would decide)"
+
+
+def test_an_article_run_outside_ours_counts_as_contradicted_and_consistent_as_supported(tmp_path):
+    from bnexp.claims import claims_excerpt
+
+    rows = [
+        _result("e", "in", 0.4, "consistent with ours", favours=False, expect="consistent"),
+        _result("e", "out", 0.015, "outside ours (p = 0.015)", favours=False, expect="consistent"),
+    ]
+    lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
+    assert "| e | 2 | 1 | 1 | – | – |" in lines
+    assert [line for line in lines if line.startswith("- ")] == ["- e: out: – (p = 0.015), n = 5"]
+
+
+def test_an_experiments_multiplicity_is_read_from_its_record_and_checked(tmp_path):
+    from bnexp.records import check_experiment_meta
+    from bnexp.store import CorruptFile
+
+    exp_dir = write_experiment(tmp_path)
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    meta["config"].pop("multiplicity", None)
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].multiplicity == "holm"  # a record from before the key: the default
+    meta["config"]["multiplicity"] = "none"
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert find_experiments(tmp_path)[0].multiplicity == "none"
+    meta["config"]["multiplicity"] = "bonferroni"
+    with pytest.raises(CorruptFile, match="multiplicity"):
+        check_experiment_meta(exp_dir / EXPERIMENT_FILE, meta)
 
 
 def test_last_mean_and_generalization_gap_average_the_last_evaluations(tmp_path):

@@ -591,3 +591,15 @@ def test_a_norm_position_needs_a_norm(tmp_path):
     )
     with pytest.raises(ConfigError, match="a position for the norm needs a norm"):
         load_config(path)
+
+
+def test_multiplicity_is_holm_by_default_changes_no_run_and_is_one_of_two_words(tmp_path):
+    """How an experiment's article claims are decided (issue 34, item 1): not what a run computes."""
+    from bnexp.config import config_diff
+
+    before = expand_grid(load_config(write(tmp_path, TINY_CONFIG)))
+    after = expand_grid(load_config(write(tmp_path, TINY_CONFIG + "multiplicity: none\n")))
+    assert before[0].experiment.multiplicity == "holm" and after[0].experiment.multiplicity == "none"
+    assert all(not config_diff(a.resolved(), b.resolved()) for a, b in zip(before, after, strict=True))
+    e = error_of(tmp_path, TINY_CONFIG + "multiplicity: bonferroni\n")
+    assert "multiplicity" in str(e) and "holm" in str(e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from scipy import stats as scipy_stats
@@ -103,3 +104,86 @@ def test_repeated_looks_error_matches_armitage_mcpherson_rowe():
         assert stats.repeated_looks_error(list(range(1, k + 1))) == pytest.approx(published, abs=5e-4)
     # a look late in the trial costs less than one halfway: 3 of 4 seeds vs 3 of 6
     assert 0.05 < stats.repeated_looks_error([3, 4]) < stats.repeated_looks_error([3, 6])
+
+
+def test_holm_against_a_hand_computed_case():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> made non-decreasing: 0.06 for both
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.6, 0.9]) == [1.0, 1.0]  # 1.2 capped at 1, and the larger p keeps it
+    assert stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+
+
+def test_benjamini_hochberg_against_a_hand_computed_case():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4/1, 4/2, 4/3, 4/4: 0.02, 0.02, 0.04, 0.04 (already non-increasing from top)
+    assert stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    # 0.02 * 2 = 0.04 but the larger p's q is 0.03: the step-up takes the smaller
+    assert stats.benjamini_hochberg([0.02, 0.03]) == pytest.approx([0.03, 0.03])
+    assert stats.benjamini_hochberg([]) == []
+
+
+def test_t_p_values_are_scipys_and_agree_with_the_intervals():
+    rng = random.Random(3)
+    for _ in range(30):
+        a = [rng.gauss(0.3, 1) for _ in range(5)]
+        b = [rng.gauss(0, 1.5) for _ in range(4)]
+        one = stats.mean_interval(a, null=0.2)
+        assert one.p_value == pytest.approx(scipy_stats.ttest_1samp(a, 0.2).pvalue)
+        welch = stats.difference(a, b, paired=False)
+        assert welch.p_value == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+        paired = stats.difference(a[:4], b, paired=True)
+        assert paired.p_value == pytest.approx(scipy_stats.ttest_rel(a[:4], b).pvalue)
+        for ci in (welch, paired):  # one test: p < 5 % exactly when the 95 % interval leaves out 0
+            assert (ci.p_value < stats.ALPHA) == ci.excludes_zero()
+    assert stats.difference([1.0, 1.0], [0.5, 0.5], paired=False).p_value == 0.0  # no spread: exact
+
+
+def test_equivalence_p_values_agree_with_the_intervals_and_scipy():
+    rng = random.Random(5)
+    seen = set()
+    for _ in range(200):
+        a = [rng.gauss(0, 0.01) for _ in range(6)]
+        b = [rng.gauss(rng.choice([0, 0.02]), 0.01) for _ in range(6)]
+        for paired in (True, False):
+            p = stats.equivalence_p(a, b, paired, 0.01)
+            _, equivalent = stats.equivalence(a, b, paired, 0.01)
+            ci95 = stats.difference(a, b, paired)
+            assert (p.tost < stats.ALPHA) == equivalent
+            assert (p.outside < stats.ALPHA) == (ci95.low > 0.01 or ci95.high < -0.01)
+            seen.add((p.tost < stats.ALPHA, p.outside < stats.ALPHA))
+    assert seen == {(True, False), (False, True), (False, False)}  # never both
+    a, b = [0.0, 0.002, 0.001, -0.001], [0.001, 0.0, 0.002, 0.0]
+    lower = scipy_stats.ttest_ind([x + 0.01 for x in a], b, equal_var=False, alternative="greater").pvalue
+    upper = scipy_stats.ttest_ind([x - 0.01 for x in a], b, equal_var=False, alternative="less").pvalue
+    assert stats.equivalence_p(a, b, False, 0.01).tost == pytest.approx(max(lower, upper))
+
+
+def test_exact_proportion_tests_by_hand():
+    # 0/2 against 2/2: the only table as extreme has probability (1 − π)²π², largest at π = 1/2: 1/16
+    assert stats.boschloo(0, 2, 2, 2) == pytest.approx((1.0, 1 / 16))
+    assert stats.boschloo(3, 3, 3, 3) == (1.0, 1.0)  # every run alike
+    # 7 of 10 against 1/2: P(X >= 7) = (120 + 45 + 10 + 1) / 1024
+    assert stats.binomial(7, 10, 0.5)[0] == pytest.approx(176 / 1024)
+    assert stats.two_sided(0.01, 0.99) == 0.02 and stats.two_sided(0.6, 0.5) == 1.0
+
+
+def test_seeds_needed_matches_published_t_power_tables():
+    """Cohen's d = 0.5 at 80 % power (G*Power; Cohen 1988): one sample 34 two-sided at 5 %, 27 one-sided at 5 %
+    (each test of a TOST); two samples 64 and 51 per group."""
+    assert stats.seeds_needed(0.5, 1.0, paired=True) == 34
+    assert stats.seeds_needed(0.5, 1.0, paired=True, alpha=0.05) == 27
+    assert stats.seeds_needed(0.5, 1.0, paired=False) == 64
+    assert stats.seeds_needed(0.5, 1.0, paired=False, alpha=0.05) == 51
+
+
+def test_seeds_needed_for_one_proportion_gives_its_power():
+    """The one-sample formula's n gives the two-sided score test about 80 % power, computed exactly on the
+    binomial; the two-sample formula (what was used before) asks for about twice as many."""
+    p, p0 = 0.7, 0.5
+    n = stats.seeds_needed_proportion(p, p0)
+    assert n == 47 and stats.seeds_needed_proportions(p, p0) > 1.8 * n
+
+    def power(n: int) -> float:
+        z = [(k / n - p0) / math.sqrt(p0 * (1 - p0) / n) for k in range(n + 1)]
+        return sum(scipy_stats.binom.pmf(k, n, p) for k in range(n + 1) if abs(z[k]) > 1.959964)
+
+    assert 0.75 < power(n) < 0.85 and power(n // 2) < 0.6

@@ -10,6 +10,7 @@ from typing import Any
 
 from bnexp import stats
 from bnexp.claims.measure import ACCURACIES, CENSORED, measure
+from bnexp.claims.result import Decision
 from bnexp.claims.text import counts_text, median_text, verdict_text
 from bnexp.config import ClaimConfig
 from bnexp.results import Run
@@ -33,30 +34,29 @@ def group_values(runs: list[Run], quantity: str, at: Any) -> tuple[dict[int, flo
     return kept, dict(outcomes), len(got) - len(kept)
 
 
-def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: str) -> dict[str, Any]:
+def _ranks(xa: list[float], xb: list[float], sign: int, method: str, measured: str) -> Decision:
     """Two groups compared by a rank test (Mann-Whitney U, exact permutation distribution): it needs no mean, so
     it holds where runs never got somewhere (their values given as +-inf) or ended differently."""
     n = min(len(xa), len(xb))
     if n < 2:
-        return {"effect": None, "n": n, "measured": measured, "verdict": verdict_text(None, n, None)}
+        return Decision(n=n, measured=measured, verdict=verdict_text(None, n, None))
     test = stats.rank_test(xa, xb, "greater" if sign > 0 else "less")
     other = stats.rank_test(xa, xb, "less" if sign > 0 else "greater")
     alpha = (1 - stats.LEVEL) / 2
     decided = True if test.p_value < alpha else False if other.p_value < alpha else None
     needed = stats.separation_seeds(alpha) if decided is None and other.p_value >= test.p_value else None
     why = "the ranks point the other way" if other.p_value < test.p_value else "the ranks do not separate the groups"
-    return {
-        "effect": None,
-        "n": n,
-        "p_value": test.p_value,
-        "p_opposite": other.p_value,
-        "method": f"{test.method}; {method}",
-        "measured": measured,
-        "verdict": verdict_text(decided, n, needed, why),
-    }
+    return Decision(
+        n=n,
+        p_value=stats.two_sided(test.p_value, other.p_value),  # below 5 % exactly when one side is below 2.5 %
+        favours=test.p_value <= other.p_value,
+        method=f"{test.method}; {method}",
+        measured=measured,
+        verdict=verdict_text(decided, n, needed, why),
+    )
 
 
-def censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> dict[str, Any]:
+def censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b: int, sign: int) -> Decision:
     """Steps-until compared when some runs never got there: those runs count as slower than every run that did
     (runs of one experiment have the same length)."""
     xa = list(a.values()) + [math.inf] * miss_a
@@ -71,7 +71,7 @@ def censored_ranks(a: dict[int, float], miss_a: int, b: dict[int, float], miss_b
     )
 
 
-def outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_b: Any, sign: int) -> dict[str, Any]:
+def outcome_ranks(a_runs: list[Run], b_runs: list[Run], claim: ClaimConfig, at_b: Any, sign: int) -> Decision:
     """A quantity compared when a group's runs ended differently (trained / fell back / ...): every run by rank,
     none averaged; an accuracy's run without one (diverged) ranks below every run."""
 

@@ -8,42 +8,59 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bnexp.claims.text import signed
+from bnexp.claims.result import ClaimResult, Decision
+from bnexp.claims.text import VERDICT_KINDS, signed, verdict_kind
 
 CLAIMS_BEGIN, CLAIMS_END = "<!-- claims:begin -->", "<!-- claims:end -->"  # README's generated block
 
 CLAIMS_RULE = (
     "greater / less: difference of means with its 95 % interval (paired t by seed when both groups ran the same "
     "seeds, Welch's t otherwise), supported when the interval lies on the claimed side of 0, contradicted when on "
-    "the other; proportions: Newcombe's hybrid score interval of the difference (Wilson for one group against a "
-    "value); equivalent: two one-sided tests, the 90 % interval inside ±margin (contradicted when the 95 % interval "
-    "lies outside); consistent: the article's single run inside the 95 % prediction interval of ours (Bonferroni over "
-    "several points); undecided claims give the seeds that would decide at 80 % power from the observed effect and "
-    "spread (noncentral t at one-sided 2.5 % for means, equivalences included, which are decided at 5 %: their "
-    "estimates are on the high side; the normal approximation for two proportions, also against a fixed value). "
+    "the other (p: the t test's, two-sided); proportions: Boschloo's exact test for two groups, the exact binomial "
+    "test against a value (exact tests hold their level at a few runs per group; Boschloo's rather than Fisher's, "
+    "which conditions on a total of successes the design never fixed and so errs conservative), shown with "
+    "Newcombe's hybrid score interval of the difference (Wilson's against a value); equivalent: two one-sided tests "
+    "at 5 % each, supported when the 90 % interval lies inside ±margin (p: the larger one-sided p), contradicted "
+    "when the 95 % interval lies beyond it (p: twice the smaller one-sided p of that test), the smaller p shown; "
+    "consistent: the article's single run against ours on one summary fixed in advance, the mean over the points it "
+    "reports (its epochs), against each of our runs' mean over the same points: consistent with ours when inside "
+    "the 95 % prediction interval of one new run (t, n − 1 df), outside ours (p: how likely a run lies that far "
+    "from our mean) otherwise, the offset (ours − article) in the effect column. "
     "Groups whose runs ended differently are counted per outcome, never averaged: "
-    "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest), for "
-    "equivalent and against a value they are compared within the runs that trained; where no run of a group "
-    "trained, accuracies are compared by the share of runs that trained (Newcombe), other quantities over every run"
+    "for greater / less every run is ranked (Mann-Whitney U, exact; an accuracy's diverged run ranks lowest; p: "
+    "twice the smaller one-sided p), for equivalent and against a value they are compared within the runs that "
+    "trained; where no run of a group trained, accuracies are compared by the share of runs that trained "
+    "(Boschloo), other quantities over every run. Every p is on one scale, a decision at 5 %: an exact "
+    "test's two-sided p is twice its smaller one-sided p (each direction at 2.5 %), TOST's is its own. "
+    "Multiplicity: an experiment's article claims are one family, whose verdicts are decided by their "
+    "Holm-adjusted p (below 5 %; the raw verdict beside it where they differ); q is the Benjamini–Hochberg q over "
+    "every claim of the report with a p; claims of other kinds are in no family and keep their own p's verdict, "
+    "as do an experiment's with `multiplicity: none`. Undecided claims give the seeds that would decide the raw "
+    "test at 80 % power from the observed effect and spread (more under Holm): noncentral t at one-sided 2.5 % for "
+    "means, at 5 % for an equivalence (each of its tests, sized on the distance to the nearer margin); for "
+    "proportions the normal approximation, two-sample or one-sample against a fixed value, a guide to the exact "
+    "test; none where the estimate points the other way"
 )
 
 
-def effect_text(row: dict[str, Any]) -> str:
-    if row.get("effect") is None:
+def effect_text(d: Decision) -> str:
+    if d.effect is None:
         return "–"
-    low, high = row.get("interval", [math.nan, math.nan])
+    low, high = d.interval or (math.nan, math.nan)
     ci = f" [{signed(low)}, {signed(high)}]" if not math.isnan(low) else ""
-    if "interval90" in row and not math.isnan(row["interval90"][0]):  # the interval an equivalence is decided by
-        ci += f"; 90 %: [{signed(row['interval90'][0])}, {signed(row['interval90'][1])}]"
-    return signed(row["effect"]) + ci
+    if d.interval90 is not None and not math.isnan(d.interval90[0]):  # the interval an equivalence is decided by
+        ci += f"; 90 %: [{signed(d.interval90[0])}, {signed(d.interval90[1])}]"
+    return signed(d.effect) + ci
 
 
-def _p_text(row: dict[str, Any]) -> str:
-    """The p-value of the test that decided: a contradicted rank comparison is decided by the opposite
-    direction's test (the claim's own p is then near 1)."""
-    if row["verdict"].startswith("contradicted") and row.get("p_opposite") is not None:
-        return f" (p = {row['p_opposite']:.2g}, the opposite direction)"
-    return f" (p = {row['p_value']:.2g})" if row.get("p_value") is not None else ""
+def _p(p: float | None) -> str:
+    return f"{p:.2g}" if p is not None else "–"
+
+
+def _contradiction_text(r: ClaimResult) -> str:
+    """The effect and its interval, or (a rank comparison has no effect) what was measured and the deciding p."""
+    d = r.decision
+    return effect_text(d) if d.effect is not None else f"{d.measured or '–'} (p = {_p(d.p_value)})"
 
 
 def _cell(text: str) -> str:
@@ -51,7 +68,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]], out_dir: Any) -> list[str]:
+def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], out_dir: Any) -> list[str]:
     """The claims table that opens REPORT.md, with the notes of each claim below it."""
     if not rows:
         return []
@@ -63,20 +80,22 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         "",
         *claims_tally(rows),
         "",
-        "| claim | source | compared | measured | effect [95 % CI] | n | verdict | figure |",
-        "|---|---|---|---|---:|---:|---|---|",
+        "| claim | source | compared | measured | effect [95 % CI] | n | p | Holm p | BH q | verdict | figure |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
-        compared = f"{r['quantity']}: {r['compared']}"
-        fig = figures.get((r["experiment"], r["figure"] or ""))
-        link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
-        p = _p_text(r)
+        d = r.decision
+        compared = f"{r.quantity}: {r.compared}"
+        fig = figures.get((r.experiment, r.figure or ""))
+        link = f"[{r.figure}]({os.path.relpath(fig, out_dir)})" if fig else "–"
+        holm = _p(r.p_holm) if r.p_holm is not None or d.p_value is None else r.family
+        raw = f" (raw: {d.verdict})" if r.verdict != d.verdict else ""
         lines.append(
-            f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
-            f"{_cell(r.get('measured', '–'))} | {effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
-            f"{link} |"
+            f"| {_cell(r.claim)} (`{r.id}`) | {_cell(r.source)} | {_cell(compared)} | "
+            f"{_cell(d.measured or '–')} | {effect_text(d)} | {d.n} | {_p(d.p_value)} | {holm} | {_p(r.q_bh)} | "
+            f"**{r.verdict}**{raw} | {link} |"
         )
-    notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
+    notes = [(r.id, n) for r in rows for n in r.decision.notes]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
     return [*lines, *_looks_paragraph(experiments), ""]
@@ -104,15 +123,12 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
-
-
-def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
+def claims_tally(rows: list[ClaimResult]) -> list[str]:
     """One row per experiment: how many of its claims got each verdict."""
     counts: dict[str, dict[str, int]] = {}
     for r in rows:
-        kind = next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))
-        counts.setdefault(r["experiment"], dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
+        kind = verdict_kind(r.verdict)
+        counts.setdefault(r.experiment, dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
     header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
     lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
     for name, c in counts.items():
@@ -121,7 +137,7 @@ def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) -> list[str]:
+def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> list[str]:
     """The claims in short, for a README: the verdicts counted per experiment, then every claim our runs
     contradict, with its effect, interval and n; every claim is in the report (written by `bnexp report
     --readme`)."""
@@ -133,13 +149,8 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if r["verdict"].startswith("contradicted")]
+    contradicted = [r for r in rows if verdict_kind(r.verdict) == "contradicted"]
     if contradicted:
         lines += ["Contradicted by our runs:", ""]
-        lines += [
-            f"- {r['experiment']}: {r['claim']}: "
-            f"{effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
-            f"n = {r['n']}"
-            for r in contradicted
-        ]
+        lines += [f"- {r.experiment}: {r.claim}: {_contradiction_text(r)}, n = {r.decision.n}" for r in contradicted]
     return lines

@@ -42,6 +42,21 @@ def counts_text(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in outcomes.items())
 
 
+# an article's single run against ours (expect: consistent): its verdict words
+CONSISTENT, OUTSIDE = "consistent with ours", "outside ours"
+VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
+
+
+def verdict_kind(verdict: str) -> str:
+    """Which of VERDICT_KINDS a verdict counts as: an article's run consistent with ours supports what it was
+    checked for, one outside ours contradicts it."""
+    if verdict.startswith(CONSISTENT):
+        return "supported"
+    if verdict.startswith(OUTSIDE):
+        return "contradicted"
+    return next(k for k in VERDICT_KINDS if verdict.startswith(k))
+
+
 def verdict_text(decided: bool | None, n: int, needed: int | None, why: str = "") -> str:
     if decided is True:
         return "supported"

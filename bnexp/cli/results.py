@@ -91,7 +91,8 @@ def report(
     try:
         data = build(find_experiments(results))
         if json_:
-            text = strict_json(data, indent=2, default=str)
+            claims = [c.model_dump() for c in data["claims"]]  # the declared results, as plain data
+            text = strict_json({**data, "claims": claims}, indent=2, default=str)
             if out is None:
                 typer.echo(text)
                 return

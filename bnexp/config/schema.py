@@ -22,6 +22,7 @@ UINT32 = 2**32 - 1
 # earlier looks at the claims an experiment may record: their error rate is a multivariate normal integral whose
 # cost grows with the looks (0.26 s for 5 and the final one; 20 took 21 s), and nobody looks more often than this
 MAX_LOOKS = 5
+Multiplicity = Literal["holm", "none"]  # an experiment's `multiplicity:` (ExperimentConfig)
 
 
 def rule(at: str, message: str, key: str | None = None) -> PydanticCustomError:
@@ -264,10 +265,10 @@ class ClaimConfig(Schema):
 
     `group` (and `versus`) are variants: run names without the seed, e.g. lenet5-bn_lr1x or lenet5-gn_b8_lr1x.
     expect greater / less: group's quantity above / below versus's (or `value`); equivalent: within ±margin of
-    versus's (two one-sided tests); consistent: the article's single run `value` (or values per `at`, a mapping)
-    lies in the 95 % prediction interval of our runs. With `versus_at`, the comparison is with the same quantity
-    at another `at` (of versus, or of the group itself), paired by seed: e.g. one model's accuracy in two
-    evaluation modes."""
+    versus's (two one-sided tests); consistent: the article's single run `value` (or values per `at`, a mapping:
+    their mean, against each of our runs' mean over the same `at`s) lies in the 95 % prediction interval of ours.
+    With `versus_at`, the comparison is with the same quantity at another `at` (of versus, or of the group
+    itself), paired by seed: e.g. one model's accuracy in two evaluation modes."""
 
     id: Name
     claim: OneLine
@@ -389,6 +390,9 @@ class ExperimentConfig(Schema):
     # the seed counts at which the claims were looked at before more seeds were added (the report says what
     # those earlier looks cost; a number of seeds fixed in advance needs none)
     interim_looks: list[Annotated[int, Field(ge=1, le=UINT32)]] = Field(default=[], max_length=MAX_LOOKS)
+    # how the verdicts of the experiment's article claims (one family) are decided: by Holm-adjusted p-values,
+    # which keep the chance of any false verdict in the family at 5 %, or each by its own p
+    multiplicity: Multiplicity = "holm"
     smoke: dict[str, Any] = {}  # `--smoke` applies these key-path overrides
 
     @model_validator(mode="after")
