@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -14,7 +18,7 @@ from bnexp.results import find_experiments
 from bnexp.store import EXPERIMENT_FILE
 from bnexp.validate import load as load_config
 
-from .conftest import TINY_CONFIG
+from .conftest import REPO, TINY_CONFIG
 from .rundata import write_experiment
 
 CLAIM = """\
@@ -22,6 +26,7 @@ claims:
   - id: bn-better
     claim: BN is better
     source: "a5 sec. 2.2"
+    kind: article
     quantity: final_test_acc
     group: lenet5-bn_lr1x
     expect: greater
@@ -56,6 +61,8 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
         (("claim: BN is better", 'claim: "BN is\\nbetter"'), "claims[0].claim", "one line"),  # issue 37, item 16
         (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'<!--'"),
         (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
+        (("    kind: article\n", ""), "claims[0].kind", "missing"),  # every claim says what kind it is
+        (("kind: article", "kind: paper"), "claims[0].kind", "allowed: article, literature, diagnostic"),
     ],
 )
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
@@ -72,6 +79,32 @@ def test_duplicate_ids_and_consistent_without_a_value_are_refused(tmp_path):
         load_with(tmp_path, CLAIM.replace("expect: greater", "expect: consistent"))
 
 
+def test_every_committed_record_holds_its_configs_claims():
+    """Claims change no run, so a config's claims are recorded into its committed experiment.yaml without training
+    (scripts/record_claims.py): the report decides the claims the config declares."""
+    for record in sorted((REPO / "results").glob(f"*/{EXPERIMENT_FILE}")):
+        recorded = yaml.safe_load(record.read_text())["config"]["claims"]
+        config = load_config(REPO / "configs" / f"{record.parent.name}.yaml")
+        assert recorded == [c.model_dump() for c in config.claims], record.parent.name
+
+
+def test_record_claims_replaces_only_the_recorded_claims(tmp_path):
+    exp_dir = write_experiment(tmp_path / "results")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / f"{exp_dir.name}.yaml").write_text(
+        TINY_CONFIG.replace("name: tiny", f"name: {exp_dir.name}") + CLAIM
+    )
+    before = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    script = REPO / "scripts" / "record_claims.py"
+    args = [sys.executable, str(script), str(tmp_path / "results"), str(tmp_path / "configs")]
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert done.stdout == f"{exp_dir.name}: claims recorded\n"
+    after = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    assert [c["id"] for c in after["config"].pop("claims")] == ["bn-better"]
+    before["config"].pop("claims", None)
+    assert after == before
+
+
 def test_claims_are_not_grid_keys(tmp_path):
     with pytest.raises(ConfigError, match="cannot be a grid key"):
         load_with(tmp_path, "grid: {claims: [[]]}\n")
@@ -82,6 +115,7 @@ def claim(**kw) -> ClaimConfig:
         "id": "c",
         "claim": "c",
         "source": "s",
+        "kind": "article",
         "quantity": "final_test_acc",
         "group": "lenet5-bn_lr1x",
         "expect": "greater",
@@ -151,6 +185,7 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "id": "bn-better",
             "claim": "BN is better",
             "source": "a5",
+            "kind": "article",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
             "expect": "greater",
@@ -184,7 +219,15 @@ def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(t
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
     meta["config"]["claims"] = [
-        {"id": "x", "claim": "c", "source": "s", "quantity": "final_test_acc", "group": "lenet5-bn_lr1x", **broken}
+        {
+            "id": "x",
+            "claim": "c",
+            "source": "s",
+            "kind": "article",
+            "quantity": "final_test_acc",
+            "group": "lenet5-bn_lr1x",
+            **broken,
+        }
     ]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert find_experiments(tmp_path)[0].claims == []
@@ -420,7 +463,7 @@ def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_nev
 
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    base = {"claim": "c", "source": "s", "quantity": "steps_to_test_acc", "group": "lenet5-bn_lr1x"}
+    base = {"claim": "c", "source": "s", "kind": "article", "quantity": "steps_to_test_acc", "group": "lenet5-bn_lr1x"}
     base |= {"expect": "less", "versus": "lenet5_lr5x"}
     meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))

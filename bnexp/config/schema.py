@@ -269,8 +269,8 @@ class ClaimConfig(Schema):
     source: OneLine  # article file and passage, or paper and figure
     # article: an article's own claim (counted in the headline, the multiplicity family); the other kinds are
     # shown beneath it: literature (a paper beyond the articles), diagnostic (bnexp's own question),
-    # consistency (an article's single run against ours), identity (holds by construction)
-    kind: Literal["article", "literature", "diagnostic", "consistency", "identity"] = "article"
+    # consistency (an article's single run against ours), identity (holds by construction: a unit test checks it)
+    kind: Literal["article", "literature", "diagnostic", "consistency", "identity"]
     quantity: Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
