@@ -18,7 +18,7 @@ from bnexp.results import find_experiments
 from bnexp.store import EXPERIMENT_FILE
 from bnexp.validate import load as load_config
 
-from .conftest import REPO, TINY_CONFIG
+from .conftest import ARTICLES, REPO, TINY_CONFIG
 from .rundata import write_experiment
 
 CLAIM = """\
@@ -26,6 +26,7 @@ claims:
   - id: bn-better
     claim: BN is better
     source: "a5 sec. 2.2"
+    quote: "加入BN"
     kind: article
     quantity: final_test_acc
     group: lenet5-bn_lr1x
@@ -63,6 +64,8 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
         (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
         (("    kind: article\n", ""), "claims[0].kind", "missing"),  # every claim says what kind it is
         (("kind: article", "kind: paper"), "claims[0].kind", "allowed: article, literature, diagnostic"),
+        (('    quote: "加入BN"\n', ""), "claims[0].quote", "quotes the article's own words"),
+        (('source: "a5 sec. 2.2"', 'source: "Ioffe & Szegedy 2015"'), "claims[0].source", "names its article first"),
     ],
 )
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
@@ -86,6 +89,25 @@ def test_every_committed_record_holds_its_configs_claims():
         recorded = yaml.safe_load(record.read_text())["config"]["claims"]
         config = load_config(REPO / "configs" / f"{record.parent.name}.yaml")
         assert recorded == [c.model_dump() for c in config.claims], record.parent.name
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.skipif(not ARTICLES.is_dir(), reason="the articles (../shared/articles) are not beside this checkout")
+def test_every_article_claims_quote_occurs_in_its_article():
+    """An article claim quotes its article's own words, copied exactly (only whitespace may differ); the source
+    names the article first (a1..a5). An identity that quotes an article is held to the same."""
+    articles = {p.name[:2]: _words(p.read_text()) for p in ARTICLES.glob("a[1-5]-*.txt")}
+    assert sorted(articles) == ["a1", "a2", "a3", "a4", "a5"]
+    quoted = 0
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        for c in load_config(config).claims:
+            if c.quote is not None:
+                assert _words(c.quote) in articles[c.source[:2]], (config.name, c.id)
+                quoted += 1
+    assert quoted >= 49  # every article claim at least
 
 
 def test_record_claims_replaces_only_the_recorded_claims(tmp_path):
@@ -114,7 +136,8 @@ def claim(**kw) -> ClaimConfig:
     base = {
         "id": "c",
         "claim": "c",
-        "source": "s",
+        "source": "a5",
+        "quote": "q",
         "kind": "article",
         "quantity": "final_test_acc",
         "group": "lenet5-bn_lr1x",
@@ -185,6 +208,7 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "id": "bn-better",
             "claim": "BN is better",
             "source": "a5",
+            "quote": "q",
             "kind": "article",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
@@ -201,6 +225,7 @@ def test_report_opens_with_the_claims_table(tmp_path):
     head = text.split("## Per-experiment tables")[0]
     assert "## Claims at a glance" in head and "(`bn-better`)" in head and "**supported**" in head
     assert "](synthetic/figures/convergence.png)" in head
+    assert "In the articles' own words:\n\n- `bn-better` (a5): q\n" in head
 
 
 def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
@@ -222,7 +247,8 @@ def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(t
         {
             "id": "x",
             "claim": "c",
-            "source": "s",
+            "source": "a5",
+            "quote": "q",
             "kind": "article",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
@@ -463,7 +489,8 @@ def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_nev
 
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    base = {"claim": "c", "source": "s", "kind": "article", "quantity": "steps_to_test_acc", "group": "lenet5-bn_lr1x"}
+    base = {"claim": "c", "source": "a5", "quote": "q", "kind": "article", "quantity": "steps_to_test_acc"}
+    base |= {"group": "lenet5-bn_lr1x"}
     base |= {"expect": "less", "versus": "lenet5_lr5x"}
     meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))

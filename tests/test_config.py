@@ -493,8 +493,8 @@ def test_the_checks_against_models_and_data_run_once_per_setting_they_read(tmp_p
 # -- the schema's errors in bnexp's words (bnexp.config.errors) -----------------------------------------------
 
 CLAIM = (
-    "claims:\n  - {id: c1, claim: x, source: y, kind: article, quantity: final_test_acc, group: lenet5-bn_lr1x, "
-    "expect: greater%s}\n"
+    "claims:\n  - {id: c1, claim: x, source: a5, quote: q, kind: article, quantity: final_test_acc, "
+    "group: lenet5-bn_lr1x, expect: greater%s}\n"
 )
 
 
@@ -528,7 +528,15 @@ def test_schema_errors_name_the_key_and_what_is_allowed(tmp_path, extra, key, fr
 def test_recorded_claims_are_checked_by_the_same_schema():
     from bnexp.config import ClaimConfig, from_dict
 
-    claim = {"id": "c", "claim": "x", "source": "y", "kind": "article", "quantity": "final_test_acc", "group": "g"}
+    claim = {
+        "id": "c",
+        "claim": "x",
+        "source": "a5",
+        "quote": "q",
+        "kind": "article",
+        "quantity": "final_test_acc",
+        "group": "g",
+    }
     claim["expect"] = "equivalent"
     with pytest.raises(ConfigError) as e:
         from_dict(list[ClaimConfig], [claim], "experiment.yaml: claims")

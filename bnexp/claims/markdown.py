@@ -79,7 +79,16 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
     notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
-    return [*lines, *_looks_paragraph(experiments), ""]
+    return [*lines, *_quotes(rows), *_looks_paragraph(experiments), ""]
+
+
+def _quotes(rows: list[dict[str, Any]]) -> list[str]:
+    """Each quoting claim in the article's own words (the tests check that they occur in the article's file)."""
+    quoted = [r for r in rows if r.get("quote")]
+    if not quoted:
+        return []
+    lines = [f"- `{r['id']}` ({r['source'][:2]}): {r['quote']}" for r in quoted]
+    return ["", "In the articles' own words:", "", *lines]
 
 
 def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:

@@ -254,6 +254,9 @@ class ReferenceConfig(Schema):
     series: dict[str, list[SeriesRef]] = {}  # variant -> the author's curves
 
 
+ARTICLE_SOURCE = r"a[1-5]\b"  # the five articles (REFERENCE.md: articles/a1-... to a5-...)
+
+
 class ClaimConfig(Schema):
     """A claim of an article, checked on this experiment's runs (`bnexp report`'s claims table).
 
@@ -266,7 +269,10 @@ class ClaimConfig(Schema):
 
     id: Name
     claim: OneLine
-    source: OneLine  # article file and passage, or paper and figure
+    source: OneLine  # article (a1..a5) and passage, or paper and figure
+    # an article claim's words in the article's own language, copied exactly from the article's file (the tests
+    # check, where the articles are present, that it occurs there)
+    quote: OneLine | None = None
     # article: an article's own claim (counted in the headline, the multiplicity family); the other kinds are
     # shown beneath it: literature (a paper beyond the articles), diagnostic (bnexp's own question),
     # consistency (an article's single run against ours), identity (holds by construction: a unit test checks it)
@@ -284,6 +290,10 @@ class ClaimConfig(Schema):
     @model_validator(mode="after")
     def _keys_fit_relation_and_quantity(self) -> ClaimConfig:
         quantity = QUANTITIES[self.quantity]
+        if (self.kind == "article" or self.quote is not None) and not re.match(ARTICLE_SOURCE, self.source):
+            raise rule("source", "an article claim's (or a quote's) source names its article first: a1 ... a5")
+        if self.kind == "article" and self.quote is None:
+            raise rule("quote", "an article claim quotes the article's own words (quote: ..., in its language)")
         if self.versus_at is not None and (
             self.expect not in ("greater", "less", "equivalent") or self.value is not None
         ):
