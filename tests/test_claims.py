@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,8 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
         (("kind: article", "kind: paper"), "claims[0].kind", "allowed: article, literature, diagnostic"),
         (('    quote: "加入BN"\n', ""), "claims[0].quote", "quotes the article's own words"),
         (('source: "a5 sec. 2.2"', 'source: "Ioffe & Szegedy 2015"'), "claims[0].source", "names its article first"),
+        (("kind: article", "kind: identity"), "claims[0].checked_by", "names the unit test"),
+        (("kind: article", "kind: article\n    checked_by: tests/test_nn.py::test_x"), "claims[0].checked_by", "only"),
     ],
 )
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
@@ -108,6 +111,16 @@ def test_every_article_claims_quote_occurs_in_its_article():
                 assert _words(c.quote) in articles[c.source[:2]], (config.name, c.id)
                 quoted += 1
     assert quoted >= 49  # every article claim at least
+
+
+def test_every_identity_names_a_unit_test_that_exists():
+    """An identity holds by construction: a unit test checks it exactly, and the claim names that test."""
+    identities = [c for config in sorted((REPO / "configs").glob("*.yaml")) for c in load_config(config).claims]
+    identities = [c for c in identities if c.kind == "identity"]
+    assert len(identities) >= 5
+    for c in identities:
+        path, test = c.checked_by.split("::")
+        assert re.search(rf"^def {test}\(", (REPO / path).read_text(), re.MULTILINE), c.id
 
 
 def test_record_claims_replaces_only_the_recorded_claims(tmp_path):
@@ -217,6 +230,9 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "figure": "convergence",
         }
     ]
+    identity = {**meta["config"]["claims"][0], "id": "same-bn", "claim": "BN is BN", "kind": "identity"}
+    identity |= {"checked_by": "tests/test_nn.py::test_gradcheck", "expect": "equivalent", "margin": 0.01}
+    meta["config"]["claims"].append({**identity, "versus": "lenet5-bn_lr1x"})
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "results")]).exit_code == 0
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
@@ -225,7 +241,11 @@ def test_report_opens_with_the_claims_table(tmp_path):
     head = text.split("## Per-experiment tables")[0]
     assert "## Claims at a glance" in head and "(`bn-better`)" in head and "**supported**" in head
     assert "](synthetic/figures/convergence.png)" in head
-    assert "In the articles' own words:\n\n- `bn-better` (a5): q\n" in head
+    assert "In the articles' own words:\n\n- `bn-better` (a5): q\n- `same-bn` (a5): q\n" in head
+    table, identities = head.split("### Identities (checked as unit tests, not counted)")
+    assert "same-bn" not in table.split("In the articles' own words:")[0]  # an identity is no row of the table
+    assert "- BN is BN (`same-bn`, synthetic): checked exactly by `tests/test_nn.py::test_gradcheck`" in identities
+    assert "| synthetic | 1 | 1 | – | – | – |" in table  # the article's claim only
 
 
 def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
@@ -359,13 +379,15 @@ def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(t
     assert measure(run, "long_sequence_acc", 4.0) is None
 
 
-def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contradicted(tmp_path):
+def test_the_readme_excerpt_counts_the_articles_claims_and_lists_the_other_kinds_beneath(tmp_path):
     from bnexp.claims import claims_excerpt
 
-    def row(exp, claim, verdict, effect=0.1):
+    def row(exp, claim, verdict, effect=0.1, kind="article"):
         return {
             "experiment": exp,
+            "id": claim,
             "claim": claim,
+            "kind": kind,
             "verdict": verdict,
             "effect": effect,
             "interval": [-0.3, -0.1],
@@ -384,13 +406,23 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
         row("a", "z", "contradicted", -0.2),
         row("b", "w", "not measured"),
         ranked,
+        row("a", "d", "contradicted", -0.5, kind="diagnostic"),
+        row("b", "l", "supported", kind="literature"),
+        row("b", "i", "contradicted", kind="identity"),
     ]
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
-    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
-    assert [line for line in lines if line.startswith("- ")] == [
+    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines  # article claims only
+    assert "| **all** | 5 | 1 | 2 | 1 | 1 |" in lines
+    beyond = lines[lines.index("Beyond the articles' claims (not counted above):") :]
+    assert "| diagnostic | 1 | – | 1 | – | – |" in beyond and "| literature | 1 | 1 | – | – | – |" in beyond
+    assert not any(line.startswith("| identity") for line in lines)
+    contradicted = lines[lines.index("Contradicted by our runs:") : lines.index("Beyond the articles, contradicted:")]
+    assert [line for line in contradicted if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
         "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3",
     ]
+    assert "- a: d (diagnostic): -0.5000 [-0.3000, -0.1000], n = 3" in lines
+    assert lines[-1] == "Identities (checked as unit tests, not counted): `i`."
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
 

@@ -56,6 +56,7 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
     if not rows:
         return []
     figures = {(e["name"], Path(f).stem): f for e in experiments for f in e["figures"]}
+    identities = [r for r in rows if r["kind"] == "identity"]  # checked as unit tests: no row, no count
     lines = [
         "## Claims at a glance",
         "",
@@ -67,19 +68,43 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         "|---|---|---|---|---:|---:|---|---|",
     ]
     for r in rows:
+        if r["kind"] == "identity":
+            continue
         compared = f"{r['quantity']}: {r['compared']}"
         fig = figures.get((r["experiment"], r["figure"] or ""))
         link = f"[{r['figure']}]({os.path.relpath(fig, out_dir)})" if fig else "–"
         p = _p_text(r)
         lines.append(
-            f"| {_cell(r['claim'])} (`{r['id']}`) | {_cell(r['source'])} | {_cell(compared)} | "
+            f"| {_cell(r['claim'])} (`{r['id']}`{marker(r)}) | {_cell(r['source'])} | {_cell(compared)} | "
             f"{_cell(r.get('measured', '–'))} | {effect_text(r)} | {r['n']} | **{r['verdict']}**{p} | "
             f"{link} |"
         )
     notes = [(r["id"], n) for r in rows for n in r.get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
-    return [*lines, *_quotes(rows), *_looks_paragraph(experiments), ""]
+    return [*lines, *_quotes(rows), *_identities(identities), *_looks_paragraph(experiments), ""]
+
+
+def marker(row: dict[str, Any]) -> str:
+    """Beside a claim's id: its kind unless it is an article's claim."""
+    return "" if row["kind"] == "article" else f", {row['kind']}"
+
+
+def _identities(rows: list[dict[str, Any]]) -> list[str]:
+    """The claims that hold by construction: each checked exactly by a unit test (a test over seeds says nothing
+    about an identity), listed with what the runs showed, and counted nowhere."""
+    if not rows:
+        return []
+    return [
+        "",
+        "### Identities (checked as unit tests, not counted)",
+        "",
+        *(
+            f"- {r['claim']} (`{r['id']}`, {r['experiment']}): checked exactly by `{r['checked_by']}`; "
+            f"on the runs: {_cell(r.get('measured', '–'))}"
+            for r in rows
+        ),
+    ]
 
 
 def _quotes(rows: list[dict[str, Any]]) -> list[str]:
@@ -110,20 +135,35 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
 
 
 VERDICT_KINDS = ("supported", "contradicted", "undecided", "not measured")
+BEYOND = ("literature", "diagnostic", "consistency")  # the kinds tallied beneath the articles' claims
 
 
 def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
-    """One row per experiment: how many of its claims got each verdict."""
-    counts: dict[str, dict[str, int]] = {}
-    for r in rows:
-        kind = next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))
-        counts.setdefault(r["experiment"], dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
-    header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
-    lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
-    for name, c in counts.items():
-        cells = " | ".join(str(c[k] or "–") for k in VERDICT_KINDS)
-        lines.append(f"| {name} | {sum(c.values())} | {cells} |")
+    """The headline: the articles' own claims, one row per experiment, how many got each verdict; beneath it one
+    row per other kind (literature, diagnostic, consistency). Identities are counted nowhere."""
+    articles = [r for r in rows if r["kind"] == "article"]
+    lines = ["The articles' claims:", "", *_counts("experiment", articles, "experiment")]
+    if len(articles) > 1:
+        lines.append(_count_row("**all**", articles))
+    beyond = [r for r in rows if r["kind"] in BEYOND]
+    if beyond:
+        lines += ["", "Beyond the articles' claims (not counted above):", "", *_counts("kind", beyond, "kind")]
     return lines
+
+
+def _counts(label: str, rows: list[dict[str, Any]], key: str) -> list[str]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(r)
+    header = f"| {label} | claims | " + " | ".join(VERDICT_KINDS) + " |"
+    return [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1), *(_count_row(k, g) for k, g in groups.items())]
+
+
+def _count_row(name: str, rows: list[dict[str, Any]]) -> str:
+    counts = dict.fromkeys(VERDICT_KINDS, 0)
+    for r in rows:
+        counts[next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))] += 1
+    return f"| {name} | {len(rows)} | " + " | ".join(str(counts[k] or "–") for k in VERDICT_KINDS) + " |"
 
 
 def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) -> list[str]:
@@ -138,13 +178,19 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if r["verdict"].startswith("contradicted")]
-    if contradicted:
-        lines += ["Contradicted by our runs:", ""]
-        lines += [
-            f"- {r['experiment']}: {r['claim']}: "
-            f"{effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
-            f"n = {r['n']}"
-            for r in contradicted
-        ]
+    contradicted = [r for r in rows if r["verdict"].startswith("contradicted") and r["kind"] != "identity"]
+    for title, kinds in (("Contradicted by our runs:", ("article",)), ("Beyond the articles, contradicted:", BEYOND)):
+        listed = [r for r in contradicted if r["kind"] in kinds]
+        if listed:
+            lines += [title, ""]
+            lines += [
+                f"- {r['experiment']}: {r['claim']}{'' if r['kind'] == 'article' else ' (' + r['kind'] + ')'}: "
+                f"{effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
+                f"n = {r['n']}"
+                for r in listed
+            ]
+            lines.append("")
+    identities = [f"`{r['id']}`" for r in rows if r["kind"] == "identity"]
+    if identities:
+        lines.append(f"Identities (checked as unit tests, not counted): {', '.join(identities)}.")
     return lines

@@ -255,6 +255,7 @@ class ReferenceConfig(Schema):
 
 
 ARTICLE_SOURCE = r"a[1-5]\b"  # the five articles (REFERENCE.md: articles/a1-... to a5-...)
+UNIT_TEST = r"tests/test_[a-z0-9_]{1,60}\.py::test_[a-z0-9_]{1,120}"
 
 
 class ClaimConfig(Schema):
@@ -277,6 +278,8 @@ class ClaimConfig(Schema):
     # shown beneath it: literature (a paper beyond the articles), diagnostic (bnexp's own question),
     # consistency (an article's single run against ours), identity (holds by construction: a unit test checks it)
     kind: Literal["article", "literature", "diagnostic", "consistency", "identity"]
+    # an identity's unit test (tests/test_FILE.py::test_NAME): it is checked there exactly, not by seeds
+    checked_by: Annotated[str, _matching(UNIT_TEST, "tests/test_FILE.py::test_NAME")] | None = None
     quantity: Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
@@ -292,6 +295,8 @@ class ClaimConfig(Schema):
         quantity = QUANTITIES[self.quantity]
         if (self.kind == "article" or self.quote is not None) and not re.match(ARTICLE_SOURCE, self.source):
             raise rule("source", "an article claim's (or a quote's) source names its article first: a1 ... a5")
+        if (self.kind == "identity") != (self.checked_by is not None):
+            raise rule("checked_by", "an identity (and only an identity) names the unit test that checks it")
         if self.kind == "article" and self.quote is None:
             raise rule("quote", "an article claim quotes the article's own words (quote: ..., in its language)")
         if self.versus_at is not None and (
