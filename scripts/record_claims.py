@@ -1,6 +1,6 @@
-"""Record each config's claims in its committed experiment record (results/<exp>/experiment.yaml), without
-training: claims change no run (they are not compared with the runs' configs), so the record's `claims` are
-replaced by the config's, validated, and the rest of the record is kept as written.
+"""Record each config's claims (and `runs_began`, which dates them) in its committed experiment record
+(results/<exp>/experiment.yaml), without training: neither changes a run (they are not compared with the runs'
+configs), so the record's are replaced by the config's, validated, and the rest of the record is kept as written.
     python scripts/record_claims.py [RESULTS [CONFIGS]]      # default: results configs
 """
 
@@ -14,16 +14,22 @@ from bnexp.store import EXPERIMENT_FILE, dump_yaml, parse_yaml, write_atomic
 
 
 def record_claims(results: Path, configs: Path) -> list[str]:
-    """The experiments whose recorded claims changed."""
+    """The experiments whose recorded claims (or runs_began) changed."""
     changed = []
     for record in sorted(results.glob(f"*/{EXPERIMENT_FILE}")):
         config = configs / f"{record.parent.name}.yaml"
         if not config.is_file():
             continue
         meta = parse_yaml(record.read_text())
-        claims = [c.model_dump() for c in load_config(config).claims]
-        if meta["config"].get("claims") != claims:
-            meta["config"]["claims"] = claims
+        cfg = load_config(config)
+        recorded = {"claims": [c.model_dump() for c in cfg.claims], "runs_began": cfg.runs_began}
+        before = dict(meta["config"])
+        for key, value in recorded.items():
+            if value is None and key != "claims":
+                meta["config"].pop(key, None)  # absent in the records written before it existed
+            else:
+                meta["config"][key] = value
+        if meta["config"] != before:
             write_atomic(record, dump_yaml(meta))
             changed.append(record.parent.name)
     return changed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ claims:
     source: "a5 sec. 2.2"
     quote: "加入BN"
     kind: article
+    registered: 2026-12-01
     quantity: final_test_acc
     group: lenet5-bn_lr1x
     expect: greater
@@ -69,6 +71,9 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
         (('source: "a5 sec. 2.2"', 'source: "Ioffe & Szegedy 2015"'), "claims[0].source", "names its article first"),
         (("kind: article", "kind: identity"), "claims[0].checked_by", "names the unit test"),
         (("kind: article", "kind: article\n    checked_by: tests/test_nn.py::test_x"), "claims[0].checked_by", "only"),
+        (("registered: 2026-12-01", 'registered: "1 Dec 2026"'), "claims[0].registered", "YYYY-MM-DD"),
+        (("    registered: 2026-12-01\n", ""), "claims[0].registered", "missing"),
+        (("expect: greater", "expect: equivalent\n    margin: 0.01"), "claims[0].margin_why", "why it is that wide"),
     ],
 )
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
@@ -86,12 +91,14 @@ def test_duplicate_ids_and_consistent_without_a_value_are_refused(tmp_path):
 
 
 def test_every_committed_record_holds_its_configs_claims():
-    """Claims change no run, so a config's claims are recorded into its committed experiment.yaml without training
-    (scripts/record_claims.py): the report decides the claims the config declares."""
+    """Claims change no run, so a config's claims (and runs_began, which dates them) are recorded into its
+    committed experiment.yaml without training (scripts/record_claims.py): the report decides the claims the config
+    declares."""
     for record in sorted((REPO / "results").glob(f"*/{EXPERIMENT_FILE}")):
-        recorded = yaml.safe_load(record.read_text())["config"]["claims"]
+        recorded = yaml.safe_load(record.read_text())["config"]
         config = load_config(REPO / "configs" / f"{record.parent.name}.yaml")
-        assert recorded == [c.model_dump() for c in config.claims], record.parent.name
+        assert recorded["claims"] == [c.model_dump() for c in config.claims], record.parent.name
+        assert recorded.get("runs_began") == config.runs_began, record.parent.name
 
 
 def _words(text: str) -> str:
@@ -111,6 +118,30 @@ def test_every_article_claims_quote_occurs_in_its_article():
                 assert _words(c.quote) in articles[c.source[:2]], (config.name, c.id)
                 quoted += 1
     assert quoted >= 49  # every article claim at least
+
+
+def test_a_claim_registered_after_its_experiments_runs_began_is_exploratory(tmp_path):
+    """The registration rule on a hand-made case: the synthetic runs all started on 2026-11-21 (their summaries),
+    and claims registered the day before, the same day and the day after; then the config says earlier runs,
+    replaced since, began on 2026-11-19 (runs_began), which makes the first two exploratory as well."""
+    from bnexp.claims import claim_rows
+    from bnexp.claims.decide import exploratory
+
+    assert not exploratory("2026-11-20", "2026-11-21") and not exploratory("2026-11-21", "2026-11-21")
+    assert exploratory("2026-11-22", "2026-11-21") and not exploratory("2026-11-22", None)
+    exp_dir = write_experiment(tmp_path)
+    for summary in exp_dir.glob("*/summary.json"):
+        record = json.loads(summary.read_text())
+        summary.write_text(json.dumps({**record, "started": f"2026-11-21T{record['seed']:02d}:00:00+00:00"}))
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    days = {"before": "2026-11-20", "same-day": "2026-11-21", "after": "2026-11-22"}
+    meta["config"]["claims"] = [claim(id=i, registered=d, versus="lenet5_lr1x").model_dump() for i, d in days.items()]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    rows = claim_rows(find_experiments(tmp_path))
+    assert [(r["id"], r["exploratory"]) for r in rows] == [("before", False), ("same-day", False), ("after", True)]
+    meta["config"]["runs_began"] = "2026-11-19"
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert all(r["exploratory"] for r in claim_rows(find_experiments(tmp_path)))
 
 
 def test_every_identity_names_a_unit_test_that_exists():
@@ -152,11 +183,13 @@ def claim(**kw) -> ClaimConfig:
         "source": "a5",
         "quote": "q",
         "kind": "article",
+        "registered": "2026-12-01",
         "quantity": "final_test_acc",
         "group": "lenet5-bn_lr1x",
         "expect": "greater",
     }
-    return ClaimConfig(**{**base, **kw})
+    why = {"margin_why": "for the test"} if "margin" in kw else {}
+    return ClaimConfig(**{**base, **why, **kw})
 
 
 @pytest.fixture
@@ -223,6 +256,7 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "source": "a5",
             "quote": "q",
             "kind": "article",
+            "registered": "2026-12-01",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
             "expect": "greater",
@@ -232,6 +266,7 @@ def test_report_opens_with_the_claims_table(tmp_path):
     ]
     identity = {**meta["config"]["claims"][0], "id": "same-bn", "claim": "BN is BN", "kind": "identity"}
     identity |= {"checked_by": "tests/test_nn.py::test_gradcheck", "expect": "equivalent", "margin": 0.01}
+    identity |= {"margin_why": "for the test"}
     meta["config"]["claims"].append({**identity, "versus": "lenet5-bn_lr1x"})
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "results")]).exit_code == 0
@@ -270,6 +305,7 @@ def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(t
             "source": "a5",
             "quote": "q",
             "kind": "article",
+            "registered": "2026-12-01",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
             **broken,
@@ -409,17 +445,20 @@ def test_the_readme_excerpt_counts_the_articles_claims_and_lists_the_other_kinds
         row("a", "d", "contradicted", -0.5, kind="diagnostic"),
         row("b", "l", "supported", kind="literature"),
         row("b", "i", "contradicted", kind="identity"),
+        {**row("a", "e", "contradicted", -0.3), "exploratory": True, "registered": "2026-12-02"},
     ]
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
-    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines  # article claims only
-    assert "| **all** | 5 | 1 | 2 | 1 | 1 |" in lines
+    # article claims only; an exploratory one is counted apart from the verdicts
+    assert "| a | 4 | 1 | 1 | 1 | – | 1 |" in lines and "| b | 2 | – | 1 | – | 1 | – |" in lines
+    assert "| **all** | 6 | 1 | 2 | 1 | 1 | 1 |" in lines
     beyond = lines[lines.index("Beyond the articles' claims (not counted above):") :]
-    assert "| diagnostic | 1 | – | 1 | – | – |" in beyond and "| literature | 1 | 1 | – | – | – |" in beyond
+    assert "| diagnostic | 1 | – | 1 | – | – | – |" in beyond and "| literature | 1 | 1 | – | – | – | – |" in beyond
     assert not any(line.startswith("| identity") for line in lines)
     contradicted = lines[lines.index("Contradicted by our runs:") : lines.index("Beyond the articles, contradicted:")]
     assert [line for line in contradicted if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
         "- b: v: 2.07 vs 0.3026 (medians) (p = 0.014, the opposite direction), n = 3",
+        "- a: e (exploratory): -0.3000 [-0.3000, -0.1000], n = 3",
     ]
     assert "- a: d (diagnostic): -0.5000 [-0.3000, -0.1000], n = 3" in lines
     assert lines[-1] == "Identities (checked as unit tests, not counted): `i`."
@@ -522,7 +561,7 @@ def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_nev
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
     base = {"claim": "c", "source": "a5", "quote": "q", "kind": "article", "quantity": "steps_to_test_acc"}
-    base |= {"group": "lenet5-bn_lr1x"}
+    base |= {"group": "lenet5-bn_lr1x", "registered": "2026-12-01"}
     base |= {"expect": "less", "versus": "lenet5_lr5x"}
     meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))

@@ -493,7 +493,8 @@ def test_the_checks_against_models_and_data_run_once_per_setting_they_read(tmp_p
 # -- the schema's errors in bnexp's words (bnexp.config.errors) -----------------------------------------------
 
 CLAIM = (
-    "claims:\n  - {id: c1, claim: x, source: a5, quote: q, kind: article, quantity: final_test_acc, "
+    "claims:\n  - {id: c1, claim: x, source: a5, quote: q, kind: article, registered: 2026-12-01, "
+    "quantity: final_test_acc, "
     "group: lenet5-bn_lr1x, expect: greater%s}\n"
 )
 
@@ -534,6 +535,7 @@ def test_recorded_claims_are_checked_by_the_same_schema():
         "source": "a5",
         "quote": "q",
         "kind": "article",
+        "registered": "2026-12-01",
         "quantity": "final_test_acc",
         "group": "g",
     }
@@ -542,7 +544,8 @@ def test_recorded_claims_are_checked_by_the_same_schema():
         from_dict(list[ClaimConfig], [claim], "experiment.yaml: claims")
     assert e.value.where == "experiment.yaml: claims" and e.value.key == "[0].versus"
     assert "needs versus" in e.value.message
-    assert from_dict(list[ClaimConfig], [{**claim, "versus": "h", "margin": 0.01}], "x")[0].margin == 0.01
+    margin = {"versus": "h", "margin": 0.01, "margin_why": "m"}
+    assert from_dict(list[ClaimConfig], [{**claim, **margin}], "x")[0].margin == 0.01
 
 
 def test_the_norm_table_says_what_each_norm_is():

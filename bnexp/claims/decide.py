@@ -15,9 +15,17 @@ from bnexp.config import QUANTITIES, ClaimConfig
 from bnexp.results import Experiment, Run
 
 
+def exploratory(registered: str, runs_began: str | None) -> bool:
+    """A claim registered after its experiment's runs began (both days, YYYY-MM-DD) was written with results that
+    could be seen: exploratory, shown but not counted among confirmatory verdicts. On the same day the days cannot
+    tell the order: the claim counts as registered first."""
+    return runs_began is not None and registered > runs_began
+
+
 def evaluate(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
     """One claim against one experiment's runs: the measured effect, its interval, n, method and verdict."""
     row: dict[str, Any] = {
+        **_registration(claim, exp),
         "id": claim.id,
         "experiment": exp.name,
         "claim": claim.claim,
@@ -266,8 +274,13 @@ def claim_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     return rows
 
 
+def _registration(claim: ClaimConfig, exp: Experiment) -> dict[str, Any]:
+    return {"registered": claim.registered, "exploratory": exploratory(claim.registered, exp.runs_began)}
+
+
 def _not_measured(claim: ClaimConfig, exp: Experiment, why: str) -> dict[str, Any]:
     return {
+        **_registration(claim, exp),
         "id": claim.id,
         "experiment": exp.name,
         "claim": claim.claim,

@@ -28,6 +28,15 @@ CLAIMS_RULE = (
 )
 
 
+REGISTRATION_RULE = (
+    "each claim records the day its id first appeared in configs/ (`registered`); a claim registered after its "
+    "experiment's runs began (the earliest start in the run files, or the config's `runs_began` where earlier runs "
+    "were replaced) is *exploratory*: shown in the table, not counted among the headline's verdicts until decided "
+    "on seeds started after it. Days are compared, so a claim registered on the day its runs began counts as "
+    "registered first. Each equivalence margin says why it is that wide (`margin_why`, in the config)"
+)
+
+
 def effect_text(row: dict[str, Any]) -> str:
     if row.get("effect") is None:
         return "–"
@@ -62,6 +71,8 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
         "",
         f"How each is decided: {CLAIMS_RULE}.",
         "",
+        f"Registration: {REGISTRATION_RULE}.",
+        "",
         *claims_tally(rows),
         "",
         "| claim | source | compared | measured | effect [95 % CI] | n | verdict | figure |",
@@ -86,8 +97,16 @@ def claims_markdown(rows: list[dict[str, Any]], experiments: list[dict[str, Any]
 
 
 def marker(row: dict[str, Any]) -> str:
-    """Beside a claim's id: its kind unless it is an article's claim."""
-    return "" if row["kind"] == "article" else f", {row['kind']}"
+    """Beside a claim's id: its kind unless it is an article's claim, and *exploratory* if it was registered
+    after its experiment's runs began."""
+    kind = "" if row["kind"] == "article" else f", {row['kind']}"
+    return kind + (f", *exploratory* (registered {row['registered']})" if row.get("exploratory") else "")
+
+
+def _tags(row: dict[str, Any]) -> str:
+    """After a claim in a list: its kind unless it is an article's claim, and whether it is exploratory."""
+    tags = ([] if row["kind"] == "article" else [row["kind"]]) + (["exploratory"] if row.get("exploratory") else [])
+    return f" ({', '.join(tags)})" if tags else ""
 
 
 def _identities(rows: list[dict[str, Any]]) -> list[str]:
@@ -142,7 +161,12 @@ def claims_tally(rows: list[dict[str, Any]]) -> list[str]:
     """The headline: the articles' own claims, one row per experiment, how many got each verdict; beneath it one
     row per other kind (literature, diagnostic, consistency). Identities are counted nowhere."""
     articles = [r for r in rows if r["kind"] == "article"]
-    lines = ["The articles' claims:", "", *_counts("experiment", articles, "experiment")]
+    lines = [
+        "The articles' claims (the verdicts count confirmatory claims; exploratory: registered after the "
+        "experiment's runs began, their verdicts shown in the report, not counted here):",
+        "",
+        *_counts("experiment", articles, "experiment"),
+    ]
     if len(articles) > 1:
         lines.append(_count_row("**all**", articles))
     beyond = [r for r in rows if r["kind"] in BEYOND]
@@ -155,15 +179,17 @@ def _counts(label: str, rows: list[dict[str, Any]], key: str) -> list[str]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r[key], []).append(r)
-    header = f"| {label} | claims | " + " | ".join(VERDICT_KINDS) + " |"
-    return [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1), *(_count_row(k, g) for k, g in groups.items())]
+    header = f"| {label} | claims | " + " | ".join(VERDICT_KINDS) + " | exploratory |"
+    return [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 2), *(_count_row(k, g) for k, g in groups.items())]
 
 
 def _count_row(name: str, rows: list[dict[str, Any]]) -> str:
-    counts = dict.fromkeys(VERDICT_KINDS, 0)
+    counts = dict.fromkeys([*VERDICT_KINDS, "exploratory"], 0)
     for r in rows:
-        counts[next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))] += 1
-    return f"| {name} | {len(rows)} | " + " | ".join(str(counts[k] or "–") for k in VERDICT_KINDS) + " |"
+        counts[
+            "exploratory" if r.get("exploratory") else next(k for k in VERDICT_KINDS if r["verdict"].startswith(k))
+        ] += 1
+    return f"| {name} | {len(rows)} | " + " | ".join(str(c or "–") for c in counts.values()) + " |"
 
 
 def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) -> list[str]:
@@ -184,7 +210,7 @@ def claims_excerpt(rows: list[dict[str, Any]], readme_dir: Any, results: Any) ->
         if listed:
             lines += [title, ""]
             lines += [
-                f"- {r['experiment']}: {r['claim']}{'' if r['kind'] == 'article' else ' (' + r['kind'] + ')'}: "
+                f"- {r['experiment']}: {r['claim']}{_tags(r)}: "
                 f"{effect_text(r) if r.get('effect') is not None else r.get('measured', '–') + _p_text(r)}, "
                 f"n = {r['n']}"
                 for r in listed

@@ -24,7 +24,17 @@ from bnexp.yamlio import YamlProblem, parse, parse_value
 T = TypeVar("T")
 Check = Callable[[ExperimentConfig, Locate], None]  # raises ConfigError
 MAX_RUNS = 10_000  # a plan larger than this is refused unless --max-runs raises it
-NOT_GRID_KEYS = ("grid", "seeds", "smoke", "name", "reference", "description", "claims", "interim_looks")
+NOT_GRID_KEYS = (
+    "grid",
+    "seeds",
+    "smoke",
+    "name",
+    "reference",
+    "description",
+    "claims",
+    "interim_looks",
+    "runs_began",
+)
 
 
 class Source:

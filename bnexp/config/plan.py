@@ -27,7 +27,16 @@ GRID_ABBREVIATIONS = {
 }
 # keys that do not change what a run computes: editing them never invalidates a started run
 # (eval_batch_size only reorders the float sum of the test loss, ~1e-6 relative; accuracy is unchanged)
-NOT_COMPARED = ("description", "reference", "smoke", "eval_batch_size", "analyses", "claims", "interim_looks")
+NOT_COMPARED = (
+    "description",
+    "reference",
+    "smoke",
+    "eval_batch_size",
+    "analyses",
+    "claims",
+    "interim_looks",
+    "runs_began",
+)
 # the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
 NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")
 _MISSING = object()

@@ -8,9 +8,10 @@ Rules about the plan as a whole (run names, claims' variants, grid cells) are in
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from bnexp.config.datasets import DatasetName
@@ -74,6 +75,18 @@ RelativePath = Annotated[
     _matching(
         r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}", "a relative path inside the config's folder (letters, digits, _ . / -)"
     ),
+]
+
+
+def _iso_day(value: Any) -> Any:
+    """YAML reads an unquoted 2026-12-01 as a date: it is kept as the same text (one day, compared as text)."""
+    return value.isoformat() if type(value) is date else value
+
+
+Day = Annotated[
+    str,
+    BeforeValidator(_iso_day),
+    _matching(r"20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", "a day as YYYY-MM-DD"),
 ]
 Seed = Annotated[int, Field(ge=0, le=UINT32)]
 Multiplier = Annotated[float, Field(gt=0.0, le=1e6)]
@@ -280,6 +293,9 @@ class ClaimConfig(Schema):
     kind: Literal["article", "literature", "diagnostic", "consistency", "identity"]
     # an identity's unit test (tests/test_FILE.py::test_NAME): it is checked there exactly, not by seeds
     checked_by: Annotated[str, _matching(UNIT_TEST, "tests/test_FILE.py::test_NAME")] | None = None
+    # the day the claim's id first appeared in configs/ (git log --format=%ad --date=short -S ID -- configs/ |
+    # tail -1): a claim registered after its experiment's runs began is exploratory (bnexp.claims.decide)
+    registered: Day
     quantity: Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
@@ -287,6 +303,7 @@ class ClaimConfig(Schema):
     at: float | str | None = None
     versus_at: float | str | None = None  # compare with the quantity at this `at` instead (same group by default)
     margin: float | None = Field(default=None, gt=0.0, le=1e9)
+    margin_why: OneLine | None = None  # why this margin, in one line (an equivalence's margin needs one)
     value: float | dict[float, float] | None = None
     figure: Name | None = None
 
@@ -324,6 +341,8 @@ class ClaimConfig(Schema):
             raise rule(
                 "margin", f"a margin is for expect: equivalent (this claim expects {self.expect}; compare with versus)"
             )
+        if (self.margin is None) != (self.margin_why is None):
+            raise rule("margin_why", "a margin (and only a margin) says why it is that wide: margin_why: ONE LINE")
         if isinstance(self.value, dict) and self.expect != "consistent":
             raise rule("value", "a mapping of values (one per `at`) is for expect: consistent only")
         if quantity.kind == "proportion" and self.expect not in ("greater", "less"):
@@ -394,6 +413,9 @@ class ExperimentConfig(Schema):
     description: str = ""
     reference: ReferenceConfig | None = None
     claims: list[ClaimConfig] = Field(default=[], max_length=200)
+    # the day this experiment's first runs started, where they were replaced since (the committed runs' files
+    # start later): claims registered after it are exploratory
+    runs_began: Day | None = None
     # the seed counts at which the claims were looked at before more seeds were added (the report says what
     # those earlier looks cost; a number of seeds fixed in advance needs none)
     interim_looks: list[Annotated[int, Field(ge=1, le=UINT32)]] = Field(default=[], max_length=MAX_LOOKS)
