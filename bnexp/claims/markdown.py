@@ -100,7 +100,7 @@ def marker(row: dict[str, Any]) -> str:
     """Beside a claim's id: its kind unless it is an article's claim, and *exploratory* if it was registered
     after its experiment's runs began."""
     kind = "" if row["kind"] == "article" else f", {row['kind']}"
-    return kind + (f", *exploratory* (registered {row['registered']})" if row.get("exploratory") else "")
+    return kind + (f", *exploratory*, registered {row['registered']}" if row.get("exploratory") else "")
 
 
 def _tags(row: dict[str, Any]) -> str:
@@ -120,7 +120,7 @@ def _identities(rows: list[dict[str, Any]]) -> list[str]:
         "",
         *(
             f"- {r['claim']} (`{r['id']}`, {r['experiment']}): checked exactly by `{r['checked_by']}`; "
-            f"on the runs: {_cell(r.get('measured', '–'))}"
+            f"on the runs: {r.get('measured', '–')}, difference {effect_text(r)}, n = {r['n']}"
             for r in rows
         ),
     ]
