@@ -31,9 +31,10 @@ CLAIMS_RULE = (
 REGISTRATION_RULE = (
     "each claim records the day its id first appeared in configs/ (`registered`); a claim registered after its "
     "experiment's runs began (the earliest start in the run files, or the config's `runs_began` where earlier runs "
-    "were replaced) is *exploratory*: shown in the table, not counted among the headline's verdicts until decided "
-    "on seeds started after it. Days are compared, so a claim registered on the day its runs began counts as "
-    "registered first. Each equivalence margin says why it is that wide (`margin_why`, in the config)"
+    "were replaced) is *exploratory*: shown in the table, not counted among the headline's verdicts (seeds started "
+    "after a registration are not yet told apart from the earlier ones). Days are compared, so a claim registered on "
+    "the day its runs began counts as registered first. Each equivalence margin says why it is that wide "
+    "(`margin_why`, in the config)"
 )
 
 

@@ -272,7 +272,8 @@ UNIT_TEST = r"tests/test_[a-z0-9_]{1,60}\.py::test_[a-z0-9_]{1,120}"
 
 
 class ClaimConfig(Schema):
-    """A claim of an article, checked on this experiment's runs (`bnexp report`'s claims table).
+    """A claim (an article's, or of another `kind`), checked on this experiment's runs (`bnexp report`'s claims
+    table).
 
     `group` (and `versus`) are variants: run names without the seed, e.g. lenet5-bn_lr1x or lenet5-gn_b8_lr1x.
     expect greater / less: group's quantity above / below versus's (or `value`); equivalent: within ±margin of
