@@ -185,6 +185,7 @@ class Summary(Record):
     device: Device | None = None
     segments: list[Segment] | None = None
     error: str | None = None  # why a run failed
+    started: str | None = None  # when the run started (its last start or resume; ISO 8601, UTC)
 
 
 class ProbeSettings(Record):

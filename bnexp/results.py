@@ -191,6 +191,15 @@ class Experiment:
         return self.config.get("multiplicity") or "holm"
 
     @property
+    def runs_began(self) -> str | None:
+        """The day (YYYY-MM-DD) the experiment's runs began: the earliest start in its run files, or the config's
+        `runs_began` where earlier runs, replaced since, began before those."""
+        days = [r.summary.started[:10] for r in self.runs if r.summary.started]
+        if recorded := self.config.get("runs_began"):
+            days.append(str(recorded))
+        return min(days, default=None)
+
+    @property
     def interim_looks(self) -> list[int]:
         """The seed counts at which the claims were looked at before more seeds ran (schema-checked; none, with a
         warning, if they do not parse)."""

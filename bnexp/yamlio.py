@@ -91,6 +91,8 @@ def parse(text: str) -> tuple[Any, yaml.Node | None]:
         raise YamlProblem(f"YAML syntax error: {problem}", *where) from None
     except RecursionError:
         raise YamlProblem("nesting too deep to read") from None
+    except ValueError as e:  # a scalar YAML reads as a date or time that does not exist, e.g. 2026-13-01
+        raise YamlProblem(f"a value YAML cannot read: {e} (a date is YYYY-MM-DD)") from None
 
 
 def parse_value(text: str) -> Any:

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Tiny models run faster on one thread, and the suite then leaves the other core to whatever runs beside it.
 torch.set_num_threads(1)
 SHARED_DATA = REPO.parent / "shared" / "data"
+ARTICLES = REPO.parent / "shared" / "articles"  # the five articles, a1-....txt to a5-....txt
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

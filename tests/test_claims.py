@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -26,7 +31,7 @@ from bnexp.results import find_experiments
 from bnexp.store import EXPERIMENT_FILE
 from bnexp.validate import load as load_config
 
-from .conftest import TINY_CONFIG
+from .conftest import ARTICLES, REPO, TINY_CONFIG
 from .rundata import write_experiment
 
 CLAIM = """\
@@ -34,6 +39,9 @@ claims:
   - id: bn-better
     claim: BN is better
     source: "a5 sec. 2.2"
+    quote: "加入BN"
+    kind: article
+    registered: 2026-12-01
     quantity: final_test_acc
     group: lenet5-bn_lr1x
     expect: greater
@@ -68,6 +76,15 @@ def test_a_valid_claim_loads_and_does_not_change_what_runs_compute(tmp_path):
         (("claim: BN is better", 'claim: "BN is\\nbetter"'), "claims[0].claim", "one line"),  # issue 37, item 16
         (("claim: BN is better", "claim: BN <!-- claims:end --> is better"), "claims[0].claim", "'<!--'"),
         (('source: "a5 sec. 2.2"', 'source: "a5 --> sec. 2.2"'), "claims[0].source", "'-->'"),
+        (("    kind: article\n", ""), "claims[0].kind", "missing"),  # every claim says what kind it is
+        (("kind: article", "kind: paper"), "claims[0].kind", "allowed: article, literature, diagnostic"),
+        (('    quote: "加入BN"\n', ""), "claims[0].quote", "quotes the article's own words"),
+        (('source: "a5 sec. 2.2"', 'source: "Ioffe & Szegedy 2015"'), "claims[0].source", "names its article first"),
+        (("kind: article", "kind: identity"), "claims[0].checked_by", "names the unit test"),
+        (("kind: article", "kind: article\n    checked_by: tests/test_nn.py::test_x"), "claims[0].checked_by", "only"),
+        (("registered: 2026-12-01", 'registered: "1 Dec 2026"'), "claims[0].registered", "YYYY-MM-DD"),
+        (("    registered: 2026-12-01\n", ""), "claims[0].registered", "missing"),
+        (("expect: greater", "expect: equivalent\n    margin: 0.01"), "claims[0].margin_why", "why it is that wide"),
     ],
 )
 def test_bad_claims_name_file_line_key_and_what_is_allowed(tmp_path, edit, key, words):
@@ -84,6 +101,87 @@ def test_duplicate_ids_and_consistent_without_a_value_are_refused(tmp_path):
         load_with(tmp_path, CLAIM.replace("expect: greater", "expect: consistent"))
 
 
+def test_every_committed_record_holds_its_configs_claims():
+    """Claims change no run, so a config's claims (and runs_began, which dates them) are recorded into its
+    committed experiment.yaml without training (scripts/record_claims.py): the report decides the claims the config
+    declares."""
+    for record in sorted((REPO / "results").glob(f"*/{EXPERIMENT_FILE}")):
+        recorded = yaml.safe_load(record.read_text())["config"]
+        config = load_config(REPO / "configs" / f"{record.parent.name}.yaml")
+        assert recorded["claims"] == [c.model_dump() for c in config.claims], record.parent.name
+        assert recorded.get("runs_began") == config.runs_began, record.parent.name
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.skipif(not ARTICLES.is_dir(), reason="the articles (../shared/articles) are not beside this checkout")
+def test_every_article_claims_quote_occurs_in_its_article():
+    """An article claim quotes its article's own words, copied exactly (only whitespace may differ); the source
+    names the article first (a1..a5). An identity that quotes an article is held to the same."""
+    articles = {p.name[:2]: _words(p.read_text()) for p in ARTICLES.glob("a[1-5]-*.txt")}
+    assert sorted(articles) == ["a1", "a2", "a3", "a4", "a5"]
+    quoted = 0
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        for c in load_config(config).claims:
+            if c.quote is not None:
+                assert _words(c.quote) in articles[c.source[:2]], (config.name, c.id)
+                quoted += 1
+    assert quoted >= 49  # every article claim at least
+
+
+def test_a_claim_registered_after_its_experiments_runs_began_is_exploratory(tmp_path):
+    """The registration rule on a hand-made case: the synthetic runs all started on 2026-11-21 (their summaries),
+    and claims registered the day before, the same day and the day after; then the config says earlier runs,
+    replaced since, began on 2026-11-19 (runs_began), which makes the first two exploratory as well."""
+    from bnexp.claims import claim_rows
+    from bnexp.claims.decide import exploratory
+
+    assert not exploratory("2026-11-20", "2026-11-21") and not exploratory("2026-11-21", "2026-11-21")
+    assert exploratory("2026-11-22", "2026-11-21") and not exploratory("2026-11-22", None)
+    exp_dir = write_experiment(tmp_path)
+    for summary in exp_dir.glob("*/summary.json"):
+        record = json.loads(summary.read_text())
+        summary.write_text(json.dumps({**record, "started": f"2026-11-21T{record['seed']:02d}:00:00+00:00"}))
+    meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    days = {"before": "2026-11-20", "same-day": "2026-11-21", "after": "2026-11-22"}
+    meta["config"]["claims"] = [claim(id=i, registered=d, versus="lenet5_lr1x").model_dump() for i, d in days.items()]
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    rows = claim_rows(find_experiments(tmp_path))
+    assert [(r.id, r.exploratory) for r in rows] == [("before", False), ("same-day", False), ("after", True)]
+    meta["config"]["runs_began"] = "2026-11-19"
+    (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
+    assert all(r.exploratory for r in claim_rows(find_experiments(tmp_path)))
+
+
+def test_every_identity_names_a_unit_test_that_exists():
+    """An identity holds by construction: a unit test checks it exactly, and the claim names that test."""
+    identities = [c for config in sorted((REPO / "configs").glob("*.yaml")) for c in load_config(config).claims]
+    identities = [c for c in identities if c.kind == "identity"]
+    assert len(identities) >= 5
+    for c in identities:
+        path, test = c.checked_by.split("::")
+        assert re.search(rf"^def {test}\(", (REPO / path).read_text(), re.MULTILINE), c.id
+
+
+def test_record_claims_replaces_only_the_recorded_claims(tmp_path):
+    exp_dir = write_experiment(tmp_path / "results")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / f"{exp_dir.name}.yaml").write_text(
+        TINY_CONFIG.replace("name: tiny", f"name: {exp_dir.name}") + CLAIM
+    )
+    before = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    script = REPO / "scripts" / "record_claims.py"
+    args = [sys.executable, str(script), str(tmp_path / "results"), str(tmp_path / "configs")]
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert done.stdout == f"{exp_dir.name}: claims recorded\n"
+    after = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
+    assert [c["id"] for c in after["config"].pop("claims")] == ["bn-better"]
+    before["config"].pop("claims", None)
+    assert after == before
+
+
 def test_claims_are_not_grid_keys(tmp_path):
     with pytest.raises(ConfigError, match="cannot be a grid key"):
         load_with(tmp_path, "grid: {claims: [[]]}\n")
@@ -93,12 +191,16 @@ def claim(**kw) -> ClaimConfig:
     base = {
         "id": "c",
         "claim": "c",
-        "source": "s",
+        "source": "a5",
+        "quote": "q",
+        "kind": "article",
+        "registered": "2026-12-01",
         "quantity": "final_test_acc",
         "group": "lenet5-bn_lr1x",
         "expect": "greater",
     }
-    return ClaimConfig(**{**base, **kw})
+    why = {"margin_why": "for the test"} if "margin" in kw else {}
+    return ClaimConfig(**{**base, **why, **kw})
 
 
 def decide(claim, experiment):
@@ -178,6 +280,9 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "id": "bn-better",
             "claim": "BN is better",
             "source": "a5",
+            "quote": "q",
+            "kind": "article",
+            "registered": "2026-12-01",
             "quantity": "final_test_acc",
             "group": "lenet5-bn_lr1x",
             "expect": "greater",
@@ -185,6 +290,10 @@ def test_report_opens_with_the_claims_table(tmp_path):
             "figure": "convergence",
         }
     ]
+    identity = {**meta["config"]["claims"][0], "id": "same-bn", "claim": "BN is BN", "kind": "identity"}
+    identity |= {"checked_by": "tests/test_nn.py::test_gradcheck", "expect": "equivalent", "margin": 0.01}
+    identity |= {"margin_why": "for the test"}
+    meta["config"]["claims"].append({**identity, "versus": "lenet5-bn_lr1x"})
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "results")]).exit_code == 0
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results")])
@@ -193,6 +302,11 @@ def test_report_opens_with_the_claims_table(tmp_path):
     head = text.split("## Per-experiment tables")[0]
     assert "## Claims at a glance" in head and "(`bn-better`)" in head and "**supported**" in head
     assert "](synthetic/figures/convergence.png)" in head
+    assert "In the articles' own words:\n\n- `bn-better` (a5): q\n- `same-bn` (a5): q\n" in head
+    table, identities = head.split("### Identities (checked as unit tests, not counted)")
+    assert "same-bn" not in table.split("In the articles' own words:")[0]  # an identity is no row of the table
+    assert "- BN is BN (`same-bn`, synthetic): checked exactly by `tests/test_nn.py::test_gradcheck`" in identities
+    assert "| synthetic | 1 | 1 | – | – | – |" in table  # the article's claim only
 
 
 def test_a_damaged_claims_record_is_left_out_with_a_warning(tmp_path, capsys):
@@ -211,7 +325,17 @@ def test_a_recorded_claim_that_breaks_a_claim_rule_is_left_out_not_a_traceback(t
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
     meta["config"]["claims"] = [
-        {"id": "x", "claim": "c", "source": "s", "quantity": "final_test_acc", "group": "lenet5-bn_lr1x", **broken}
+        {
+            "id": "x",
+            "claim": "c",
+            "source": "a5",
+            "quote": "q",
+            "kind": "article",
+            "registered": "2026-12-01",
+            "quantity": "final_test_acc",
+            "group": "lenet5-bn_lr1x",
+            **broken,
+        }
     ]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
     assert find_experiments(tmp_path)[0].claims == []
@@ -319,17 +443,19 @@ def test_long_sequence_acc_picks_the_stretch_and_is_none_for_an_unmeasured_one(t
     assert measure(run, "long_sequence_acc", 4.0) is None
 
 
-def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contradicted(tmp_path):
+def test_the_readme_excerpt_counts_the_articles_claims_and_lists_the_other_kinds_beneath(tmp_path):
     from bnexp.claims import ClaimResult, Decision, claims_excerpt
 
-    def row(exp, claim, verdict, effect=0.1, **decided):
+    def row(exp, claim, verdict, effect=0.1, kind="article", exploratory=False, **decided):
         decision = Decision(verdict=verdict, effect=effect, interval=(-0.3, -0.1), n=3, **decided)
         return ClaimResult(
             id=claim,
             experiment=exp,
             claim=claim,
             source="s",
-            kind="article",
+            kind=kind,
+            registered="2026-12-02",
+            exploratory=exploratory,
             quantity="q",
             compared="c",
             figure=None,
@@ -346,13 +472,26 @@ def test_the_readme_excerpt_counts_verdicts_per_experiment_and_lists_the_contrad
         row("a", "z", "contradicted", -0.2),
         row("b", "w", "not measured"),
         ranked,
+        row("a", "d", "contradicted", -0.5, kind="diagnostic"),
+        row("b", "l", "supported", kind="literature"),
+        row("b", "i", "contradicted", kind="identity"),
+        row("a", "e", "contradicted", -0.3, exploratory=True),
     ]
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
-    assert "| a | 3 | 1 | 1 | 1 | – |" in lines and "| b | 2 | – | 1 | – | 1 |" in lines
-    assert [line for line in lines if line.startswith("- ")] == [
+    # article claims only; an exploratory one is counted apart from the verdicts
+    assert "| a | 4 | 1 | 1 | 1 | – | 1 |" in lines and "| b | 2 | – | 1 | – | 1 | – |" in lines
+    assert "| **all** | 6 | 1 | 2 | 1 | 1 | 1 |" in lines
+    beyond = lines[lines.index("Beyond the articles' claims (not counted above):") :]
+    assert "| diagnostic | 1 | – | 1 | – | – | – |" in beyond and "| literature | 1 | 1 | – | – | – | – |" in beyond
+    assert not any(line.startswith("| identity") for line in lines)
+    contradicted = lines[lines.index("Contradicted by our runs:") : lines.index("Beyond the articles, contradicted:")]
+    assert [line for line in contradicted if line.startswith("- ")] == [
         "- a: z: -0.2000 [-0.3000, -0.1000], n = 3",
         "- b: v: 2.07 vs 0.3026 (medians) (p = 0.029), n = 3",
+        "- a: e (exploratory): -0.3000 [-0.3000, -0.1000], n = 3",
     ]
+    assert "- a: d (diagnostic): -0.5000 [-0.3000, -0.1000], n = 3" in lines
+    assert lines[-1] == "Identities (checked as unit tests, not counted): `i`."
     assert "[results/REPORT.md](results/REPORT.md#claims-at-a-glance)" in lines[0]
 
 
@@ -447,7 +586,8 @@ def test_a_threshold_the_runs_did_not_record_is_not_measured_with_a_note_not_nev
 
     exp_dir = write_experiment(tmp_path)
     meta = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text())
-    base = {"claim": "c", "source": "s", "quantity": "steps_to_test_acc", "group": "lenet5-bn_lr1x"}
+    base = {"claim": "c", "source": "a5", "quote": "q", "kind": "article", "quantity": "steps_to_test_acc"}
+    base |= {"group": "lenet5-bn_lr1x", "registered": "2026-12-01"}
     base |= {"expect": "less", "versus": "lenet5_lr5x"}
     meta["config"]["claims"] = [{"id": "listed", "at": 0.9, **base}, {"id": "unlisted", "at": 0.8, **base}]
     (exp_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(meta))
@@ -483,6 +623,8 @@ def _result(experiment, id, p, verdict, kind="article", favours=True, expect="gr
         claim=id,
         source="s",
         kind=kind,
+        registered="2026-12-01",
+        exploratory=False,
         expect=expect,
         quantity="final_test_acc",
         compared="a > b",
@@ -565,7 +707,7 @@ def test_an_article_run_outside_ours_counts_as_contradicted_and_consistent_as_su
         _result("e", "out", 0.015, "outside ours (p = 0.015)", favours=False, expect="consistent"),
     ]
     lines = claims_excerpt(rows, tmp_path, tmp_path / "results")
-    assert "| e | 2 | 1 | 1 | – | – |" in lines
+    assert "| e | 2 | 1 | 1 | – | – | – |" in lines
     assert [line for line in lines if line.startswith("- ")] == ["- e: out: – (p = 0.015), n = 5"]
 
 
@@ -609,7 +751,7 @@ def test_a_count_at_must_be_a_whole_number_of_evaluations():
     from bnexp.config import ClaimConfig, ConfigError, from_dict
 
     base = {"id": "c", "claim": "c", "source": "s", "quantity": "test_acc_last_mean", "group": "a"}
-    base |= {"expect": "greater", "versus": "b"}
+    base |= {"expect": "greater", "versus": "b", "kind": "diagnostic", "registered": "2026-12-07"}
     assert from_dict(ClaimConfig, {**base, "at": 3}, "claim").at == 3
     for bad in (0, 2.5, None):
         with pytest.raises(ConfigError, match="how many of the last evaluations"):

@@ -509,7 +509,9 @@ def test_the_checks_against_models_and_data_are_given_only_what_they_run_once_pe
 # -- the schema's errors in bnexp's words (bnexp.config.errors) -----------------------------------------------
 
 CLAIM = (
-    "claims:\n  - {id: c1, claim: x, source: y, quantity: final_test_acc, group: lenet5-bn_lr1x, expect: greater%s}\n"
+    "claims:\n  - {id: c1, claim: x, source: a5, quote: q, kind: article, registered: 2026-12-01, "
+    "quantity: final_test_acc, "
+    "group: lenet5-bn_lr1x, expect: greater%s}\n"
 )
 
 
@@ -543,12 +545,23 @@ def test_schema_errors_name_the_key_and_what_is_allowed(tmp_path, extra, key, fr
 def test_recorded_claims_are_checked_by_the_same_schema():
     from bnexp.config import ClaimConfig, from_dict
 
-    claim = {"id": "c", "claim": "x", "source": "y", "quantity": "final_test_acc", "group": "g", "expect": "equivalent"}
+    claim = {
+        "id": "c",
+        "claim": "x",
+        "source": "a5",
+        "quote": "q",
+        "kind": "article",
+        "registered": "2026-12-01",
+        "quantity": "final_test_acc",
+        "group": "g",
+    }
+    claim["expect"] = "equivalent"
     with pytest.raises(ConfigError) as e:
         from_dict(list[ClaimConfig], [claim], "experiment.yaml: claims")
     assert e.value.where == "experiment.yaml: claims" and e.value.key == "[0].versus"
     assert "needs versus" in e.value.message
-    assert from_dict(list[ClaimConfig], [{**claim, "versus": "h", "margin": 0.01}], "x")[0].margin == 0.01
+    margin = {"versus": "h", "margin": 0.01, "margin_why": "m"}
+    assert from_dict(list[ClaimConfig], [{**claim, **margin}], "x")[0].margin == 0.01
 
 
 def test_the_norm_table_says_what_each_norm_is():

@@ -108,16 +108,37 @@ def test_other_input_shapes():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
 
 
-def test_the_bias_before_a_batch_norm_gets_no_gradient():
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_the_bias_before_a_batch_norm_gets_no_gradient(activation):
     """a3: the bias of a layer followed by BN is redundant: BN subtracts each channel's batch mean, and with it
-    any constant, so the loss does not depend on it (zero gradient up to rounding; the output layer's is not)."""
+    any constant, so the loss does not depend on it (zero gradient up to rounding; the output layer's is not).
+    The identity behind the claims bias-redundant-relu and bias-redundant-sigmoid."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="lenet5", norm="batchnorm"), MNIST_LIKE).double().train()
+    cfg = ModelConfig(name="lenet5", norm="batchnorm", activation=activation)
+    model = build_model(cfg, MNIST_LIKE).double().train()
     x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.arange(16) % 10
     nn.functional.cross_entropy(model(x), y).backward()
     before_bn = [model.features[0], model.features[4], model.head[0], model.head[3]]
     assert all(m.bias.grad.abs().max() < 1e-12 * m.weight.grad.abs().max() for m in before_bn)
     assert model.head[6].bias.grad.abs().max() > 1e-6  # no BN after the output layer: its bias matters
+
+
+def test_groupnorm_is_one_computation_in_train_and_eval_mode_and_per_image():
+    """GroupNorm normalizes each image over its own channels: training and evaluation mode are the same
+    computation, and an image's output does not depend on the rest of its batch (one class or shuffled). The
+    identity behind the claim a2-groupnorm-unaffected."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="lenet5", norm="groupnorm", groups=2), MNIST_LIKE).double()
+    x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
+    same_image = x[:1].expand(8, -1, -1, -1)  # the most homogeneous batch there is
+    with torch.no_grad():
+        train = model.train()(x)
+        evaluated = model.eval()(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(8)])
+        in_copies = model(same_image)
+    assert torch.equal(train, evaluated)
+    assert torch.allclose(alone, evaluated, rtol=0, atol=1e-12)
+    assert torch.allclose(in_copies, evaluated[:1].expand(8, -1), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,11 @@ def test_duplicate_keys_name_the_line():
     assert "duplicate key 'c'" in str(e.value) and e.value.line == 4
 
 
+def test_an_impossible_date_is_a_yaml_problem_not_a_traceback():
+    with pytest.raises(YamlProblem, match=r"month must be in 1\.\.12"):
+        parse("registered: 2026-13-01\n")
+
+
 def test_alias_bomb_recursion_and_depth_are_refused():
     bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
         f"b{i}: &b{i} [{', '.join([f'*{prev}'] * 10)}]\n" for i, prev in enumerate(["a", "b0", "b1", "b2", "b3"])

@@ -16,6 +16,13 @@ from bnexp.config import QUANTITIES, ClaimConfig
 from bnexp.results import Experiment, Run
 
 
+def exploratory(registered: str, runs_began: str | None) -> bool:
+    """A claim registered after its experiment's runs began (both days, YYYY-MM-DD) was written with results that
+    could be seen: exploratory, shown but not counted among confirmatory verdicts. On the same day the days cannot
+    tell the order: the claim counts as registered first."""
+    return runs_began is not None and registered > runs_began
+
+
 def evaluate(claim: ClaimConfig, exp: Experiment) -> ClaimResult:
     """One claim against one experiment's runs: the measured effect, its interval, n, method and verdict."""
     return _result(claim, exp, _decide(claim, exp))
@@ -42,6 +49,10 @@ def _result(claim: ClaimConfig, exp: Experiment, decision: Decision) -> ClaimRes
         claim=claim.claim,
         source=claim.source,
         kind=claim.kind,
+        quote=claim.quote,
+        checked_by=claim.checked_by,
+        registered=claim.registered,
+        exploratory=exploratory(claim.registered, exp.runs_began),
         expect=claim.expect,
         quantity=claim.quantity + at,
         compared=_compared_text(claim),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ CLAIMS_RULE = (
 )
 
 
+REGISTRATION_RULE = (
+    "each claim records the day its id first appeared in configs/ (`registered`); a claim registered after its "
+    "experiment's runs began (the earliest start in the run files, or the config's `runs_began` where earlier runs "
+    "were replaced) is *exploratory*: shown in the table, not counted among the headline's verdicts (seeds started "
+    "after a registration are not yet told apart from the earlier ones). Days are compared, so a claim registered on "
+    "the day its runs began counts as registered first. Each equivalence margin says why it is that wide "
+    "(`margin_why`, in the config)"
+)
+
+
 def effect_text(d: Decision) -> str:
     if d.effect is None:
         return "–"
@@ -73,10 +84,13 @@ def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], 
     if not rows:
         return []
     figures = {(e["name"], Path(f).stem): f for e in experiments for f in e["figures"]}
+    identities = [r for r in rows if r.kind == "identity"]  # checked as unit tests: no row, no count
     lines = [
         "## Claims at a glance",
         "",
         f"How each is decided: {CLAIMS_RULE}.",
+        "",
+        f"Registration: {REGISTRATION_RULE}.",
         "",
         *claims_tally(rows),
         "",
@@ -84,6 +98,8 @@ def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], 
         "|---|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
+        if r.kind == "identity":
+            continue
         d = r.decision
         compared = f"{r.quantity}: {r.compared}"
         fig = figures.get((r.experiment, r.figure or ""))
@@ -91,14 +107,53 @@ def claims_markdown(rows: list[ClaimResult], experiments: list[dict[str, Any]], 
         holm = _p(r.p_holm) if r.p_holm is not None or d.p_value is None else r.family
         raw = f" (raw: {d.verdict})" if r.verdict != d.verdict else ""
         lines.append(
-            f"| {_cell(r.claim)} (`{r.id}`) | {_cell(r.source)} | {_cell(compared)} | "
+            f"| {_cell(r.claim)} (`{r.id}`{marker(r)}) | {_cell(r.source)} | {_cell(compared)} | "
             f"{_cell(d.measured or '–')} | {effect_text(d)} | {d.n} | {_p(d.p_value)} | {holm} | {_p(r.q_bh)} | "
             f"**{r.verdict}**{raw} | {link} |"
         )
     notes = [(r.id, n) for r in rows for n in r.decision.notes]
     if notes:
         lines += ["", "Notes:", ""] + [f"- `{i}`: {n}" for i, n in notes]
-    return [*lines, *_looks_paragraph(experiments), ""]
+    return [*lines, *_quotes(rows), *_identities(identities), *_looks_paragraph(experiments), ""]
+
+
+def marker(r: ClaimResult) -> str:
+    """Beside a claim's id: its kind unless it is an article's claim, and *exploratory* if it was registered
+    after its experiment's runs began."""
+    kind = "" if r.kind == "article" else f", {r.kind}"
+    return kind + (f", *exploratory*, registered {r.registered}" if r.exploratory else "")
+
+
+def _tags(r: ClaimResult) -> str:
+    """After a claim in a list: its kind unless it is an article's claim, and whether it is exploratory."""
+    tags = ([] if r.kind == "article" else [r.kind]) + (["exploratory"] if r.exploratory else [])
+    return f" ({', '.join(tags)})" if tags else ""
+
+
+def _identities(rows: list[ClaimResult]) -> list[str]:
+    """The claims that hold by construction: each checked exactly by a unit test (a test over seeds says nothing
+    about an identity), listed with what the runs showed, and counted nowhere."""
+    if not rows:
+        return []
+    return [
+        "",
+        "### Identities (checked as unit tests, not counted)",
+        "",
+        *(
+            f"- {r.claim} (`{r.id}`, {r.experiment}): checked exactly by `{r.checked_by}`; "
+            f"on the runs: {r.decision.measured or '–'}, difference {effect_text(r.decision)}, n = {r.decision.n}"
+            for r in rows
+        ),
+    ]
+
+
+def _quotes(rows: list[ClaimResult]) -> list[str]:
+    """Each quoting claim in the article's own words (the tests check that they occur in the article's file)."""
+    quoted = [r for r in rows if r.quote]
+    if not quoted:
+        return []
+    lines = [f"- `{r.id}` ({r.source[:2]}): {r.quote}" for r in quoted]
+    return ["", "In the articles' own words:", "", *lines]
 
 
 def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
@@ -123,18 +178,45 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+BEYOND = ("literature", "diagnostic", "consistency")  # the kinds tallied beneath the articles' claims
+
+
 def claims_tally(rows: list[ClaimResult]) -> list[str]:
-    """One row per experiment: how many of its claims got each verdict."""
-    counts: dict[str, dict[str, int]] = {}
-    for r in rows:
-        kind = verdict_kind(r.verdict)
-        counts.setdefault(r.experiment, dict.fromkeys(VERDICT_KINDS, 0))[kind] += 1
-    header = "| experiment | claims | " + " | ".join(VERDICT_KINDS) + " |"
-    lines = [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 1)]
-    for name, c in counts.items():
-        cells = " | ".join(str(c[k] or "–") for k in VERDICT_KINDS)
-        lines.append(f"| {name} | {sum(c.values())} | {cells} |")
+    """The headline: the articles' own claims, one row per experiment, how many got each verdict; beneath it one
+    row per other kind (literature, diagnostic, consistency). Identities are counted nowhere."""
+    articles = [r for r in rows if r.kind == "article"]
+    lines = [
+        "The articles' claims (the verdicts count confirmatory claims; exploratory: registered after the "
+        "experiment's runs began, their verdicts shown in the report, not counted here):",
+        "",
+        *_counts("experiment", articles, lambda r: r.experiment),
+    ]
+    if len(articles) > 1:
+        lines.append(_count_row("**all**", articles))
+    beyond = [r for r in rows if r.kind in BEYOND]
+    if beyond:
+        lines += [
+            "",
+            "Beyond the articles' claims (not counted above):",
+            "",
+            *_counts("kind", beyond, lambda r: r.kind),
+        ]
     return lines
+
+
+def _counts(label: str, rows: list[ClaimResult], key: Callable[[ClaimResult], str]) -> list[str]:
+    groups: dict[str, list[ClaimResult]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    header = f"| {label} | claims | " + " | ".join(VERDICT_KINDS) + " | exploratory |"
+    return [header, "|---|" + "---:|" * (len(VERDICT_KINDS) + 2), *(_count_row(k, g) for k, g in groups.items())]
+
+
+def _count_row(name: str, rows: list[ClaimResult]) -> str:
+    counts = dict.fromkeys([*VERDICT_KINDS, "exploratory"], 0)
+    for r in rows:
+        counts["exploratory" if r.exploratory else verdict_kind(r.verdict)] += 1
+    return f"| {name} | {len(rows)} | " + " | ".join(str(c or "–") for c in counts.values()) + " |"
 
 
 def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> list[str]:
@@ -149,8 +231,16 @@ def claims_excerpt(rows: list[ClaimResult], readme_dir: Any, results: Any) -> li
         *claims_tally(rows),
         "",
     ]
-    contradicted = [r for r in rows if verdict_kind(r.verdict) == "contradicted"]
-    if contradicted:
-        lines += ["Contradicted by our runs:", ""]
-        lines += [f"- {r.experiment}: {r.claim}: {_contradiction_text(r)}, n = {r.decision.n}" for r in contradicted]
+    contradicted = [r for r in rows if verdict_kind(r.verdict) == "contradicted" and r.kind != "identity"]
+    for title, kinds in (("Contradicted by our runs:", ("article",)), ("Beyond the articles, contradicted:", BEYOND)):
+        listed = [r for r in contradicted if r.kind in kinds]
+        if listed:
+            lines += [title, ""]
+            lines += [
+                f"- {r.experiment}: {r.claim}{_tags(r)}: {_contradiction_text(r)}, n = {r.decision.n}" for r in listed
+            ]
+            lines.append("")
+    identities = [f"`{r.id}`" for r in rows if r.kind == "identity"]
+    if identities:
+        lines.append(f"Identities (checked as unit tests, not counted): {', '.join(identities)}.")
     return lines

@@ -42,6 +42,10 @@ class ClaimResult(BaseModel):
     claim: str
     source: str
     kind: str  # article (one family per experiment), literature, diagnostic, consistency or identity
+    quote: str | None = None  # an article claim's own words, in the article's language
+    checked_by: str | None = None  # an identity's unit test
+    registered: str  # the day the claim was first committed (YYYY-MM-DD)
+    exploratory: bool  # registered after its experiment's runs began
     expect: str
     quantity: str  # with its `at` where the compared text does not carry it
     compared: str

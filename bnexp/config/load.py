@@ -34,6 +34,7 @@ NOT_GRID_KEYS = (
     "claims",
     "interim_looks",
     "multiplicity",
+    "runs_began",
 )
 
 

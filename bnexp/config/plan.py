@@ -36,6 +36,7 @@ NOT_COMPARED = (
     "claims",
     "interim_looks",
     "multiplicity",
+    "runs_began",
 )
 # the model entry's lr_multipliers/seeds only say which runs exist (recorded by older versions)
 NOT_COMPARED_PATHS = ("model.lr_multipliers", "model.seeds")

@@ -8,9 +8,10 @@ Rules about the plan as a whole (run names, claims' variants, grid cells) are in
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from bnexp.config.datasets import DatasetName
@@ -75,6 +76,18 @@ RelativePath = Annotated[
     _matching(
         r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}", "a relative path inside the config's folder (letters, digits, _ . / -)"
     ),
+]
+
+
+def _iso_day(value: Any) -> Any:
+    """YAML reads an unquoted 2026-12-01 as a date: it is kept as the same text (one day, compared as text)."""
+    return value.isoformat() if type(value) is date else value
+
+
+Day = Annotated[
+    str,
+    BeforeValidator(_iso_day),
+    _matching(r"20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])", "a day as YYYY-MM-DD"),
 ]
 Seed = Annotated[int, Field(ge=0, le=UINT32)]
 Multiplier = Annotated[float, Field(gt=0.0, le=1e6)]
@@ -260,8 +273,13 @@ class ReferenceConfig(Schema):
     series: dict[str, list[SeriesRef]] = {}  # variant -> the author's curves
 
 
+ARTICLE_SOURCE = r"a[1-5]\b"  # the five articles (REFERENCE.md: articles/a1-... to a5-...)
+UNIT_TEST = r"tests/test_[a-z0-9_]{1,60}\.py::test_[a-z0-9_]{1,120}"
+
+
 class ClaimConfig(Schema):
-    """A claim of an article, checked on this experiment's runs (`bnexp report`'s claims table).
+    """A claim (an article's, or of another `kind`), checked on this experiment's runs (`bnexp report`'s claims
+    table).
 
     `group` (and `versus`) are variants: run names without the seed, e.g. lenet5-bn_lr1x or lenet5-gn_b8_lr1x.
     expect greater / less: group's quantity above / below versus's (or `value`); equivalent: within ±margin of
@@ -272,11 +290,19 @@ class ClaimConfig(Schema):
 
     id: Name
     claim: OneLine
-    source: OneLine  # article file and passage, or paper and figure
+    source: OneLine  # article (a1..a5) and passage, or paper and figure
+    # an article claim's words in the article's own language, copied exactly from the article's file (the tests
+    # check, where the articles are present, that it occurs there)
+    quote: OneLine | None = None
     # article: an article's own claim (counted in the headline, the multiplicity family); the other kinds are
     # shown beneath it: literature (a paper beyond the articles), diagnostic (bnexp's own question),
-    # consistency (an article's single run against ours), identity (holds by construction)
-    kind: Literal["article", "literature", "diagnostic", "consistency", "identity"] = "article"
+    # consistency (an article's single run against ours), identity (holds by construction: a unit test checks it)
+    kind: Literal["article", "literature", "diagnostic", "consistency", "identity"]
+    # an identity's unit test (tests/test_FILE.py::test_NAME): it is checked there exactly, not by seeds
+    checked_by: Annotated[str, _matching(UNIT_TEST, "tests/test_FILE.py::test_NAME")] | None = None
+    # the day the claim's id first appeared in configs/ (git log --format=%ad --date=short -S ID -- configs/ |
+    # tail -1): a claim registered after its experiment's runs began is exploratory (bnexp.claims.decide)
+    registered: Day
     quantity: Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]
     group: str
     expect: Literal["greater", "less", "equivalent", "consistent"]
@@ -284,12 +310,19 @@ class ClaimConfig(Schema):
     at: float | str | None = None
     versus_at: float | str | None = None  # compare with the quantity at this `at` instead (same group by default)
     margin: float | None = Field(default=None, gt=0.0, le=1e9)
+    margin_why: OneLine | None = None  # why this margin, in one line (an equivalence's margin needs one)
     value: float | dict[float, float] | None = None
     figure: Name | None = None
 
     @model_validator(mode="after")
     def _keys_fit_relation_and_quantity(self) -> ClaimConfig:
         quantity = QUANTITIES[self.quantity]
+        if (self.kind == "article" or self.quote is not None) and not re.match(ARTICLE_SOURCE, self.source):
+            raise rule("source", "an article claim's (or a quote's) source names its article first: a1 ... a5")
+        if (self.kind == "identity") != (self.checked_by is not None):
+            raise rule("checked_by", "an identity (and only an identity) names the unit test that checks it")
+        if self.kind == "article" and self.quote is None:
+            raise rule("quote", "an article claim quotes the article's own words (quote: ..., in its language)")
         if self.versus_at is not None and (
             self.expect not in ("greater", "less", "equivalent") or self.value is not None
         ):
@@ -315,6 +348,8 @@ class ClaimConfig(Schema):
             raise rule(
                 "margin", f"a margin is for expect: equivalent (this claim expects {self.expect}; compare with versus)"
             )
+        if (self.margin is None) != (self.margin_why is None):
+            raise rule("margin_why", "a margin (and only a margin) says why it is that wide: margin_why: ONE LINE")
         if isinstance(self.value, dict) and self.expect != "consistent":
             raise rule("value", "a mapping of values (one per `at`) is for expect: consistent only")
         if quantity.kind == "proportion" and self.expect not in ("greater", "less"):
@@ -387,6 +422,9 @@ class ExperimentConfig(Schema):
     description: str = ""
     reference: ReferenceConfig | None = None
     claims: list[ClaimConfig] = Field(default=[], max_length=200)
+    # the day this experiment's first runs started, where they were replaced since (the committed runs' files
+    # start later): claims registered after it are exploratory
+    runs_began: Day | None = None
     # the seed counts at which the claims were looked at before more seeds were added (the report says what
     # those earlier looks cost; a number of seeds fixed in advance needs none)
     interim_looks: list[Annotated[int, Field(ge=1, le=UINT32)]] = Field(default=[], max_length=MAX_LOOKS)
