@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+from matplotlib.lines import Line2D
 from typer.testing import CliRunner
 
 from bnexp.cli import app
@@ -44,7 +47,7 @@ def test_convergence_uses_the_variant_colours_and_marks_the_reference(tmp_path):
     kind = FIGURES["convergence"]
     fig = kind.draw(exp)
     acc = fig.axes[1]
-    colours = {line.get_color() for line in acc.get_lines() if line.get_label().startswith("lenet5")}
+    colours = {line.get_color() for line in acc.get_lines() if line.get_label().startswith(("BN", "no norm"))}
     assert colours == {NORM_COLORS["none"], NORM_COLORS["batchnorm"]}
     assert any(line.get_label() == "article" for line in acc.get_lines())
     plt.close(fig)
@@ -204,7 +207,7 @@ def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
         if name == "convergence":
             labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
             assert fig.axes[0].get_title() == "training loss (moving average of 3 records = 6 steps)"
-            assert "lenet5 BN, lr 0.01 (n=1)" in labels and "lenet5 BN, lr 0.01 (n=2)" not in labels
+            assert "BN, lr 0.01 (n=1)" in labels and "BN, lr 0.01 (n=2)" not in labels
         plt.close(fig)
     for r in exp.runs:  # none finished: no figure at all
         r.summary.status = "interrupted"
@@ -255,3 +258,66 @@ def test_every_figure_a_family_module_draws_has_its_row_in_the_table():
     }
     assert len(drawn) == len(FIGURES) == len({k.build for k in FIGURES.values()})
     assert drawn == {k.build for k in FIGURES.values()}
+
+
+def legend_texts(fig) -> list[str]:
+    """Every text a reader reads as the name of a curve: legend entries (axes' and the figure's), row labels,
+    titles and tick labels."""
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    texts = [t.get_text() for lg in legends if lg is not None for t in lg.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_ylabel()]
+        texts += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    return [t for t in texts if t]
+
+
+def norm_lines(fig) -> list[tuple[str, str]]:
+    """(legend name without its lr and n, colour) of every line, band, dot or bar that has a legend name."""
+    import re
+
+    out = []
+    for ax in fig.axes:
+        for artist in ax.get_lines() + ax.collections + ax.patches:
+            name = re.sub(r"(, lr [\d.e-]+)?( \(n=\d+[^)]*\))?$", "", str(artist.get_label()))
+            if name and not name.startswith("_"):
+                colour = artist.get_color() if isinstance(artist, Line2D) else artist.get_facecolor()
+                colour = colour[0] if np.ndim(colour) == 2 else colour
+                out.append((name, matplotlib.colors.to_hex(colour)))
+    return out
+
+
+def drawn_figures(exp):
+    for name, kind in FIGURES.items():
+        if kind.applies(exp):
+            fig = kind.draw(exp)
+            yield name, fig
+            plt.close(fig)
+
+
+def _grid_experiments(tmp_path):
+    """The synthetic experiment as itself, as a batch-size sweep and as an init-scale sweep."""
+    plain = find_experiments(write_experiment(tmp_path / "plain"))[0]
+    sweep = find_experiments(write_experiment(tmp_path / "sweep"))[0]
+    for r in sweep.runs:
+        r.config["grid"] = {"batch_size": 2 if r.config["lr_multiplier"] == 5.0 else 8}
+    return [plain, sweep]
+
+
+def test_no_legend_names_a_run_and_each_norm_has_its_colour_in_every_figure(tmp_path):
+    """Issue 33, item 4: a legend says 'BN, momentum 0.01', never a run id ('lenet5-bn-m0.01_lr1x'); a curve
+    named by its norm alone is drawn in that norm's colour, in every figure."""
+    from bnexp.plots import NORM_LABELS
+
+    seen = 0
+    for exp in _grid_experiments(tmp_path):
+        ids = {x for r in exp.runs for x in (r.name, r.variant, r.tag) if "-" in x or "_" in x}
+        for name, fig in drawn_figures(exp):
+            texts = legend_texts(fig)
+            assert texts, name
+            assert not [t for t in texts for i in ids if i in t], name
+            for norm, colour in norm_lines(fig):
+                norm_name = next((n for n, lbl in NORM_LABELS.items() if lbl == norm), None)
+                if norm_name is not None:
+                    assert colour == NORM_COLORS[norm_name].lower(), (name, norm, colour)
+                    seen += 1
+    assert seen > 10

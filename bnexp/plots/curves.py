@@ -27,7 +27,7 @@ from bnexp.plots.selection import (
     several_lrs_per_model,
     steps_per_epoch,
 )
-from bnexp.plots.style import LINESTYLES, color, label, tag_colors, variant_colors
+from bnexp.plots.style import LINESTYLES, label, looks, shade
 from bnexp.results import Experiment, Run, aligned, mean_sd
 from bnexp.wording import plural
 
@@ -55,12 +55,13 @@ def convergence(exp: Experiment) -> Figure:
         groups = [runs for runs in groups if runs[0].config["lr"] == lowest[runs[0].tag]]
     with_lr = len(lr_multipliers(exp)) > 1
 
-    colors = tag_colors(exp)
+    look = looks(exp)
 
     def style(run: Run) -> dict:
-        return {"color": colors[run.tag], "linestyle": _linestyle(exp, run), "linewidth": 1.4}
+        linestyle = _linestyle(exp, run) if with_lr else look[run.tag]["linestyle"]
+        return {"color": look[run.tag]["color"], "linestyle": linestyle, "linewidth": 1.4}
 
-    k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(runs, with_lr))
+    k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(exp, runs, with_lr))
     references = reference_loss_curves(exp)
     for i, (variant, values) in enumerate(references.items()):
         if any(runs[0].variant == variant for runs in groups):
@@ -85,7 +86,7 @@ def convergence(exp: Experiment) -> Figure:
                 x,
                 values,
                 {**style(runs[0]), "marker": "o", "markersize": 3},
-                label(runs, with_lr),
+                label(exp, runs, with_lr),
                 per_seed=mixed_outcomes(runs),
             )
     ref = exp.reference or {}
@@ -99,7 +100,7 @@ def convergence(exp: Experiment) -> Figure:
                 linestyle="none",
                 marker="x",
                 markersize=6,
-                color=colors[exp.variants[variant][0].tag],
+                color=look[exp.variants[variant][0].tag]["color"],
                 label="article" if first_ref else None,
             )
             first_ref = False
@@ -120,6 +121,7 @@ def learning_rate(exp: Experiment) -> Figure:
     cmap = plt.get_cmap("viridis")
     shade = {m: cmap(0.1 + 0.8 * i / max(1, len(mults) - 1)) for i, m in enumerate(mults)}
     by_tag = {tag: [runs for runs in exp.variants.values() if runs[0].tag == tag] for tag in tags}
+    look = looks(exp)
     for ax, groups in zip(axes, by_tag.values(), strict=False):
         k = loss_panel(
             ax,
@@ -140,7 +142,7 @@ def learning_rate(exp: Experiment) -> Figure:
                 )
                 drawn = True
         ax.set_title(
-            f"{label(groups[0], with_lr=False, with_n=False)}: training loss\n"
+            f"{label(exp, groups[0], with_lr=False, with_n=False)}: training loss\n"
             f"(moving average of {plural(k * log_every(exp), 'step')})"
         )
         legend_below(ax, 8)
@@ -165,15 +167,15 @@ def learning_rate(exp: Experiment) -> Figure:
             for i, r in enumerate(runs):
                 acc = r.summary.final_test_acc or 0.0  # a diverged run may have none
                 x = r.config["lr"] * 1.05 ** (i - (len(runs) - 1) / 2)
-                marked.add(mark_seed(summary_ax, x, acc, r, color(groups[0][0]) if mixed else None))
+                marked.add(mark_seed(summary_ax, x, acc, r, look[r.tag]["color"] if mixed else None))
         summary_ax.errorbar(
             lrs,
             means,
             yerr=sds,
-            color=color(groups[0][0]),
+            color=look[groups[0][0].tag]["color"],
             marker="o",
             capsize=3,
-            label=label(groups[0], with_lr=False, with_n=False),
+            label=label(exp, groups[0], with_lr=False, with_n=False),
         )
     outcome_legend(summary_ax, marked, each_seed=any_mixed)
     summary_ax.set_xscale("log")
@@ -189,9 +191,10 @@ def generalization(exp: Experiment) -> Figure:
     """Train (eval mode, fixed subset) and test accuracy per epoch, with the final gap annotated (E5)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.3), layout="constrained")
     per_epoch = steps_per_epoch(exp) or 1
+    look = looks(exp)
     for runs in exp.variants.values():
-        style = {"color": color(runs[0]), "linewidth": 1.5}
-        name = label(runs, with_lr=False, with_n=False)
+        style = {"color": look[runs[0].tag]["color"], "linewidth": 1.5}
+        name = label(exp, runs, with_lr=False, with_n=False)
         finals = {}
         for key, ls in (("train_acc", "--"), ("test_acc", "-")):
             xs, values = aligned(runs, "evals", key)
@@ -212,7 +215,11 @@ def generalization(exp: Experiment) -> Figure:
 def data_parallel(exp: Experiment) -> Figure:
     """Test accuracy per epoch for each process count and BN mode, and each model's running-statistics gap."""
     fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained")
-    colors = variant_colors(exp)
+    # the cells of one model's grid (processes, BN mode): shades of the norm's colour and line styles of their own
+    look = looks(exp)
+    colors = {v: shade(look[runs[0].tag]["color"], i) for i, (v, runs) in enumerate(exp.variants.items())}
+    lines = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(exp.variants)}
+    names = {variant: label(exp, runs, with_lr=False, with_n=False) for variant, runs in exp.variants.items()}
     per_epoch = steps_per_epoch(exp) or 1
     gaps = []
     for variant, runs in exp.variants.items():
@@ -222,8 +229,14 @@ def data_parallel(exp: Experiment) -> Figure:
                 ax_acc,
                 [s / per_epoch for s in xs],
                 values,
-                {"color": colors[variant], "marker": "o", "markersize": 3, "linewidth": 1.4},
-                f"{variant} (n={len(runs)})",
+                {
+                    "color": colors[variant],
+                    "linestyle": lines[variant],
+                    "marker": "o",
+                    "markersize": 3,
+                    "linewidth": 1.4,
+                },
+                label(exp, runs, with_lr=False),
             )
         g = [
             np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
@@ -237,15 +250,15 @@ def data_parallel(exp: Experiment) -> Figure:
         title=f"test accuracy, {spread_text(list(exp.variants.values()))}",
     )
     legend_below(ax_acc, 7)
-    names = [v for v, g in gaps if g]
+    measured = [v for v, g in gaps if g]
     ax_gap.bar(
-        range(len(names)),
+        range(len(measured)),
         [np.mean(g) for v, g in gaps if g],
         yerr=[np.std(g, ddof=1) if len(g) > 1 else 0 for v, g in gaps if g],
-        color=[colors[v] for v in names],
+        color=[colors[v] for v in measured],
         capsize=3,
     )
-    ax_gap.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
+    ax_gap.set_xticks(range(len(measured)), [names[v] for v in measured], rotation=20, ha="right", fontsize=7)
     ax_gap.set(
         ylabel="|running − population mean| / sd\n(mean over layers)", title="running statistics vs the training set's"
     )

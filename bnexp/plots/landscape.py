@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import legend_below, smooth
 from bnexp.plots.selection import finish
-from bnexp.plots.style import label, variant_colors
+from bnexp.plots.style import label, looks
 from bnexp.results import Experiment, Run
 
 
@@ -30,14 +30,14 @@ def landscape(exp: Experiment) -> Figure:
     """Santurkar et al. Fig. 4: along the gradient step, the loss range (min-max shaded), gradient
     predictiveness and effective beta-smoothness vs training step, mean over seeds."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
-    colors = variant_colors(exp)
-    for variant, runs in exp.variants.items():
-        c = colors[variant]
+    look = looks(exp)
+    for runs in exp.variants.values():
+        c = look[runs[0].tag]["color"]
         steps, lo = _probe_series(runs, "landscape", lambda p: p["loss_min"])
         _, hi = _probe_series(runs, "landscape", lambda p: p["loss_max"])
         if not steps:
             continue
-        name = f"{label(runs, with_lr=True, with_n=True)}"
+        name = label(exp, runs)
         axes[0].fill_between(steps, lo.mean(1), hi.mean(1), color=c, alpha=0.3, linewidth=0, label=name)
         for ax, key in ((axes[1], "grad_predictiveness"), (axes[2], "beta_smoothness")):
             xs, ys = _probe_series(runs, "landscape", lambda p, key=key: p[key])
@@ -66,16 +66,14 @@ def ics(exp: Experiment) -> Figure:
     """Internal covariate shift per layer vs step (Santurkar et al. sec. 2.2): ‖G − G′‖ and cos(G, G′)."""
     layers = next(r.probe("ics")[0]["layers"] for r in exp.runs if r.probe("ics"))[1:]  # layer 1: 0 by definition
     fig, axes = plt.subplots(2, len(layers), figsize=(3.3 * len(layers), 6), layout="constrained", squeeze=False)
-    colors = variant_colors(exp)
-    for variant, runs in exp.variants.items():
+    look = looks(exp)
+    for runs in exp.variants.values():
         for j in range(len(layers)):
             for row, key in ((0, "shift"), (1, "cosine")):
                 steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
                 if steps:
                     y = smooth(values.mean(1), max(1, len(steps) // 15))
-                    axes[row][j].plot(
-                        steps, y, color=colors[variant], linewidth=1.2, label=label(runs, with_lr=True, with_n=True)
-                    )
+                    axes[row][j].plot(steps, y, color=look[runs[0].tag]["color"], linewidth=1.2, label=label(exp, runs))
     for j, name in enumerate(layers):
         axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
         axes[0][j].set_yscale("log")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import band, legend_below, smoothing_window, spread_text
 from bnexp.plots.selection import finish, lr_multipliers, mixed_outcomes
-from bnexp.plots.style import color, label, variant_colors
+from bnexp.plots.style import label, looks
 from bnexp.results import Experiment, Run, aligned
 
 
@@ -29,6 +29,7 @@ def feature_distribution(exp: Experiment) -> Figure:
     lo, hi = exp.config["probes"]["range"]
     grid = np.linspace(lo, hi, 400)
     normal = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    look = looks(exp)
     for row, run in zip(axes, runs, strict=True):
         epochs = sorted({p["epoch"] for p in run.probes})
         first, last = epochs[0], epochs[-1]
@@ -41,9 +42,9 @@ def feature_distribution(exp: Experiment) -> Figure:
                 edges = np.linspace(lo, hi, len(counts) + 1)
                 density = counts / (rec["n"] * (edges[1] - edges[0]))
                 if fill:
-                    ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=first_name)
+                    ax.stairs(density, edges, fill=True, color=look[run.tag]["color"], alpha=0.25, label=first_name)
                 else:
-                    ax.stairs(density, edges, color=color(run), linewidth=1.3, label=last_name)
+                    ax.stairs(density, edges, color=look[run.tag]["color"], linewidth=1.3, label=last_name)
             ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
             ax.text(
                 0.98,
@@ -66,7 +67,7 @@ def feature_distribution(exp: Experiment) -> Figure:
         # run never trained: its maps are then those of a net that did not learn
         outcome = run.course["outcome"]
         failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
-        row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
+        row[0].set_ylabel(f"{label(exp, [run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("pre-activation value (after the norm)")
@@ -85,7 +86,8 @@ def percentiles(exp: Experiment) -> Figure:
         unused.set_visible(False)
     axes = axes[:panels]
     ax_acc = axes[0]
-    colors = variant_colors(exp)  # variants of one norm (noise levels, affine or not) get colours of their own
+    look = looks(exp)  # variants of one norm (noise levels, affine or not): shades of its colour
+    colors = {variant: look[runs[0].tag]["color"] for variant, runs in exp.variants.items()}
     for variant, runs in exp.variants.items():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
@@ -94,7 +96,7 @@ def percentiles(exp: Experiment) -> Figure:
                 xs,
                 values,
                 {"color": colors[variant], "linewidth": 1.4},
-                label(runs, with_lr=False),
+                label(exp, runs, with_lr=False),
                 per_seed=mixed_outcomes(runs),
             )
     ax_acc.set_xlabel("training step")
@@ -130,7 +132,7 @@ def percentiles(exp: Experiment) -> Figure:
         ax.set_xlabel("training step")
         ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
         ax.set_title(
-            f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
+            f"({chr(98 + i)}) {label(exp, [run], with_lr=False, with_n=False)}: "
             f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})"
         )
         legend_below(ax, 7)
@@ -146,12 +148,12 @@ def distribution_drift(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(
         2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained", squeeze=False
     )
-    colors = variant_colors(exp)
-    for variant, runs in exp.variants.items():
-        c = colors[variant]
+    look = looks(exp)
+    for runs in exp.variants.values():
+        c = look[runs[0].tag]["color"]
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(runs, with_lr=False))
+            band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(exp, runs, with_lr=False))
         xs, values = aligned(runs, "train", "loss")
         if xs:
             band(
@@ -159,7 +161,7 @@ def distribution_drift(exp: Experiment) -> Figure:
                 xs,
                 values,
                 {"color": c, "linewidth": 1.2},
-                label(runs, with_lr=False),
+                label(exp, runs, with_lr=False),
                 smoothing_window(len(xs)),
             )
         run = runs[0]

@@ -3,10 +3,14 @@ legend text of a group of runs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 
-from bnexp.config import NORMS
+from bnexp.config import NORMS, ModelConfig
 from bnexp.results import Experiment, Run
 
 # one colour and one name per normalization, the same in every figure: bnexp.config's table of norms
@@ -30,46 +34,91 @@ plt.rcParams.update(
 )
 
 
-def color(run: Run) -> str:
-    """The norm's colour, the same in every figure; the activation darkens it (sigmoid variants)."""
-    base = NORM_COLORS.get(run.model["norm"], "#555555")
-    return _darker(base) if run.model.get("activation") == "sigmoid" else base
+def norm_color(run: Run) -> str:
+    """The run's norm's colour, the same in every figure."""
+    return NORM_COLORS.get(run.model["norm"], "#555555")
 
 
-def _darker(hex_color: str) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return "#{:02x}{:02x}{:02x}".format(*(int(c * 0.55) for c in (r, g, b)))
+def _noise_text(noise: dict[str, Any] | None) -> str:
+    lo, hi = (noise or {}).get("mult_mean", (None, None))
+    return f"noise ×{lo:g}–{hi:g}" if lo is not None else "no noise"
 
 
-def variant_colors(exp: Experiment) -> dict[str, str]:
-    """A colour per variant: the norm's when each norm appears once, else one of tab10 each."""
-    return _distinct_colors({variant: runs[0] for variant, runs in exp.variants.items()})
+# the model keys a legend names where an experiment's models differ in them, and how it words their values
+DESCRIBED: dict[str, Callable[[Any], str]] = {
+    "name": str,
+    "activation": str,
+    "norm_layers": lambda v: "conv layers only" if v == "conv" else "every layer",
+    "bn_momentum": lambda v: "cumulative running average" if v is None else f"momentum {v:g}",
+    "affine": lambda v: "with γ, β" if v else "no γ, β",
+    "bias_before_norm": lambda v: "bias before the norm" if v else "no bias before the norm",
+    "whitening_group": lambda v: f"whitening groups of {v or 16}",
+    "noise": _noise_text,
+    "init_std": lambda v: "torch's default init" if v is None else f"init sd {v:g}",
+    "dropout": lambda v: f"dropout {v:g}",
+    "groups": lambda v: f"{v} groups",
+    "bn_eps": lambda v: f"eps {v:g}",
+    "renorm": lambda v: f"r_max {v['r_max']:g}, d_max {v['d_max']:g}" if v else "default renorm",
+}
+_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in DESCRIBED}
 
 
-def tag_colors(exp: Experiment) -> dict[str, str]:
-    """A colour per model (run.tag): the norm's when no two models share it, else one of tab10 each."""
-    return _distinct_colors({r.tag: r for r in exp.runs})
+def _differing(exp: Experiment) -> set[str]:
+    """The described model keys whose value is not the same in every run of `exp`."""
+    return {key for key in DESCRIBED if len({repr(r.model.get(key)) for r in exp.runs}) > 1}
 
 
-def _distinct_colors(runs: dict[str, Run]) -> dict[str, str]:
-    """key -> its run's norm colour where these differ for every key, else one of tab10 per key."""
-    norms = [color(run) for run in runs.values()]
-    if len(set(norms)) == len(norms):
-        return dict(zip(runs, norms, strict=True))
-    cycle = plt.get_cmap("tab10").colors
-    return {key: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, key in enumerate(runs)}
+def _model_parts(run: Run, differing: set[str]) -> list[str]:
+    """What sets the run's model apart from its experiment's other models: a differing key where it is not the
+    default, and an activation other than ReLU always; the model's name first where the models differ in it."""
+    m = run.model
+    parts = [m["name"]] if "name" in differing else []
+    for key in DESCRIBED:
+        if key == "name":
+            continue
+        value = m.get(key, _DEFAULTS[key])
+        if (key in differing and value != _DEFAULTS[key]) or (key == "activation" and value != "relu"):
+            parts.append(DESCRIBED[key](value))
+    return parts
 
 
-def label(runs: list[Run], with_lr: bool = True, with_n: bool = True, with_grid: bool = True) -> str:
-    """lenet5 BN, lr 0.05 (n=3); a model with its own `label` is named by it, so that variants of one norm
-    (momenta, noise levels, BN after the convolutions only) never share a legend entry."""
-    m = runs[0].model
-    parts = [m["name"], NORM_LABELS.get(m["norm"], m["norm"])]
-    if m.get("norm_layers") == "conv" and m["norm"] != "none":
-        parts.append("(conv layers only)")
-    if m["activation"] != "relu":
-        parts.append(m["activation"])
-    text = m.get("label") or " ".join(parts)
+def model_label(exp: Experiment, run: Run) -> str:
+    """The run's model in words: its norm and what sets it apart ('BN, momentum 0.01'), never a run name."""
+    parts = _model_parts(run, _differing(exp))
+    if run.model.get("norm_layers") == "conv" and "norm_layers" not in _differing(exp):
+        parts.append("conv layers only")
+    return ", ".join([NORM_LABELS.get(run.model["norm"], run.model["norm"]), *parts])
+
+
+def looks(exp: Experiment) -> dict[str, dict[str, str]]:
+    """model (run.tag) -> its colour and line style: the norm's colour and a solid line for the norm's plainest
+    model; a norm's further models (momenta, noise levels, sigmoid) a shade of its colour and a line style of their
+    own, so that a colour keeps meaning one norm across every figure."""
+    models = list({r.tag: r for r in exp.runs}.values())
+    differing = _differing(exp)
+    out: dict[str, dict[str, str]] = {}
+    by_norm: dict[str, list[Run]] = {}
+    for run in models:
+        by_norm.setdefault(run.model["norm"], []).append(run)
+    for runs in by_norm.values():
+        for i, run in enumerate(sorted(runs, key=lambda r: len(_model_parts(r, differing)))):
+            out[run.tag] = {"color": shade(norm_color(run), i), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+    return out
+
+
+def shade(hex_color: str, i: int) -> str:
+    """The colour itself (i = 0), then darker and lighter by turns: one hue, told apart by lightness."""
+    if i == 0:
+        return hex_color
+    rgb = np.array(matplotlib.colors.to_rgb(hex_color))
+    k = (i + 1) // 2
+    mixed = rgb * 0.55**k if i % 2 else rgb + (1 - rgb) * (1 - 0.55**k)
+    return matplotlib.colors.to_hex(mixed)
+
+
+def label(exp: Experiment, runs: list[Run], with_lr: bool = True, with_n: bool = True, with_grid: bool = True) -> str:
+    """'BN, momentum 0.01, lr 0.05 (n=3)': the model in words, then the grid cell and learning rate."""
+    text = model_label(exp, runs[0])
     if with_grid:
         text += "".join(f", {k.replace('_', ' ')} {v}" for k, v in runs[0].grid.items())
     if with_lr:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import dots_and_median_line, finish_accuracy_axes, legend_below, mark_seed, outcome_legend
 from bnexp.plots.selection import finish, mixed_outcomes, model_groups
-from bnexp.plots.style import NORM_LABELS, color, label, tag_colors
+from bnexp.plots.style import NORM_LABELS, looks, model_label, norm_color
 from bnexp.results import Experiment, Run, mean_sd
 
 
@@ -21,7 +21,7 @@ def batch_size(exp: Experiment) -> Figure:
     1); a batch size whose seeds ended differently has no mean: each seed is a dot, marked by how it ended, beside
     the size it ran at."""
     fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
-    colors = tag_colors(exp)
+    look = looks(exp)
     most, any_mixed = 0, False
     marked: set[str | None] = set()
     groups = model_groups(exp)
@@ -30,7 +30,7 @@ def batch_size(exp: Experiment) -> Figure:
         for r in runs:
             by_size.setdefault(r.grid["batch_size"], []).append(r)
         sizes, stats = [], []
-        style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
+        style = {**look[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
         for size, cell in sorted(by_size.items()):
             mixed = mixed_outcomes(cell)
             if not mixed:
@@ -47,7 +47,7 @@ def batch_size(exp: Experiment) -> Figure:
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
         most = max(most, *(n for _, _, n in stats), 0)
-        name = label(runs, with_lr=False, with_n=False, with_grid=False).removeprefix(runs[0].model["name"] + " ")
+        name = model_label(exp, runs[0])
         ax_err.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name, **style)
         ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
     outcome_legend(ax_err, marked, each_seed=any_mixed)
@@ -91,7 +91,7 @@ def init_scale(exp: Experiment) -> Figure:
     for run in exp.runs:
         by_norm.setdefault((run.model["norm"], run.model.get("activation", "relu")), []).append(run)
     for (norm, activation), runs in by_norm.items():
-        style = {"color": color(runs[0])}
+        style = {"color": norm_color(runs[0])}
         name = NORM_LABELS.get(norm, norm) + (" sigmoid" if activation == "sigmoid" else "")
         at_scale: dict[float | None, list[Run]] = {}
         for run in runs:
