@@ -206,7 +206,7 @@ def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
         assert "7 runs" in title and "1 unfinished run not drawn (lenet5-bn_lr1x_s0)" in title, name
         if name == "convergence":
             labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
-            assert fig.axes[0].get_title() == "training loss (moving average of 3 records = 6 steps)"
+            assert fig.axes[0].get_title().endswith("(each point the mean of 6 steps)")
             assert "BN, lr 0.01 (n=1)" in labels and "BN, lr 0.01 (n=2)" not in labels
         plt.close(fig)
     for r in exp.runs:  # none finished: no figure at all
@@ -216,10 +216,13 @@ def test_unfinished_runs_are_in_no_figure_and_each_figure_says_so(tmp_path):
 
 
 def test_figure_words_have_their_plural_forms(tmp_path):
-    """One logged window of smoothing is '1 record', and a title counts '1 run, 1 variant'."""
+    """A title counts '1 run, 1 variant', and a loss curve's point says how many steps it averages (not 'a moving
+    average of 1 records')."""
     exp = find_experiments(write_experiment(tmp_path))[0]  # 15 logged windows: no smoothing
     fig = FIGURES["convergence"].draw(exp)
-    assert fig.axes[0].get_title() == "training loss (moving average of 1 record = 2 steps)"
+    assert (
+        fig.axes[0].get_title() == "training loss, median over seeds, each seed thin\n(each point the mean of 2 steps)"
+    )
     assert "8 runs, 4 variants" in _suptitle(fig)
     plt.close(fig)
     exp.runs = exp.runs[:1]
@@ -321,3 +324,59 @@ def test_no_legend_names_a_run_and_each_norm_has_its_colour_in_every_figure(tmp_
                     assert colour == NORM_COLORS[norm_name].lower(), (name, norm, colour)
                     seen += 1
     assert seen > 10
+
+
+def test_curves_are_medians_over_seeds_with_each_seed_thin_beneath(tmp_path):
+    """Issue 33, item 4: no mean curve through runs that left a plateau at different times: the thick line is the
+    median of the seeds' values, each seed drawn thin beneath it."""
+    from bnexp.plots.selection import lr_multipliers
+    from bnexp.plots.style import label
+    from bnexp.results import aligned
+
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    fig = FIGURES["convergence"].draw(exp)
+    acc = fig.axes[1]
+    checked = 0
+    for runs in exp.variants.values():
+        median = [ln for ln in acc.get_lines() if ln.get_label() == label(exp, runs, len(lr_multipliers(exp)) > 1)]
+        if len(runs) < 2 or len({r.course["outcome"] for r in runs}) > 1 or not median:
+            continue
+        _, values = aligned(runs, "evals", "test_acc")
+        assert list(median[0].get_ydata()) == pytest.approx([float(np.median(v)) for v in values])
+        thin = [ln for ln in acc.get_lines() if ln.get_color() == median[0].get_color() and ln.get_linewidth() < 1]
+        assert len(thin) >= len(runs)
+        checked += 1
+    assert checked
+    assert "median over seeds, each seed thin" in acc.get_title()
+    plt.close(fig)
+
+
+def test_convergence_draws_the_prediction_interval_its_consistency_claim_uses(tmp_path):
+    """The article's run against ours: the figure draws the verdict's prediction interval (not ± 1 sd), at the
+    level the verdict uses, and says so."""
+    from bnexp import stats
+    from bnexp.claims.decide import prediction_level
+
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    runs = next(r for v, r in exp.variants.items() if v.startswith("lenet5-bn") and len(r) > 1)
+    exp.config["claims"] = [
+        {
+            "id": "c",
+            "claim": "draw",
+            "source": "s",
+            "quantity": "test_acc_at_epoch",
+            "group": runs[0].variant,
+            "expect": "consistent",
+            "value": {1: 0.5, 2: 0.6},
+            "figure": "convergence",
+        }
+    ]
+    fig = FIGURES["convergence"].draw(exp)
+    acc = fig.axes[1]
+    assert f"{prediction_level(2):.1%} prediction interval" in acc.get_title()
+    bars = [c for c in acc.collections if c.get_segments()]
+    values = [[r.evals[e]["test_acc"] for r in runs] for e in (0,)]
+    pred = stats.prediction_interval(values[0], 0.5, prediction_level(2))
+    (low, high) = bars[0].get_segments()[0][:, 1]
+    assert (low, high) == pytest.approx((pred.low, pred.high))
+    plt.close(fig)

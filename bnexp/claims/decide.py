@@ -189,8 +189,8 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> dict[s
 def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
     """The article's single run(s) against the prediction interval of ours, one per point; with k points each
     interval is at the 1 − 0.05/k level (Bonferroni), so the family errs 5 % of the time when all hold."""
-    points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
-    level = 1 - (1 - stats.LEVEL) / len(points)
+    points = consistency_points(claim)
+    level = prediction_level(len(points))
     checks, notes = [], []
     for at, article in points.items():
         values, outcomes, missing = group_values(runs, claim.quantity, at)
@@ -235,6 +235,17 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> dict[str, Any]:
             f"(mean offset {signed(statistics.fmean(offsets))})",
         ]
     return row
+
+
+def consistency_points(claim: ClaimConfig) -> dict[Any, float]:
+    """A `consistent` claim's article values by where they were taken (an epoch, a step)."""
+    return claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}  # type: ignore[return-value]
+
+
+def prediction_level(points: int) -> float:
+    """The level of each point's prediction interval: 95 % for one point, 1 − 0.05/k for k (Bonferroni), so that
+    the family errs 5 % of the time when all hold. Figures draw the intervals at this level too."""
+    return 1 - (1 - stats.LEVEL) / points
 
 
 def _var(x: list[float]) -> float:

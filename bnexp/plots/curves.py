@@ -9,13 +9,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from bnexp import stats
+from bnexp.claims.decide import consistency_points, prediction_level
+from bnexp.claims.groups import group_values
 from bnexp.plots.drawing import (
     band,
     draw_reference_loss,
+    integer_ticks,
     legend_below,
     loss_panel,
     mark_seed,
     outcome_legend,
+    smoothing_text,
     spread_text,
 )
 from bnexp.plots.selection import (
@@ -29,7 +34,6 @@ from bnexp.plots.selection import (
 )
 from bnexp.plots.style import LINESTYLES, label, looks, shade
 from bnexp.results import Experiment, Run, aligned, mean_sd
-from bnexp.wording import plural
 
 
 def _linestyle(exp: Experiment, run: Run) -> str:
@@ -44,7 +48,8 @@ def _loss_top(top: float) -> float:
 
 
 def convergence(exp: Experiment) -> Figure:
-    """Training loss per step and test accuracy per evaluation, mean +- 1 sd over seeds (E1/E2)."""
+    """Training loss per step and test accuracy per evaluation, the median over seeds with each seed thin (E1/E2);
+    where a claim asks whether the article's run is a draw from ours, the prediction interval its verdict uses."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     groups = list(exp.variants.values())
     several_lrs = several_lrs_per_model(exp)
@@ -73,7 +78,7 @@ def convergence(exp: Experiment) -> Figure:
                 "article's run (author's file), dashed" if i == 0 else None,
             )
     ax_loss.set_ylim(0, _loss_top(ax_loss.get_ylim()[1]))
-    ax_loss.set_title(f"training loss (moving average of {plural(k, 'record')} = {plural(k * log_every(exp), 'step')})")
+    ax_loss.set_title(f"training loss, {spread_text(groups)}\n({smoothing_text(k * log_every(exp))})")
     legend_below(ax_loss, 8)
     per_epoch = steps_per_epoch(exp)
     by_epoch = exp.config.get("epochs") is not None
@@ -104,11 +109,44 @@ def convergence(exp: Experiment) -> Figure:
                 label="article" if first_ref else None,
             )
             first_ref = False
+    level = _prediction_bars(ax_acc, exp, groups, look) if by_epoch else None
     ax_acc.set_xlabel("epoch" if by_epoch else "training step")
     ax_acc.set_ylabel("test accuracy (eval mode)")
-    ax_acc.set_title(f"test accuracy, {spread_text(groups)}" + (" (x: article)" if not first_ref else ""))
+    if by_epoch:
+        integer_ticks(ax_acc.xaxis)
+    bars = f"\nbars: the verdict's {level:.1%} prediction interval of one new run" if level else ""
+    ax_acc.set_title(f"test accuracy, {spread_text(groups)}" + (" (x: article)" if not first_ref else "") + bars)
     legend_below(ax_acc, 8)
     return finish(fig, exp, f"{exp.name}: convergence" + (" at each model's lowest lr" if several_lrs else ""))
+
+
+def _prediction_bars(ax, exp: Experiment, groups: list[list[Run]], look: dict[str, dict[str, str]]) -> float | None:
+    """For each claim that the article's run is a draw from ours (expect: consistent, test accuracy at epochs):
+    at each of its epochs, the prediction interval of one new run of the group, at the level its verdict uses;
+    returns that level (None: no such claim)."""
+    shown = {runs[0].variant: runs for runs in groups}
+    claims = [
+        c for c in exp.claims if c.expect == "consistent" and c.group in shown and c.quantity == "test_acc_at_epoch"
+    ]
+    level = None
+    for i, claim in enumerate(claims):
+        points = consistency_points(claim)
+        level = prediction_level(len(points))
+        offset = 0.12 * (i - (len(claims) - 1) / 2)  # two groups' bars side by side at one epoch
+        for at, article in points.items():
+            values = list(group_values(shown[claim.group], claim.quantity, at)[0].values())
+            pred = stats.prediction_interval(values, float(article), level)
+            if pred.n >= 2:
+                ax.errorbar(
+                    [float(at) + offset],
+                    [pred.mean],
+                    yerr=[[pred.mean - pred.low], [pred.high - pred.mean]],
+                    color=look[shown[claim.group][0].tag]["color"],
+                    capsize=3,
+                    linewidth=1.2,
+                    marker="none",
+                )
+    return level
 
 
 def learning_rate(exp: Experiment) -> Figure:
@@ -143,7 +181,7 @@ def learning_rate(exp: Experiment) -> Figure:
                 drawn = True
         ax.set_title(
             f"{label(exp, groups[0], with_lr=False, with_n=False)}: training loss\n"
-            f"(moving average of {plural(k * log_every(exp), 'step')})"
+            f"({smoothing_text(k * log_every(exp))})"
         )
         legend_below(ax, 8)
     top = max(ax.get_ylim()[1] for ax in axes[:-1])
