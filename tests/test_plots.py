@@ -380,3 +380,57 @@ def test_convergence_draws_the_prediction_interval_its_consistency_claim_uses(tm
     (low, high) = bars[0].get_segments()[0][:, 1]
     assert (low, high) == pytest.approx((pred.low, pred.high))
     plt.close(fig)
+
+
+def _with_claims(exp_dir):
+    """The synthetic experiment with three claims: BN ahead (greater), BN at lr x1 and x5 alike (equivalent, margin
+    0.05) and the article's epoch-1 accuracy a draw from ours (consistent)."""
+    import yaml
+
+    meta = yaml.safe_load((exp_dir / "experiment.yaml").read_text())
+    common = {"source": "test article", "quantity": "final_test_acc", "figure": "convergence"}
+    meta["config"]["claims"] = [
+        {**common, "id": "bn-ahead", "claim": "BN ahead", "group": "lenet5-bn_lr1x", "expect": "greater",
+         "versus": "lenet5_lr1x"},
+        {**common, "id": "lr-alike", "claim": "alike", "group": "lenet5-bn_lr1x", "expect": "equivalent",
+         "versus": "lenet5-bn_lr5x", "margin": 0.05},
+        {**common, "id": "article-draw", "claim": "a draw", "group": "lenet5-bn_lr1x", "expect": "consistent",
+         "quantity": "test_acc_at_epoch", "value": {1: 0.8859}},
+    ]  # fmt: skip
+    (exp_dir / "experiment.yaml").write_text(yaml.safe_dump(meta))
+    return exp_dir
+
+
+def test_claims_figure_has_a_row_per_claim_coloured_by_verdict_with_the_equivalence_margin(tmp_path):
+    """Issue 33, item 4: the report's table at a glance: one row per claim, its effect and the interval its
+    verdict uses on the row's own scale, coloured by verdict, the margin of an equivalence drawn."""
+    from bnexp.claims import claim_rows
+    from bnexp.plots.forest import VERDICT_COLORS, claims_figure, forest_row, verdict_kind
+
+    experiments = find_experiments(_with_claims(write_experiment(tmp_path)))
+    rows = claim_rows(experiments)
+    fig = claims_figure(experiments)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["id"] for r in rows]
+    claims = {c.id: c for c in experiments[0].claims}
+    for y, row in enumerate(rows, start=1):  # row 0: the experiment's name
+        drawn = forest_row(row, claims[row["id"]])
+        at_row = [ln for ln in ax.get_lines() if len(ln.get_ydata()) and set(ln.get_ydata()) == {y}]
+        colour = VERDICT_COLORS[verdict_kind(drawn.verdict)]
+        interval = next(ln for ln in at_row if ln.get_color() == colour and len(ln.get_xdata()) == 2)
+        lo, hi = sorted(interval.get_xdata())
+        assert lo <= next(ln for ln in at_row if ln.get_marker() == "o").get_xdata()[0] <= hi
+        assert max(abs(lo), abs(hi)) <= 1 + 1e-9  # the row's own scale
+        margins = [ln for ln in at_row if ln.get_linewidth() == 5]
+        assert bool(margins) == (row["id"] == "lr-alike")
+    assert drawn.interval is not None and np.isfinite(drawn.interval).all()
+    assert forest_row(rows[1], claims["lr-alike"]).interval == tuple(rows[1]["interval90"])  # TOST's, as decided
+    assert f"{len(rows)} claims" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_plot_writes_the_claims_figure_beside_the_experiments(tmp_path):
+    _with_claims(write_experiment(tmp_path / "results"))
+    result = CliRunner().invoke(app, ["plot", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "results" / "claims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
