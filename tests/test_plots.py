@@ -434,3 +434,18 @@ def test_plot_writes_the_claims_figure_beside_the_experiments(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "results" / "claims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batch_size_right_panel_zooms_in_on_the_sizes_where_every_norm_trained(tmp_path):
+    """Issue 33: the right panel repeated the left as accuracy; it now zooms in on the batch sizes where every
+    norm's seeds trained, which the left panel's error axis flattens."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    for r in exp.runs:  # lenet5 at lr x5 never trains: batch 2; the rest at 4 and 8
+        stuck = r.config["lr_multiplier"] == 5.0 and r.config["model"]["norm"] == "none"
+        r.config["grid"] = {"batch_size": 2 if stuck else 4 if r.config["seed"] == 0 else 8}
+    fig = FIGURES["batch_size"].draw(exp)
+    err, zoom = fig.axes
+    assert zoom.get_title().startswith("zoom: batch sizes 4–8")
+    assert zoom.get_xlim()[0] > 2 and np.ptp(zoom.get_ylim()) < np.ptp(err.get_ylim())
+    assert "accuracy" not in zoom.get_ylabel()
+    plt.close(fig)

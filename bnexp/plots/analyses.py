@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import dots_and_median_line, finish_accuracy_axes, legend_below
 from bnexp.plots.selection import finish
-from bnexp.plots.style import label, looks
+from bnexp.plots.style import cell_looks, label, looks
 from bnexp.results import Experiment, Run, mean_sd
 
 
@@ -32,7 +32,7 @@ def long_sequences(exp: Experiment) -> Figure:
                 if row.get("stretch") == 1:
                     trained = row["steps"]
         if by_steps:
-            dots_and_median_line(ax, by_steps, {"color": look[runs[0].tag]["color"]}, label(exp, runs, with_lr=False))
+            dots_and_median_line(ax, by_steps, {"color": look(runs[0])["color"]}, label(exp, runs, with_lr=False))
     if trained:
         ax.axvline(trained, color="black", linestyle="--", linewidth=0.8)
         ax.annotate("trained length", (trained, 0.12), textcoords="offset points", xytext=(4, 0), fontsize=8)
@@ -51,7 +51,7 @@ def step_cost(exp: Experiment) -> Figure:
     variants = list(exp.variants.items())
     look = looks(exp)
     for i, (_, runs) in enumerate(variants):
-        style = {"color": look[runs[0].tag]["color"]}
+        style = {"color": look(runs[0])["color"]}
         timed = [r.analyses["step_cost"]["result"] for r in runs if "step_cost" in r.analyses]
         for j, t in enumerate(timed):
             offsets = i + 0.08 * (j - (len(timed) - 1) / 2)
@@ -76,7 +76,7 @@ def eval_modes(exp: Experiment) -> Figure:
     """Test accuracy of each trained variant under each evaluation mode (a2's pitfalls), mean +- sd."""
     from bnexp.report_sections import mode_key
 
-    look = looks(exp)
+    cells = cell_looks(exp)
     table: dict[str, dict[str, list[float]]] = {}
     for variant, runs in exp.variants.items():
         for run in runs:
@@ -94,7 +94,7 @@ def eval_modes(exp: Experiment) -> Figure:
             [m if n else 0 for m, _, n in stats],
             height=height * 0.95,
             xerr=[d if n else 0 for _, d, n in stats],
-            color=look[exp.variants[variant][0].tag]["color"],
+            color=cells[variant]["color"],
             label=label(exp, exp.variants[variant], with_lr=False),
             capsize=2,
         )
@@ -123,7 +123,7 @@ def scale_invariance(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
     look = looks(exp)
     for runs in exp.variants.values():
-        c = look[runs[0].tag]["color"]
+        c = look(runs[0])["color"]
         name = label(exp, runs, with_lr=False, with_n=False)
         for run in runs[:1]:
             for i, layer in enumerate(_result(run, "scale_invariance").get("layers", [])):

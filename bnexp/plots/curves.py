@@ -32,7 +32,7 @@ from bnexp.plots.selection import (
     several_lrs_per_model,
     steps_per_epoch,
 )
-from bnexp.plots.style import LINESTYLES, label, looks, shade
+from bnexp.plots.style import LINESTYLES, cell_looks, label, looks
 from bnexp.results import Experiment, Run, aligned, mean_sd
 
 
@@ -63,8 +63,8 @@ def convergence(exp: Experiment) -> Figure:
     look = looks(exp)
 
     def style(run: Run) -> dict:
-        linestyle = _linestyle(exp, run) if with_lr else look[run.tag]["linestyle"]
-        return {"color": look[run.tag]["color"], "linestyle": linestyle, "linewidth": 1.4}
+        linestyle = _linestyle(exp, run) if with_lr else look(run)["linestyle"]
+        return {"color": look(run)["color"], "linestyle": linestyle, "linewidth": 1.4}
 
     k = loss_panel(ax_loss, exp, groups, style, lambda runs: label(exp, runs, with_lr))
     references = reference_loss_curves(exp)
@@ -105,7 +105,7 @@ def convergence(exp: Experiment) -> Figure:
                 linestyle="none",
                 marker="x",
                 markersize=6,
-                color=look[exp.variants[variant][0].tag]["color"],
+                color=look(exp.variants[variant][0])["color"],
                 label="article" if first_ref else None,
             )
             first_ref = False
@@ -141,7 +141,7 @@ def _prediction_bars(ax, exp: Experiment, groups: list[list[Run]], look: dict[st
                     [float(at) + offset],
                     [pred.mean],
                     yerr=[[pred.mean - pred.low], [pred.high - pred.mean]],
-                    color=look[shown[claim.group][0].tag]["color"],
+                    color=look(shown[claim.group][0])["color"],
                     capsize=3,
                     linewidth=1.2,
                     marker="none",
@@ -205,12 +205,12 @@ def learning_rate(exp: Experiment) -> Figure:
             for i, r in enumerate(runs):
                 acc = r.summary.final_test_acc or 0.0  # a diverged run may have none
                 x = r.config["lr"] * 1.05 ** (i - (len(runs) - 1) / 2)
-                marked.add(mark_seed(summary_ax, x, acc, r, look[r.tag]["color"] if mixed else None))
+                marked.add(mark_seed(summary_ax, x, acc, r, look(r)["color"] if mixed else None))
         summary_ax.errorbar(
             lrs,
             means,
             yerr=sds,
-            color=look[groups[0][0].tag]["color"],
+            color=look(groups[0][0])["color"],
             marker="o",
             capsize=3,
             label=label(exp, groups[0], with_lr=False, with_n=False),
@@ -231,7 +231,7 @@ def generalization(exp: Experiment) -> Figure:
     per_epoch = steps_per_epoch(exp) or 1
     look = looks(exp)
     for runs in exp.variants.values():
-        style = {"color": look[runs[0].tag]["color"], "linewidth": 1.5}
+        style = {"color": look(runs[0])["color"], "linewidth": 1.5}
         name = label(exp, runs, with_lr=False, with_n=False)
         finals = {}
         for key, ls in (("train_acc", "--"), ("test_acc", "-")):
@@ -253,10 +253,9 @@ def generalization(exp: Experiment) -> Figure:
 def data_parallel(exp: Experiment) -> Figure:
     """Test accuracy per epoch for each process count and BN mode, and each model's running-statistics gap."""
     fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained")
-    # the cells of one model's grid (processes, BN mode): shades of the norm's colour and line styles of their own
-    look = looks(exp)
-    colors = {v: shade(look[runs[0].tag]["color"], i) for i, (v, runs) in enumerate(exp.variants.items())}
-    lines = {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(exp.variants)}
+    cells = cell_looks(exp)  # the cells of one model's grid (processes, BN mode) in shades of the norm's colour
+    colors = {v: look["color"] for v, look in cells.items()}
+    lines = {v: look["linestyle"] for v, look in cells.items()}
     names = {variant: label(exp, runs, with_lr=False, with_n=False) for variant, runs in exp.variants.items()}
     per_epoch = steps_per_epoch(exp) or 1
     gaps = []
@@ -274,7 +273,7 @@ def data_parallel(exp: Experiment) -> Figure:
                     "markersize": 3,
                     "linewidth": 1.4,
                 },
-                label(exp, runs, with_lr=False),
+                f"{names[variant]} (n={len(runs)})",
             )
         g = [
             np.mean([x["mean_gap"] for x in r.analyses["eval_modes"]["result"]["population_gap"]])
@@ -282,12 +281,13 @@ def data_parallel(exp: Experiment) -> Figure:
             if "eval_modes" in r.analyses
         ]
         gaps.append((variant, g))
+    integer_ticks(ax_acc.xaxis)
     ax_acc.set(
         xlabel="epoch",
         ylabel="test accuracy (eval mode)",
         title=f"test accuracy, {spread_text(list(exp.variants.values()))}",
     )
-    legend_below(ax_acc, 7)
+    legend_below(ax_acc, 7, ncol=1)
     measured = [v for v, g in gaps if g]
     ax_gap.bar(
         range(len(measured)),

@@ -72,7 +72,7 @@ def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int 
     arr = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
     if k > 1:
         arr = np.stack([smooth(arr[:, j], k) for j in range(arr.shape[1])], 1)
-    thin = {key: v for key, v in style.items() if key not in ("marker", "markersize")}
+    thin = {key: v for key, v in style.items() if key not in ("marker", "markersize")} | {"linestyle": "-"}
     if per_seed or arr.shape[1] > 1:
         for j in range(arr.shape[1]):
             ax.plot(
@@ -121,9 +121,9 @@ def outcome_legend(ax, marked: set[str | None], each_seed: bool) -> None:
             ax.plot([], [], linestyle="none", label=text, **style)
 
 
-def legend_below(ax, fontsize: int = 7) -> None:
+def legend_below(ax, fontsize: int = 7, ncol: int = 2) -> None:
     """The legend under the axes (below the x label), where it can hide no data."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=fontsize, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=fontsize, frameon=False)
 
 
 def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[[Run], dict], label_of) -> int:

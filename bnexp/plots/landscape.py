@@ -32,7 +32,7 @@ def landscape(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     look = looks(exp)
     for runs in exp.variants.values():
-        c = look[runs[0].tag]["color"]
+        c = look(runs[0])["color"]
         steps, lo = _probe_series(runs, "landscape", lambda p: p["loss_min"])
         _, hi = _probe_series(runs, "landscape", lambda p: p["loss_max"])
         if not steps:
@@ -73,7 +73,7 @@ def ics(exp: Experiment) -> Figure:
                 steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
                 if steps:
                     y = smooth(values.mean(1), max(1, len(steps) // 15))
-                    axes[row][j].plot(steps, y, color=look[runs[0].tag]["color"], linewidth=1.2, label=label(exp, runs))
+                    axes[row][j].plot(steps, y, color=look(runs[0])["color"], linewidth=1.2, label=label(exp, runs))
     for j, name in enumerate(layers):
         axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
         axes[0][j].set_yscale("log")

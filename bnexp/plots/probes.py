@@ -42,9 +42,9 @@ def feature_distribution(exp: Experiment) -> Figure:
                 edges = np.linspace(lo, hi, len(counts) + 1)
                 density = counts / (rec["n"] * (edges[1] - edges[0]))
                 if fill:
-                    ax.stairs(density, edges, fill=True, color=look[run.tag]["color"], alpha=0.25, label=first_name)
+                    ax.stairs(density, edges, fill=True, color=look(run)["color"], alpha=0.25, label=first_name)
                 else:
-                    ax.stairs(density, edges, color=look[run.tag]["color"], linewidth=1.3, label=last_name)
+                    ax.stairs(density, edges, color=look(run)["color"], linewidth=1.3, label=last_name)
             ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
             ax.text(
                 0.98,
@@ -87,7 +87,7 @@ def percentiles(exp: Experiment) -> Figure:
     axes = axes[:panels]
     ax_acc = axes[0]
     look = looks(exp)  # variants of one norm (noise levels, affine or not): shades of its colour
-    colors = {variant: look[runs[0].tag]["color"] for variant, runs in exp.variants.items()}
+    colors = {variant: look(runs[0])["color"] for variant, runs in exp.variants.items()}
     for variant, runs in exp.variants.items():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
@@ -150,7 +150,7 @@ def distribution_drift(exp: Experiment) -> Figure:
     )
     look = looks(exp)
     for runs in exp.variants.values():
-        c = look[runs[0].tag]["color"]
+        c = look(runs[0])["color"]
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
             band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(exp, runs, with_lr=False))

@@ -12,6 +12,7 @@ import numpy as np
 
 from bnexp.config import NORMS, ModelConfig
 from bnexp.results import Experiment, Run
+from bnexp.wording import plural
 
 # one colour and one name per normalization, the same in every figure: bnexp.config's table of norms
 NORM_COLORS = {name: norm.color for name, norm in NORMS.items()}
@@ -63,9 +64,12 @@ DESCRIBED: dict[str, Callable[[Any], str]] = {
 _DEFAULTS = {key: ModelConfig.model_fields[key].default for key in DESCRIBED}
 
 
-def _differing(exp: Experiment) -> set[str]:
-    """The described model keys whose value is not the same in every run of `exp`."""
-    return {key for key in DESCRIBED if len({repr(r.model.get(key)) for r in exp.runs}) > 1}
+def _differing(exp: Experiment, norm: str) -> set[str]:
+    """The described model keys whose value is not the same in every run of `exp` with this norm (a norm's own
+    option, Batch Renorm's r_max, is no difference from the other norms); the model's name across all runs."""
+    runs = [r for r in exp.runs if r.model["norm"] == norm]
+    differing = {key for key in DESCRIBED if len({repr(r.model.get(key)) for r in runs}) > 1}
+    return differing | ({"name"} if len({r.model["name"] for r in exp.runs}) > 1 else set())
 
 
 def _model_parts(run: Run, differing: set[str]) -> list[str]:
@@ -84,43 +88,79 @@ def _model_parts(run: Run, differing: set[str]) -> list[str]:
 
 def model_label(exp: Experiment, run: Run) -> str:
     """The run's model in words: its norm and what sets it apart ('BN, momentum 0.01'), never a run name."""
-    parts = _model_parts(run, _differing(exp))
-    if run.model.get("norm_layers") == "conv" and "norm_layers" not in _differing(exp):
+    differing = _differing(exp, run.model["norm"])
+    parts = _model_parts(run, differing)
+    if run.model.get("norm_layers") == "conv" and "norm_layers" not in differing:
         parts.append("conv layers only")
     return ", ".join([NORM_LABELS.get(run.model["norm"], run.model["norm"]), *parts])
 
 
-def looks(exp: Experiment) -> dict[str, dict[str, str]]:
-    """model (run.tag) -> its colour and line style: the norm's colour and a solid line for the norm's plainest
-    model; a norm's further models (momenta, noise levels, sigmoid) a shade of its colour and a line style of their
-    own, so that a colour keeps meaning one norm across every figure."""
-    models = list({r.tag: r for r in exp.runs}.values())
-    differing = _differing(exp)
-    out: dict[str, dict[str, str]] = {}
+Look = dict[str, str]  # a curve's colour and line style
+
+
+def model_of(run: Run) -> str:
+    """The run's model as configured (its grid cell, learning rate and seed aside): what one look stands for."""
+    return repr(sorted((k, v) for k, v in run.model.items() if k not in ("seeds", "lr_multipliers", "label")))
+
+
+def looks(exp: Experiment) -> Callable[[Run], Look]:
+    """run -> its model's colour and line style: the norm's colour and a solid line for the norm's plainest model;
+    a norm's further models (momenta, noise levels, sigmoid) a shade of its colour and a line style of their own,
+    so that a colour keeps meaning one norm across every figure."""
+    models = list({model_of(r): r for r in exp.runs}.values())
+    out: dict[str, Look] = {}
     by_norm: dict[str, list[Run]] = {}
     for run in models:
         by_norm.setdefault(run.model["norm"], []).append(run)
     for runs in by_norm.values():
+        differing = _differing(exp, runs[0].model["norm"])
         for i, run in enumerate(sorted(runs, key=lambda r: len(_model_parts(r, differing)))):
-            out[run.tag] = {"color": shade(norm_color(run), i), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+            out[model_of(run)] = {"color": shade(norm_color(run), i), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+    return lambda run: out[model_of(run)]
+
+
+def cell_looks(exp: Experiment) -> dict[str, Look]:
+    """variant -> look, where variants of one model (grid cells: processes, BN mode) are told apart as `looks` tells
+    a norm's models apart: shades of the model's colour, line styles of their own."""
+    look = looks(exp)
+    seen: dict[str, int] = {}
+    out = {}
+    for variant, runs in exp.variants.items():
+        i = seen[model_of(runs[0])] = seen.get(model_of(runs[0]), -1) + 1
+        base = look(runs[0])
+        out[variant] = base if i == 0 else {"color": shade(base["color"], i), "linestyle": LINESTYLES[i % 4]}
     return out
 
 
 def shade(hex_color: str, i: int) -> str:
-    """The colour itself (i = 0), then darker and lighter by turns: one hue, told apart by lightness."""
+    """The colour itself (i = 0), then lighter and darker by turns: one hue, told apart by lightness (darkening
+    first would turn a blue into near black, the colour of another norm)."""
     if i == 0:
         return hex_color
     rgb = np.array(matplotlib.colors.to_rgb(hex_color))
     k = (i + 1) // 2
-    mixed = rgb * 0.55**k if i % 2 else rgb + (1 - rgb) * (1 - 0.55**k)
+    mixed = rgb + (1 - rgb) * (1 - 0.6**k) if i % 2 else rgb * 0.65**k
     return matplotlib.colors.to_hex(mixed)
+
+
+GRID_WORDS: dict[str, Callable[[Any], str]] = {  # a grid cell's values in words, where plain 'key value' reads badly
+    "processes": lambda v: plural(v, "process", "processes"),
+    "bn_sync": lambda v: "BN synced" if v == "sync" else "BN per process",
+    "bn_running_stats": lambda v: "running stats averaged" if v == "reduce" else "running stats of rank 0",
+    "batch_size": lambda v: f"batch {v}",
+}
+
+
+def grid_text(key: str, value: Any) -> str:
+    """'4 processes', 'BN synced', 'batch 8'; any other key as 'key value'."""
+    return GRID_WORDS[key](value) if key in GRID_WORDS else f"{key.replace('_', ' ')} {value}"
 
 
 def label(exp: Experiment, runs: list[Run], with_lr: bool = True, with_n: bool = True, with_grid: bool = True) -> str:
     """'BN, momentum 0.01, lr 0.05 (n=3)': the model in words, then the grid cell and learning rate."""
     text = model_label(exp, runs[0])
     if with_grid:
-        text += "".join(f", {k.replace('_', ' ')} {v}" for k, v in runs[0].grid.items())
+        text += "".join(f", {grid_text(k, v)}" for k, v in runs[0].grid.items())
     if with_lr:
         text += f", lr {runs[0].config['lr']:g}"
     return f"{text} (n={len(runs)})" if with_n else text
