@@ -449,3 +449,17 @@ def test_batch_size_right_panel_zooms_in_on_the_sizes_where_every_norm_trained(t
     assert zoom.get_xlim()[0] > 2 and np.ptp(zoom.get_ylim()) < np.ptp(err.get_ylim())
     assert "accuracy" not in zoom.get_ylabel()
     plt.close(fig)
+
+
+def test_lr_ticks_are_the_lrs_run_and_histograms_share_one_y_scale(tmp_path):
+    """No log-axis minor labels colliding ('3×10⁻¹4×10⁻¹'): a tick at each learning rate run; the histogram
+    panels, compared with each other and with N(0, 1), share one density axis."""
+    exp = find_experiments(write_experiment(tmp_path))[0]
+    fig = FIGURES["learning_rate"].draw(exp)
+    summary = fig.axes[-1]
+    assert [t.get_text() for t in summary.get_xticklabels()] == ["0.01", "0.05"]
+    assert not summary.xaxis.get_minorticklocs().size
+    plt.close(fig)
+    fig = FIGURES["feature_distribution"].draw(exp)
+    assert len({ax.get_ylim() for ax in panels(fig)}) == 1
+    plt.close(fig)

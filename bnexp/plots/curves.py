@@ -157,7 +157,8 @@ def learning_rate(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(1, len(tags) + 1, figsize=(4.2 * (len(tags) + 1), 4.2), layout="constrained")
     mults = lr_multipliers(exp)
     cmap = plt.get_cmap("viridis")
-    shade = {m: cmap(0.1 + 0.8 * i / max(1, len(mults) - 1)) for i, m in enumerate(mults)}
+    # viridis short of its pale yellow end, which a thin line on white hides
+    shade = {m: cmap(0.1 + 0.65 * i / max(1, len(mults) - 1)) for i, m in enumerate(mults)}
     by_tag = {tag: [runs for runs in exp.variants.values() if runs[0].tag == tag] for tag in tags}
     look = looks(exp)
     for ax, groups in zip(axes, by_tag.values(), strict=False):
@@ -217,6 +218,9 @@ def learning_rate(exp: Experiment) -> Figure:
         )
     outcome_legend(summary_ax, marked, each_seed=any_mixed)
     summary_ax.set_xscale("log")
+    lrs_run = sorted({r.config["lr"] for r in exp.runs})  # a tick at each lr run, in plain numbers: no 3×10⁻¹4×10⁻¹
+    summary_ax.set_xticks(lrs_run, [f"{lr:g}" for lr in lrs_run])
+    summary_ax.minorticks_off()
     summary_ax.set_xlabel("learning rate")
     summary_ax.set_ylabel("final test accuracy")
     summary_ax.set_title("final test accuracy vs learning rate\n(mean ± 1 sd where all seeds ended alike)")

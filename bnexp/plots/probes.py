@@ -20,12 +20,18 @@ def _histogram_runs(exp: Experiment) -> list[Run]:
     return [runs[0] for runs in exp.variants.values() if runs[0].probes]
 
 
+DENSITY_TOP = 1.1  # the shared top of the histograms' density axis: N(0, 1)'s peak is 0.4
+
+
 def feature_distribution(exp: Experiment) -> Figure:
     """Layers x variants grid of pre-activation histograms at the first and last probed epoch vs N(0,1) (E3)."""
     runs = _histogram_runs(exp)
     layers = sorted({p["layer"] for p in runs[0].probes})
     size = (2.9 * len(layers), 2.5 * len(runs) + 0.6)
-    fig, axes = plt.subplots(len(runs), len(layers), figsize=size, squeeze=False, sharex=True, layout="constrained")
+    # one y scale for every panel: the panels are compared with each other and with N(0, 1)
+    fig, axes = plt.subplots(
+        len(runs), len(layers), figsize=size, squeeze=False, sharex=True, sharey=True, layout="constrained"
+    )
     lo, hi = exp.config["probes"]["range"]
     grid = np.linspace(lo, hi, 400)
     normal = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
@@ -62,7 +68,10 @@ def feature_distribution(exp: Experiment) -> Figure:
                     0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6, va="top"
                 )
             ax.set_title(f"layer {layer + 1}", fontsize=10)
-            ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
+            peak = max(p.get_data().values.max() for p in ax.patches)
+            if peak > DENSITY_TOP:  # a collapsed distribution's spike would flatten every other panel
+                ax.text(0.02, 0.5, f"peak {peak:.1f}\n(clipped)", transform=ax.transAxes, fontsize=6)
+            ax.set_ylim(0, DENSITY_TOP)
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
         # run never trained: its maps are then those of a net that did not learn
         outcome = run.course["outcome"]

@@ -99,8 +99,16 @@ Look = dict[str, str]  # a curve's colour and line style
 
 
 def model_of(run: Run) -> str:
-    """The run's model as configured (its grid cell, learning rate and seed aside): what one look stands for."""
-    return repr(sorted((k, v) for k, v in run.model.items() if k not in ("seeds", "lr_multipliers", "label")))
+    """The run's model as configured (its grid cell, learning rate and seed aside): what one look stands for. A key
+    at its default counts as absent (older runs recorded fewer keys for the same model)."""
+    fields = ModelConfig.model_fields
+    return repr(
+        sorted(
+            (k, v)
+            for k, v in run.model.items()
+            if k not in ("seeds", "lr_multipliers", "label") and not (k in fields and v == fields[k].default)
+        )
+    )
 
 
 def looks(exp: Experiment) -> Callable[[Run], Look]:
