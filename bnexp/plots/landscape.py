@@ -92,7 +92,7 @@ def ics(exp: Experiment) -> Figure:
                 steps, values = _probe_series(runs, "ics", lambda p, key=key, j=j: p[key][j + 1])
                 if steps:
                     y = smooth(values.mean(1), max(1, len(steps) // 15))
-                    axes[row][j].plot(steps, y, color=look(runs[0])["color"], linewidth=1.2, label=label(exp, runs))
+                    axes[row][j].plot(steps, y, **look(runs[0]), linewidth=1.2, label=label(exp, runs))
     for j, name in enumerate(layers):
         axes[0][j].set_title(f"layer {j + 2} ({name}): ‖G − G′‖")
         axes[0][j].set_yscale("log")

@@ -97,14 +97,14 @@ def percentiles(exp: Experiment) -> Figure:
     ax_acc = axes[0]
     look = looks(exp)  # variants of one norm (noise levels, affine or not): shades of its colour
     colors = {variant: look(runs[0])["color"] for variant, runs in exp.variants.items()}
-    for variant, runs in exp.variants.items():
+    for runs in exp.variants.values():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
             band(
                 ax_acc,
                 xs,
                 values,
-                {"color": colors[variant], "linewidth": 1.4},
+                {**look(runs[0]), "linewidth": 1.4},
                 label(exp, runs, with_lr=False),
                 per_seed=mixed_outcomes(runs),
             )
@@ -141,10 +141,11 @@ def percentiles(exp: Experiment) -> Figure:
         ax.set_xlabel("training step")
         ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
         ax.set_title(
-            f"({chr(98 + i)}) {label(exp, [run], with_lr=False, with_n=False)}: "
-            f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})"
+            f"({chr(98 + i)}) {label(exp, [run], with_lr=False, with_n=False)}\n"
+            f"{', '.join(qs)}th percentiles (last hidden layer, seed {run.config['seed']})",
+            fontsize=9,
         )
-        legend_below(ax, 7)
+        legend_below(ax, 7, ncol=1)
     lims = [ax.get_ylim() for ax in axes[1:]]
     for ax in axes[1:]:
         ax.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
@@ -162,14 +163,14 @@ def distribution_drift(exp: Experiment) -> Figure:
         c = look(runs[0])["color"]
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(exp, runs, with_lr=False))
+            band(axes[0][0], xs, values, {**look(runs[0]), "linewidth": 1.4}, label(exp, runs, with_lr=False))
         xs, values = aligned(runs, "train", "loss")
         if xs:
             band(
                 axes[1][0],
                 xs,
                 values,
-                {"color": c, "linewidth": 1.2},
+                {**look(runs[0]), "linewidth": 1.2},
                 label(exp, runs, with_lr=False),
                 smoothing_window(len(xs)),
             )

@@ -18,6 +18,7 @@ from bnexp.wording import plural
 NORM_COLORS = {name: norm.color for name, norm in NORMS.items()}
 NORM_LABELS = {name: norm.label for name, norm in NORMS.items()}
 LINESTYLES = ["-", "--", ":", "-."]
+ACTIVATION_LINES = {"relu": "-", "sigmoid": "--"}
 
 plt.rcParams.update(
     {
@@ -112,18 +113,18 @@ def model_of(run: Run) -> str:
 
 
 def looks(exp: Experiment) -> Callable[[Run], Look]:
-    """run -> its model's colour and line style: the norm's colour and a solid line for the norm's plainest model;
-    a norm's further models (momenta, noise levels, sigmoid) a shade of its colour and a line style of their own,
-    so that a colour keeps meaning one norm across every figure."""
+    """run -> its model's colour and line style: the norm's colour for the norm's plainest model, a shade of it
+    for the norm's further models (momenta, noise levels, no γ, β), so that a colour keeps meaning one norm across
+    every figure; a solid line for ReLU nets and a dashed one for sigmoid nets, in every figure."""
     models = list({model_of(r): r for r in exp.runs}.values())
     out: dict[str, Look] = {}
-    by_norm: dict[str, list[Run]] = {}
+    by_kind: dict[tuple[str, str], list[Run]] = {}
     for run in models:
-        by_norm.setdefault(run.model["norm"], []).append(run)
-    for runs in by_norm.values():
-        differing = _differing(exp, runs[0].model["norm"])
+        by_kind.setdefault((run.model["norm"], run.model.get("activation", "relu")), []).append(run)
+    for (norm, activation), runs in by_kind.items():
+        differing = _differing(exp, norm) - {"activation"}
         for i, run in enumerate(sorted(runs, key=lambda r: len(_model_parts(r, differing)))):
-            out[model_of(run)] = {"color": shade(norm_color(run), i), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+            out[model_of(run)] = {"color": shade(norm_color(run), i), "linestyle": ACTIVATION_LINES[activation]}
     return lambda run: out[model_of(run)]
 
 
