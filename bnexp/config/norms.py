@@ -51,7 +51,7 @@ NORMS: dict[str, Norm] = {
     "noisy_batchnorm": Norm(
         "noisybn",
         "noisy BN",
-        "#56B4E9",
+        "#009E73",
         True,
         sync="any",
         implementation="bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",

@@ -3,6 +3,7 @@ legend text of a group of runs."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,7 @@ def _differing(exp: Experiment, norm: str) -> set[str]:
     return differing | ({"name"} if len({r.model["name"] for r in exp.runs}) > 1 else set())
 
 
-def _model_parts(run: Run, differing: set[str]) -> list[str]:
+def _model_parts(run: Run, differing: set[str], activation: bool = True) -> list[str]:
     """What sets the run's model apart from its experiment's other models: a differing key where it is not the
     default, and an activation other than ReLU always; the model's name first where the models differ in it."""
     m = run.model
@@ -82,7 +83,7 @@ def _model_parts(run: Run, differing: set[str]) -> list[str]:
         if key == "name":
             continue
         value = m.get(key, _DEFAULTS[key])
-        if (key in differing and value != _DEFAULTS[key]) or (key == "activation" and value != "relu"):
+        if (key in differing and value != _DEFAULTS[key]) or (activation and key == "activation" and value != "relu"):
             parts.append(DESCRIBED[key](value))
     return parts
 
@@ -115,16 +116,23 @@ def model_of(run: Run) -> str:
 def looks(exp: Experiment) -> Callable[[Run], Look]:
     """run -> its model's colour and line style: the norm's colour for the norm's plainest model, a shade of it
     for the norm's further models (momenta, noise levels, no γ, β), so that a colour keeps meaning one norm across
-    every figure; a solid line for ReLU nets and a dashed one for sigmoid nets, in every figure."""
+    every figure; where an experiment has both, a solid line for ReLU nets and a dashed one for sigmoid nets (an
+    experiment of sigmoid nets alone draws solid lines: dashed is also the article's run)."""
     models = list({model_of(r): r for r in exp.runs}.values())
     out: dict[str, Look] = {}
     by_kind: dict[tuple[str, str], list[Run]] = {}
     for run in models:
         by_kind.setdefault((run.model["norm"], run.model.get("activation", "relu")), []).append(run)
+    both = len({activation for _, activation in by_kind}) > 1
     for (norm, activation), runs in by_kind.items():
         differing = _differing(exp, norm) - {"activation"}
-        for i, run in enumerate(sorted(runs, key=lambda r: len(_model_parts(r, differing)))):
-            out[model_of(run)] = {"color": shade(norm_color(run), i), "linestyle": ACTIVATION_LINES[activation]}
+        ordered = sorted(runs, key=lambda r: len(_model_parts(r, differing, activation=False)))
+        skip = 1 if _model_parts(ordered[0], differing, activation=False) else 0  # no plain model: all on the ramp
+        for i, run in enumerate(ordered):
+            out[model_of(run)] = {
+                "color": shade(norm_color(run), i + skip, len(runs) + skip),
+                "linestyle": ACTIVATION_LINES[activation] if both else "-",
+            }
     return lambda run: out[model_of(run)]
 
 
@@ -132,23 +140,25 @@ def cell_looks(exp: Experiment) -> dict[str, Look]:
     """variant -> look, where variants of one model (grid cells: processes, BN mode) are told apart as `looks` tells
     a norm's models apart: shades of the model's colour, line styles of their own."""
     look = looks(exp)
+    of = Counter(model_of(runs[0]) for runs in exp.variants.values())
     seen: dict[str, int] = {}
     out = {}
     for variant, runs in exp.variants.items():
-        i = seen[model_of(runs[0])] = seen.get(model_of(runs[0]), -1) + 1
+        model = model_of(runs[0])
+        i = seen[model] = seen.get(model, -1) + 1
         base = look(runs[0])
-        out[variant] = base if i == 0 else {"color": shade(base["color"], i), "linestyle": LINESTYLES[i % 4]}
+        out[variant] = base if i == 0 else {"color": shade(base["color"], i, of[model]), "linestyle": LINESTYLES[i % 4]}
     return out
 
 
-def shade(hex_color: str, i: int) -> str:
-    """The colour itself (i = 0), then lighter and darker by turns: one hue, told apart by lightness (darkening
-    first would turn a blue into near black, the colour of another norm)."""
+def shade(hex_color: str, i: int, of: int = 2) -> str:
+    """The i-th of `of` looks of one hue: the colour itself (i = 0), then the others from lighter to darker in
+    their order (a sweep's values read as a ramp), none the colour itself, none near black (another norm's)."""
     if i == 0:
         return hex_color
     rgb = np.array(matplotlib.colors.to_rgb(hex_color))
-    k = (i + 1) // 2
-    mixed = rgb + (1 - rgb) * (1 - 0.6**k) if i % 2 else rgb * 0.65**k
+    u = -1.0 if of <= 2 else -1 + 2 * (i - 1) / (of - 2)  # -1 the lightest, 1 the darkest of the others
+    mixed = rgb + (1 - rgb) * (0.25 - 0.35 * u) if u <= 0 else rgb * (1 - 0.15 - 0.35 * u)
     return matplotlib.colors.to_hex(mixed)
 
 
