@@ -83,7 +83,11 @@ def _model_parts(run: Run, differing: set[str], activation: bool = True) -> list
         if key == "name":
             continue
         value = m.get(key, _DEFAULTS[key])
-        if (key in differing and value != _DEFAULTS[key]) or (activation and key == "activation" and value != "relu"):
+        # a norm's own option is named also at its default where its models differ in it (groups of 16 and of 64)
+        own = NORMS[m["norm"]].option == key if m["norm"] in NORMS else False
+        if (key in differing and (value != _DEFAULTS[key] or own)) or (
+            activation and key == "activation" and value != "relu"
+        ):
             parts.append(DESCRIBED[key](value))
     return parts
 

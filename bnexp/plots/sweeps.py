@@ -57,13 +57,18 @@ def batch_size(exp: Experiment) -> Figure:
         for ax in (ax_err, ax_zoom):
             ax.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name if ax is ax_err else None, **style)
     outcome_legend(ax_err, marked, each_seed=any_mixed)
-    _zoom(ax_zoom, {size: v for size, v in trained.items() if not any(math.isnan(x) for x in v)})
-    for ax in (ax_err, ax_zoom):
+    zoomed = {size: v for size, v in trained.items() if not any(math.isnan(x) for x in v)}
+    if 2 <= len(zoomed) < len(trained):
+        _zoom(ax_zoom, zoomed)
+    else:  # nothing to zoom in on (one size, or every size): one panel
+        ax_zoom.remove()
+        ax_err.set_subplotspec(ax_err.get_subplotspec().get_gridspec()[0, :])
+    for ax in fig.axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"batch size (images per step; {_lr_over_batch_sizes(exp)})")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
-    ax_zoom.set_ylabel("test error (%)")
+    fig.axes[-1].set_ylabel("test error (%)")
     spread = "mean ± 1 sd over seeds" if most > 1 else "one run"
     ax_err.set_title(
         f"test error after the last epoch (eval mode), {spread}"
@@ -81,9 +86,6 @@ def _most_in(by_size: dict[int, list[Run]]) -> int:
 def _zoom(ax, trained: dict[int, list[float]]) -> None:
     """The error axis zoomed in on the batch sizes where every norm trained (its own y range, the runs' mean ± sd
     with room around them)."""
-    if not trained:
-        ax.set_title("zoom: no batch size where every norm trained")
-        return
     sizes = sorted(trained)
     lo, hi = min(min(v) for v in trained.values()), max(max(v) for v in trained.values())
     pad = 0.1 * (hi - lo) or 1.0
