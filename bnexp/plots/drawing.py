@@ -122,7 +122,11 @@ def outcome_legend(ax, marked: set[str | None], each_seed: bool) -> None:
 
 
 def legend_below(ax, fontsize: int = 7, ncol: int = 2) -> None:
-    """The legend under the axes (below the x label), where it can hide no data."""
+    """The legend under the axes (below the x label), where it can hide no data; long names in one column (two
+    columns of them ran into the next panel's legend)."""
+    names = ax.get_legend_handles_labels()[1]
+    if names and max(len(n) for n in names) > 36:
+        ncol = 1
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=fontsize, frameon=False)
 
 
