@@ -463,3 +463,27 @@ def test_lr_ticks_are_the_lrs_run_and_histograms_share_one_y_scale(tmp_path):
     fig = FIGURES["feature_distribution"].draw(exp)
     assert len({ax.get_ylim() for ax in panels(fig)}) == 1
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["eval_mode", "whitening"])
+def test_committed_figures_name_models_in_words(name):
+    """The committed runs whose configs label models with run-name ids ('lenet5-bn-m0.01', 'lenet5-dbn64'):
+    every figure names them in words ('BN, momentum 0.01'), each norm in its colour, no panel empty."""
+    from bnexp.plots import NORM_LABELS
+
+    from .conftest import REPO
+
+    exp = find_experiments(REPO / "results" / name)[0]
+    ids = {x for r in exp.runs for x in (r.name, r.variant, r.tag) if "-" in x or "_" in x}
+    assert any(r.model.get("label") for r in exp.runs)  # what the legends printed before
+
+    for figure, fig in drawn_figures(exp):
+        assert not [t for t in legend_texts(fig) for i in ids if i in t], figure
+        for norm, colour in norm_lines(fig):
+            norm_name = next((n for n, lbl in NORM_LABELS.items() if lbl == norm), None)
+            assert norm_name is None or colour == NORM_COLORS[norm_name].lower(), (figure, norm)
+        assert all(ax.has_data() for ax in fig.axes if ax.get_visible()), figure
+    if name == "eval_mode":
+        fig = FIGURES["eval_modes"].draw(exp)
+        assert "BN, momentum 0.01 (n=8)" in legend_texts(fig)
+        plt.close(fig)
