@@ -135,17 +135,18 @@ def _prediction_bars(ax, exp: Experiment, groups: list[list[Run]], look: dict[st
         offset = 0.12 * (i - (len(claims) - 1) / 2)  # two groups' bars side by side at one epoch
         for at, article in points.items():
             values = list(group_values(shown[claim.group], claim.quantity, at)[0].values())
+            if len(values) < 2:  # no interval of one new run (a smoke run stops before the article's epochs)
+                continue
             pred = stats.prediction_interval(values, float(article), level)
-            if pred.n >= 2:
-                ax.errorbar(
-                    [float(at) + offset],
-                    [pred.mean],
-                    yerr=[[pred.mean - pred.low], [pred.high - pred.mean]],
-                    color=look(shown[claim.group][0])["color"],
-                    capsize=3,
-                    linewidth=1.2,
-                    marker="none",
-                )
+            ax.errorbar(
+                [float(at) + offset],
+                [pred.mean],
+                yerr=[[pred.mean - pred.low], [pred.high - pred.mean]],
+                color=look(shown[claim.group][0])["color"],
+                capsize=3,
+                linewidth=1.2,
+                marker="none",
+            )
     return level
 
 
