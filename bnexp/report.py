@@ -358,6 +358,13 @@ def build(experiments: list[Experiment]) -> dict[str, Any]:
     }
 
 
+def _claims_figure_link(out_dir: Path) -> list[str]:
+    """A link to the claims figure `bnexp plot` wrote beside the report, where there is one."""
+    if not (out_dir / "claims.png").is_file():
+        return []
+    return ["Every claim's effect, interval and verdict at a glance: [claims.png](claims.png) (`bnexp plot`).", ""]
+
+
 def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
     """Markdown with figure links relative to `out_dir` (where the report is written)."""
     lines = [
@@ -367,6 +374,7 @@ def to_markdown(report: dict[str, Any], out_dir: Path) -> str:
         f"devices: {', '.join(report['devices']) or '?'}.",
         f"Experiments: {', '.join(e['name'] for e in report['experiments'])}.",
         "",
+        *_claims_figure_link(out_dir),
         *claims_markdown(report["claims"], report["experiments"], out_dir),
         "## Per-experiment tables",
         "",

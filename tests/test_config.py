@@ -569,7 +569,9 @@ def test_the_norm_table_says_what_each_norm_is():
 
     assert set(BATCH_NORMS) >= {"batchnorm", "torch_batchnorm", "batchrenorm", "decorrelated_batchnorm"}
     assert set(WEIGHT_NORMS) == {"weightnorm", "spectralnorm"} and not set(BATCH_NORMS) & set(WEIGHT_NORMS)
-    assert len({n.tag for n in NORMS.values()}) == len(NORMS) and len({n.color for n in NORMS.values()}) == len(NORMS)
+    # colours are distinct among the norms of each config (test_configs), from a colour-blind-safe palette of 9:
+    # 14 norms cannot all differ
+    assert len({n.tag for n in NORMS.values()}) == len(NORMS)
     # each norm's own option belongs to it only
     assert ModelConfig(name="m", norm="batchrenorm", renorm={"r_max": 2}).renorm.r_max == 2
     with pytest.raises(ValueError, match="only for norm: batchrenorm"):

@@ -103,3 +103,14 @@ def test_the_seed_counts_in_the_configs_readme_are_the_configs():
             assert int(count) == len(load_config(REPO / "configs" / f"{name}.yaml").seeds), f"{name}: {count} seeds"
             checked += 1
     assert checked >= 1
+
+
+def test_the_norms_one_config_compares_have_distinct_colours_from_one_colour_blind_safe_palette():
+    """A colour stands for one norm in every figure; two norms of one experiment never share it."""
+    from bnexp.config import NORMS
+
+    okabe_ito_and_grey = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}
+    assert {n.color for n in NORMS.values()} <= okabe_ito_and_grey | {"#999999"}
+    for config in CONFIGS:
+        norms = {m.norm for m in load_config(config).models}
+        assert len({NORMS[n].color for n in norms}) == len(norms), config.name

@@ -298,3 +298,16 @@ def test_an_unfinished_run_counts_in_its_status_only(tmp_path):
     lines = to_markdown(report, tmp_path).splitlines()
     row = next(line for line in lines if line.startswith("| lenet5-bn_lr1x | 1 interrupted, 1 completed |"))
     assert "(n=1)" in row and "0.9: 20 (1/1)" in row
+
+
+def test_report_links_the_claims_figure_where_plot_wrote_one(tmp_path):
+    from bnexp.report import build, to_markdown
+    from bnexp.results import find_experiments
+
+    from .rundata import write_experiment
+
+    write_experiment(tmp_path)
+    data = build(find_experiments(tmp_path))
+    assert "claims.png" not in to_markdown(data, tmp_path)
+    (tmp_path / "claims.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert "[claims.png](claims.png)" in to_markdown(data, tmp_path)

@@ -241,11 +241,9 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
     )
 
 
-def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
-    """The article's single run against ours on one summary fixed in advance: the mean of its values over the
-    points it reports (one point: that value), against the same mean of each of our runs, by the 95 % prediction
-    interval of one new run (t, n − 1 df). One summary of all points, so a constant offset shows (testing
-    correlated points one by one, Bonferroni-corrected, could not see one)."""
+def consistency_summary(claim: ClaimConfig, runs: list[Run]) -> tuple[list[float], float, list[str]]:
+    """What a `consistent` claim compares: each run's mean over the points the article reports (the runs with a
+    value at every point), the article's mean over them, and notes on runs that ended differently."""
     points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
     per_point, notes = [], []
     for at in points:
@@ -254,12 +252,21 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
         per_point.append(values)
     seeds = sorted(set.intersection(*(set(v) for v in per_point)))  # runs with a value at every point
     ours = [statistics.fmean(v[s] for v in per_point) for s in seeds]
-    article = statistics.fmean(float(v) for v in points.values())
+    return ours, statistics.fmean(float(v) for v in points.values()), notes
+
+
+def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
+    """The article's single run against ours on one summary fixed in advance: the mean of its values over the
+    points it reports (one point: that value), against the same mean of each of our runs, by the 95 % prediction
+    interval of one new run (t, n − 1 df). One summary of all points, so a constant offset shows (testing
+    correlated points one by one, Bonferroni-corrected, could not see one)."""
+    points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
+    ours, article, notes = consistency_summary(claim, runs)
     if len(ours) < 2:
         n = len(ours)
         return Decision(verdict=f"undecided at n = {n} (a prediction interval needs 2+ runs)", n=n, notes=tuple(notes))
     pred = stats.prediction_interval(ours, article)
-    over = f"mean over {_points_text(list(points))}" if len(points) > 1 else ""
+    over = points_text(list(points)) if len(points) > 1 else ""
     offset = pred.mean - article
     if pred.low <= article <= pred.high:
         verdict = CONSISTENT
@@ -286,12 +293,12 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
     )
 
 
-def _points_text(ats: list) -> str:
-    """'1–5' for consecutive whole numbers (epochs), else the points listed: '2, 1' (loss thresholds)."""
+def points_text(ats: list) -> str:
+    """'mean over 1–5' for consecutive whole numbers (epochs), else the points listed: 'mean over 2, 1'."""
     whole = all(isinstance(a, (int, float)) and float(a).is_integer() for a in ats)
     if whole and len(ats) > 2 and sorted(ats) == list(range(int(min(ats)), int(max(ats)) + 1)):
-        return f"{at_text(min(ats))}–{at_text(max(ats))}"
-    return ", ".join(at_text(a) for a in ats)
+        return f"mean over {at_text(min(ats))}–{at_text(max(ats))}"
+    return "mean over " + ", ".join(at_text(a) for a in ats)
 
 
 def _var(x: list[float]) -> float:

@@ -19,7 +19,8 @@ def plot(
         Path | None, typer.Option(help="Write figures to OUT/<experiment>/ (default: <experiment>/figures/).")
     ] = None,
 ) -> None:
-    """Render every figure that fits each experiment's recorded data. Reads files only; never trains.
+    """Render every figure that fits each experiment's recorded data, and the claims figure (claims.png: each
+    claim's effect, interval and verdict) in the results folder (or OUT). Reads files only; never trains.
 
     Examples:
 
@@ -27,7 +28,7 @@ def plot(
 
       bnexp plot results/lenet5_bn --format svg --out /tmp/figures
     """
-    from bnexp.plots import render
+    from bnexp.plots import render, render_claims
     from bnexp.results import find_experiments
 
     if fmt not in ("png", "svg", "pdf"):
@@ -35,10 +36,13 @@ def plot(
     try:
         root = out if out else results  # the folders below it are checked: no link is written through
         _writable_folder(root, "--out" if out else "the results folder")
-        for exp in find_experiments(results):
+        experiments = find_experiments(results)
+        for exp in experiments:
             target = (out / exp.dir.name) if out else exp.dir / "figures"  # by folder: names may collide
             for path in render(exp, target, fmt, root):
                 typer.echo(str(path))
+        if any(exp.claims for exp in experiments):
+            typer.echo(str(render_claims(experiments, root, fmt, root)))
     except BnexpError as e:
         fail(e)
     except OSError as e:

@@ -16,7 +16,10 @@ from typing import Literal
 class Norm:
     tag: str  # in run names: lenet5-bn_lr1x_s0 ("" for none)
     label: str  # in figures and reports
-    color: str  # the same in every figure (no norm orange, BN blue, as in the main article)
+    # the same in every figure: Okabe & Ito's colour-blind-safe palette (and its grey); no norm orange and BN blue
+    # as in the main article; norms that one experiment compares never share a colour (test_norms checks it), so a
+    # colour stands for a norm only among the norms of one figure
+    color: str
     batch_statistics: bool = False  # normalizes with the batch's statistics (needs batches of at least 2)
     weights: bool = False  # reparametrizes the weights of every conv/fc layer instead of normalizing activations
     sync: Literal["any", "cuda", "none"] = "none"  # where bn_sync: sync can synchronize its statistics
@@ -31,21 +34,21 @@ class Norm:
 LP_RUNNING_VARIANCE = "running_var is the running average of s^2 (no m / (m - 1) factor)"
 
 NORMS: dict[str, Norm] = {
-    "batchnorm": Norm("bn", "BN", "#1a73e8", True, sync="any", implementation="bnexp.nn.BatchNorm (analytic backward)"),
+    "batchnorm": Norm("bn", "BN", "#0072B2", True, sync="any", implementation="bnexp.nn.BatchNorm (analytic backward)"),
     "torch_batchnorm": Norm(
-        "torchbn", "torch BN", "#174ea6", True, sync="cuda", implementation="torch.nn.BatchNorm1d/2d"
+        "torchbn", "torch BN", "#D55E00", True, sync="cuda", implementation="torch.nn.BatchNorm1d/2d"
     ),
     "naive_batchnorm": Norm(
         "naivebn",
         "naive BN",
-        "#12b5cb",
+        "#009E73",
         True,
         implementation="bnexp.nn.NaiveBatchNorm (autograd through mean/var)",
     ),
     "batchrenorm": Norm(
         "brn",
         "Batch Renorm",
-        "#d01884",
+        "#CC79A7",
         True,
         sync="any",
         implementation="bnexp.nn.BatchRenorm (BatchNorm with clipped r, d corrections)",
@@ -54,22 +57,22 @@ NORMS: dict[str, Norm] = {
     "noisy_batchnorm": Norm(
         "noisybn",
         "noisy BN",
-        "#7cb342",
+        "#009E73",
         True,
         sync="any",
         implementation="bnexp.nn.NoisyBatchNorm (BatchNorm plus per-step random scale and shift)",
         option="noise",
     ),
-    "none": Norm("", "no norm", "#e8710a"),
-    "groupnorm": Norm("gn", "GroupNorm", "#1e8e3e"),
-    "layernorm": Norm("ln", "LayerNorm", "#9334e6"),
-    "instancenorm": Norm("in", "InstanceNorm", "#b06000"),
-    "weightnorm": Norm("wn", "Weight Norm", "#f9ab00", weights=True),
-    "spectralnorm": Norm("sn", "Spectral Norm", "#5f6368", weights=True),
+    "none": Norm("", "no norm", "#E69F00"),
+    "groupnorm": Norm("gn", "GroupNorm", "#009E73"),
+    "layernorm": Norm("ln", "LayerNorm", "#D55E00"),
+    "instancenorm": Norm("in", "InstanceNorm", "#999999"),
+    "weightnorm": Norm("wn", "Weight Norm", "#56B4E9", weights=True),
+    "spectralnorm": Norm("sn", "Spectral Norm", "#999999", weights=True),
     "l1_batchnorm": Norm(
         "l1bn",
         "ℓ1 BN",
-        "#8ab4f8",
+        "#CC79A7",
         True,
         implementation="bnexp.nn.LpBatchNorm(p=1) (divides by the mean absolute deviation; autograd)",
         p=1.0,
@@ -79,7 +82,7 @@ NORMS: dict[str, Norm] = {
     "linf_batchnorm": Norm(
         "linfbn",
         "ℓ∞ BN",
-        "#0b3d91",
+        "#000000",
         True,
         implementation="bnexp.nn.LpBatchNorm(p=inf) (divides by the largest absolute deviation; autograd)",
         p=float("inf"),
@@ -90,7 +93,7 @@ NORMS: dict[str, Norm] = {
     "decorrelated_batchnorm": Norm(
         "dbn",
         "ZCA-whitened BN",
-        "#c5221f",
+        "#D55E00",
         True,
         implementation="bnexp.nn.DecorrelatedBatchNorm (ZCA whitening per group of channels)",
         option="whitening_group",

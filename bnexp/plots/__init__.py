@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, also on headless machines; before any module imports pyplot
 
-from bnexp.plots.registry import FIGURES, FigureKind, render
+from bnexp.plots.registry import FIGURES, FigureKind, render, render_claims
 from bnexp.plots.style import NORM_COLORS, NORM_LABELS
 
-__all__ = ["FIGURES", "NORM_COLORS", "NORM_LABELS", "FigureKind", "render"]
+__all__ = ["FIGURES", "NORM_COLORS", "NORM_LABELS", "FigureKind", "render", "render_claims"]

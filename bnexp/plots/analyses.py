@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import dots_and_median_line, finish_accuracy_axes, legend_below
 from bnexp.plots.selection import finish
-from bnexp.plots.style import color, label, variant_colors
+from bnexp.plots.style import cell_looks, label, looks
 from bnexp.records import EvalModes, LongSequences, ScaleInvariance, StepCost, WeightsProbe
 from bnexp.results import Experiment, mean_sd
 
@@ -21,6 +21,7 @@ def long_sequences(exp: Experiment) -> Figure:
     through the medians, each seed's run a dot; the trained length marked."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
     trained, lengths = None, set()
+    look = looks(exp)
     for runs in exp.variants.values():
         by_steps: dict[int, list[float]] = {}
         for run in runs:
@@ -32,7 +33,7 @@ def long_sequences(exp: Experiment) -> Figure:
                 if row.stretch == 1:
                     trained = row.steps
         if by_steps:
-            dots_and_median_line(ax, by_steps, {"color": color(runs[0])}, label(runs, with_lr=False))
+            dots_and_median_line(ax, by_steps, {"color": look(runs[0])["color"]}, label(exp, runs, with_lr=False))
     if trained:
         ax.axvline(trained, color="black", linestyle="--", linewidth=0.8)
         ax.annotate("trained length", (trained, 0.12), textcoords="offset points", xytext=(4, 0), fontsize=8)
@@ -49,8 +50,9 @@ def step_cost(exp: Experiment) -> Figure:
     repetition of one run; a bar at the median of the runs' medians). Right: final accuracy, each dot a run."""
     fig, (cost, acc) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     variants = list(exp.variants.items())
+    look = looks(exp)
     for i, (_, runs) in enumerate(variants):
-        style = {"color": color(runs[0])}
+        style = {"color": look(runs[0])["color"]}
         timed = [t for r in runs if (t := r.analysis(StepCost)) is not None]
         for j, t in enumerate(timed):
             offsets = i + 0.08 * (j - (len(timed) - 1) / 2)
@@ -59,7 +61,7 @@ def step_cost(exp: Experiment) -> Figure:
             cost.hlines(float(np.median([t.ratio_to_batchnorm for t in timed])), i - 0.3, i + 0.3, **style)
         accs = [r.summary.final_test_acc for r in runs if r.summary.final_test_acc is not None]
         acc.scatter([i] * len(accs), accs, s=14, **style)
-    names = [label(runs, with_lr=False) for _, runs in variants]
+    names = [label(exp, runs, with_lr=False) for _, runs in variants]
     for ax in (cost, acc):
         ax.set_xticks(range(len(variants)), names, rotation=15, ha="right", fontsize=8)
     cost.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
@@ -75,7 +77,7 @@ def eval_modes(exp: Experiment) -> Figure:
     """Test accuracy of each trained variant under each evaluation mode (a2's pitfalls), mean +- sd."""
     from bnexp.report_sections import mode_key
 
-    colors = variant_colors(exp)
+    cells = cell_looks(exp)
     table: dict[str, dict[str, list[float]]] = {}
     for variant, runs in exp.variants.items():
         for run in runs:
@@ -94,8 +96,8 @@ def eval_modes(exp: Experiment) -> Figure:
             [m if n else 0 for m, _, n in stats],
             height=height * 0.95,
             xerr=[d if n else 0 for _, d, n in stats],
-            color=colors[variant],
-            label=variant,
+            color=cells[variant]["color"],
+            label=label(exp, exp.variants[variant], with_lr=False),
             capsize=2,
         )
     ax.set_yticks(range(len(modes)), modes, fontsize=7)
@@ -116,9 +118,10 @@ def scale_invariance(exp: Experiment) -> Figure:
     """BN's output change and gradient ratio vs the weight scale a (trained layers), and weight norms and
     effective steps over training."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
-    colors = variant_colors(exp)
-    for variant, runs in exp.variants.items():
-        c = colors[variant]
+    look = looks(exp)
+    for runs in exp.variants.values():
+        c = look(runs[0])["color"]
+        name = label(exp, runs, with_lr=False, with_n=False)
         for run in runs[:1]:
             result = run.analysis(ScaleInvariance)
             for i, layer in enumerate(result.layers if result else []):
@@ -132,7 +135,7 @@ def scale_invariance(exp: Experiment) -> Figure:
                             [shown(getattr(row, key)) if shown else getattr(row, key) for row in rows],
                             color=c,
                             linewidth=1,
-                            label=f"{variant}, {eps}" if i == 0 else None,
+                            label=f"{name}, {eps}" if i == 0 else None,
                             **style,
                         )
         for ax, key in ((axes[2], "weight_norm"), (axes[3], "effective_step")):
@@ -149,7 +152,7 @@ def scale_invariance(exp: Experiment) -> Figure:
                     color=c,
                     linewidth=1.1,
                     alpha=0.35 + 0.65 * (i + 1) / n_layers,
-                    label=variant if i == n_layers - 1 else None,
+                    label=name if i == n_layers - 1 else None,
                 )
     axes[0].set(
         xscale="log",

@@ -1,5 +1,6 @@
-"""Drawing shared by the figures: smoothed mean +- sd bands, the training loss panel, the article's reference
-curve, how a seed that did not train is marked, dots with a median line, and legends placed below the axes."""
+"""Drawing shared by the figures: smoothed medians over seeds with each seed thin beneath, the training loss
+panel, the article's reference curve, how a seed that did not train is marked, dots with a median line, and
+legends placed below the axes."""
 
 from __future__ import annotations
 
@@ -8,23 +9,26 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from bnexp.plots.selection import mixed_outcomes
 from bnexp.results import Experiment, Run, aligned
+from bnexp.wording import plural
 
 LN10 = math.log(10)
 
 
 def spread_text(groups: list[list[Run]]) -> str:
-    """What the bands show: '± 1 sd over seeds' only where a group has two or more runs."""
+    """What the curves show: a median over seeds with each seed thin beneath it where a group has two or more runs
+    (a mean through runs that left a plateau at different times is a shape no run has)."""
     if any(len(g) > 1 and not mixed_outcomes(g) for g in groups):
-        return "mean ± 1 sd over seeds"
-    return "one run per curve" if all(len(g) == 1 for g in groups) else "per seed"
+        return "median over seeds, each seed thin"
+    return "one run per curve" if all(len(g) == 1 for g in groups) else "each seed"
 
 
 def draw_reference_loss(ax, values: list[float], steps: int, style: dict, label_text: str | None) -> None:
     """The article's run: its per-step losses as a moving average over `steps` steps, thin and dashed, so it
-    never looks like one of our mean +- sd bands."""
+    never looks like one of our curves."""
     y = smooth(np.asarray(values, dtype=float), max(1, steps))
     ax.plot(
         np.arange(1, len(y) + 1),
@@ -35,6 +39,17 @@ def draw_reference_loss(ax, values: list[float], steps: int, style: dict, label_
         alpha=0.9,
         label=label_text,
     )
+
+
+def smoothing_text(steps: int) -> str:
+    """What a smoothed loss curve's point is: 'each point the mean of 50 steps' (a logged record averages the
+    steps since the last; the moving average then spans several records)."""
+    return f"each point the mean of {plural(steps, 'step')}"
+
+
+def integer_ticks(axis) -> None:
+    """Whole numbers only on an axis of counts (epochs): no 2.5 epoch ticks."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def smoothing_window(n_points: int) -> int:
@@ -52,27 +67,25 @@ def smooth(y: np.ndarray, k: int) -> np.ndarray:
 
 
 def band(ax, x, values: list[list[float]], style: dict, label_text: str, k: int = 1, per_seed: bool = False) -> None:
-    """Mean line and a +-1 sd band over seeds (values[i] = the seeds' values at x[i]); with `per_seed` (runs
-    that ended differently) one thin line per seed instead."""
+    """Each seed a thin line and the median over seeds a thick one (values[i] = the seeds' values at x[i]); with
+    `per_seed` (runs that ended differently) the seeds alone, more visible, and no median."""
     arr = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
     if k > 1:
         arr = np.stack([smooth(arr[:, j], k) for j in range(arr.shape[1])], 1)
-    if per_seed:
+    thin = {key: v for key, v in style.items() if key not in ("marker", "markersize")} | {"linestyle": "-"}
+    if per_seed or arr.shape[1] > 1:
         for j in range(arr.shape[1]):
             ax.plot(
                 x,
                 arr[:, j],
-                label=f"{label_text}, each seed (outcomes differ)" if j == 0 else None,
-                **{**style, "linewidth": 0.8, "alpha": 0.8},
+                label=f"{label_text}, each seed (outcomes differ)" if per_seed and j == 0 else None,
+                **{**thin, "linewidth": 0.8 if per_seed else 0.5, "alpha": 0.8 if per_seed else 0.3},
             )
+    if per_seed:
         return
-    mean = np.nanmean(arr, 1)
     if len(x) < 3:  # a line needs points: show very short series as markers
         style = {"marker": "o", **style}
-    ax.plot(x, mean, label=label_text, **style)
-    if arr.shape[1] > 1:
-        sd = np.nanstd(arr, 1, ddof=1)
-        ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.18, linewidth=0)
+    ax.plot(x, np.nanmedian(arr, 1), label=label_text, **style)
 
 
 OUTCOME_MARKS = {  # how a seed's run that did not simply train is marked over its value, and its legend entry
@@ -108,9 +121,13 @@ def outcome_legend(ax, marked: set[str | None], each_seed: bool) -> None:
             ax.plot([], [], linestyle="none", label=text, **style)
 
 
-def legend_below(ax, fontsize: int = 7) -> None:
-    """The legend under the axes (below the x label), where it can hide no data."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=fontsize, frameon=False)
+def legend_below(ax, fontsize: int = 7, ncol: int = 2) -> None:
+    """The legend under the axes (below the x label), where it can hide no data; long names in one column (two
+    columns of them ran into the next panel's legend)."""
+    names = ax.get_legend_handles_labels()[1]
+    if names and max(len(n) for n in names) > 36:
+        ncol = 1
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=fontsize, frameon=False)
 
 
 def loss_panel(ax, exp: Experiment, groups: list[list[Run]], style_of: Callable[[Run], dict], label_of) -> int:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import band, legend_below, smoothing_window, spread_text
 from bnexp.plots.selection import finish, lr_multipliers, mixed_outcomes
-from bnexp.plots.style import color, label, variant_colors
+from bnexp.plots.style import label, looks
 from bnexp.results import Experiment, Run, aligned
 
 
@@ -20,15 +20,22 @@ def _histogram_runs(exp: Experiment) -> list[Run]:
     return [runs[0] for runs in exp.variants.values() if runs[0].probes]
 
 
+DENSITY_TOP = 1.1  # the shared top of the histograms' density axis: N(0, 1)'s peak is 0.4
+
+
 def feature_distribution(exp: Experiment) -> Figure:
     """Layers x variants grid of pre-activation histograms at the first and last probed epoch vs N(0,1) (E3)."""
     runs = _histogram_runs(exp)
     layers = sorted({p.layer for p in runs[0].probes})
     size = (2.9 * len(layers), 2.5 * len(runs) + 0.6)
-    fig, axes = plt.subplots(len(runs), len(layers), figsize=size, squeeze=False, sharex=True, layout="constrained")
+    # one y scale for every panel: the panels are compared with each other and with N(0, 1)
+    fig, axes = plt.subplots(
+        len(runs), len(layers), figsize=size, squeeze=False, sharex=True, sharey=True, layout="constrained"
+    )
     lo, hi = exp.config["probes"]["range"]
     grid = np.linspace(lo, hi, 400)
     normal = np.exp(-(grid**2) / 2) / math.sqrt(2 * math.pi)
+    look = looks(exp)
     for row, run in zip(axes, runs, strict=True):
         epochs = sorted({p.epoch for p in run.probes})
         first, last = epochs[0], epochs[-1]
@@ -41,9 +48,9 @@ def feature_distribution(exp: Experiment) -> Figure:
                 edges = np.linspace(lo, hi, len(counts) + 1)
                 density = counts / (rec.n * (edges[1] - edges[0]))
                 if fill:
-                    ax.stairs(density, edges, fill=True, color=color(run), alpha=0.25, label=first_name)
+                    ax.stairs(density, edges, fill=True, color=look(run)["color"], alpha=0.25, label=first_name)
                 else:
-                    ax.stairs(density, edges, color=color(run), linewidth=1.3, label=last_name)
+                    ax.stairs(density, edges, color=look(run)["color"], linewidth=1.3, label=last_name)
             ax.plot(grid, normal, color="black", linewidth=1, label="N(0, 1)")
             ax.text(
                 0.98,
@@ -61,12 +68,15 @@ def feature_distribution(exp: Experiment) -> Figure:
                     0.02, 0.95, f"{outside:.1%} outside\n[{lo:g}, {hi:g}]", transform=ax.transAxes, fontsize=6, va="top"
                 )
             ax.set_title(f"layer {layer + 1}", fontsize=10)
-            ax.set_ylim(0, max(0.6, ax.get_ylim()[1]))
+            peak = max(p.get_data().values.max() for p in ax.patches)
+            if peak > DENSITY_TOP:  # a collapsed distribution's spike would flatten every other panel
+                ax.text(0.02, 0.5, f"peak {peak:.1f}\n(clipped)", transform=ax.transAxes, fontsize=6)
+            ax.set_ylim(0, DENSITY_TOP)
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
         # run never trained: its maps are then those of a net that did not learn
         outcome = run.course["outcome"]
         failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
-        row[0].set_ylabel(f"{label([run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
+        row[0].set_ylabel(f"{label(exp, [run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)
     for ax in axes[-1]:
         ax.set_xlabel("pre-activation value (after the norm)")
@@ -85,16 +95,17 @@ def percentiles(exp: Experiment) -> Figure:
         unused.set_visible(False)
     axes = axes[:panels]
     ax_acc = axes[0]
-    colors = variant_colors(exp)  # variants of one norm (noise levels, affine or not) get colours of their own
-    for variant, runs in exp.variants.items():
+    look = looks(exp)  # variants of one norm (noise levels, affine or not): shades of its colour
+    colors = {variant: look(runs[0])["color"] for variant, runs in exp.variants.items()}
+    for runs in exp.variants.values():
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
             band(
                 ax_acc,
                 xs,
                 values,
-                {"color": colors[variant], "linewidth": 1.4},
-                label(runs, with_lr=False),
+                {**look(runs[0]), "linewidth": 1.4},
+                label(exp, runs, with_lr=False),
                 per_seed=mixed_outcomes(runs),
             )
     ax_acc.set_xlabel("training step")
@@ -130,10 +141,11 @@ def percentiles(exp: Experiment) -> Figure:
         ax.set_xlabel("training step")
         ax.set_ylabel(f"input to the {run.model.get('activation', 'relu')}")
         ax.set_title(
-            f"({chr(98 + i)}) {label([run], with_lr=False, with_n=False)}: "
-            f"{', '.join(qs)}th percentiles\n(last hidden layer, seed {run.config['seed']})"
+            f"({chr(98 + i)}) {label(exp, [run], with_lr=False, with_n=False)}\n"
+            f"{', '.join(qs)}th percentiles (last hidden layer, seed {run.config['seed']})",
+            fontsize=9,
         )
-        legend_below(ax, 7)
+        legend_below(ax, 7, ncol=1)
     lims = [ax.get_ylim() for ax in axes[1:]]
     for ax in axes[1:]:
         ax.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
@@ -146,20 +158,20 @@ def distribution_drift(exp: Experiment) -> Figure:
     fig, axes = plt.subplots(
         2, len(layers) + 1, figsize=(3.3 * (len(layers) + 1), 6.2), layout="constrained", squeeze=False
     )
-    colors = variant_colors(exp)
-    for variant, runs in exp.variants.items():
-        c = colors[variant]
+    look = looks(exp)
+    for runs in exp.variants.values():
+        c = look(runs[0])["color"]
         xs, values = aligned(runs, "evals", "test_acc")
         if xs:
-            band(axes[0][0], xs, values, {"color": c, "linewidth": 1.4}, label(runs, with_lr=False))
+            band(axes[0][0], xs, values, {**look(runs[0]), "linewidth": 1.4}, label(exp, runs, with_lr=False))
         xs, values = aligned(runs, "train", "loss")
         if xs:
             band(
                 axes[1][0],
                 xs,
                 values,
-                {"color": c, "linewidth": 1.2},
-                label(runs, with_lr=False),
+                {**look(runs[0]), "linewidth": 1.2},
+                label(exp, runs, with_lr=False),
                 smoothing_window(len(xs)),
             )
         run = runs[0]

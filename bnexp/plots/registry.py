@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from bnexp.plots import analyses, curves, landscape, probes, sweeps
+from bnexp.plots import analyses, curves, forest, landscape, probes, sweeps
 from bnexp.plots.selection import finished_only, several_lrs_per_model
 from bnexp.records import PROBES
 from bnexp.results import Experiment
@@ -83,6 +83,17 @@ FIGURES: dict[str, FigureKind] = {
     ),
     "data_parallel": FigureKind(lambda exp: any("processes" in r.grid for r in exp.runs), curves.data_parallel),
 }
+
+
+def render_claims(experiments: list[Experiment], out_dir: Path, fmt: str = "png", root: Path | None = None) -> Path:
+    """The claims figure of all `experiments` (the report's table at a glance), written to out_dir/claims.<fmt>."""
+    real_dir(root if root is not None else out_dir.parent, out_dir)
+    fig = forest.claims_figure(experiments)
+    path = out_dir / f"claims.{fmt}"
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format=fmt, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def render(exp: Experiment, out_dir: Path, fmt: str = "png", root: Path | None = None) -> list[Path]:

@@ -12,59 +12,86 @@ from matplotlib.figure import Figure
 
 from bnexp.plots.drawing import dots_and_median_line, finish_accuracy_axes, legend_below, mark_seed, outcome_legend
 from bnexp.plots.selection import finish, mixed_outcomes, model_groups
-from bnexp.plots.style import NORM_LABELS, color, label, tag_colors
+from bnexp.plots.style import NORM_LABELS, looks, model_label, norm_color
 from bnexp.results import Experiment, Run, mean_sd
 
 
 def batch_size(exp: Experiment) -> Figure:
     """Test error vs batch size (log 2 axis), a line per norm through the means over seeds (GroupNorm paper Fig.
     1); a batch size whose seeds ended differently has no mean: each seed is a dot, marked by how it ended, beside
-    the size it ran at."""
-    fig, (ax_err, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
-    colors = tag_colors(exp)
+    the size it ran at. The right panel zooms in on the sizes where every norm trained, which the left panel's
+    0-90 % axis flattens into one band."""
+    fig, (ax_err, ax_zoom) = plt.subplots(1, 2, figsize=(11, 4.3), layout="constrained")
+    look = looks(exp)
     most, any_mixed = 0, False
     marked: set[str | None] = set()
     groups = model_groups(exp)
+    trained: dict[int, list[float]] = {}  # batch size -> the means (+ sd) of the norms, where all seeds trained
     for g, runs in enumerate(groups.values()):
         by_size: dict[int, list[Run]] = {}
         for r in runs:
             by_size.setdefault(r.grid["batch_size"], []).append(r)
         sizes, stats = [], []
-        style = {"color": colors[runs[0].tag], "marker": "o", "capsize": 3, "linewidth": 1.5}
+        style = {**look(runs[0]), "marker": "o", "capsize": 3, "linewidth": 1.5}
         for size, cell in sorted(by_size.items()):
             mixed = mixed_outcomes(cell)
             if not mixed:
                 sizes.append(size)
                 stats.append(mean_sd([r.summary.final_test_acc for r in cell]))
+            if not mixed and cell[0].course["outcome"] == "trained":
+                m, sd, _ = stats[-1]
+                trained.setdefault(size, []).extend([100 * (1 - m - sd), 100 * (1 - m + sd)])
+            else:
+                trained.setdefault(size, []).append(math.nan)  # a norm did not train here: not in the zoom
             any_mixed |= mixed
             # each seed that did not train is marked, also where all ended alike (E3's batch-1 nets fell back);
             # seeds sit side by side, and each norm's beside the next, so that runs with one accuracy stay apart
             for i, r in enumerate(cell):
                 acc = r.summary.final_test_acc or 0.0  # a diverged run may have none
-                x = size * 2 ** (0.06 * (g - (len(groups) - 1) / 2) + 0.03 * (i - (len(cell) - 1) / 2))
-                for ax, y in ((ax_err, 100 * (1 - acc)), (ax_acc, acc)):
-                    marked.add(mark_seed(ax, x, y, r, style["color"] if mixed else None))
+                x = size * 2 ** (0.03 * (g - (len(groups) - 1) / 2) + 0.015 * (i - (len(cell) - 1) / 2))
+                marked.add(mark_seed(ax_err, x, 100 * (1 - acc), r, style["color"] if mixed else None))
         acc = np.array([m for m, _, _ in stats])
         sd = np.array([d for _, d, _ in stats])
         most = max(most, *(n for _, _, n in stats), 0)
-        name = label(runs, with_lr=False, with_n=False, with_grid=False).removeprefix(runs[0].model["name"] + " ")
-        ax_err.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name, **style)
-        ax_acc.errorbar(sizes, acc, yerr=sd, label=name, **style)
+        name = f"{model_label(exp, runs[0])} (n={_most_in(by_size)} per size)"
+        for ax in (ax_err, ax_zoom):
+            ax.errorbar(sizes, 100 * (1 - acc), yerr=100 * sd, label=name if ax is ax_err else None, **style)
     outcome_legend(ax_err, marked, each_seed=any_mixed)
-    for ax in (ax_err, ax_acc):
+    zoomed = {size: v for size, v in trained.items() if not any(math.isnan(x) for x in v)}
+    if 2 <= len(zoomed) < len(trained):
+        _zoom(ax_zoom, zoomed)
+    else:  # nothing to zoom in on (one size, or every size): one panel
+        ax_zoom.remove()
+        ax_err.set_subplotspec(ax_err.get_subplotspec().get_gridspec()[0, :])
+    for ax in fig.axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"batch size (images per step; {_lr_over_batch_sizes(exp)})")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax_err.set_ylabel("test error (%)")
+    fig.axes[-1].set_ylabel("test error (%)")
     spread = "mean ± 1 sd over seeds" if most > 1 else "one run"
     ax_err.set_title(
         f"test error after the last epoch (eval mode), {spread}"
         + ("\nwhere every seed had the same outcome" if any_mixed else "")
     )
-    ax_acc.set_ylabel("test accuracy")
-    ax_acc.set_title("the same as accuracy")
     legend_below(ax_err, 8)
     return finish(fig, exp, f"{exp.name}: accuracy vs batch size")
+
+
+def _most_in(by_size: dict[int, list[Run]]) -> int:
+    """The most seeds any batch size of a model ran."""
+    return max(len(cell) for cell in by_size.values())
+
+
+def _zoom(ax, trained: dict[int, list[float]]) -> None:
+    """The error axis zoomed in on the batch sizes where every norm trained (its own y range, the runs' mean ± sd
+    with room around them)."""
+    sizes = sorted(trained)
+    lo, hi = min(min(v) for v in trained.values()), max(max(v) for v in trained.values())
+    pad = 0.1 * (hi - lo) or 1.0
+    ax.set_xlim(sizes[0] / 2**0.3, sizes[-1] * 2**0.3)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_title(f"zoom: batch sizes {sizes[0]}–{sizes[-1]}, where every norm's seeds all trained")
 
 
 def _lr_over_batch_sizes(exp: Experiment) -> str:
@@ -91,7 +118,7 @@ def init_scale(exp: Experiment) -> Figure:
     for run in exp.runs:
         by_norm.setdefault((run.model["norm"], run.model.get("activation", "relu")), []).append(run)
     for (norm, activation), runs in by_norm.items():
-        style = {"color": color(runs[0])}
+        style = {"color": norm_color(runs[0])}
         name = NORM_LABELS.get(norm, norm) + (" sigmoid" if activation == "sigmoid" else "")
         at_scale: dict[float | None, list[Run]] = {}
         for run in runs:
