@@ -110,8 +110,8 @@ def to_csv(experiments: list[Experiment], out: Path) -> list[Path]:
             for run in exp.runs:
                 summary = {
                     **run.summary.model_dump(),
-                    "outcome": run.course["outcome"],
-                    "left_chance_step": run.course["left_chance_step"],
+                    "outcome": run.course.outcome,
+                    "left_chance_step": run.course.left_chance_step,
                 }
                 row = [*variant_keys(exp, run).values(), *(summary.get(k) for k in SUMMARY_NUMBERS)]
                 writer.writerow(spreadsheet_safe(row))

@@ -186,12 +186,12 @@ def variant_rows(exp: Experiment) -> list[dict[str, Any]]:
             "variant": variant,
             "n": len(runs),
             "status": status_counts(runs),
-            "outcomes": dict(Counter(r.course["outcome"] for r in done)),
+            "outcomes": dict(Counter(r.course.outcome for r in done)),
         }
         for key in ("final_test_acc", "best_test_acc", "final_train_acc", "final_generalization_gap"):
             if (stat := outcome_stats(done, key)) is not None:
                 row[key] = stat
-        left = [r.course["left_chance_step"] for r in done]
+        left = [r.course.left_chance_step for r in done]
         if any(v is not None for v in left):
             mean, sd, n = mean_sd(left)
             row["left_chance_step"] = {"mean": mean, "sd": sd, "n": n}
@@ -217,17 +217,17 @@ def problem_runs(exp: Experiment) -> list[dict[str, Any]]:
     out = []
     for r in exp.runs:
         course = r.course
-        if r.status != "completed" or course["outcome"] in NEAR_CHANCE:
+        if r.status != "completed" or course.outcome in NEAR_CHANCE:
             reason = r.summary.error or (
                 f"diverged at step {r.summary.diverged_at_step}" if r.status == "diverged" else ""
             )
-            if course["outcome"] == "never_left_chance":
+            if course.outcome == "never_left_chance":
                 reason = _join(reason, f"never left chance (no logged loss below {CHANCE_MARGIN} ln C)")
-            elif course["outcome"] == "fell_back":
+            elif course.outcome == "fell_back":
                 dead = r.summary.final_dead_units
                 reason = _join(
                     reason,
-                    f"left chance at step {course['left_chance_step']}, then fell back to it"
+                    f"left chance at step {course.left_chance_step}, then fell back to it"
                     + (f"; {dead:.0%} of ReLU units dead at the end" if dead is not None else ""),
                 )
             out.append({"run": r.name, "status": r.status, "reason": reason})

@@ -58,8 +58,8 @@ def outcome_stats(runs: list[Run], key: str) -> dict[str, Any] | None:
     / never left chance / diverged), per outcome instead ({"by_outcome": ...}): no single mean describes them.
     None where no run has a value."""
     cells = {}
-    for outcome in dict.fromkeys(r.course["outcome"] for r in runs):  # in the runs' order
-        mean, sd, n = mean_sd([getattr(r.summary, key) for r in runs if r.course["outcome"] == outcome])
+    for outcome in dict.fromkeys(r.course.outcome for r in runs):  # in the runs' order
+        mean, sd, n = mean_sd([getattr(r.summary, key) for r in runs if r.course.outcome == outcome])
         if n:
             cells[outcome] = {"mean": mean, "sd": sd, "n": n}
     if len(cells) > 1:
@@ -121,7 +121,7 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
             at = [r for r in runs if r.config["lr"] == lr and r.status in FINISHED]  # no rate counts a part of a run
             if not at:
                 continue
-            outcomes = [r.course["outcome"] for r in at]
+            outcomes = [r.course.outcome for r in at]
             k = sum(o in NEAR_CHANCE for o in outcomes)
             ci = stats.wilson(k, len(at))
             lo, hi = ci.low, ci.high
@@ -137,7 +137,7 @@ def outcomes_by_lr(exp: Experiment) -> dict[str, Any]:
                     "ci95": [lo, hi],
                     "final_test_acc": mean_sd([r.summary.final_test_acc for r in at])[:2],
                     "dead_units_when_near_chance": [
-                        r.summary.final_dead_units for r in at if r.course["outcome"] in ("fell_back",)
+                        r.summary.final_dead_units for r in at if r.course.outcome in ("fell_back",)
                     ],
                 }
             )

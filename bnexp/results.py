@@ -58,9 +58,18 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Course:
+    """What happened to a run (`training_course`); a summary records these three fields."""
+
+    left_chance_step: int | None
+    outcome: str
+    not_training: bool
+
+
 def training_course(
     train: list[records.TrainRecord], classes: int, diverged: bool, status: str = "completed"
-) -> dict[str, Any]:
+) -> Course:
     """What happened to a run, from its logged training losses (means over `log_every` steps):
 
     left_chance_step: the first logged step whose loss is below 0.9 ln(classes), or None;
@@ -83,7 +92,7 @@ def training_course(
         outcome = "fell_back"
     else:
         outcome = "trained"
-    return {"left_chance_step": left, "outcome": outcome, "not_training": outcome == "never_left_chance"}
+    return Course(left, outcome, outcome == "never_left_chance")
 
 
 @dataclass
@@ -143,7 +152,7 @@ class Run:
         return cast(R | None, self.analyses.get(name))  # read as `model` (records.read_analysis)
 
     @property
-    def course(self) -> dict[str, Any]:
+    def course(self) -> Course:
         """left_chance_step, outcome, not_training (recomputed from the logs, also for older runs); an unfinished
         run's outcome is interrupted or unfinished."""
         dataset = (self.config.get("dataset") or {}).get("name")
@@ -436,9 +445,9 @@ def status_counts(runs: list[Run]) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
         counts[run.status] += 1
-        if run.course["not_training"]:
+        if run.course.not_training:
             counts["never left chance"] += 1
-        elif run.course["outcome"] == "fell_back":
+        elif run.course.outcome == "fell_back":
             counts["fell back to chance"] += 1
     return dict(counts)
 

@@ -274,13 +274,3 @@ def seeds_needed_proportion(p: float, p0: float) -> int | None:
     # a floor on p's variance: 0/n (or n/n) would otherwise ask for nothing beyond p0's
     spread = z * math.sqrt(p0 * (1 - p0)) + z_power * math.sqrt(max(p * (1 - p), 0.025))
     return max(2, math.ceil((spread / (p - p0)) ** 2))
-
-
-def repeated_looks_error(looks: list[int], level: float = LEVEL) -> float:
-    """The chance that a true null is rejected at any of several looks, each a two-sided test at `level`, at
-    `looks` observations (increasing; the last is the final analysis): Armitage, McPherson & Rowe (1969), for a
-    normal statistic whose looks correlate as √(n_i / n_j). One look is 1 − level; two equally spaced, 0.083."""
-    c = stats.norm.ppf(0.5 + level / 2)
-    corr = [[math.sqrt(min(a, b) / max(a, b)) for b in looks] for a in looks]
-    inside = stats.multivariate_normal(cov=corr, seed=0).cdf([c] * len(looks), lower_limit=[-c] * len(looks))
-    return float(1 - inside)

@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = "results/REPORT.md"
-CLAIM_ROW = re.compile(r"\(`([a-z0-9][a-z0-9-]*)`\)")
+CLAIM_ROW = re.compile(r"\(`([A-Za-z0-9][A-Za-z0-9._-]*)`[,)]")  # "(`id`)" or, with its kind or marker, "(`id`, ..."
 
 
 def claim_experiments() -> dict[str, str]:
@@ -62,7 +62,7 @@ def test_every_earlier_look_at_a_committed_experiment_is_among_its_interim_looks
     missing = {}
     for exp, ns in looks_in_history().items():
         config = yaml.safe_load((REPO / "results" / exp / "experiment.yaml").read_text())["config"]
-        final = len(config["seeds"])
+        final = max(len(s) for s in [config["seeds"], *(m.get("seeds") or [] for m in config["models"])])
         looked = sorted({n for n in ns if 2 <= n < final})
         if not set(looked) <= set(config.get("interim_looks") or []):
             missing[exp] = (looked, config.get("interim_looks"))
@@ -72,4 +72,7 @@ def test_every_earlier_look_at_a_committed_experiment_is_among_its_interim_looks
 def test_a_report_row_gives_its_experiment_the_n_it_printed():
     row = "| With BN (`a-claim`) | a5 | q: a > b | 0.9 (n = 3) vs 0.8 (n = 3) | +0.1 [0.0, 0.2] | 3 | **supported** |"
     other = "| x (`unknown-claim`) | s | q | m | e | 7 | **supported** |"
-    assert seeds_printed(f"{row}\n{other}", {"a-claim": "exp"}) == {"exp": 3}
+    marked = (
+        "| y (`b-claim`, diagnostic, *exploratory*, registered 2026-12-01) | s | q | m | e | 5 | 0.2 | **supported** |"
+    )
+    assert seeds_printed(f"{row}\n{other}\n{marked}", {"a-claim": "exp", "b-claim": "other"}) == {"exp": 3, "other": 5}

@@ -339,7 +339,7 @@ def test_curves_are_medians_over_seeds_with_each_seed_thin_beneath(tmp_path):
     checked = 0
     for runs in exp.variants.values():
         median = [ln for ln in acc.get_lines() if ln.get_label() == label(exp, runs, len(lr_multipliers(exp)) > 1)]
-        if len(runs) < 2 or len({r.course["outcome"] for r in runs}) > 1 or not median:
+        if len(runs) < 2 or len({r.course.outcome for r in runs}) > 1 or not median:
             continue
         _, values = aligned(runs, "evals", "test_acc")
         assert list(median[0].get_ydata()) == pytest.approx([float(np.median(v)) for v in values])
@@ -374,7 +374,7 @@ def test_convergence_draws_the_prediction_interval_its_consistency_claim_uses(tm
     ]
     fig = FIGURES["convergence"].draw(exp)
     acc = fig.axes[1]
-    assert "95 % prediction interval of one new run's mean over 1, 2" in acc.get_title()
+    assert "95 % prediction interval of one new run's mean over 1, 2 epochs" in acc.get_title()
     bars = [c for c in acc.collections if c.get_segments()]
     ours = [(r.evals[0].test_acc + r.evals[1].test_acc) / 2 for r in runs]
     pred = stats.prediction_interval(ours, 0.55)

@@ -33,15 +33,15 @@ def records(losses, every=5):
 )
 def test_training_course(losses, diverged, outcome, left):
     course = training_course(records(losses), 10, diverged)
-    assert course["outcome"] == outcome and course["left_chance_step"] == left
-    assert course["not_training"] == (outcome == "never_left_chance")
+    assert course.outcome == outcome and course.left_chance_step == left
+    assert course.not_training == (outcome == "never_left_chance")
 
 
 def test_the_bn_paper_mlp_without_bn_is_stalled_not_untrained():
     """At chance for 20,000 steps, then learning: it left chance, so it is not flagged 'not training'."""
     losses = [2.30] * 400 + [1.9, 1.2, 0.6]
     course = training_course(records(losses, every=50), 10, False)
-    assert course["outcome"] == "trained" and course["left_chance_step"] == 401 * 50
+    assert course.outcome == "trained" and course.left_chance_step == 401 * 50
 
 
 def test_per_step_and_windows_treat_logged_means_and_per_step_series_alike():
@@ -165,7 +165,7 @@ def test_a_diverged_run_is_diverged_even_where_its_summary_records_no_step(tmp_p
     exp = find_experiments(write_experiment(tmp_path))[0]
     run = next(r for r in exp.runs if r.status == "diverged")
     run.summary.diverged_at_step = None
-    assert run.course["outcome"] == "diverged" and not run.course["not_training"]
+    assert run.course.outcome == "diverged" and not run.course.not_training
 
 
 @pytest.mark.parametrize(
@@ -184,10 +184,10 @@ def test_an_unfinished_run_has_no_training_outcome(tmp_path, status, outcome):
             path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
     runs = {r.name: r for r in find_experiments(tmp_path)[0].runs}
     for name in names:
-        assert runs[name].course["outcome"] == outcome and not runs[name].course["not_training"], name
+        assert runs[name].course.outcome == outcome and not runs[name].course.not_training, name
     losses = records([2.3, 1.5, 0.8])
-    assert training_course(losses, 10, False, "interrupted")["outcome"] == "interrupted"
-    assert training_course(losses, 10, False, "completed")["outcome"] == "trained"
+    assert training_course(losses, 10, False, "interrupted").outcome == "interrupted"
+    assert training_course(losses, 10, False, "completed").outcome == "trained"
 
 
 @pytest.mark.parametrize("log", [None, ""])

@@ -150,7 +150,7 @@ def _side(ci: stats.Interval, sign: int) -> bool | None:
 def _trained_shares(a: list[Run], b: list[Run], sign: int) -> Decision:
     """An accuracy compared when every run of a group diverged (no accuracy to average): by the share of runs that
     trained."""
-    ka, kb = (sum(r.course["outcome"] == "trained" for r in runs) for runs in (a, b))
+    ka, kb = (sum(r.course.outcome == "trained" for r in runs) for runs in (a, b))
     shares = _shares(ka, len(a), kb, len(b), sign)
     return shares.model_copy(
         update={
@@ -256,7 +256,7 @@ def consistency_summary(claim: ClaimConfig, runs: list[Run]) -> tuple[list[float
 
 
 def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
-    """The article's single run against ours on one summary fixed in advance: the mean of its values over the
+    """The article's single run against ours on one summary of all its points: the mean of its values over the
     points it reports (one point: that value), against the same mean of each of our runs, by the 95 % prediction
     interval of one new run (t, n − 1 df). One summary of all points, so a constant offset shows (testing
     correlated points one by one, Bonferroni-corrected, could not see one)."""

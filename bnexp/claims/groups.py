@@ -17,7 +17,7 @@ from bnexp.results import Run
 
 
 def outcome_counts(runs: list[Run]) -> Counter:
-    return Counter(r.course["outcome"] for r in runs)
+    return Counter(r.course.outcome for r in runs)
 
 
 def group_values(runs: list[Run], quantity: str, at: Any) -> tuple[dict[int, float], dict[str, int], int]:
@@ -28,7 +28,7 @@ def group_values(runs: list[Run], quantity: str, at: Any) -> tuple[dict[int, flo
     outcomes = outcome_counts(runs)
     keep_all = quantity in CENSORED or ("trained" not in outcomes and quantity not in ACCURACIES)
     if len(outcomes) > 1 and not keep_all:  # censored: a run that failed never got there, and stays as such
-        runs = [r for r in runs if r.course["outcome"] == "trained"]
+        runs = [r for r in runs if r.course.outcome == "trained"]
     got = {r.config.get("seed", i): measure(r, quantity, at) for i, r in enumerate(runs)}
     kept = {s: v for s, v in got.items() if v is not None}
     return kept, dict(outcomes), len(got) - len(kept)

@@ -23,7 +23,8 @@ CLAIMS_RULE = (
     "Newcombe's hybrid score interval of the difference (Wilson's against a value); equivalent: two one-sided tests "
     "at 5 % each, supported when the 90 % interval lies inside ±margin (p: the larger one-sided p), contradicted "
     "when the 95 % interval lies beyond it (p: twice the smaller one-sided p of that test), the smaller p shown; "
-    "consistent: the article's single run against ours on one summary fixed in advance, the mean over the points it "
+    "consistent: the article's single run against ours on one summary for all its points (chosen in issue 34, after "
+    "the committed runs: these claims are exploratory), the mean over the points it "
     "reports (its epochs), against each of our runs' mean over the same points: consistent with ours when inside "
     "the 95 % prediction interval of one new run (t, n − 1 df), outside ours (p: how likely a run lies that far "
     "from our mean) otherwise, the offset (ours − article) in the effect column. "
@@ -50,7 +51,9 @@ REGISTRATION_RULE = (
     "were replaced) is *exploratory*: shown in the table, not counted among the headline's verdicts (seeds started "
     "after a registration are not yet told apart from the earlier ones). Days are compared, so a claim registered on "
     "the day its runs began counts as registered first. Each equivalence margin says why it is that wide "
-    "(`margin_why`, in the config)"
+    "(`margin_why`, in the config). The claims' kinds, and so which of them form an experiment's family of article "
+    "claims, were assigned on 2026-12-07, after every committed run (issue 33): that choice was made with the "
+    "results in hand, and results/README.md says which claims it moved out of the articles' tally"
 )
 
 
@@ -172,9 +175,10 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
         "added because some were undecided (the number fixed from the power estimate before they ran). The "
         "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
         "at every look would call it supported or contradicted with the first chance in brackets (200,000 "
-        "simulated paired t tests). A group-sequential boundary holds the level over the looks that happened "
+        "simulated paired t tests). A group-sequential boundary, set to hold the level over the looks that happened "
         "(Lan & DeMets 1983, O'Brien–Fleming-type spending at n_k / N): the nominal two-sided level at each look, "
-        f"and the chance it allows for t tests, follow. Seeds at each look: {each}.",
+        f"and the chance it allows for t tests (simulated), follow; the verdicts above are not yet decided at it. "
+        f"Seeds at each look: {each}.",
     ]
 
 

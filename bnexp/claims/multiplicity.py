@@ -16,7 +16,8 @@ FAMILY_KIND = "article"
 def adjust(rows: list[ClaimResult], multiplicity: dict[str, str]) -> list[ClaimResult]:
     """`rows` with their Holm p within their experiment's family (`multiplicity`: experiment -> holm | none), their
     BH q over the report and the verdict the adjusted p decides."""
-    tested = [i for i, r in enumerate(rows) if r.decision.p_value is not None]
+    # identities hold by construction and are counted nowhere: no q either
+    tested = [i for i, r in enumerate(rows) if r.decision.p_value is not None and r.kind != "identity"]
     q = dict(zip(tested, stats.benjamini_hochberg([rows[i].decision.p_value for i in tested]), strict=True))
     holm: dict[int, float] = {}
     for experiment, policy in multiplicity.items():

@@ -21,7 +21,7 @@ class Decision(BaseModel):
     measured: str | None = None
     # the raw p of the test the verdict rests on, on the scale of a two-sided test at 5 % (twice the smaller
     # one-sided p of a t, rank or exact test; TOST's p or its outside test's, whichever is smaller; the
-    # prediction interval's): below 5 % exactly when the verdict is supported or contradicted (outside ours)
+    # prediction interval's): below 5 % exactly when the verdict is supported, contradicted or outside ours
     p_value: float | None = None
     favours: bool | None = None  # whether a small p_value speaks for the claim (else against it)
     notes: tuple[str, ...] = ()

@@ -200,7 +200,7 @@ def list_runs(
             "final_test_acc": r.summary.final_test_acc if r else None,
             "best_test_acc": r.summary.best_test_acc if r else None,
             "train_time_s": r.summary.train_time_s if r else None,
-            "outcome": r.course["outcome"] if r else None,
+            "outcome": r.course.outcome if r else None,
         }
         for e in experiments
         for name, r, state in run_states(e)

@@ -109,11 +109,11 @@ def convergence(exp: Experiment) -> Figure:
                 label="article" if first_ref else None,
             )
             first_ref = False
+    if by_epoch:
+        integer_ticks(ax_acc.xaxis)
     bars = _prediction_bars(ax_acc, exp, groups, look) if by_epoch else ""
     ax_acc.set_xlabel("epoch" if by_epoch else "training step")
     ax_acc.set_ylabel("test accuracy (eval mode)")
-    if by_epoch:
-        integer_ticks(ax_acc.xaxis)
     ax_acc.set_title(f"test accuracy, {spread_text(groups)}" + (" (x: article)" if not first_ref else "") + bars)
     legend_below(ax_acc, 8)
     return finish(fig, exp, f"{exp.name}: convergence" + (" at each model's lowest lr" if several_lrs else ""))
@@ -137,12 +137,21 @@ def _prediction_bars(ax, exp: Experiment, groups: list[list[Run]], look: dict[st
         pred = stats.prediction_interval(ours, article)
         x = right + 0.6 + 0.35 * i
         color = look(shown[claim.group][0])["color"]
-        ax.errorbar([x], [pred.mean], yerr=[[pred.mean - pred.low], [pred.high - pred.mean]], color=color, capsize=3)
-        ax.plot([x], [article], marker="*", markersize=9, color=color, linestyle="none")
-        spans.add(points_text(list(claim.value) if isinstance(claim.value, dict) else [claim.at]))
+        ax.errorbar(
+            [x], [pred.mean], yerr=[[pred.mean - pred.low], [pred.high - pred.mean]], color=color, capsize=3,
+            marker="_", markersize=9,
+        )  # fmt: skip
+        ax.plot([x + 0.15], [article], marker="*", markersize=8, color=color, linestyle="none")  # beside, not over
+        span = points_text(list(claim.value) if isinstance(claim.value, dict) else [claim.at])
+        ax.text(x, pred.low, span.replace("mean over ", "mean\n"), ha="center", va="top", fontsize=6, color=color)
+        spans.add(span)
     if not spans:
         return ""
-    return f"\nright: the verdict's 95 % prediction interval of one new run's {' / '.join(sorted(spans))} (★ article)"
+    ax.set_xticks([t for t in ax.get_xticks() if 0 < t <= right])  # no epoch tick under the bars
+    return (
+        f"\nright: the verdict's 95 % prediction interval of one new run's {' / '.join(sorted(spans))} epochs"
+        " (— ours, ★ the article's)"
+    )
 
 
 def learning_rate(exp: Experiment) -> Figure:

@@ -104,7 +104,7 @@ def mark_seed(ax, x: float, y: float, run: Run, dot_color: str | None) -> str | 
     trained."""
     if dot_color is not None:
         ax.plot(x, y, "o", markersize=4, color=dot_color, alpha=0.8)
-    outcome = run.course["outcome"]
+    outcome = run.course.outcome
     if outcome not in OUTCOME_MARKS:
         return None
     ax.plot(x, y, linestyle="none", **OUTCOME_MARKS[outcome][0])

@@ -36,6 +36,8 @@ class ForestRow:
     verdict: str
     expect: str | None  # greater, less, equivalent, consistent
     margin: float | None  # equivalences only
+    measured: str  # what was measured, for a rank comparison (no effect size)
+    after_holm: bool  # its own p decided it, the family's Holm p did not
 
 
 def forest_row(result: ClaimResult, claim: ClaimConfig | None) -> ForestRow:
@@ -50,6 +52,8 @@ def forest_row(result: ClaimResult, claim: ClaimConfig | None) -> ForestRow:
         verdict=verdict_kind(result.verdict),  # the report's verdict (after Holm), by its kind
         expect=result.expect,
         margin=claim.margin if claim is not None and claim.expect == "equivalent" else None,
+        measured=d.measured or "",
+        after_holm=verdict_kind(result.verdict) != verdict_kind(d.verdict),
     )
 
 
@@ -59,14 +63,12 @@ def _scale(row: ForestRow) -> float:
     return max(values, default=0.0) or 1.0
 
 
-def _direction(row: ForestRow) -> int:
-    """-1 where the claim expects a smaller value: every directional row then reads 'right = as the claim says'."""
-    return -1 if row.expect == "less" else 1
+EXPECTS = {"greater": "expects > 0", "less": "expects < 0", "equivalent": "expects ≈ 0", "consistent": "ours − article"}
 
 
 def claims_figure(experiments: list[Experiment]) -> Figure:
-    """One row per claim of every experiment, grouped by experiment; each row on its own scale (|values| ≤ 1),
-    directional claims turned so that the side the claim expects is on the right."""
+    """One row per claim of every experiment, grouped by experiment; each row on its own scale (|values| ≤ 1), its
+    numbers and what the claim expects printed at its right."""
     claims = {(exp.name, c.id): c for exp in experiments for c in exp.claims}
     results = [r for r in claim_rows(experiments) if r.kind != "identity"]  # identities: unit tests, no row
     rows = [forest_row(r, claims.get((r.experiment, r.id))) for r in results]
@@ -80,17 +82,18 @@ def claims_figure(experiments: list[Experiment]) -> Figure:
         y += 1
         for row in (r for r in rows if r.experiment == name):
             colour = VERDICT_COLORS[row.verdict]
-            s, d = _scale(row), _direction(row)
+            s = _scale(row)
+            fill = "none" if row.after_holm else colour
             if row.margin:
                 ax.plot([-row.margin / s, row.margin / s], [y, y], color="black", linewidth=5, alpha=0.12)
             if row.interval is not None and row.effect is not None:
-                low, high = sorted((d * row.interval[0] / s, d * row.interval[1] / s))
-                ax.plot([low, high], [y, y], color=colour, linewidth=1.6)
-                ax.plot([d * row.effect / s], [y], "o", color=colour, markersize=4)
+                ax.plot([row.interval[0] / s, row.interval[1] / s], [y, y], color=colour, linewidth=1.6)
+                ax.plot([row.effect / s], [y], "o", color=colour, markersize=4, mfc=fill)
                 numbers = f"{num(row.effect)} [{num(row.interval[0])}, {num(row.interval[1])}]"
             else:
-                numbers = "by ranks: no effect size" if row.verdict != "not measured" else "not measured"
-                ax.plot([0], [y], "D", color=colour, markersize=4, mfc="none")
+                numbers = f"by ranks: {row.measured}" if row.verdict != "not measured" else "not measured"
+                ax.plot([0], [y], "D", color=colour, markersize=4, mfc=fill)
+            numbers = f"{EXPECTS.get(row.expect or '', '')}: {numbers}"
             ax.text(1.08, y, numbers + (f" (margin ±{num(row.margin)})" if row.margin else ""), fontsize=6, va="center")
             ticks.append(y)
             tick_labels.append(row.id)
@@ -102,10 +105,11 @@ def claims_figure(experiments: list[Experiment]) -> Figure:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(
-        "each row on its own scale (its largest |value| = 1; its numbers at right, in the claim's units);\n"
-        "'greater' and 'less' claims turned so that the side the claim expects is to the right of 0; intervals: 95 %,\n"
-        "90 % for equivalences (TOST), for 'consistent' claims the prediction interval of one new run's mean over the\n"
-        "article's points; beside an id: its kind where it is not an article's claim, * where it is exploratory"
+        "each row on its own scale (its largest |value| = 1; its numbers and what it expects at right,\n"
+        "in the claim's units); intervals: 95 %, 90 % for equivalences (TOST), for 'consistent' claims the\n"
+        "prediction interval of one new run's mean over the article's points; ◇ decided by ranks (medians at\n"
+        "right); hollow: its own p decided it, its experiment's Holm p did not; beside an id: its kind where it is\n"
+        "not an article's claim, * exploratory"
     )
     for kind, colour in VERDICT_COLORS.items():
         ax.plot([], [], "o-", color=colour, label=kind)
@@ -113,7 +117,8 @@ def claims_figure(experiments: list[Experiment]) -> Figure:
     fig.legend(loc="outside lower center", ncol=5, fontsize=8, frameon=False)
     counts = {k: sum(r.verdict == k for r in rows) for k in VERDICT_COLORS}
     fig.suptitle(
-        f"{len(rows)} claims: effect and the interval its verdict uses, by verdict ("
+        f"All {len(rows)} claims, every kind, exploratory ones included (README's headline counts the articles'\n"
+        "confirmatory claims): effect and the interval its verdict uses, by the report's verdict ("
         + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         + ")",
         fontsize=11,

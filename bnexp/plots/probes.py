@@ -74,7 +74,7 @@ def feature_distribution(exp: Experiment) -> Figure:
             ax.set_ylim(0, DENSITY_TOP)
         # the variant names its row (as a title on every panel it ran into the next one), and says so when the
         # run never trained: its maps are then those of a net that did not learn
-        outcome = run.course["outcome"]
+        outcome = run.course.outcome
         failed = f"\n({outcome.replace('_', ' ')})" if outcome != "trained" else ""
         row[0].set_ylabel(f"{label(exp, [run], with_lr=len(lr_multipliers(exp)) > 1, with_n=False)}{failed}\ndensity")
         row[-1].legend(loc="center right", fontsize=6)

@@ -36,7 +36,7 @@ def finished_only(exp: Experiment) -> Experiment:
 def mixed_outcomes(runs: list[Run]) -> bool:
     """Runs of one cell that ended differently (trained / fell back / never left chance / diverged): a mean
     over them describes no run, so they are drawn one by one."""
-    return len({r.course["outcome"] for r in runs}) > 1
+    return len({r.course.outcome for r in runs}) > 1
 
 
 def reference_loss_curves(exp: Experiment) -> dict[str, list[float]]:

@@ -38,7 +38,7 @@ def batch_size(exp: Experiment) -> Figure:
             if not mixed:
                 sizes.append(size)
                 stats.append(mean_sd([r.summary.final_test_acc for r in cell]))
-            if not mixed and cell[0].course["outcome"] == "trained":
+            if not mixed and cell[0].course.outcome == "trained":
                 m, sd, _ = stats[-1]
                 trained.setdefault(size, []).extend([100 * (1 - m - sd), 100 * (1 - m + sd)])
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import statistics
 from contextlib import suppress
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -148,7 +149,7 @@ def run_summary(
         "best_step": best["step"] if best else None,
         "final_train_loss": train[-1]["loss"] if train else None,
         "diverged_at_step": diverged[0]["step"] if diverged else None,
-        **course,
+        **asdict(course),
         "final_dead_units": evals[-1].get("dead_units") if evals else None,
         "time_to_threshold": {
             f"{t:g}": next(({"step": r["step"], "epoch": r["epoch"]} for r in evals if r["test_acc"] >= t), None)
