@@ -246,7 +246,7 @@ def _interim_looks(e: Experiment) -> dict[str, Any] | None:
         return None
     final = len(e.config["seeds"])
     every = [*looks, final]
-    levels = sequential.nominal_levels(every)
+    levels = e.look_levels
     return {
         "looks": looks,
         "seeds": final,

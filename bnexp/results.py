@@ -15,10 +15,11 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from bnexp import records
+from bnexp import records, sequential
 from bnexp.config import (
     DATASET_CLASSES,
     NOT_COMPARED,
@@ -226,6 +227,14 @@ class Experiment:
             )
             return []
         return looks
+
+    @cached_property
+    def look_levels(self) -> list[float]:
+        """The two-sided nominal level at each look, the last one's deciding the verdicts: the group-sequential
+        boundary for the looks recorded (bnexp.sequential), 5 % without earlier looks."""
+        if not (looks := self.interim_looks):
+            return [sequential.LEVEL]
+        return sequential.nominal_levels([*looks, len(self.config["seeds"])])
 
     def reference_series(self) -> dict[str, list[records.SeriesRecord]]:
         """variant -> the author's curves ({key, quantity, values, source, ...}), from references.json."""

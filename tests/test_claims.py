@@ -756,3 +756,19 @@ def test_a_count_at_must_be_a_whole_number_of_evaluations():
     for bad in (0, 2.5, None):
         with pytest.raises(ConfigError, match="how many of the last evaluations"):
             from_dict(ClaimConfig, {**base, "at": bad}, "claim")
+
+
+def test_after_looks_a_verdict_needs_its_p_below_the_last_looks_nominal_level():
+    """Seeds added after a look: the verdict is decided at the group-sequential boundary's last nominal level
+    (here 0.046), for a family's Holm p and for a claim in no family alike; a p below it keeps its verdict."""
+    from bnexp.claims.multiplicity import adjust
+
+    rows = [
+        _result("a", "alone", 0.047, "supported"),
+        _result("a", "lit", 0.048, "supported", kind="literature"),
+        _result("a", "lit-strong", 0.01, "supported", kind="literature"),
+        _result("b", "elsewhere", 0.047, "supported"),
+    ]
+    alone, lit, strong, elsewhere = adjust(rows, {"a": "holm", "b": "holm"}, {"a": 0.046})
+    assert alone.verdict == lit.verdict == "undecided at n = 5 (at the looks' boundary)"
+    assert strong.verdict == "supported" and elsewhere.verdict == "supported"  # b has no looks: 5 %

@@ -321,4 +321,8 @@ def claim_rows(experiments: list[Experiment]) -> list[ClaimResult]:
             except NotRecorded as e:  # e.g. a threshold the runs' config did not list
                 decision = Decision(verdict="not measured", n=0, notes=(f"not measured: {e}",))
             rows.append(_result(claim, exp, decision))
-    return adjust(rows, {exp.name: exp.multiplicity for exp in experiments})
+    return adjust(
+        rows,
+        {exp.name: exp.multiplicity for exp in experiments},
+        {exp.name: exp.look_levels[-1] for exp in experiments},
+    )

@@ -173,11 +173,12 @@ def _looks_paragraph(experiments: list[dict[str, Any]]) -> list[str]:
         "",
         "Seeds added after a look. These experiments' claims were looked at with fewer seeds, and seeds were "
         "added because some were undecided (the number fixed from the power estimate before they ran). The "
-        "verdicts above are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
+        "raw verdicts are not corrected for those earlier looks: had a claim no effect, a two-sided 5 % test "
         "at every look would call it supported or contradicted with the first chance in brackets (200,000 "
         "simulated paired t tests). A group-sequential boundary, set to hold the level over the looks that happened "
         "(Lan & DeMets 1983, O'Brien–Fleming-type spending at n_k / N): the nominal two-sided level at each look, "
-        f"and the chance it allows for t tests (simulated), follow; the verdicts above are not yet decided at it. "
+        f"and the chance it allows for t tests (simulated), follow. The verdicts above are decided at the last look's "
+        "level: a claim whose p (Holm's in a family) is not below it reads undecided (at the looks' boundary). "
         f"Seeds at each look: {each}.",
     ]
 

@@ -108,8 +108,8 @@ def claims_figure(experiments: list[Experiment]) -> Figure:
         "each row on its own scale (its largest |value| = 1; its numbers and what it expects at right,\n"
         "in the claim's units); intervals: 95 %, 90 % for equivalences (TOST), for 'consistent' claims the\n"
         "prediction interval of one new run's mean over the article's points; ◇ decided by ranks (medians at\n"
-        "right); hollow: its own p decided it, its experiment's Holm p did not; beside an id: its kind where it is\n"
-        "not an article's claim, * exploratory"
+        "right); hollow: its own p decided it, Holm's p or the looks' boundary did not; beside an id: its kind\n"
+        "where it is not an article's claim, * exploratory"
     )
     for kind, colour in VERDICT_COLORS.items():
         ax.plot([], [], "o-", color=colour, label=kind)
