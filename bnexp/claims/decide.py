@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 from bnexp import stats
 from bnexp.claims.groups import censored_ranks, group_values, outcome_notes, outcome_ranks
@@ -241,10 +242,16 @@ def _compare(claim: ClaimConfig, a_runs: list[Run], b_runs: list[Run]) -> Decisi
     )
 
 
+def article_points(claim: ClaimConfig) -> dict[Any, float]:
+    """A `consistent` claim's article values by where they were taken (an epoch, a step): its mapping, or its
+    one value at `at`."""
+    return claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}  # type: ignore[return-value]
+
+
 def consistency_summary(claim: ClaimConfig, runs: list[Run]) -> tuple[list[float], float, list[str]]:
     """What a `consistent` claim compares: each run's mean over the points the article reports (the runs with a
     value at every point), the article's mean over them, and notes on runs that ended differently."""
-    points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
+    points = article_points(claim)
     per_point, notes = [], []
     for at in points:
         values, outcomes, missing = group_values(runs, claim.quantity, at)
@@ -260,7 +267,7 @@ def _consistent(claim: ClaimConfig, runs: list[Run]) -> Decision:
     points it reports (one point: that value), against the same mean of each of our runs, by the 95 % prediction
     interval of one new run (t, n − 1 df). One summary of all points, so a constant offset shows (testing
     correlated points one by one, Bonferroni-corrected, could not see one)."""
-    points = claim.value if isinstance(claim.value, dict) else {claim.at: claim.value}
+    points = article_points(claim)
     ours, article, notes = consistency_summary(claim, runs)
     if len(ours) < 2:
         n = len(ours)

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnexp import stats
-from bnexp.claims.decide import consistency_summary, points_text
+from bnexp.claims.decide import article_points, consistency_summary, points_text
 from bnexp.plots.drawing import (
     band,
     draw_reference_loss,
@@ -142,7 +142,7 @@ def _prediction_bars(ax, exp: Experiment, groups: list[list[Run]], look: dict[st
             marker="_", markersize=9,
         )  # fmt: skip
         ax.plot([x + 0.15], [article], marker="*", markersize=8, color=color, linestyle="none")  # beside, not over
-        span = points_text(list(claim.value) if isinstance(claim.value, dict) else [claim.at])
+        span = points_text(list(article_points(claim)))
         ax.text(x, pred.low, span.replace("mean over ", "mean\n"), ha="center", va="top", fontsize=6, color=color)
         spans.add(span)
     if not spans:
